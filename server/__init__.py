@@ -1,0 +1,1 @@
+"""Everything that runs at the coordinator: ServerApp, strategy, validation, checkpoints, reports."""
