@@ -111,7 +111,9 @@ def tissue_maps() -> dict[str, np.ndarray]:
     base = ("datasets", "data")
     out: dict[str, np.ndarray] = {}
     for key in ("gm", "wm"):
-        path = _package_file("nilearn", *base, f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz")
+        path = _package_file(
+            "nilearn", *base, f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz"
+        )
         img = nib.load(path)
         out[key] = np.asarray(img.dataobj, dtype=np.float32) / 255.0
     tissue = out["gm"] + out["wm"]
@@ -144,7 +146,9 @@ def _region_mask_1mm(name: str) -> np.ndarray:
         side = name[-1]
         put = _region_mask_1mm(f"putamen_{side}")
         y = MNI_1MM.world_coordinates()[1]
-        return put & (y >= PUTAMEN_SPLIT_Y_MM) if "_ant_" in name else put & (y < PUTAMEN_SPLIT_Y_MM)
+        return (
+            put & (y >= PUTAMEN_SPLIT_Y_MM) if "_ant_" in name else put & (y < PUTAMEN_SPLIT_Y_MM)
+        )
     if name == "striatum":
         return np.isin(labels, (75, 76, 77, 78))
     if name == "cortex_composite":

@@ -84,12 +84,49 @@ class Tracer:
 TRACERS: dict[str, Tracer] = {
     t.key: t
     for t in (
-        Tracer("fdg", "Fluorodeoxyglucose F^18^", "18F", 6586.2, "35321007", ("fdg", "fluorodeoxyglucose")),
-        Tracer("pib", "Pittsburgh compound B C^11^", "11C", 1223.4, "126500", ("pib", "pittsburgh")),
-        Tracer("florbetapir", "Florbetapir F^18^", "18F", 6586.2, "456995000", ("florbetapir", "av45", "av-45", "amyvid")),
-        Tracer("florbetaben", "Florbetaben F^18^", "18F", 6586.2, "712736002", ("florbetaben", "neuraceq", "fbb")),
-        Tracer("flutemetamol", "Flutemetamol F^18^", "18F", 6586.2, "456997008", ("flutemetamol", "vizamyl", "gemetamol")),
-        Tracer("fp-cit", "Ioflupane I^123^", "123I", 47604.0, "429296007", ("ioflupane", "fp-cit", "fpcit", "datscan")),
+        Tracer(
+            "fdg",
+            "Fluorodeoxyglucose F^18^",
+            "18F",
+            6586.2,
+            "35321007",
+            ("fdg", "fluorodeoxyglucose"),
+        ),
+        Tracer(
+            "pib", "Pittsburgh compound B C^11^", "11C", 1223.4, "126500", ("pib", "pittsburgh")
+        ),
+        Tracer(
+            "florbetapir",
+            "Florbetapir F^18^",
+            "18F",
+            6586.2,
+            "456995000",
+            ("florbetapir", "av45", "av-45", "amyvid"),
+        ),
+        Tracer(
+            "florbetaben",
+            "Florbetaben F^18^",
+            "18F",
+            6586.2,
+            "712736002",
+            ("florbetaben", "neuraceq", "fbb"),
+        ),
+        Tracer(
+            "flutemetamol",
+            "Flutemetamol F^18^",
+            "18F",
+            6586.2,
+            "456997008",
+            ("flutemetamol", "vizamyl", "gemetamol"),
+        ),
+        Tracer(
+            "fp-cit",
+            "Ioflupane I^123^",
+            "123I",
+            47604.0,
+            "429296007",
+            ("ioflupane", "fp-cit", "fpcit", "datscan"),
+        ),
     )
 }
 

@@ -21,3 +21,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def flower_identity():
+    """Let tests build Flower Messages outside a run.
+
+    Flower 1.42 stamps every new Message with the process's task identity, which only a
+    running SuperLink/SuperNode sets (internal API: kept in this one fixture).
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id = 1
+    TaskIdentity.node_id = 0
+    TaskIdentity.task_id = 1
+    yield TaskIdentity
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="session")
+def tiny_fdg(tmp_path_factory):
+    """A generated 3-site tiny fdg-ad federation (2 train + 1 holdout), made once per session."""
+    from simulations.generator import generate_federation
+
+    root = tmp_path_factory.mktemp("tiny-fdg") / "data"
+    generate_federation(root, task="fdg-ad", preset="tiny", seed=0)
+    return root

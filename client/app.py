@@ -1,0 +1,104 @@
+"""The fedmi ClientApp: thin Flower handlers over :mod:`client.runtime`.
+
+Every reply passes the egress check (:mod:`client.egress`) before it is returned; a
+handler that fails replies with a declared, content-free ``error`` status instead of
+crashing the SuperNode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+from client import runtime
+from client.egress import check_outbound
+from client.site import resolve_site
+from shared import contract
+from shared.model import build_model
+
+log = logging.getLogger(__name__)
+
+_EXPECTED = runtime.expected_arrays(build_model())
+
+
+def _reply(
+    msg: Message,
+    context: Context,
+    message_type: str,
+    work: Callable[..., RecordDict],
+    defaults: Mapping[str, object],
+) -> Message:
+    run_config = {**defaults, **dict(context.run_config)}
+    # several ClientApps share a few cores in simulation: one torch thread each by default
+    torch.set_num_threads(int(run_config.get("client-threads", 1) or 1))
+    config = msg.content.get(contract.CONFIG)
+    task = str(dict(config or {}).get("task", "fdg-ad"))
+    site_id, role = "unknown", "train"
+    try:
+        site = resolve_site(dict(context.node_config), run_config)
+        site_id, role = site.site_id, site.role
+        content = work(site, msg.content, config)
+        expected = _EXPECTED if message_type == contract.TRAIN else None
+        content = check_outbound(message_type, content, expected)
+    except Exception as exc:  # one bad site must not crash the run: report a status
+        log.error("%s failed at this site: %s: %s", message_type, type(exc).__name__, exc)
+        content = runtime.error_reply(site_id if site_id else "unknown", role, task)
+    return Message(content, reply_to=msg)
+
+
+def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
+    """Build the ClientApp; ``defaults`` fill in run-config keys (the simulation runner's paths)."""
+    defaults = dict(defaults or {})
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg, context, contract.QUERY, lambda s, c, cfg: runtime.handle_query(s, cfg), defaults
+        )
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg,
+            context,
+            contract.TRAIN,
+            lambda s, c, cfg: runtime.handle_train(s, _arrays(c), cfg),
+            defaults,
+        )
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg,
+            context,
+            contract.EVALUATE,
+            lambda s, c, cfg: runtime.handle_evaluate(s, _arrays(c), cfg, contract.EVALUATE),
+            defaults,
+        )
+
+    @app.evaluate("external")
+    def external(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg,
+            context,
+            contract.EXTERNAL,
+            lambda s, c, cfg: runtime.handle_evaluate(s, _arrays(c), cfg, contract.EXTERNAL),
+            defaults,
+        )
+
+    return app
+
+
+def _arrays(content: RecordDict) -> ArrayRecord:
+    arrays = content.get(contract.ARRAYS)
+    if not isinstance(arrays, ArrayRecord):
+        raise ValueError("instruction without model weights")
+    return arrays
+
+
+app = build_client_app()

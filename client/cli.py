@@ -1,0 +1,90 @@
+"""``fedmi-site``: the command line of a hospital site.
+
+Subcommands are registered by small ``_add_<name>`` functions so that others (``check``,
+``join``, ``keygen``, ``ledger``) can be added beside ``ingest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from client.ingest.errors import REASONS
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from client.ingest.pipeline import ingest_site
+    from client.site_config import SiteConfigError
+
+    try:
+        report = ingest_site(args.site_dir, args.task, args.out, workers=args.workers)
+    except (SiteConfigError, ValueError) as exc:
+        print(f"fedmi-site ingest: {exc}")
+        return 2
+    s = report.summary
+    print(
+        f"{s['series_accepted']} series accepted ({s['series_from_cache']} from cache), "
+        f"{s['series_rejected']} rejected, {s['files_rejected']} of {s['files_found']} files "
+        f"not used; see {Path(args.out) / 'ingest_report.json'}"
+    )
+    for reason, n in s["by_reason"].items():
+        print(f"  {reason}: {n}")
+    return 0
+
+
+def _add_ingest(sub: argparse._SubParsersAction) -> None:
+    from shared.tasks import TASKS
+
+    codes = "\n".join(f"  {k}: {v}" for k, v in REASONS.items())
+    p = sub.add_parser(
+        "ingest",
+        help="read the site's DICOM folder into the task's cached volumes",
+        description=(
+            "Find every DICOM file under SITE_DIR/dicom/, convert PET to SUVbw (QIBA) and SPECT "
+            "to counts, put each series on the task's template grid, divide by the reference "
+            "region, cache the result and write OUT/ingest_report.json with a reason for every "
+            "rejected file or series."
+        ),
+        epilog="rejection reasons:\n" + codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--site-dir", type=Path, required=True, help="site folder (dicom/, labels.csv)")
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="clinical task")
+    p.add_argument("--out", type=Path, required=True, help="state folder (cache and reports)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.set_defaults(handler=_cmd_ingest)
+
+
+#: Subcommand registrars, in help order.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ingest]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedmi-site`` argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="fedmi-site", description="fedmi hospital-site tools")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fedmi-site``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The site's labelled dataset: ingested volumes in memory and a fixed site-local split.
+
+Volumes come from the ingest cache (:mod:`client.ingest`); nothing here reads DICOM.
+The train/test split is per patient, stratified by class and fixed by a seed, so every
+method (local, pooled, federated) sees the same test scans at a site.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from shared.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+TEST_FRACTION = 0.3
+
+
+@dataclass
+class SiteData:
+    """Labelled scans of one site, on the task grid.
+
+    Attributes
+    ----------
+    x
+        float32 tensor ``(n, 1, *grid.shape)``: reference-region-normalised volumes.
+    y
+        float32 tensor ``(n,)``: class index (1 = positive).
+    patient_keys
+        Opaque per-scan patient keys used only for the split (never sent).
+    is_test
+        bool array ``(n,)``: the site-local test split.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    patient_keys: list[str]
+    is_test: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``"train"``, ``"test"`` or ``"all"`` scans as ``(x, y)``."""
+        if which == "all":
+            return self.x, self.y
+        mask = self.is_test if which == "test" else ~self.is_test
+        idx = torch.from_numpy(np.flatnonzero(mask))
+        return self.x[idx], self.y[idx]
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_patients(
+    patient_keys: list[str], labels: np.ndarray, seed: int, test_fraction: float = TEST_FRACTION
+) -> np.ndarray:
+    """Per-patient, class-stratified test mask, fixed by ``seed``.
+
+    Within each class the patients are ordered by a seeded hash and the first
+    ``round(test_fraction × n)`` (at least one when the class has two or more
+    patients) go to the test split. All scans of a patient stay on one side.
+    """
+    labels = np.asarray(labels)
+    is_test = np.zeros(len(patient_keys), dtype=bool)
+    for cls in np.unique(labels):
+        patients = sorted({p for p, y in zip(patient_keys, labels, strict=True) if y == cls})
+        n_test = int(round(test_fraction * len(patients)))
+        if len(patients) >= 2:
+            n_test = max(1, min(n_test, len(patients) - 1))
+        else:
+            n_test = 0
+        chosen = set(sorted(patients, key=lambda p: _unit_hash(seed, p))[:n_test])
+        for i, (p, y) in enumerate(zip(patient_keys, labels, strict=True)):
+            if y == cls and p in chosen:
+                is_test[i] = True
+    return is_test
+
+
+def load_site_data(rows: list[dict], task: TaskSpec, seed: int) -> SiteData:
+    """Load accepted ingest rows (absolute ``cached_path``, ``label``) into memory.
+
+    Rows whose label is not a training class of ``task`` (e.g. MCI) are skipped.
+    """
+    xs, ys, keys = [], [], []
+    for row in rows:
+        cls = task.class_index(str(row["label"]))
+        if cls is None:
+            continue
+        vol = np.asarray(nib.load(str(row["cached_path"])).dataobj, dtype=np.float32)
+        if vol.shape != task.grid.shape:
+            log.warning(
+                "skipping a cached volume with shape %s (expected %s)", vol.shape, task.grid.shape
+            )
+            continue
+        xs.append(vol)
+        ys.append(cls)
+        keys.append(str(row["patient_id"]))
+    if xs:
+        x = torch.from_numpy(np.stack(xs)[:, None])
+    else:
+        x = torch.zeros((0, 1, *task.grid.shape), dtype=torch.float32)
+    y = torch.tensor(ys, dtype=torch.float32)
+    is_test = split_patients(keys, np.asarray(ys), seed)
+    log.info(
+        "site data: %d scans (%d train, %d test)",
+        len(ys),
+        int((~is_test).sum()),
+        int(is_test.sum()),
+    )
+    return SiteData(x=x, y=y, patient_keys=keys, is_test=is_test)
+
+
+def rows_fingerprint(state_dir: Path) -> str:
+    """Cheap fingerprint of the ingest report, to know when in-memory data is stale."""
+    report = state_dir / "ingest_report.json"
+    st = report.stat() if report.exists() else None
+    return f"{report}:{st.st_mtime_ns if st else 0}:{st.st_size if st else 0}"

@@ -1,0 +1,59 @@
+"""Reason codes for everything ingest refuses, and the exception that carries them.
+
+Every rejected row of ``ingest_report.json`` has a machine ``reason`` (one of
+:data:`REASONS`) and a ``message`` for the site physicist that names the file or
+series and says how to fix it.
+"""
+
+from __future__ import annotations
+
+#: Machine reason code → what it means (shown in ``fedmi-site ingest --help`` and the docs).
+REASONS: dict[str, str] = {
+    "not_dicom": "the file is not a DICOM Part 10 file or raw DICOM data set",
+    "dicomdir": "a DICOMDIR media index; ignored (the images are read directly)",
+    "truncated": "the file ends before its pixel data or header is complete",
+    "missing_uid": "no (0020,000E) Series Instance UID or (0008,0018) SOP Instance UID",
+    "wrong_modality": "(0008,0060) Modality does not fit the task (e.g. CT, MR, NM for a PET task)",
+    "planar_nm": "NM object that is not a reconstructed tomogram (planar, whole-body, dynamic)",
+    "nm_projections": "NM SPECT projections (TOMO) instead of the reconstructed volume",
+    "enhanced_multiframe": "Enhanced or Legacy Converted Enhanced PET multi-frame object",
+    "unsupported_sop_class": "(0008,0016) SOP Class UID that ingest cannot read for this modality",
+    "unsupported_pixels": "pixel data that cannot be decoded (compression, colour, bit depth)",
+    "missing_slices": "gaps in the slice positions, or fewer slices than (0054,0081) says",
+    "uneven_spacing": "slice positions that are not evenly spaced along the slice normal",
+    "inconsistent_geometry": "slices of one series disagree in orientation, matrix or spacing",
+    "missing_geometry": "no (0020,0032) Image Position / (0020,0037) Image Orientation (Patient)",
+    "duplicate_instance": "an exact second copy of an image already read (the copy is ignored)",
+    "conflicting_duplicates": "two different images at the same slice position or with one SOP UID",
+    "not_corrected": "(0028,0051) Corrected Image lacks ATTN or DECY, so no SUV can be computed",
+    "unsupported_decay_correction": "(0054,1102) Decay Correction other than START or ADMIN",
+    "unsupported_units": "(0054,1001) Units other than BQML, GML or CNTS with a Philips factor",
+    "missing_suv_tags": "dose, half-life, weight or a time that SUVbw needs is absent",
+    "implausible_suv_tags": "dose, weight or injection-to-scan time outside a plausible range",
+    "unknown_tracer": "no radiopharmaceutical in (0054,0016) that fedmi recognises",
+    "wrong_tracer": "a tracer that the task does not use",
+    "unlabelled_patient": "(0010,0020) Patient ID absent from the header or from labels.csv",
+    "invalid_label": "labels.csv gives a label value that is not valid for the task",
+    "incomplete_coverage": "the scan's field of view misses part of the template brain",
+    "empty_reference_region": "the reference region has no positive activity after resampling",
+    "read_error": "the file could not be read for another reason (see message)",
+}
+
+
+class IngestError(Exception):
+    """A series (or file) that ingest rejects, with a reason code and a message.
+
+    Parameters
+    ----------
+    reason
+        One of :data:`REASONS`.
+    message
+        A sentence for the site physicist naming the file/series and the fix.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown ingest reason code {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

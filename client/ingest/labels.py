@@ -1,0 +1,73 @@
+"""``labels.csv`` (columns ``PatientID,label``): one label per patient, checked against the task."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.tasks import TaskSpec
+
+
+@dataclass
+class Labels:
+    """Labels of a site.
+
+    Attributes
+    ----------
+    values
+        PatientID → label, for valid rows only.
+    invalid
+        PatientID → message, for rows whose label is not valid for the task (or conflicts).
+    error
+        A message when the file is missing or unreadable (then every series is unlabelled).
+    """
+
+    values: dict[str, str] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_labels(path: Path, task: TaskSpec) -> Labels:
+    """Read and validate ``labels.csv`` against ``task.all_labels`` (never raises)."""
+    out = Labels()
+    valid = ", ".join(task.all_labels)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            if "PatientID" not in fields or "label" not in fields:
+                out.error = (
+                    f"{Path(path).name} needs the columns PatientID,label (found {fields}). "
+                    "Fix its header row."
+                )
+                return out
+            for lineno, row in enumerate(reader, start=2):
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                pid, label = row.get("PatientID", ""), row.get("label", "")
+                if not pid:
+                    continue
+                if label not in task.all_labels:
+                    out.invalid[pid] = (
+                        f"labels.csv line {lineno} gives patient {pid} the label {label!r}, which "
+                        f"is not valid for task {task.name} (valid: {valid}). Correct labels.csv."
+                    )
+                elif pid in out.values and out.values[pid] != label:
+                    out.invalid[pid] = (
+                        f"labels.csv gives patient {pid} two labels ({out.values[pid]!r} and "
+                        f"{label!r}). Keep one row per patient."
+                    )
+                elif pid not in out.invalid:
+                    out.values[pid] = label
+            for pid in out.invalid:
+                out.values.pop(pid, None)
+    except FileNotFoundError:
+        out.error = (
+            "the site folder has no labels.csv (columns PatientID,label). Write it next to the "
+            "dicom/ folder."
+        )
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        out.error = (
+            f"labels.csv cannot be read ({type(exc).__name__}: {exc}). Save it as UTF-8 CSV."
+        )
+    return out

@@ -1,0 +1,102 @@
+"""``ingest_report.json`` and the counts-only data manifest, and reading them back.
+
+Report schema::
+
+    {"task", "site_id", "pipeline_version",
+     "summary": {"files_found", "files_read", "files_accepted", "files_rejected",
+                 "series_found", "series_accepted", "series_rejected", "series_from_cache",
+                 "by_reason": {reason: rows}},
+     "accepted": [{"series_uid", "patient_id", "modality", "tracer", "manufacturer", "model",
+                   "voxel_size_mm": [3 floats], "suv_factor": g/Bq or null,
+                   "cached_path": relative to STATE_DIR, "label", "class_index",
+                   "n_files", "from_cache", "notes": [...],
+                   "qc": {"head_shift_mm", "brain_coverage", "reference_value"}}],
+     "rejected": [{"files": [relative to the site folder], "series_uid": str or null,
+                   "reason": code, "message": sentence}]}
+
+Every file under ``dicom/`` is counted once: in an accepted row's ``n_files`` or in a
+rejected row's ``files`` (exact duplicates of accepted images are rejected rows with reason
+``duplicate_instance``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPORT_FILE = "ingest_report.json"
+MANIFEST_FILE = "data_manifest.json"
+
+
+@dataclass
+class IngestReport:
+    """The outcome of one ingest run (see the module docstring for the JSON schema)."""
+
+    task: str
+    site_id: str
+    pipeline_version: str
+    summary: dict = field(default_factory=dict)
+    accepted: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def manifest(self) -> dict:
+        """Counts of accepted series per tracer, manufacturer and model (no identifiers)."""
+        return {
+            "task": self.task,
+            "site_id": self.site_id,
+            "pipeline_version": self.pipeline_version,
+            "n_series": len(self.accepted),
+            "by_tracer": dict(sorted(Counter(r["tracer"] for r in self.accepted).items())),
+            "by_manufacturer": dict(
+                sorted(Counter(r["manufacturer"] or "unknown" for r in self.accepted).items())
+            ),
+            "by_model": dict(
+                sorted(Counter(r["model"] or "unknown" for r in self.accepted).items())
+            ),
+        }
+
+    def write(self, state_dir: Path) -> Path:
+        """Write ``ingest_report.json`` and ``data_manifest.json`` into ``state_dir``."""
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in ((REPORT_FILE, self.to_dict()), (MANIFEST_FILE, self.manifest())):
+            tmp = state_dir / f".{name}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, state_dir / name)
+        return state_dir / REPORT_FILE
+
+    @classmethod
+    def load(cls, state_dir: Path) -> IngestReport:
+        """Read ``ingest_report.json`` from ``state_dir``."""
+        data = json.loads((Path(state_dir) / REPORT_FILE).read_text(encoding="utf-8"))
+        return cls(**data)
+
+
+def load_accepted(state_dir: Path) -> list[dict]:
+    """Accepted series of the last ingest, with absolute ``cached_path``.
+
+    Parameters
+    ----------
+    state_dir
+        The ``--out`` folder of ``fedmi-site ingest``.
+
+    Returns
+    -------
+    list of dict
+        Copies of the report's accepted rows; ``cached_path`` is an absolute path string and
+        ``label``/``class_index`` come from labels.csv at ingest time.
+    """
+    state_dir = Path(state_dir).resolve()
+    rows = []
+    for row in IngestReport.load(state_dir).accepted:
+        row = dict(row)
+        row["cached_path"] = str(state_dir / row["cached_path"])
+        rows.append(row)
+    return rows

@@ -1,0 +1,198 @@
+"""What a site does for each instruction, as plain functions of (settings, records).
+
+The Flower handlers in :mod:`client.app` only unpack a Message, call one of these and
+pack the reply; everything here can be called directly in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from client.data import SiteData, load_site_data, rows_fingerprint
+from client.site import SiteSettings
+from client.training import TrainSettings, evaluate_local, train_local
+from shared import contract
+from shared.model import build_model, federated_state_dict, load_federated_state
+from shared.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+_DATA_CACHE: dict[tuple[str, str, int, str], SiteData] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """The server's instruction for one round, parsed from the ``config`` record."""
+
+    task: str = "fdg-ad"
+    server_round: int = 0
+    settings: TrainSettings = field(default_factory=TrainSettings)
+
+    @classmethod
+    def from_record(cls, record: ConfigRecord | None) -> Instruction:
+        r = dict(record or {})
+        seed = int(r.get("seed", 0))
+        return cls(
+            task=str(r.get("task", "fdg-ad")),
+            server_round=int(r.get("server-round", 0)),
+            settings=TrainSettings(
+                epochs=int(r.get("local-epochs", 1)),
+                batch_size=int(r.get("batch-size", 16)),
+                learning_rate=float(r.get("learning-rate", 1e-3)),
+                proximal_mu=float(r.get("proximal-mu", 0.0)),
+                # a different but reproducible stream per round
+                seed=seed * 100_003 + int(r.get("server-round", 0)),
+            ),
+        )
+
+    @property
+    def split_seed(self) -> int:
+        return self.settings.seed // 100_003
+
+
+def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
+    """The site's labelled data, ingesting on first use and cached in memory."""
+    from client.ingest.pipeline import ingest_site
+    from client.ingest.report import load_accepted
+
+    task = get_task(task_name)
+    with _LOCK:
+        report = site.cache_dir / "ingest_report.json"
+        if not report.exists():
+            log.info("no ingest report yet: ingesting the site's DICOM")
+            ingest_site(site.data_dir, task_name, site.cache_dir)
+        key = (str(site.cache_dir), task_name, split_seed, rows_fingerprint(site.cache_dir))
+        if key not in _DATA_CACHE:
+            rows = load_accepted(site.cache_dir)
+            _DATA_CACHE[key] = load_site_data(rows, task, split_seed)
+        return _DATA_CACHE[key]
+
+
+def _site_record(site: SiteSettings, task: str, status: str) -> ConfigRecord:
+    return ConfigRecord(
+        {"site-id": site.site_id, "role": site.role, "status": status, "task": task}
+    )
+
+
+def _to_state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in arrays.items()}
+
+
+def expected_arrays(model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, dtype) of every federated array of ``model``."""
+    return {
+        k: (tuple(v.shape), str(v.numpy().dtype)) for k, v in federated_state_dict(model).items()
+    }
+
+
+def handle_query(site: SiteSettings, config: ConfigRecord | None) -> RecordDict:
+    """Site facts and counts (no training, no weights)."""
+    ins = Instruction.from_record(config)
+    data = site_data(site, ins.task, ins.split_seed)
+    n_test = int(data.is_test.sum())
+    metrics = MetricRecord(
+        {
+            "num-examples": len(data),
+            "num-train": len(data) - n_test,
+            "num-test": n_test,
+            "num-positive": int(data.y.sum()),
+        }
+    )
+    return RecordDict(
+        {contract.METRICS: metrics, contract.SITE: _site_record(site, ins.task, "ok")}
+    )
+
+
+def handle_train(
+    site: SiteSettings, arrays: ArrayRecord, config: ConfigRecord | None
+) -> RecordDict:
+    """Train the received federated weights on the site's train split."""
+    ins = Instruction.from_record(config)
+    if site.role != "train":
+        log.warning("a train instruction reached a holdout site; refusing")
+        return _status_reply(site, ins.task, contract.TRAIN, "error")
+    data = site_data(site, ins.task, ins.split_seed)
+    x, y = data.subset("train")
+    if len(y) == 0:
+        return _status_reply(site, ins.task, contract.TRAIN, "no-data")
+    torch.manual_seed(ins.settings.seed)
+    model = build_model()
+    state = _to_state(arrays)
+    load_federated_state(model, state)
+    global_params = None
+    if ins.settings.proximal_mu > 0:
+        global_params = [p.detach().clone() for p in model.backbone.parameters() if p.requires_grad]
+    result = train_local(model, x, y, ins.settings, global_params=global_params)
+    log.info(
+        "round %d: trained %d scans for %d epoch(s), loss %.4f",
+        ins.server_round,
+        result.num_examples,
+        ins.settings.epochs,
+        result.loss,
+    )
+    out_arrays = contract.array_record(federated_state_dict(model))
+    metrics = MetricRecord(
+        {
+            "num-examples": result.num_examples,
+            "train-loss": result.loss,
+            "train-accuracy": result.accuracy,
+            "local-epochs": ins.settings.epochs,
+            "local-steps": result.steps,
+            "compute-seconds": result.seconds,
+        }
+    )
+    return RecordDict(
+        {
+            contract.ARRAYS: out_arrays,
+            contract.METRICS: metrics,
+            contract.SITE: _site_record(site, ins.task, "ok"),
+        }
+    )
+
+
+def handle_evaluate(
+    site: SiteSettings, arrays: ArrayRecord, config: ConfigRecord | None, message_type: str
+) -> RecordDict:
+    """Evaluate the received weights: a training site on its test split, a holdout on all its scans."""
+    ins = Instruction.from_record(config)
+    data = site_data(site, ins.task, ins.split_seed)
+    x, y = data.subset("test" if site.role == "train" else "all")
+    if len(y) == 0:
+        return _status_reply(site, ins.task, message_type, "no-data")
+    model = build_model()
+    load_federated_state(model, _to_state(arrays))
+    stats = evaluate_local(model, x, y)
+    return RecordDict(
+        {
+            contract.METRICS: MetricRecord(stats),  # type: ignore[arg-type]
+            contract.SITE: _site_record(site, ins.task, "ok"),
+        }
+    )
+
+
+def _status_reply(site: SiteSettings, task: str, message_type: str, status: str) -> RecordDict:
+    return RecordDict(
+        {
+            contract.METRICS: MetricRecord({"num-examples": 0}),
+            contract.SITE: _site_record(site, task, status),
+        }
+    )
+
+
+def error_reply(site_id: str, role: str, task: str) -> RecordDict:
+    """A declared, content-free reply used when a handler fails."""
+    return RecordDict(
+        {
+            contract.METRICS: MetricRecord({"num-examples": 0}),
+            contract.SITE: ConfigRecord(
+                {"site-id": site_id, "role": role, "status": "error", "task": task}
+            ),
+        }
+    )

@@ -1,0 +1,230 @@
+"""The fedmi ServerApp: query the sites, train on the training sites, validate everywhere.
+
+Flow of one run (``main``):
+
+1. wait for the expected number of sites, send each a ``query`` and check the replies:
+   site pseudonym, role and counts;
+2. run the chosen Flower strategy on the *training* sites only, with per-round evaluation
+   on their local test splits; every round's weights are checkpointed;
+3. send the final model in an evaluation-only round (``evaluate.external``) to every site:
+   holdout sites evaluate on all their scans, training sites on their test split;
+4. write the final model, the model card and ``report.json`` to the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from server.config import RunConfig
+from server.history import RunHistory, SiteInfo
+from server.ingress import check_inbound
+from server.outputs import (
+    build_report,
+    model_card,
+    save_arrays,
+    summary_table,
+    write_json,
+    write_report,
+)
+from server.strategy import make_strategy
+from shared import contract
+from shared.model import ModelSpec, build_model, federated_state_dict
+
+log = logging.getLogger(__name__)
+
+
+def instruction(cfg: RunConfig) -> ConfigRecord:
+    """The config record every site receives with each instruction."""
+    return ConfigRecord(
+        {
+            "task": cfg.task,
+            "local-epochs": cfg.local_epochs,
+            "batch-size": cfg.batch_size,
+            "learning-rate": cfg.learning_rate,
+            "seed": cfg.seed,
+        }
+    )
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    """Node ids once at least ``minimum`` are connected (or whatever is there at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= minimum or time.monotonic() > deadline:
+            return nodes
+        time.sleep(1.0)
+
+
+def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistory) -> None:
+    """Ask every node who it is; record the checked answers in ``history.sites``."""
+    msgs = [
+        Message(
+            content=RecordDict({contract.CONFIG: instruction(cfg)}),
+            dst_node_id=n,
+            message_type=contract.QUERY,
+        )
+        for n in nodes
+    ]
+    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+    for msg in replies:
+        verdict = check_inbound(contract.QUERY, msg, None, cfg.max_examples)
+        if verdict.problems:
+            log.warning(
+                "site %s: query reply refused: %s", verdict.site_id, "; ".join(verdict.problems)
+            )
+            continue
+        site = msg.content[contract.SITE]
+        m = msg.content[contract.METRICS]
+        history.sites[verdict.node_id] = SiteInfo(
+            node_id=verdict.node_id,
+            site_id=str(site.get("site-id")),
+            role=str(site.get("role")),
+            status=verdict.status,
+            num_examples=int(m.get("num-examples", 0)),
+            num_train=int(m.get("num-train", 0)),
+            num_test=int(m.get("num-test", 0)),
+            num_positive=int(m.get("num-positive", 0)),
+        )
+    for info in sorted(history.sites.values(), key=lambda s: s.site_id):
+        log.info(
+            "site %s: role %s, status %s, %d labelled scans (%d train / %d test)",
+            info.site_id,
+            info.role,
+            info.status,
+            info.num_examples,
+            info.num_train,
+            info.num_test,
+        )
+
+
+def external_validation(
+    grid: Grid, arrays: ArrayRecord, cfg: RunConfig, history: RunHistory
+) -> None:
+    """Evaluation-only round of the final model at every site that is up."""
+    targets = [n for n, s in history.sites.items() if s.status == "ok" and s.num_examples > 0]
+    msgs = [
+        Message(
+            content=RecordDict({contract.ARRAYS: arrays, contract.CONFIG: instruction(cfg)}),
+            dst_node_id=n,
+            message_type=contract.EXTERNAL,
+        )
+        for n in targets
+    ]
+    answered: set[int] = set()
+    for msg in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
+        verdict = check_inbound(contract.EXTERNAL, msg, None, cfg.max_examples)
+        answered.add(verdict.node_id)
+        if not verdict.accepted:
+            reason = "; ".join(verdict.problems) or f"status {verdict.status}"
+            log.warning("external validation at %s failed: %s", verdict.site_id, reason)
+            history.missing_final.append(
+                {
+                    "site_id": verdict.site_id,
+                    "role": history.sites[verdict.node_id].role,
+                    "reason": reason,
+                }
+            )
+            continue
+        history.record_final(verdict.node_id, dict(msg.content[contract.METRICS]))
+    for n in targets:
+        if n not in answered:
+            history.missing_final.append(
+                {
+                    "site_id": history.sites[n].site_id,
+                    "role": history.sites[n].role,
+                    "reason": "no reply before the timeout",
+                }
+            )
+
+
+def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
+    """The whole run; returns the report document (also written to ``out_dir``)."""
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history = RunHistory()
+    nodes = wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+    log.info("%d site(s) connected", len(nodes))
+    query_sites(grid, nodes, cfg, history)
+    train_nodes = [
+        n
+        for n, s in history.sites.items()
+        if s.role == "train" and s.status == "ok" and s.num_train > 0
+    ]
+    if not train_nodes:
+        raise RuntimeError("no training site is available: check the sites' roles and data")
+
+    torch.manual_seed(cfg.seed)
+    spec = ModelSpec()
+    model = build_model(spec)
+    initial = contract.array_record(federated_state_dict(model))
+    expected = {k: (tuple(v.shape), str(v.dtype)) for k, v in initial.items()}
+    strategy = make_strategy(
+        cfg, train_nodes=train_nodes, history=history, expected_arrays=expected
+    )
+    timing: dict[str, float] = {}
+    round_started = {"t": time.perf_counter()}
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        save_arrays(out_dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays)
+        now = time.perf_counter()
+        if server_round > 0:
+            history._round(server_round)["seconds"] = round(now - round_started["t"], 3)
+            log.info("round %d/%d done", server_round, cfg.num_server_rounds)
+            write_report(out_dir, build_report(cfg, history, timing))
+        round_started["t"] = now
+        return None
+
+    train_cfg = instruction(cfg)
+    t_train = time.perf_counter()
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=cfg.num_server_rounds,
+        timeout=cfg.round_timeout,
+        train_config=train_cfg,
+        evaluate_config=instruction(cfg),
+        evaluate_fn=checkpoint,
+    )
+    timing["training_seconds"] = time.perf_counter() - t_train
+    final = result.arrays if result.arrays is not None and len(result.arrays) else initial
+    save_arrays(out_dir / "final_model.npz", final)
+    t_val = time.perf_counter()
+    external_validation(grid, final, cfg, history)
+    timing["validation_seconds"] = time.perf_counter() - t_val
+    timing["total_seconds"] = time.perf_counter() - t0
+    write_json(out_dir / "model_card.json", model_card(cfg, history, spec))
+    report = build_report(cfg, history, timing)
+    write_report(out_dir, report)
+    log.info("final results\n%s", summary_table(report))
+    return report
+
+
+def build_server_app(overrides: Mapping[str, object] | None = None) -> ServerApp:
+    """Build the ServerApp; ``overrides`` replace run-config keys (used by the one-machine runner)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        values = {**dict(context.run_config), **dict(overrides or {})}
+        cfg = RunConfig.from_mapping(values)
+        out_dir = cfg.output_dir(context.run_id)
+        log.info(
+            "fedmi run %s: task %s, method %s, output in the run folder",
+            context.run_id,
+            cfg.task,
+            cfg.method,
+        )
+        run_federation(grid, cfg, out_dir)
+
+    return app
+
+
+app = build_server_app()

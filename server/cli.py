@@ -1,0 +1,50 @@
+"""``fedmi-server``: the coordinator's command line.
+
+Subcommands:
+
+* ``summary RUN_DIR``: print the final per-site table of a run's ``report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from server.outputs import summary_table
+
+
+def _summary(args: argparse.Namespace) -> int:
+    path = Path(args.run_dir) / "report.json"
+    if not path.exists():
+        print(
+            f"fedmi-server: {path} not found: give the folder a run wrote its outputs to",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        print(
+            f"fedmi-server: {path} is not valid JSON ({exc}); the run may still be writing it",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"task {report['task']}, method {report['method']}")
+    print(summary_table(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fedmi-server", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("summary", help="print the final results table of a run")
+    p.add_argument("run_dir", help="the run's output folder (holding report.json)")
+    p.set_defaults(func=_summary)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

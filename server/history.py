@@ -1,0 +1,89 @@
+"""What the coordinator learns during a run, kept per site and per round (never averaged away)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from shared.stats import auc_from_histograms, operating_point, pool_statistics
+
+
+def _clean(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def summarise_stats(stats: dict) -> dict[str, object]:
+    """AUC (with its binning bound), sensitivity, specificity and mean log-loss."""
+    n = int(stats.get("num-examples", 0))
+    auc = auc_from_histograms(stats["hist-pos"], stats["hist-neg"])
+    op = operating_point(stats)
+    return {
+        "n": n,
+        "n_positive": int(stats.get("num-positive", 0)),
+        "auc": _clean(round(auc.auc, 6)),
+        "auc_bound": _clean(round(auc.bound, 6)),
+        "sensitivity": _clean(op.sensitivity),
+        "specificity": _clean(op.specificity),
+        "accuracy": _clean(op.accuracy),
+        "mean_loss": (float(stats["loss-sum"]) / n) if n and "loss-sum" in stats else None,
+    }
+
+
+@dataclass
+class SiteInfo:
+    """A site as it declared itself at the start of the run."""
+
+    node_id: int
+    site_id: str
+    role: str
+    status: str
+    num_examples: int = 0
+    num_train: int = 0
+    num_test: int = 0
+    num_positive: int = 0
+
+
+@dataclass
+class RunHistory:
+    """Per-round, per-site training and evaluation records of one run."""
+
+    sites: dict[int, SiteInfo] = field(default_factory=dict)
+    rounds: dict[int, dict] = field(default_factory=dict)
+    final: dict[str, dict] = field(default_factory=dict)
+    final_raw: dict[str, dict] = field(default_factory=dict)
+    missing_final: list[dict] = field(default_factory=list)
+
+    def _round(self, r: int) -> dict:
+        return self.rounds.setdefault(r, {"round": r, "train": {}, "evaluate": {}, "dropped": []})
+
+    def site_name(self, node_id: int) -> str:
+        info = self.sites.get(node_id)
+        return info.site_id if info else f"node-{node_id}"
+
+    def record_train(self, r: int, node_id: int, status: str, metrics: dict | None) -> None:
+        entry: dict[str, object] = {"status": status}
+        if metrics:
+            entry.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        self._round(r)["train"][self.site_name(node_id)] = entry
+
+    def record_drop(self, r: int, node_id: int, stage: str, reasons: list[str]) -> None:
+        self._round(r)["dropped"].append(
+            {"site_id": self.site_name(node_id), "stage": stage, "reasons": reasons}
+        )
+
+    def record_evaluate(self, r: int, node_id: int, stats: dict) -> None:
+        self._round(r)["evaluate"][self.site_name(node_id)] = summarise_stats(stats)
+
+    def record_final(self, node_id: int, stats: dict) -> None:
+        name = self.site_name(node_id)
+        self.final_raw[name] = stats
+        row = summarise_stats(stats)
+        row["role"] = self.sites[node_id].role if node_id in self.sites else "unknown"
+        self.final[name] = row
+
+    def pooled(self, role: str) -> dict[str, object] | None:
+        """Summed statistics of all sites of ``role`` in the final evaluation."""
+        raws = [
+            s for name, s in self.final_raw.items() if self.final.get(name, {}).get("role") == role
+        ]
+        return summarise_stats(pool_statistics(raws)) if raws else None

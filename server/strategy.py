@@ -1,0 +1,186 @@
+"""fedmi strategies: Flower's FedAvg / FedProx / FedAdam with inbound checks and per-site records.
+
+The mixin only decides *who* gets each message (training sites only; holdout sites never
+receive a train message) and *what* is aggregated (replies that pass
+:mod:`server.ingress`); the aggregation maths is Flower's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+
+from server.config import RunConfig
+from server.history import RunHistory
+from server.ingress import check_inbound
+from shared import contract
+from shared.stats import pool_statistics
+
+log = logging.getLogger(__name__)
+
+#: Scalar train metrics passed on to Flower's (weighted-mean) aggregation.
+_AGG_TRAIN_KEYS = ("num-examples", "train-loss", "train-accuracy")
+
+
+class FedmiMixin:
+    """Targets training sites, checks every reply, records metrics per site."""
+
+    train_nodes: set[int]
+    history: RunHistory
+    expected_arrays: Mapping[str, tuple[tuple[int, ...], str]]
+    max_examples: int
+    min_train_replies: int
+
+    def setup_fedmi(
+        self,
+        *,
+        train_nodes: Iterable[int],
+        history: RunHistory,
+        expected_arrays: Mapping[str, tuple[tuple[int, ...], str]],
+        max_examples: int,
+        min_train_replies: int,
+    ) -> None:
+        self.train_nodes = set(train_nodes)
+        self.history = history
+        self.expected_arrays = dict(expected_arrays)
+        self.max_examples = max_examples
+        self.min_train_replies = min_train_replies
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        msgs = super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+        return [m for m in msgs if m.metadata.dst_node_id in self.train_nodes]
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        msgs = super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        return [m for m in msgs if m.metadata.dst_node_id in self.train_nodes]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        accepted: list[Message] = []
+        for msg in list(replies):
+            verdict = check_inbound(contract.TRAIN, msg, self.expected_arrays, self.max_examples)
+            metrics = None if msg.has_error() else msg.content.get(contract.METRICS)
+            self.history.record_train(
+                server_round, verdict.node_id, verdict.status, dict(metrics) if metrics else None
+            )
+            if verdict.problems:
+                log.warning(
+                    "round %d: dropped the update of %s: %s",
+                    server_round,
+                    verdict.site_id,
+                    "; ".join(verdict.problems),
+                )
+                self.history.record_drop(
+                    server_round, verdict.node_id, "train", list(verdict.problems)
+                )
+                continue
+            if verdict.status != "ok":
+                log.warning(
+                    "round %d: %s did not train (status %s)",
+                    server_round,
+                    verdict.site_id,
+                    verdict.status,
+                )
+                continue
+            clean = RecordDict(
+                {
+                    contract.ARRAYS: msg.content[contract.ARRAYS],
+                    contract.METRICS: MetricRecord({k: metrics[k] for k in _AGG_TRAIN_KEYS}),
+                }
+            )
+            accepted.append(Message(content=clean, dst_node_id=0, message_type=contract.TRAIN))
+        if len(accepted) < self.min_train_replies:
+            log.warning(
+                "round %d: %d valid update(s), fewer than the minimum %d: the model is kept unchanged",
+                server_round,
+                len(accepted),
+                self.min_train_replies,
+            )
+            return None, None
+        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        good = []
+        for msg in list(replies):
+            verdict = check_inbound(contract.EVALUATE, msg, None, self.max_examples)
+            if verdict.problems:
+                self.history.record_drop(
+                    server_round, verdict.node_id, "evaluate", list(verdict.problems)
+                )
+                continue
+            if verdict.status != "ok":
+                continue
+            stats = dict(msg.content[contract.METRICS])
+            self.history.record_evaluate(server_round, verdict.node_id, stats)
+            good.append(stats)
+        if not good:
+            return None
+        from server.history import summarise_stats
+
+        pooled = summarise_stats(pool_statistics(good))
+        return MetricRecord(
+            {
+                k: float(v)
+                for k, v in pooled.items()
+                if isinstance(v, (int, float)) and v is not None
+            }
+        )
+
+
+class FedmiFedAvg(FedmiMixin, FedAvg):
+    """FedAvg (McMahan et al. 2017) with fedmi's checks."""
+
+
+class FedmiFedProx(FedmiMixin, FedProx):
+    """FedProx (Li et al. 2020): the sites add the proximal term ``mu/2·||w − w_g||²``."""
+
+
+class FedmiFedAdam(FedmiMixin, FedAdam):
+    """FedAdam (Reddi et al. 2021): server-side Adam on the averaged update."""
+
+
+def make_strategy(
+    cfg: RunConfig,
+    *,
+    train_nodes: Iterable[int],
+    history: RunHistory,
+    expected_arrays: Mapping[str, tuple[tuple[int, ...], str]],
+) -> Strategy:
+    """The strategy named by ``cfg.method``, ready to ``start``."""
+    train_nodes = list(train_nodes)
+    n = max(1, len(train_nodes))
+    common = dict(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=n,
+        min_evaluate_nodes=n,
+        min_available_nodes=n,
+    )
+    strategy: FedmiMixin
+    if cfg.method == "fedavg":
+        strategy = FedmiFedAvg(**common)
+    elif cfg.method == "fedprox":
+        strategy = FedmiFedProx(proximal_mu=cfg.proximal_mu, **common)
+    elif cfg.method == "fedadam":
+        strategy = FedmiFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **common)
+    else:  # validated in RunConfig
+        raise ValueError(cfg.method)
+    strategy.setup_fedmi(
+        train_nodes=train_nodes,
+        history=history,
+        expected_arrays=expected_arrays,
+        max_examples=cfg.max_examples,
+        min_train_replies=cfg.min_train_replies,
+    )
+    return strategy  # type: ignore[return-value]

@@ -1,0 +1,3 @@
+"""The fedmi version string (one place)."""
+
+VERSION = "0.1.0"

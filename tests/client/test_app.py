@@ -1,0 +1,129 @@
+"""The ClientApp handlers called directly with a fixture context (no Flower runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from client import runtime
+from client.app import build_client_app
+from shared import contract
+from shared.model import build_model, federated_state_dict
+
+
+@pytest.fixture
+def context_for(tiny_fdg, tmp_path):
+    def make(site: str) -> Context:
+        node_config = {"data-dir": str(tiny_fdg / site), "state-dir": str(tmp_path / site)}
+        return Context(
+            run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
+        )
+
+    return make
+
+
+def _instruction(flower_identity, message_type: str, with_arrays: bool = True) -> Message:
+    torch.manual_seed(0)
+    content = RecordDict(
+        {
+            contract.CONFIG: ConfigRecord(
+                {"task": "fdg-ad", "local-epochs": 1, "batch-size": 4, "seed": 0, "server-round": 1}
+            )
+        }
+    )
+    if with_arrays:
+        content[contract.ARRAYS] = contract.array_record(federated_state_dict(build_model()))
+    return Message(content=content, dst_node_id=7, message_type=message_type)
+
+
+EXPECTED = runtime.expected_arrays(build_model())
+
+
+def test_query_reports_counts_only(flower_identity, context_for):
+    app = build_client_app()
+    reply = app(
+        _instruction(flower_identity, contract.QUERY, with_arrays=False), context_for("site-a")
+    )
+    assert contract.check_reply(contract.QUERY, reply.content) == []
+    site = reply.content[contract.SITE]
+    assert (site["site-id"], site["role"], site["status"]) == ("site-a", "train", "ok")
+    m = reply.content[contract.METRICS]
+    assert m["num-examples"] == m["num-train"] + m["num-test"] > 0
+
+
+def test_train_returns_declared_updated_weights(flower_identity, context_for):
+    app = build_client_app()
+    msg = _instruction(flower_identity, contract.TRAIN)
+    reply = app(msg, context_for("site-a"))
+    assert contract.check_reply(contract.TRAIN, reply.content, EXPECTED) == []
+    assert reply.content[contract.SITE]["status"] == "ok"
+    before = msg.content[contract.ARRAYS]
+    after = reply.content[contract.ARRAYS]
+    assert list(after.keys()) == list(before.keys())
+    changed = [k for k in after if not np.array_equal(after[k].numpy(), before[k].numpy())]
+    assert changed, "training did not change any federated weight"
+    query = app(_instruction(flower_identity, contract.QUERY, False), context_for("site-a"))
+    assert (
+        reply.content[contract.METRICS]["num-examples"]
+        == query.content[contract.METRICS]["num-train"]
+    )
+
+
+def test_evaluate_returns_sufficient_statistics_of_the_test_split(flower_identity, context_for):
+    app = build_client_app()
+    ctx = context_for("site-a")
+    reply = app(_instruction(flower_identity, contract.EVALUATE), ctx)
+    assert contract.check_reply(contract.EVALUATE, reply.content) == []
+    m = reply.content[contract.METRICS]
+    query = app(_instruction(flower_identity, contract.QUERY, False), ctx)
+    n_test = query.content[contract.METRICS]["num-test"]
+    assert m["num-examples"] == n_test
+    assert sum(m["hist-pos"]) + sum(m["hist-neg"]) == n_test
+
+
+def test_holdout_evaluates_all_scans_and_refuses_to_train(flower_identity, context_for):
+    app = build_client_app()
+    ctx = context_for("site-c")
+    ext = app(_instruction(flower_identity, contract.EXTERNAL), ctx)
+    assert contract.check_reply(contract.EXTERNAL, ext.content) == []
+    query = app(_instruction(flower_identity, contract.QUERY, False), ctx)
+    assert (
+        ext.content[contract.METRICS]["num-examples"]
+        == query.content[contract.METRICS]["num-examples"]
+    )
+    train = app(_instruction(flower_identity, contract.TRAIN), ctx)
+    assert train.content[contract.SITE]["status"] == "error"
+    assert contract.ARRAYS not in train.content
+
+
+def test_nothing_undeclared_leaves_the_client(flower_identity, context_for, monkeypatch):
+    """A handler that tries to send a per-patient value gets an error status instead."""
+    real = runtime.handle_evaluate
+
+    def leaky(site, arrays, config, message_type):
+        content = real(site, arrays, config, message_type)
+        content[contract.METRICS]["patient-scores"] = [0.1, 0.9]
+        return content
+
+    monkeypatch.setattr(runtime, "handle_evaluate", leaky)
+    reply = build_client_app()(
+        _instruction(flower_identity, contract.EVALUATE), context_for("site-a")
+    )
+    assert reply.content[contract.SITE]["status"] == "error"
+    assert dict(reply.content[contract.METRICS]) == {"num-examples": 0}
+    assert set(reply.content.keys()) == {contract.METRICS, contract.SITE}
+
+
+def test_bad_node_config_gives_error_status_not_a_crash(flower_identity, tmp_path):
+    ctx = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"data-dir": str(tmp_path / "nope"), "state-dir": str(tmp_path)},
+        state=RecordDict(),
+        run_config={},
+    )
+    reply = build_client_app()(_instruction(flower_identity, contract.QUERY, False), ctx)
+    assert reply.content[contract.SITE]["status"] == "error"
+    assert isinstance(reply.content[contract.METRICS], MetricRecord)

@@ -1,0 +1,117 @@
+"""A whole 3-site tiny federation under Flower's simulation engine (slow)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pydicom
+import pytest
+
+import server.app
+import server.strategy
+from shared import contract
+
+pytestmark = pytest.mark.slow
+
+
+def _identities(root: Path) -> set[str]:
+    """Every identifying string of the generated sites: names, IDs, dates, UIDs, paths."""
+    found: set[str] = set()
+    for site in sorted(p for p in root.iterdir() if (p / "site.toml").exists()):
+        found.add(str(site.resolve()))
+        for path in sorted((site / "dicom").rglob("*")):
+            if not path.is_file():
+                continue
+            found.add(str(path.relative_to(site)))
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for key in (
+                "PatientName",
+                "PatientID",
+                "PatientBirthDate",
+                "AccessionNumber",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+            ):
+                value = str(getattr(ds, key, "") or "")
+                if value:
+                    found.add(value)
+            family = str(ds.PatientName).split("^")[0]
+            if len(family) > 3:
+                found.add(family)
+    return found
+
+
+def _contains(text: str, needle: str) -> bool:
+    if needle.isdigit():
+        return re.search(rf"(?<![\d.]){re.escape(needle)}(?!\d)", text) is not None
+    return needle in text
+
+
+def _strings_of(content) -> list[str]:
+    out = []
+    for name, record in content.items():
+        out.append(name)
+        for key, value in record.items():
+            out.append(str(key))
+            if not hasattr(value, "numpy"):
+                out.append(str(value))
+    return out
+
+
+def test_tiny_federation_end_to_end_leaks_no_identity(
+    tiny_fdg, tmp_path, monkeypatch, caplog, capfd
+):
+    from simulations.runner import run
+
+    received: list[str] = []
+    real_check = server.strategy.check_inbound
+
+    def recording_check(message_type, msg, *args, **kwargs):
+        if not msg.has_error():
+            received.extend(_strings_of(msg.content))
+        return real_check(message_type, msg, *args, **kwargs)
+
+    monkeypatch.setattr(server.strategy, "check_inbound", recording_check)
+    monkeypatch.setattr(server.app, "check_inbound", recording_check)
+    caplog.set_level(logging.DEBUG)
+
+    out = tmp_path / "run"
+    report = run(data_root=tiny_fdg, task="fdg-ad", out_dir=out, rounds=2, method="fedavg")
+
+    # the run completed and reported every site
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    final = {r["site_id"]: r for r in report["final"]["per_site"]}
+    assert set(final) == {"site-a", "site-b", "site-c"}
+    assert final["site-c"]["role"] == "holdout"
+    assert final["site-c"]["n"] > 0 and final["site-c"]["auc"] is not None
+    for rnd in report["rounds"]:
+        assert set(rnd["train"]) == {"site-a", "site-b"}, "the holdout site must never train"
+        assert rnd["dropped"] == []
+    assert (out / "final_model.npz").exists() and (out / "model_card.json").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "round-000.npz",
+        "round-001.npz",
+        "round-002.npz",
+    ]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["task"] == "fdg-ad" and card["input"]["grid_shape"] == [40, 48, 40]
+    assert received, "no inbound message was recorded"
+    assert set(received) >= {contract.METRICS, contract.SITE}
+
+    # planted identities appear nowhere the coordinator can see
+    logs = caplog.text + "".join(capfd.readouterr())
+    written = "".join(
+        p.read_bytes().decode("latin-1")
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and "site-state" not in p.parts
+    )
+    inbound = "\n".join(received)
+    identities = _identities(tiny_fdg)
+    assert len(identities) > 20
+    for needle in sorted(identities):
+        assert not _contains(inbound, needle), f"server received {needle!r}"
+        assert not _contains(written, needle), f"run folder contains {needle!r}"
+        assert not _contains(logs, needle), f"logs contain {needle!r}"
