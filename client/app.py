@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import runtime
