@@ -1,0 +1,31 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from server.config import RunConfig, RunConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_pyproject_run_config_matches_the_dataclass_defaults():
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = RunConfig().as_dict()
+    for key, value in defaults.items():
+        assert key in table, f"{key} missing from [tool.flwr.app.config]"
+        assert table[key] == value, key
+    assert RunConfig.from_mapping(table) == RunConfig()
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"task": "fdg"}, "task"),
+        ({"method": "fedsgd"}, "method"),
+        ({"num-server-rounds": 0}, "num-server-rounds"),
+        ({"learning-rate": "fast"}, "learning-rate"),
+    ],
+)
+def test_bad_values_name_the_key(values, needle):
+    with pytest.raises(RunConfigError, match=needle):
+        RunConfig.from_mapping(values)
