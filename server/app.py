@@ -145,6 +145,23 @@ def external_validation(
             )
 
 
+def round_progress(entry: dict, total: int) -> str:
+    """One terminal line per round: sites trained, mean train loss, test AUC per site."""
+    trained = {k: v for k, v in entry["train"].items() if v.get("status") == "ok"}
+    losses = [v["train-loss"] for v in trained.values() if "train-loss" in v]
+    aucs = ", ".join(
+        f"{k} {v['auc']:.2f}"
+        for k, v in sorted(entry["evaluate"].items())
+        if v.get("auc") is not None
+    )
+    loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"
+    dropped = f", dropped {len(entry['dropped'])}" if entry["dropped"] else ""
+    return (
+        f"round {entry['round']}/{total}: {len(trained)} site(s) trained, loss {loss}{dropped}; "
+        f"test AUC {aucs or '—'} ({entry.get('seconds', 0):.1f} s)"
+    )
+
+
 def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     """The whole run; returns the report document (also written to ``out_dir``)."""
     t0 = time.perf_counter()
@@ -176,8 +193,9 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
         save_arrays(out_dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays)
         now = time.perf_counter()
         if server_round > 0:
-            history._round(server_round)["seconds"] = round(now - round_started["t"], 3)
-            log.info("round %d/%d done", server_round, cfg.num_server_rounds)
+            entry = history._round(server_round)
+            entry["seconds"] = round(now - round_started["t"], 3)
+            log.info("%s", round_progress(entry, cfg.num_server_rounds))
             write_report(out_dir, build_report(cfg, history, timing))
         round_started["t"] = now
         return None
@@ -203,7 +221,11 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     write_json(out_dir / "model_card.json", model_card(cfg, history, spec))
     report = build_report(cfg, history, timing)
     write_report(out_dir, report)
-    log.info("final results\n%s", summary_table(report))
+    log.info(
+        "run finished in %.0f s: report.json, model_card.json and final_model.npz written",
+        timing["total_seconds"],
+    )
+    log.debug("final results\n%s", summary_table(report))
     return report
 
 

@@ -24,8 +24,8 @@ class RunConfig:
     """Federation-wide settings chosen by the coordinator."""
 
     task: str = "fdg-ad"
-    num_server_rounds: int = 5
-    local_epochs: int = 1
+    num_server_rounds: int = 20
+    local_epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 1e-3
     method: str = "fedavg"

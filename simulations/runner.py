@@ -75,7 +75,7 @@ def ingest_all(sites: list[SiteSettings], task: str) -> None:
 
     for i, site in enumerate(sites, 1):
         t = time.perf_counter()
-        ingest_site(site.data_dir, task, site.cache_dir)
+        ingest_site(site.data_dir, task, site.cache_dir, workers=min(2, os.cpu_count() or 1))
         log.info("ingested site %d/%d in %.1f s", i, len(sites), time.perf_counter() - t)
 
 
@@ -226,10 +226,10 @@ def run(
     data_root: Path | None,
     task: str,
     out_dir: Path,
-    rounds: int = 5,
+    rounds: int = RunConfig.num_server_rounds,
     method: str = "fedavg",
     seed: int = 0,
-    local_epochs: int = 1,
+    local_epochs: int = RunConfig.local_epochs,
     extra: dict[str, object] | None = None,
 ) -> dict:
     """Run one method on a federation folder (generating the default preset if none is given)."""

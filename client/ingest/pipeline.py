@@ -164,7 +164,9 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
     for uid, entry in _run(spec.name, site_dir, state_dir, todo, workers):
         outcome[uid] = (entry, False)
         done += 1
-        log.info("ingested %d/%d series (%s)", done, n_total, entry.get("reason", "accepted"))
+        step = max(1, n_total // 10)
+        if done % step == 0 or done == n_total or entry.get("reason"):
+            log.info("ingested %d/%d series (%s)", done, n_total, entry.get("reason", "accepted"))
 
     accepted: list[dict] = []
     patients: Counter[str] = Counter()
