@@ -26,6 +26,7 @@ def summarise_stats(stats: dict) -> dict[str, object]:
         "specificity": _clean(op.specificity),
         "accuracy": _clean(op.accuracy),
         "mean_loss": (float(stats["loss-sum"]) / n) if n and "loss-sum" in stats else None,
+        "compute_seconds": float(stats.get("compute-seconds", 0.0)),
     }
 
 

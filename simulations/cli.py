@@ -105,6 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             method=args.method,
             seed=args.seed,
             local_epochs=args.local_epochs,
+            serial=args.serial,
         )
     except KeyboardInterrupt:
         print("interrupted: every process this run started has been stopped", file=sys.stderr)
@@ -144,6 +145,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed for splits, initial weights and training"
+    )
+    p.add_argument(
+        "--serial",
+        action="store_true",
+        help="run one ClientApp at a time (to measure Flower's overhead)",
     )
     p.set_defaults(func=_cmd_run)
 

@@ -80,9 +80,19 @@ def ingest_all(sites: list[SiteSettings], task: str) -> None:
 
 
 def run_federated(
-    cfg: RunConfig, sites: list[SiteSettings], data_root: Path, out_dir: Path
+    cfg: RunConfig,
+    sites: list[SiteSettings],
+    data_root: Path,
+    out_dir: Path,
+    *,
+    serial: bool = False,
 ) -> dict:
-    """Run the ServerApp and ClientApps under Flower's simulation engine."""
+    """Run the ServerApp and ClientApps under Flower's simulation engine.
+
+    ClientApps run in parallel, one core each, unless ``serial`` (one at a time; used to
+    measure Flower's overhead against the clients' summed compute time).
+    """
+    slots = max(1, min(len(sites), os.cpu_count() or 1))
     import json
 
     from flwr.simulation import run_simulation
@@ -100,11 +110,9 @@ def run_federated(
             client_app=client_app,
             num_supernodes=len(sites),
             backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {
-                    "include_dashboard": False,
-                    "num_cpus": max(1, min(len(sites), os.cpu_count() or 1)),
-                },
+                # --serial: each ClientApp asks for every core, so they run one at a time
+                "client_resources": {"num_cpus": slots if serial else 1, "num_gpus": 0.0},
+                "init_args": {"include_dashboard": False, "num_cpus": slots},
             },
         )
     finally:
@@ -231,6 +239,7 @@ def run(
     seed: int = 0,
     local_epochs: int = RunConfig.local_epochs,
     extra: dict[str, object] | None = None,
+    serial: bool = False,
 ) -> dict:
     """Run one method on a federation folder (generating the default preset if none is given)."""
     quiet_environment()
@@ -261,7 +270,7 @@ def run(
     cfg = RunConfig.from_mapping(values)
     t0 = time.perf_counter()
     if method in FEDERATED_METHODS:
-        report = run_federated(cfg, sites, data_root, out_dir)
+        report = run_federated(cfg, sites, data_root, out_dir, serial=serial)
     else:
         cfg = RunConfig(**{**cfg.__dict__, "method": "fedavg"})
         report = run_baseline(_as_method(cfg, method), sites, out_dir)

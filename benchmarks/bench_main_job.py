@@ -1,0 +1,156 @@
+"""The main job and its baselines, measured: wall time, peak memory, Flower overhead, AUCs.
+
+    python -m benchmarks.bench_main_job --out /tmp/fedmi-bench [--task fdg-ad] [--seeds 0]
+
+1. ``fedmi-sim run`` from nothing (generate the default preset, ingest, train, validate):
+   wall time and peak memory of the whole process tree (Ray workers included), sampled
+   from /proc every 0.2 s.
+2. Flower overhead of that run: (federated wall time − summed client compute time) /
+   federated wall time, after Ray start-up. Summed client compute is the sum of every
+   train and evaluate reply's ``compute-seconds``; it is only meaningful when clients run
+   one at a time, so the overhead run uses ``--serial`` (one ClientApp at a time).
+3. Federated vs pooled vs local external (holdout) AUC on the same data, splits and seeds.
+
+Prints one JSON document. Timings on a shared 2-core machine are noisy: compare ratios
+from one run, never absolute seconds across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                parts = fh.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(parts[1]), int(parts[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def run_measured(cmd: list[str], log: Path) -> dict[str, float]:
+    """Run ``cmd``; return wall seconds and peak tree RSS in GB."""
+    peak = [0]
+    with log.open("w") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+                time.sleep(0.2)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        rc = proc.wait()
+        done.set()
+        th.join()
+        wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (rc {rc}); see {log}")
+    return {"wall_seconds": round(wall, 1), "peak_memory_gb": round(peak[0] / 1e9, 2)}
+
+
+def holdout_auc(report: dict) -> float | None:
+    pooled = report["final"]["pooled"].get("holdout")
+    return pooled["auc"] if pooled else None
+
+
+def flower_overhead(report: dict) -> dict[str, float]:
+    compute = 0.0
+    for rnd in report["rounds"]:
+        compute += sum(float(v.get("compute-seconds", 0.0)) for v in rnd["train"].values())
+        compute += sum(float(v.get("compute_seconds", 0.0)) for v in rnd["evaluate"].values())
+    wall = float(report["timing"]["training_seconds"])
+    return {
+        "federated_wall_seconds": round(wall, 2),
+        "summed_client_compute_seconds": round(compute, 2),
+        "overhead_fraction": round((wall - compute) / wall, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--task", default="fdg-ad")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds for the method comparison")
+    p.add_argument("--skip-main", action="store_true", help="reuse OUT/main from an earlier run")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    sim = [sys.executable, "-m", "simulations.cli"]
+    result: dict[str, object] = {"task": args.task}
+
+    main_dir = out / "main"
+    if not args.skip_main:
+        result["main_job"] = run_measured(
+            [*sim, "run", "--task", args.task, "--out", str(main_dir)], out / "main.log"
+        )
+    report = json.loads((main_dir / "report.json").read_text())
+    result["main_job_holdout_auc"] = holdout_auc(report)
+    data = main_dir / "data"
+
+    serial = out / "serial"
+    run_measured(
+        [*sim, "run", "--data", str(data), "--task", args.task, "--out", str(serial), "--serial"],
+        out / "serial.log",
+    )
+    result["flower_overhead_serial"] = flower_overhead(
+        json.loads((serial / "report.json").read_text())
+    )
+
+    comparison: dict[str, list[float | None]] = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for method in ("fedavg", "pooled", "local"):
+            d = out / f"{method}-seed{seed}"
+            run_measured(
+                [
+                    *sim,
+                    "run",
+                    "--data",
+                    str(data),
+                    "--task",
+                    args.task,
+                    "--out",
+                    str(d),
+                    "--method",
+                    method,
+                    "--seed",
+                    str(seed),
+                ],
+                out / f"{method}-{seed}.log",
+            )
+            comparison.setdefault(method, []).append(
+                holdout_auc(json.loads((d / "report.json").read_text()))
+            )
+    result["holdout_auc_by_method"] = comparison
+    print(json.dumps(result, indent=2))
+    (out / "bench_main_job.json").write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
