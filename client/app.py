@@ -15,14 +15,32 @@ from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import runtime
+from client.adaptation import arrays_to_state, handle_features
 from client.egress import check_outbound
+from client.local_state import method_of
+from client.ood import handle_ood_statistics
+from client.privacy import resolve_privacy
 from client.site import resolve_site
 from shared import contract
-from shared.model import build_model
+from shared.harmonization import HARMONIZED_METHODS, build_method_model
+from shared.model import ModelSpec, build_model
 
 log = logging.getLogger(__name__)
 
-_EXPECTED = runtime.expected_arrays(build_model())
+_EXPECTED: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], str]]] = {}
+
+
+def _expected(config: object) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Federated arrays a train reply may carry: those of the run's method and model."""
+    values = dict(config or {})  # type: ignore[call-overload]
+    method, arch = method_of(values), str(values.get("model", "regional"))
+    if (method, arch) not in _EXPECTED:
+        spec = ModelSpec(arch=arch)
+        model = (
+            build_method_model(method, spec) if method in HARMONIZED_METHODS else build_model(spec)
+        )
+        _EXPECTED[(method, arch)] = runtime.expected_arrays(model)
+    return _EXPECTED[(method, arch)]
 
 
 def _reply(
@@ -42,7 +60,7 @@ def _reply(
         site = resolve_site(dict(context.node_config), run_config)
         site_id, role = site.site_id, site.role
         content = work(site, msg.content, config)
-        expected = _EXPECTED if message_type == contract.TRAIN else None
+        expected = _expected(config) if message_type == contract.TRAIN else None
         content = check_outbound(message_type, content, expected)
     except Exception as exc:  # one bad site must not crash the run: report a status
         log.error("%s failed at this site: %s: %s", message_type, type(exc).__name__, exc)
@@ -67,7 +85,15 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
             msg,
             context,
             contract.TRAIN,
-            lambda s, c, cfg: runtime.handle_train(s, _arrays(c), cfg),
+            lambda s, c, cfg: runtime.handle_train(
+                s,
+                _arrays(c),
+                cfg,
+                run_id=context.run_id,
+                privacy=resolve_privacy(
+                    s, dict(context.node_config), {**defaults, **dict(context.run_config)}
+                ),
+            ),
             defaults,
         )
 
@@ -78,6 +104,26 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
             context,
             contract.EVALUATE,
             lambda s, c, cfg: runtime.handle_evaluate(s, _arrays(c), cfg, contract.EVALUATE),
+            defaults,
+        )
+
+    @app.query("features")
+    def features(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg,
+            context,
+            contract.FEATURES,
+            lambda s, c, cfg: handle_features(s, arrays_to_state(_arrays(c)), cfg),
+            defaults,
+        )
+
+    @app.query("ood")
+    def ood_statistics(msg: Message, context: Context) -> Message:
+        return _reply(
+            msg,
+            context,
+            contract.OOD_STATS,
+            lambda s, c, cfg: handle_ood_statistics(s, arrays_to_state(_arrays(c)), cfg),
             defaults,
         )
 

@@ -11,7 +11,10 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from client.check import add_check
 from client.ingest.errors import REASONS
+from client.join import add_join, add_keygen
+from client.ledger_cli import add_ledger
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,13 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
 
 
 #: Subcommand registrars, in help order.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ingest]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_ingest,
+    add_ledger,
+    add_check,
+    add_keygen,
+    add_join,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

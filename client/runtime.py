@@ -14,11 +14,15 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from client.adaptation import evaluation_model, local_layers
 from client.data import SiteData, load_site_data, rows_fingerprint
+from client.external_extras import external_extras
+from client.privacy import FALLBACK_ROUNDS, PrivacySettings, private_round, resolve_privacy
 from client.site import SiteSettings
-from client.training import TrainSettings, evaluate_local, train_local
+from client.training import TrainSettings, train_local
+from client.validation import data_inventory, evaluate_site
 from shared import contract
-from shared.model import build_model, federated_state_dict, load_federated_state
+from shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
 from shared.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class Instruction:
     """The server's instruction for one round, parsed from the ``config`` record."""
 
     task: str = "fdg-ad"
+    model: str = "regional"
     server_round: int = 0
     settings: TrainSettings = field(default_factory=TrainSettings)
 
@@ -41,11 +46,13 @@ class Instruction:
         seed = int(r.get("seed", 0))
         return cls(
             task=str(r.get("task", "fdg-ad")),
+            model=str(r.get("model", "regional")),
             server_round=int(r.get("server-round", 0)),
             settings=TrainSettings(
                 epochs=int(r.get("local-epochs", 1)),
                 batch_size=int(r.get("batch-size", 16)),
-                learning_rate=float(r.get("learning-rate", 1e-3)),
+                learning_rate=float(r.get("learning-rate", 0.4)),
+                optimizer=str(r.get("optimizer", "sgd")),
                 proximal_mu=float(r.get("proximal-mu", 0.0)),
                 # a different but reproducible stream per round
                 seed=seed * 100_003 + int(r.get("server-round", 0)),
@@ -97,23 +104,40 @@ def handle_query(site: SiteSettings, config: ConfigRecord | None) -> RecordDict:
     ins = Instruction.from_record(config)
     data = site_data(site, ins.task, ins.split_seed)
     n_test = int(data.is_test.sum())
+    inventory, withheld = data_inventory(site.cache_dir, site.min_cell_count)
     metrics = MetricRecord(
         {
             "num-examples": len(data),
             "num-train": len(data) - n_test,
             "num-test": n_test,
             "num-positive": int(data.y.sum()),
+            "min-cell-count": site.min_cell_count,
+            "suppressed-cells": withheld,
         }
     )
-    return RecordDict(
+    content = RecordDict(
         {contract.METRICS: metrics, contract.SITE: _site_record(site, ins.task, "ok")}
     )
+    if inventory:
+        content[contract.INVENTORY] = ConfigRecord(inventory)  # type: ignore[arg-type]
+    return content
 
 
 def handle_train(
-    site: SiteSettings, arrays: ArrayRecord, config: ConfigRecord | None
+    site: SiteSettings,
+    arrays: ArrayRecord,
+    config: ConfigRecord | None,
+    *,
+    run_id: int | str = "local",
+    privacy: PrivacySettings | None = None,
 ) -> RecordDict:
-    """Train the received federated weights on the site's train split."""
+    """Train the received federated weights on the site's train split.
+
+    With DP on (the default; ``privacy`` from :func:`client.privacy.resolve_privacy`, else
+    the site.toml ``[privacy]`` table) the round is DP-SGD charged to the site's privacy
+    ledger under ``run_id``; train loss and accuracy are then not sent (they are not DP
+    statistics) and the reply carries the declared privacy metrics instead.
+    """
     ins = Instruction.from_record(config)
     if site.role != "train":
         log.warning("a train instruction reached a holdout site; refusing")
@@ -123,13 +147,39 @@ def handle_train(
     if len(y) == 0:
         return _status_reply(site, ins.task, contract.TRAIN, "no-data")
     torch.manual_seed(ins.settings.seed)
-    model = build_model()
+    local = local_layers(site, ins.task, config, data)  # fedbn/fedmi: the site's own layers
+    model = local.model if local is not None else build_model(ModelSpec(arch=ins.model))
+    if local is not None:
+        x, y = local.subset(data, "train")  # + the scans' harmonization-group channel
     state = _to_state(arrays)
     load_federated_state(model, state)
     global_params = None
     if ins.settings.proximal_mu > 0:
         global_params = [p.detach().clone() for p in model.backbone.parameters() if p.requires_grad]
-    result = train_local(model, x, y, ins.settings, global_params=global_params)
+    if privacy is None:
+        privacy = resolve_privacy(site, {}, {})
+    dp_metrics: dict[str, float | int] = {}
+    if privacy.dp:
+        planned = int(dict(config or {}).get("num-server-rounds", FALLBACK_ROUNDS))
+        outcome = private_round(
+            site,
+            privacy,
+            model,
+            x,
+            y,
+            ins.settings,
+            run_id=str(run_id),
+            server_round=ins.server_round,
+            planned_rounds=planned,
+            global_params=global_params,
+        )
+        if outcome.result is None:
+            reply = _status_reply(site, ins.task, contract.TRAIN, outcome.status)
+            reply[contract.METRICS] = MetricRecord({"num-examples": 0, **outcome.metrics})
+            return reply
+        result, dp_metrics = outcome.result, outcome.metrics
+    else:
+        result = train_local(model, x, y, ins.settings, global_params=global_params)
     log.info(
         "round %d: trained %d scans for %d epoch(s), loss %.4f",
         ins.server_round,
@@ -137,6 +187,8 @@ def handle_train(
         ins.settings.epochs,
         result.loss,
     )
+    if local is not None:  # kept in the state dir; federated_state_dict never includes them
+        local.save("trained")
     out_arrays = contract.array_record(federated_state_dict(model))
     metrics = MetricRecord(
         {
@@ -148,6 +200,9 @@ def handle_train(
             "compute-seconds": result.seconds,
         }
     )
+    if privacy.dp:  # loss and accuracy on the train split are not DP: kept at the site
+        del metrics["train-loss"], metrics["train-accuracy"]
+        metrics.update(dp_metrics)
     return RecordDict(
         {
             contract.ARRAYS: out_arrays,
@@ -166,15 +221,28 @@ def handle_evaluate(
     x, y = data.subset("test" if site.role == "train" else "all")
     if len(y) == 0:
         return _status_reply(site, ins.task, message_type, "no-data")
-    model = build_model()
-    load_federated_state(model, _to_state(arrays))
-    stats = evaluate_local(model, x, y)
-    return RecordDict(
+    which = "test" if site.role == "train" else "all"
+    harmonized = evaluation_model(site, ins.task, _to_state(arrays), config, data, which)
+    if harmonized is not None:  # fedbn/fedmi: trained, adapted or identity local layers
+        model, x, y, used = harmonized
+    else:
+        model = build_model(ModelSpec(arch=ins.model))
+        load_federated_state(model, _to_state(arrays))
+    stats, status = evaluate_site(model, x, y, site.min_cell_count)  # small cells suppressed
+    if message_type == contract.EXTERNAL:  # uncertainty, OOD scores, MCI biomarker
+        extras = external_extras(
+            site, ins.task, config, model, x, y, harmonized=harmonized is not None
+        )
+        stats.update(extras)
+    reply = RecordDict(
         {
             contract.METRICS: MetricRecord(stats),  # type: ignore[arg-type]
-            contract.SITE: _site_record(site, ins.task, "ok"),
+            contract.SITE: _site_record(site, ins.task, status),
         }
     )
+    if harmonized is not None:
+        reply[contract.SITE]["harmonization"] = used  # type: ignore[index]
+    return reply
 
 
 def _status_reply(site: SiteSettings, task: str, message_type: str, status: str) -> RecordDict:

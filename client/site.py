@@ -3,11 +3,15 @@
 Deployment: the SuperNode's ``--node-config`` names ``data-dir`` (the site folder with
 ``dicom/``, ``labels.csv`` and ``site.toml``) and ``state-dir`` (ingest cache, local
 harmonization state, privacy ledger), optionally ``site-id`` and ``role`` (else taken
-from ``site.toml``) and ``cache-dir`` (default ``state-dir/ingest``).
+from ``site.toml``), ``cache-dir`` (default ``state-dir/ingest``) and ``min-cell-count``
+(the small-cell rule's k; else ``[site] min-cell-count`` of site.toml, else 10).
 
 Simulation: Flower gives only ``partition-id``; the run config's ``sim-data-root`` and
 ``sim-state-root`` (absolute paths set by the one-machine runner) map partition *i* to
-the *i*-th site folder of the generated federation, in sorted order.
+the *i*-th site folder of the generated federation, in sorted order. Two simulation-only
+run-config keys stand in for site-side settings: ``sim-role-overrides`` (leave-one-site-out
+folds make a training site a holdout without editing its site.toml) and
+``sim-min-cell-count``.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.site_config import SiteConfigError, load_site_config
-from shared.contract import ROLES
+from client.site_config import SiteConfigError, load_site_config, parse_min_cell_count
+from shared.contract import DEFAULT_MIN_CELL_COUNT, ROLES
 
 __all__ = ["SiteConfigError", "SiteSettings", "list_site_dirs", "resolve_site"]
 
@@ -31,6 +35,7 @@ class SiteSettings:
     data_dir: Path
     state_dir: Path
     cache_dir: Path
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
 
 
 def list_site_dirs(root: Path) -> list[Path]:
@@ -75,6 +80,15 @@ def resolve_site(
     toml = load_site_config(data_dir)
     site_id = str(node_config.get("site-id") or toml.site_id)
     role = str(node_config.get("role") or toml.role)
+    k = toml.min_cell_count
+    if "min-cell-count" in node_config:
+        k = parse_min_cell_count(node_config["min-cell-count"], "node-config")
+    if "partition-id" in node_config:
+        # simulation only: the runner stands in for each site's own settings (leave-one-
+        # site-out folds, tiny test federations); a deployed site never reads these keys
+        role = sim_role_overrides(run_config).get(site_id, role)
+        if run_config.get("sim-min-cell-count"):
+            k = parse_min_cell_count(run_config["sim-min-cell-count"], "sim-min-cell-count")
     if role not in ROLES:
         raise SiteConfigError(f"role {role!r} for site {site_id}: use one of {', '.join(ROLES)}")
     if "cache-dir" in node_config:
@@ -83,4 +97,19 @@ def resolve_site(
         cache_dir = Path(str(run_config["sim-cache-root"])) / data_dir.name
     else:
         cache_dir = state_dir / "ingest"
-    return SiteSettings(site_id, role, data_dir, state_dir, cache_dir)
+    return SiteSettings(site_id, role, data_dir, state_dir, cache_dir, k)
+
+
+def sim_role_overrides(run_config: Mapping[str, object]) -> dict[str, str]:
+    """``sim-role-overrides`` (``"site-b=holdout,site-c=train"``) as site-id → role."""
+    out: dict[str, str] = {}
+    for item in str(run_config.get("sim-role-overrides") or "").split(","):
+        if not item.strip():
+            continue
+        name, _, role = item.partition("=")
+        if role.strip() not in ROLES:
+            raise SiteConfigError(
+                f"sim-role-overrides item {item!r}: write site-id=role with role in {ROLES}"
+            )
+        out[name.strip()] = role.strip()
+    return out

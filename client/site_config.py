@@ -16,6 +16,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from shared.contract import DEFAULT_MIN_CELL_COUNT
+
 SITE_FILE = "site.toml"
 ROLES = ("train", "holdout")
 
@@ -38,11 +40,15 @@ class SiteConfig:
         ``train`` or ``holdout`` (default ``train``).
     task
         ``task`` the site's data is for, or ``None`` when not given.
+    min_cell_count
+        ``min-cell-count``: the small-cell rule's ``k`` (statistics from fewer cases are
+        suppressed before they leave; default :data:`shared.contract.DEFAULT_MIN_CELL_COUNT`).
     """
 
     site_id: str
     role: str = "train"
     task: str | None = None
+    min_cell_count: int = DEFAULT_MIN_CELL_COUNT
 
 
 def site_table_text(text: str, table: str = "site") -> str:
@@ -80,4 +86,20 @@ def load_site_config(site_dir: Path) -> SiteConfig:
     if role not in ROLES:
         raise SiteConfigError(f"{SITE_FILE}: [site] role must be one of {ROLES}, not {role!r}")
     task = table.get("task")
-    return SiteConfig(site_id=site_id, role=role, task=str(task) if task else None)
+    k = parse_min_cell_count(table.get("min-cell-count", DEFAULT_MIN_CELL_COUNT), SITE_FILE)
+    return SiteConfig(
+        site_id=site_id, role=role, task=str(task) if task else None, min_cell_count=k
+    )
+
+
+def parse_min_cell_count(value: object, where: str) -> int:
+    """``min-cell-count`` as a positive integer, or :class:`SiteConfigError` naming ``where``."""
+    try:
+        k = int(str(value))
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise SiteConfigError(
+            f"{where}: min-cell-count must be a whole number of at least 1, not {value!r}"
+        )
+    return k

@@ -31,6 +31,7 @@ class TrainSettings:
     proximal_mu: float = 0.0
     seed: int = 0
     augment: bool = True
+    optimizer: str = "adamw"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,21 @@ class TrainResult:
     accuracy: float
     steps: int
     seconds: float
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], settings: TrainSettings
+) -> torch.optim.Optimizer:
+    """``adamw`` (default) or ``sgd`` (momentum 0.9; steadier under DP-SGD's noise)."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay
+        )
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(
+            params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}: use adamw or sgd")
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -84,11 +100,7 @@ def train_local(
         return TrainResult(0, 0.0, 0.0, 0, 0.0)
     model.to(device).train()
     gen = torch.Generator().manual_seed(settings.seed)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-    )
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     prox = None
     if settings.proximal_mu > 0 and global_params is not None:

@@ -22,9 +22,12 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from server import resume
 from server.config import RunConfig
+from server.harmonization import collect_feature_reference
 from server.history import RunHistory, SiteInfo
 from server.ingress import check_inbound
+from server.ood import collect_ood_description
 from server.outputs import (
     build_report,
     model_card,
@@ -35,7 +38,8 @@ from server.outputs import (
 )
 from server.strategy import make_strategy
 from shared import contract
-from shared.model import ModelSpec, build_model, federated_state_dict
+from shared.harmonization import build_method_model
+from shared.model import ModelSpec, federated_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,14 @@ def instruction(cfg: RunConfig) -> ConfigRecord:
             "task": cfg.task,
             "local-epochs": cfg.local_epochs,
             "batch-size": cfg.batch_size,
-            "learning-rate": cfg.learning_rate,
+            "learning-rate": cfg.effective_learning_rate,
+            "optimizer": cfg.effective_optimizer,
+            "model": cfg.model,
             "seed": cfg.seed,
+            # the sites calibrate their DP-SGD noise for the planned rounds
+            "num-server-rounds": cfg.num_server_rounds,
+            # fedbn/fedmi: the sites build the model with their local harmonization layers
+            "method": cfg.method,
         }
     )
 
@@ -92,6 +102,8 @@ def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistor
             num_train=int(m.get("num-train", 0)),
             num_test=int(m.get("num-test", 0)),
             num_positive=int(m.get("num-positive", 0)),
+            min_cell_count=int(m["min-cell-count"]) if "min-cell-count" in m else None,
+            data_counts=inventory_counts(msg.content.get(contract.INVENTORY)),
         )
     for info in sorted(history.sites.values(), key=lambda s: s.site_id):
         log.info(
@@ -105,35 +117,77 @@ def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistor
         )
 
 
+def inventory_counts(record: object) -> dict[str, dict[str, int]] | None:
+    """The checked ``inventory`` record of a query reply as field → {category: scans}."""
+    if record is None:
+        return None
+    rec = dict(record)  # type: ignore[call-overload]
+    return {
+        f: dict(zip(rec.get(f"{f}-names", []), rec.get(f"{f}-counts", []), strict=True))
+        for f in contract.INVENTORY_FIELDS
+    }
+
+
 def external_validation(
-    grid: Grid, arrays: ArrayRecord, cfg: RunConfig, history: RunHistory
+    grid: Grid,
+    arrays: ArrayRecord,
+    cfg: RunConfig,
+    history: RunHistory,
+    extra_config: Mapping[str, object] | None = None,
 ) -> None:
-    """Evaluation-only round of the final model at every site that is up."""
+    """Evaluation-only round of the final model at every site that is up.
+
+    Holdout sites evaluate on all their scans, training sites on their test split. A site
+    that does not answer within ``validation-timeout`` seconds, answers with an error or
+    sends something undeclared is listed in ``history.missing_final``; the report is
+    written regardless. A site whose cases fall under its small-cell rule is recorded
+    with status ``suppressed`` (counts only).
+    """
     targets = [n for n, s in history.sites.items() if s.status == "ok" and s.num_examples > 0]
     msgs = [
         Message(
-            content=RecordDict({contract.ARRAYS: arrays, contract.CONFIG: instruction(cfg)}),
+            content=RecordDict(
+                {
+                    contract.ARRAYS: arrays,
+                    # extra_config: pooled embedding moments in fedmi runs (server/harmonization.py)
+                    contract.CONFIG: ConfigRecord({**instruction(cfg), **(extra_config or {})}),  # type: ignore[dict-item]
+                }
+            ),
             dst_node_id=n,
             message_type=contract.EXTERNAL,
         )
         for n in targets
     ]
     answered: set[int] = set()
-    for msg in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
+    try:
+        replies = list(grid.send_and_receive(msgs, timeout=cfg.validation_timeout))
+    except Exception as exc:  # the transport failed: every site is reported missing below
+        log.error("external validation round failed: %s: %s", type(exc).__name__, exc)
+        replies = []
+    for msg in replies:
         verdict = check_inbound(contract.EXTERNAL, msg, None, cfg.max_examples)
+        if verdict.node_id not in history.sites or verdict.node_id in answered:
+            log.warning("ignored an unexpected external-validation reply")
+            continue
         answered.add(verdict.node_id)
+        if verdict.status == "suppressed" and not verdict.problems:
+            history.record_final(verdict.node_id, dict(msg.content[contract.METRICS]))
+            continue
         if not verdict.accepted:
             reason = "; ".join(verdict.problems) or f"status {verdict.status}"
             log.warning("external validation at %s failed: %s", verdict.site_id, reason)
             history.missing_final.append(
                 {
-                    "site_id": verdict.site_id,
+                    "site_id": history.sites[verdict.node_id].site_id,
                     "role": history.sites[verdict.node_id].role,
                     "reason": reason,
                 }
             )
             continue
         history.record_final(verdict.node_id, dict(msg.content[contract.METRICS]))
+        used = dict(msg.content.get(contract.SITE) or {}).get("harmonization")
+        if used:  # fedbn/fedmi: which local layers the site evaluated with
+            history.final[history.site_name(verdict.node_id)]["harmonization"] = str(used)
     for n in targets:
         if n not in answered:
             history.missing_final.append(
@@ -179,8 +233,8 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
         raise RuntimeError("no training site is available: check the sites' roles and data")
 
     torch.manual_seed(cfg.seed)
-    spec = ModelSpec()
-    model = build_model(spec)
+    spec = ModelSpec(arch=cfg.model)
+    model = build_method_model(cfg.method, spec)
     initial = contract.array_record(federated_state_dict(model))
     expected = {k: (tuple(v.shape), str(v.dtype)) for k, v in initial.items()}
     strategy = make_strategy(
@@ -197,25 +251,43 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
             entry["seconds"] = round(now - round_started["t"], 3)
             log.info("%s", round_progress(entry, cfg.num_server_rounds))
             write_report(out_dir, build_report(cfg, history, timing))
+            resume.save_resume_point(out_dir, cfg, server_round, strategy, history)
         round_started["t"] = now
         return None
 
     train_cfg = instruction(cfg)
     t_train = time.perf_counter()
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial,
+    # a restarted coordinator continues after the last completed round (server/resume.py)
+    point = resume.load_resume_point(out_dir, cfg)
+    start_arrays, first_round = initial, 1
+    if point is not None:
+        start_arrays, first_round = point.arrays, point.last_round + 1
+        history.rounds.update(point.rounds)
+        resume.restore_strategy(strategy, point.strategy_state)
+        timing["resumed_after_round"] = point.last_round
+        log.info("resuming after round %d of %d", point.last_round, cfg.num_server_rounds)
+    final = resume.run_rounds(
+        strategy,
+        grid,
+        arrays=start_arrays,
+        first_round=first_round,
         num_rounds=cfg.num_server_rounds,
         timeout=cfg.round_timeout,
         train_config=train_cfg,
         evaluate_config=instruction(cfg),
-        evaluate_fn=checkpoint,
+        history=history,
+        on_round=checkpoint,
     )
     timing["training_seconds"] = time.perf_counter() - t_train
-    final = result.arrays if result.arrays is not None and len(result.arrays) else initial
     save_arrays(out_dir / "final_model.npz", final)
     t_val = time.perf_counter()
-    external_validation(grid, final, cfg, history)
+    reference = collect_feature_reference(grid, final, dict(instruction(cfg)), cfg, history)
+    # the training data's feature description, for the sites' OOD scores (server/ood.py)
+    reference = {
+        **reference,
+        **collect_ood_description(grid, final, dict(instruction(cfg)), cfg, history),
+    }
+    external_validation(grid, final, cfg, history, reference)
     timing["validation_seconds"] = time.perf_counter() - t_val
     timing["total_seconds"] = time.perf_counter() - t0
     write_json(out_dir / "model_card.json", model_card(cfg, history, spec))
@@ -238,6 +310,7 @@ def build_server_app(overrides: Mapping[str, object] | None = None) -> ServerApp
         values = {**dict(context.run_config), **dict(overrides or {})}
         cfg = RunConfig.from_mapping(values)
         out_dir = cfg.output_dir(context.run_id)
+        resume.progress_logging()  # under `flwr run --stream`: show fedmi's progress lines
         log.info(
             "fedmi run %s: task %s, method %s, output in the run folder",
             context.run_id,

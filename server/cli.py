@@ -3,6 +3,8 @@
 Subcommands:
 
 * ``summary RUN_DIR``: print the final per-site table of a run's ``report.json``.
+* ``certs``, ``start``, ``stop``, ``register``, ``run``, ``status``: deploying on real sites
+  (see :mod:`server.deploy_cli` and docs/coordinator-guide.md).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from server.outputs import summary_table
+from server.deploy_cli import add_deploy_commands
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from server.outputs import summary_table  # torch and MONAI: only when needed
+
     path = Path(args.run_dir) / "report.json"
     if not path.exists():
         print(
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="print the final results table of a run")
     p.add_argument("run_dir", help="the run's output folder (holding report.json)")
     p.set_defaults(func=_summary)
+    add_deploy_commands(sub)  # certs, start, stop, register, run, status
     args = parser.parse_args(argv)
     return int(args.func(args))
 

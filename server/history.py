@@ -5,16 +5,58 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from shared.stats import auc_from_histograms, operating_point, pool_statistics
+from shared.stats import (
+    auc_from_histograms,
+    brier_score,
+    expected_calibration_error,
+    operating_point,
+    pool_statistics,
+)
 
 
 def _clean(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _pair(stats: dict, low: str, high: str) -> list[float] | None:
+    return [float(stats[low]), float(stats[high])] if low in stats and high in stats else None
+
+
 def summarise_stats(stats: dict) -> dict[str, object]:
-    """AUC (with its binning bound), sensitivity, specificity and mean log-loss."""
+    """AUC (with its binning bound), sensitivity, specificity, mean log-loss, and — when the
+    site sent them — its 95 % intervals, Brier score, ECE and small-cell suppression."""
     n = int(stats.get("num-examples", 0))
+    if "hist-pos" not in stats:  # suppressed at the site: counts only
+        return {
+            "n": n,
+            "n_positive": int(stats.get("num-positive", 0)),
+            "status": "suppressed",
+            "auc": None,
+            "auc_bound": None,
+            "sensitivity": None,
+            "specificity": None,
+            "accuracy": None,
+            "mean_loss": None,
+            "min_cell_count": stats.get("min-cell-count"),
+        }
+    extra: dict[str, object] = {"status": "ok"}
+    if "auc-se" in stats:
+        extra["auc_exact"] = float(stats["auc-exact"]) if "auc-exact" in stats else None
+        extra["auc_se"] = float(stats["auc-se"])
+        extra["auc_ci"] = _pair(stats, "auc-ci-low", "auc-ci-high")
+        extra["sensitivity_ci"] = _pair(stats, "sens-ci-low", "sens-ci-high")
+        extra["specificity_ci"] = _pair(stats, "spec-ci-low", "spec-ci-high")
+    if "sq-error-sum" in stats:
+        extra["brier"] = _clean(brier_score(float(stats["sq-error-sum"]), n))
+    if "cal-count" in stats:
+        extra["ece"] = _clean(
+            expected_calibration_error(
+                stats["cal-count"], stats["cal-sum-prob"], stats["cal-sum-label"]
+            )
+        )
+    if "min-cell-count" in stats:
+        extra["min_cell_count"] = int(stats["min-cell-count"])
+        extra["suppressed_cells"] = int(stats.get("suppressed-cells", 0))
     auc = auc_from_histograms(stats["hist-pos"], stats["hist-neg"])
     op = operating_point(stats)
     return {
@@ -27,6 +69,7 @@ def summarise_stats(stats: dict) -> dict[str, object]:
         "accuracy": _clean(op.accuracy),
         "mean_loss": (float(stats["loss-sum"]) / n) if n and "loss-sum" in stats else None,
         "compute_seconds": float(stats.get("compute-seconds", 0.0)),
+        **extra,
     }
 
 
@@ -42,6 +85,9 @@ class SiteInfo:
     num_train: int = 0
     num_test: int = 0
     num_positive: int = 0
+    min_cell_count: int | None = None
+    #: scans per tracer / manufacturer / model as the site released them (small cells pooled)
+    data_counts: dict[str, dict[str, int]] | None = None
 
 
 @dataclass
@@ -85,6 +131,8 @@ class RunHistory:
     def pooled(self, role: str) -> dict[str, object] | None:
         """Summed statistics of all sites of ``role`` in the final evaluation."""
         raws = [
-            s for name, s in self.final_raw.items() if self.final.get(name, {}).get("role") == role
+            s
+            for name, s in self.final_raw.items()
+            if self.final.get(name, {}).get("role") == role and "hist-pos" in s
         ]
         return summarise_stats(pool_statistics(raws)) if raws else None

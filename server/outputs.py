@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord
 
+from server.biomarker import biomarker_section
 from server.config import RunConfig
 from server.history import RunHistory
+from server.ood import ood_section
+from server.privacy_report import privacy_section
+from server.uncertainty import uncertainty_section
+from server.validation import data_counts, validation_section
 from shared.contract import array_record
 from shared.model import ModelSpec
 from shared.tasks import get_task
@@ -88,7 +93,8 @@ def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str
             "rounds": cfg.num_server_rounds,
             "local_epochs": cfg.local_epochs,
             "batch_size": cfg.batch_size,
-            "learning_rate": cfg.learning_rate,
+            "learning_rate": cfg.effective_learning_rate,
+            "optimizer": cfg.effective_optimizer,
             "seed": cfg.seed,
             "sites": train_sites,
         },
@@ -113,13 +119,25 @@ def build_report(
             "pooled": {role: history.pooled(role) for role in ("train", "holdout")},
             "missing": history.missing_final,
         },
+        "validation": validation_section(history, cfg.prevalences()),
+        "data_counts": data_counts(history),
+        "privacy": privacy_section(cfg, history),
+        # issue 8: MC-dropout uncertainty, OOD detection, MCI conversion biomarker
+        "uncertainty": uncertainty_section(history),
+        "ood": ood_section(history),
+        "biomarker": biomarker_section(history),
         "timing": timing,
     }
 
 
 def write_report(out_dir: Path, report: dict[str, object]) -> Path:
+    """Write ``report.json`` and its human-readable, self-contained ``report.html``."""
+    from server.report_html import render_html
+
     path = out_dir / "report.json"
-    _atomic_write(path, json.dumps(report, indent=2, default=_json_default))
+    text = json.dumps(report, indent=2, default=_json_default)
+    _atomic_write(path, text)
+    _atomic_write(out_dir / "report.html", render_html(json.loads(text)))
     return path
 
 
@@ -141,16 +159,32 @@ def _fmt(v: object, digits: int = 3) -> str:
     return "—" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
 
+def _ci(ci: object) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"{ci[0]:.2f}–{ci[1]:.2f}"
+    return "—"
+
+
 def summary_table(report: dict) -> str:
-    """A plain-text table of the final per-site results."""
-    rows = [("site", "role", "n", "AUC", "±bin", "sens", "spec")]
+    """A plain-text table of the final per-site results.
+
+    ``AUC`` is the site-computed AUC of its unbinned scores with its 95 % DeLong
+    interval; ``hist AUC`` the AUC from the (small-cell-merged) score histograms with its
+    binning bound; pooled rows only have the latter.
+    """
+    rows = [("site", "role", "n", "AUC", "95% CI", "hist AUC", "±bin", "sens", "spec")]
     final = report["final"]
     for r in final["per_site"]:
+        if r.get("status") == "suppressed":
+            rows.append((r["site_id"], r["role"], str(r["n"]), "suppressed", "", "", "", "", ""))
+            continue
         rows.append(
             (
                 r["site_id"],
                 r["role"],
                 str(r["n"]),
+                _fmt(r.get("auc_exact")),
+                _ci(r.get("auc_ci")),
                 _fmt(r["auc"]),
                 _fmt(r["auc_bound"]),
                 _fmt(r["sensitivity"]),
@@ -164,6 +198,8 @@ def summary_table(report: dict) -> str:
                     f"pooled {role}",
                     role,
                     str(p["n"]),
+                    "—",
+                    "",
                     _fmt(p["auc"]),
                     _fmt(p["auc_bound"]),
                     _fmt(p["sensitivity"]),
@@ -171,7 +207,7 @@ def summary_table(report: dict) -> str:
                 )
             )
     for m in final.get("missing", []):
-        rows.append((m["site_id"], m.get("role", "?"), "—", "missing", "", "", ""))
+        rows.append((m["site_id"], m.get("role", "?"), "—", "missing", "", "", "", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

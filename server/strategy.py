@@ -94,7 +94,9 @@ class FedmiMixin:
             clean = RecordDict(
                 {
                     contract.ARRAYS: msg.content[contract.ARRAYS],
-                    contract.METRICS: MetricRecord({k: metrics[k] for k in _AGG_TRAIN_KEYS}),
+                    contract.METRICS: MetricRecord(
+                        {k: metrics[k] for k in _AGG_TRAIN_KEYS if k in metrics}
+                    ),
                 }
             )
             accepted.append(Message(content=clean, dst_node_id=0, message_type=contract.TRAIN))
@@ -119,6 +121,9 @@ class FedmiMixin:
                     server_round, verdict.node_id, "evaluate", list(verdict.problems)
                 )
                 continue
+            if verdict.status == "suppressed":  # counts only: shown, never pooled
+                stats = dict(msg.content[contract.METRICS])
+                self.history.record_evaluate(server_round, verdict.node_id, stats)
             if verdict.status != "ok":
                 continue
             stats = dict(msg.content[contract.METRICS])
@@ -160,20 +165,25 @@ def make_strategy(
     """The strategy named by ``cfg.method``, ready to ``start``."""
     train_nodes = list(train_nodes)
     n = max(1, len(train_nodes))
+    # every connected node is sampled (configure_* then keeps the training sites); the
+    # minimums stay at 1 so that a site that dropped out never makes Flower's sampling
+    # wait for it forever (min-train-replies guards the aggregation instead)
     common = dict(
         fraction_train=1.0,
         fraction_evaluate=1.0,
-        min_train_nodes=n,
-        min_evaluate_nodes=n,
-        min_available_nodes=n,
+        min_train_nodes=1,
+        min_evaluate_nodes=1,
+        min_available_nodes=1,
     )
     strategy: FedmiMixin
-    if cfg.method == "fedavg":
+    if cfg.method in ("fedavg", "fedbn", "fedmi"):  # fedbn/fedmi: local layers never arrive
         strategy = FedmiFedAvg(**common)
     elif cfg.method == "fedprox":
         strategy = FedmiFedProx(proximal_mu=cfg.proximal_mu, **common)
     elif cfg.method == "fedadam":
-        strategy = FedmiFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **common)
+        strategy = FedmiFedAdam(
+            eta=cfg.server_learning_rate, eta_l=cfg.effective_learning_rate, **common
+        )
     else:  # validated in RunConfig
         raise ValueError(cfg.method)
     strategy.setup_fedmi(
@@ -183,4 +193,8 @@ def make_strategy(
         max_examples=cfg.max_examples,
         min_train_replies=cfg.min_train_replies,
     )
+    if cfg.central_dp != "off":  # client-level DP at the server (server/central_dp.py)
+        from server.central_dp import wrap_central_dp
+
+        return wrap_central_dp(strategy, cfg, n)  # type: ignore[arg-type]
     return strategy  # type: ignore[return-value]

@@ -52,6 +52,10 @@ class ModelSpec:
         Dropout probability in the encoder and head.
     num_groups
         GroupNorm groups.
+    arch
+        ``cnn`` (residual 3-D CNN, :class:`Backbone`) or ``regional`` (fixed atlas
+        pooling + linear head, :class:`shared.regional.RegionalBackbone`: the model that
+        still learns under sample-level DP at sites of tens of scans).
     """
 
     in_shape: tuple[int, int, int, int] = (1, 40, 48, 40)
@@ -60,6 +64,7 @@ class ModelSpec:
     embedding: int = 32
     dropout: float = 0.1
     num_groups: int = 4
+    arch: str = "regional"
 
 
 class Encoder(nn.Module):
@@ -108,6 +113,24 @@ class Backbone(nn.Module):
         return self.head(self.encoder(x)).squeeze(-1)
 
 
+ARCHITECTURES = ("regional", "cnn")
+#: The default model: the one that still learns under sample-level DP (see shared/regional.py).
+DEFAULT_ARCH = "regional"
+
+
+def make_backbone(spec: ModelSpec) -> nn.Module:
+    """The federated backbone named by ``spec.arch``."""
+    if spec.arch == "cnn":
+        return Backbone(spec)
+    if spec.arch == "regional":
+        from shared.regional import RegionalBackbone
+
+        return RegionalBackbone(dropout=spec.dropout)
+    raise ValueError(
+        f"unknown model architecture {spec.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
+    )
+
+
 class IdentityHarmonizer(SiteLocal):
     """Site-local input adapter that does nothing (plain federated training)."""
 
@@ -122,7 +145,7 @@ class FedmiNet(nn.Module):
         super().__init__()
         self.spec = spec
         self.harmonizer = harmonizer if harmonizer is not None else IdentityHarmonizer()
-        self.backbone = Backbone(spec)
+        self.backbone = make_backbone(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.harmonizer(x))

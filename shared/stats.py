@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.contract import HIST_BINS, OPERATING_THRESHOLD, THRESHOLDS
+from shared.contract import CALIBRATION_BINS, HIST_BINS, OPERATING_THRESHOLD, THRESHOLDS
 
 
 def histogram_edges(bins: int = HIST_BINS) -> np.ndarray:
@@ -137,4 +137,146 @@ def pool_statistics(stats: Sequence[dict[str, Sequence[int] | int]]) -> dict[str
         out[key] = [int(v) for v in np.sum(arrs, axis=0)] if arrs else []
     for key in ("num-examples", "num-positive"):
         out[key] = int(sum(int(s[key]) for s in stats))  # type: ignore[arg-type]
+    # optional sums, pooled only when every site sent them
+    for key in ("cal-count", "cal-sum-label", "cal-sum-prob"):
+        if stats and all(key in s for s in stats):
+            total = np.sum([np.asarray(s[key], dtype=np.float64) for s in stats], axis=0)
+            out[key] = [float(v) if key == "cal-sum-prob" else int(v) for v in total]
+    for key in ("loss-sum", "sq-error-sum"):
+        if stats and all(key in s for s in stats):
+            out[key] = float(sum(float(s[key]) for s in stats))  # type: ignore[arg-type]
     return out
+
+
+# --- calibration, Brier score, intervals (computed from scores at the site) -------------
+
+
+def calibration_edges(bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Fixed equal-width calibration bin edges on [0, 1] shared by every site."""
+    return np.linspace(0.0, 1.0, bins + 1)
+
+
+def calibration_statistics(
+    scores: np.ndarray, labels: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, list[int] | list[float] | float]:
+    """Per calibration bin: number of cases, sum of predicted probabilities, sum of labels.
+
+    Also ``sq-error-sum`` = Σ (p − y)², from which the Brier score is ``sq-error-sum / n``.
+    A probability ``p`` falls in bin ``min(floor(p · bins), bins − 1)``.
+    """
+    p = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    y = np.asarray(labels).astype(np.float64)
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    return {
+        "cal-count": [int(v) for v in np.bincount(idx, minlength=bins)],
+        "cal-sum-prob": [float(v) for v in np.bincount(idx, weights=p, minlength=bins)],
+        "cal-sum-label": [int(round(v)) for v in np.bincount(idx, weights=y, minlength=bins)],
+        "sq-error-sum": float(((p - y) ** 2).sum()),
+    }
+
+
+def brier_score(sq_error_sum: float, n: int) -> float:
+    """Mean squared error of the predicted probability (NaN without cases)."""
+    return float(sq_error_sum) / n if n else float("nan")
+
+
+@dataclass(frozen=True)
+class ReliabilityPoint:
+    """One calibration bin: cases, mean predicted probability, observed positive fraction."""
+
+    bin: int
+    n: int
+    mean_predicted: float
+    observed: float
+
+
+def reliability_curve(
+    cal_count: Sequence[int], cal_sum_prob: Sequence[float], cal_sum_label: Sequence[int]
+) -> list[ReliabilityPoint]:
+    """The reliability diagram's points (non-empty bins only)."""
+    return [
+        ReliabilityPoint(i, int(n), float(sp) / n, float(sl) / n)
+        for i, (n, sp, sl) in enumerate(zip(cal_count, cal_sum_prob, cal_sum_label, strict=True))
+        if n > 0
+    ]
+
+
+def expected_calibration_error(
+    cal_count: Sequence[int], cal_sum_prob: Sequence[float], cal_sum_label: Sequence[int]
+) -> float:
+    """ECE = Σ_b (n_b / n) · |mean predicted_b − observed_b| over the fixed bins."""
+    n = float(np.sum(cal_count))
+    if n == 0:
+        return float("nan")
+    gap = np.abs(np.asarray(cal_sum_prob, dtype=np.float64) - np.asarray(cal_sum_label))
+    return float(gap.sum() / n)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (NaNs when ``n`` is 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class DeLongAUC:
+    """Exact Mann–Whitney AUC with DeLong's standard error and 95 % interval."""
+
+    auc: float
+    se: float
+    ci_low: float
+    ci_high: float
+
+
+def delong_auc(scores: np.ndarray, labels: np.ndarray, z: float = 1.959963984540054) -> DeLongAUC:
+    """AUC of unbinned scores with DeLong et al. (1988) variance (ties count half).
+
+    ``V10_i`` is the fraction of negatives a positive ``i`` outranks, ``V01_j`` the fraction
+    of positives outranking a negative ``j``; ``var = s²(V10)/m + s²(V01)/n``. The interval is
+    ``auc ± z·se`` clipped to [0, 1].
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    m, n = pos.size, neg.size
+    if m == 0 or n == 0:
+        nan = float("nan")
+        return DeLongAUC(nan, nan, nan, nan)
+    v10 = (np.searchsorted(neg, pos, "left") + np.searchsorted(neg, pos, "right")) / (2.0 * n)
+    v01 = (m - (np.searchsorted(pos, neg, "left") + np.searchsorted(pos, neg, "right")) / 2.0) / m
+    auc = float(v10.mean())
+    var = (v10.var(ddof=1) / m if m > 1 else 0.0) + (v01.var(ddof=1) / n if n > 1 else 0.0)
+    se = float(np.sqrt(var))
+    return DeLongAUC(auc, se, max(0.0, auc - z * se), min(1.0, auc + z * se))
+
+
+def roc_from_histograms(
+    hist_pos: Sequence[int], hist_neg: Sequence[int]
+) -> list[tuple[float, float]]:
+    """ROC points ``(1 − specificity, sensitivity)`` at every bin edge, from (0, 0) to (1, 1)."""
+    pos = np.asarray(hist_pos, dtype=np.float64)
+    neg = np.asarray(hist_neg, dtype=np.float64)
+    if pos.sum() == 0 or neg.sum() == 0:
+        return []
+    # calling "positive" every bin at or above edge e, for e from the top down
+    tpr = np.concatenate([[0.0], np.cumsum(pos[::-1])]) / pos.sum()
+    fpr = np.concatenate([[0.0], np.cumsum(neg[::-1])]) / neg.sum()
+    keep = np.concatenate([[True], (np.diff(tpr) != 0) | (np.diff(fpr) != 0)])
+    return [(float(f), float(t)) for f, t in zip(fpr[keep], tpr[keep], strict=True)]
+
+
+def predictive_values(
+    sensitivity: float, specificity: float, prevalence: float
+) -> tuple[float, float]:
+    """PPV and NPV by Bayes' rule at ``prevalence`` (NaN where undefined)."""
+    se, sp, pi = sensitivity, specificity, prevalence
+    tp, fp = se * pi, (1 - sp) * (1 - pi)
+    tn, fn = sp * (1 - pi), (1 - se) * pi
+    ppv = tp / (tp + fp) if tp + fp > 0 else float("nan")
+    npv = tn / (tn + fn) if tn + fn > 0 else float("nan")
+    return float(ppv), float(npv)

@@ -78,7 +78,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from simulations.runner import METHODS, run
+    from simulations.runner import METHODS, run, run_loso
 
     if args.method not in METHODS:
         print(
@@ -97,7 +97,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        run(
+        extra = _config_pairs(args.config)
+        if args.min_cell_count is not None:
+            extra["sim-min-cell-count"] = args.min_cell_count
+        if args.prevalences is not None:
+            extra["report-prevalences"] = args.prevalences
+        (run_loso if args.validation == "loso" else run)(
             data_root=data,
             task=args.task,
             out_dir=Path(args.out),
@@ -106,6 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             seed=args.seed,
             local_epochs=args.local_epochs,
             serial=args.serial,
+            extra=extra,
         )
     except KeyboardInterrupt:
         print("interrupted: every process this run started has been stopped", file=sys.stderr)
@@ -113,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"report: {Path(args.out) / 'report.json'}")
+    print(f"report: {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.html'}")
     return 0
 
 
@@ -139,7 +145,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         default=RunConfig().num_server_rounds,
         help="federated rounds (baselines train rounds × local epochs)",
     )
-    p.add_argument("--method", default="fedavg", help="fedavg, fedprox, fedadam, pooled or local")
+    p.add_argument(
+        "--method",
+        default="fedavg",
+        help="fedavg, fedprox, fedadam, fedbn, fedmi, pooled or local",
+    )
     p.add_argument(
         "--local-epochs", type=int, default=RunConfig().local_epochs, help="local epochs per round"
     )
@@ -151,7 +161,113 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run one ClientApp at a time (to measure Flower's overhead)",
     )
+    p.add_argument(
+        "--validation",
+        choices=("final", "loso"),
+        default="final",
+        help="final: validate the final model at every site (default); loso: also leave each "
+        "training site out in turn and validate it on the federation trained without it",
+    )
+    p.add_argument(
+        "--min-cell-count",
+        type=int,
+        default=None,
+        help="small-cell k for every simulated site (stands in for each site's own "
+        "min-cell-count; default: the site's, else 10)",
+    )
+    p.add_argument(
+        "--prevalences",
+        default=None,
+        help='prevalences for PPV/NPV in the report besides each site\'s own, e.g. "0.05,0.2"',
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra run-config key (repeatable), e.g. central-dp=fixed, sim-default-epsilon=3, "
+        "sim-default-dp=off, sim-ledger-root=/abs/dir (see pyproject [tool.flwr.app.config])",
+    )
     p.set_defaults(func=_cmd_run)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from simulations.compare import COMPARE_METHODS, compare
+
+    for name in ("server", "client", "simulations"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.is_dir():
+        print(f"error: --data {data} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+        methods = [m.strip() for m in (args.methods or ",".join(COMPARE_METHODS)).split(",")]
+        extra = {"sim-default-dp": "off", **_config_pairs(args.config)}
+        compare(
+            data_root=data,
+            task=args.task,
+            out_dir=Path(args.out),
+            rounds=args.rounds,
+            seeds=seeds,
+            local_epochs=args.local_epochs,
+            methods=[m for m in methods if m],
+            preset=args.preset,
+            extra=extra,
+            reuse=args.reuse,
+        )
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"table: {Path(args.out) / 'compare.md'} and {Path(args.out) / 'compare.json'}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run local, pooled, FedAvg, FedProx, FedBN-style and fedmi on identical splits",
+        description="Run every method for every seed on one federation (same splits, seeds and "
+        "initial weights) and write one table of per-site and holdout AUC (mean ± sd over "
+        "seeds) to OUT/compare.md and OUT/compare.json. Site DP-SGD is off unless "
+        "--config sim-default-dp=on, so every method trains under the same conditions as the "
+        "non-private pooled/local baselines.",
+    )
+    p.add_argument("--data", default=None, help="federation root (default: generate into OUT/data)")
+    p.add_argument("--task", default="amyloid", choices=sorted(TASKS), help="clinical task")
+    p.add_argument("--out", required=True, help="folder for compare.json, compare.md and the runs")
+    p.add_argument("--rounds", type=int, default=RunConfig().num_server_rounds)
+    p.add_argument("--local-epochs", type=int, default=RunConfig().local_epochs)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--methods", default=None, help="comma-separated subset of the methods")
+    p.add_argument(
+        "--preset", default="harmonization", help="preset to generate when --data is not given"
+    )
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs found in OUT/runs")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _config_pairs(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings as a run-config mapping (numbers parsed, the rest strings)."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--config {item!r}: write KEY=VALUE")
+        parsed: object = value
+        for cast in (int, float):
+            try:
+                parsed = cast(value)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = parsed
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
     _add_run(sub)
+    _add_compare(sub)
     return parser
 
 

@@ -300,6 +300,12 @@ def write_site_toml(path: Path, site: SiteProfile) -> None:
         f"role = {_toml_value(site.role)}",
         f"task = {_toml_value(site.task)}",
         "",
+        "# the site's own differential-privacy budget for DP-SGD (read by client/privacy.py)",
+        "[privacy]",
+        'dp = "on"',
+        "epsilon = 8.0",
+        "delta = 1e-05",
+        "",
         "[truth]",
     ]
     truth = site.truth()

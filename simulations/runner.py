@@ -14,6 +14,7 @@ like the federated model, so ``report.json`` has the same shape for every method
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -25,7 +26,8 @@ import torch
 from client.data import SiteData
 from client.runtime import site_data
 from client.site import SiteSettings, list_site_dirs, resolve_site
-from client.training import TrainSettings, evaluate_local, train_local
+from client.training import TrainSettings, train_local
+from client.validation import data_inventory, evaluate_site
 from server.config import RunConfig
 from server.history import RunHistory, SiteInfo
 from server.outputs import (
@@ -36,11 +38,13 @@ from server.outputs import (
     write_json,
     write_report,
 )
+from shared.contract import INVENTORY_FIELDS
 from shared.model import ModelSpec, build_model, federated_state_dict
+from simulations.processes import run_isolated
 
 log = logging.getLogger(__name__)
 
-FEDERATED_METHODS = ("fedavg", "fedprox", "fedadam")
+FEDERATED_METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmi")
 BASELINES = ("pooled", "local")
 METHODS = (*FEDERATED_METHODS, *BASELINES)
 
@@ -63,8 +67,11 @@ def sim_paths(data_root: Path, out_dir: Path) -> dict[str, str]:
     }
 
 
-def site_settings(data_root: Path, out_dir: Path) -> list[SiteSettings]:
-    paths = sim_paths(data_root, out_dir)
+def site_settings(
+    data_root: Path, out_dir: Path, site_keys: dict[str, object] | None = None
+) -> list[SiteSettings]:
+    """Every site as the ClientApp would resolve it (``site_keys``: ``sim-*`` stand-ins)."""
+    paths = {**sim_paths(data_root, out_dir), **(site_keys or {})}
     n = len(list_site_dirs(data_root))
     return [resolve_site({"partition-id": i, "num-partitions": n}, paths) for i in range(n)]
 
@@ -86,41 +93,78 @@ def run_federated(
     out_dir: Path,
     *,
     serial: bool = False,
+    site_keys: dict[str, object] | None = None,
+    isolate: bool = True,
 ) -> dict:
     """Run the ServerApp and ClientApps under Flower's simulation engine.
+
+    With ``isolate`` (the default) the simulation runs in a child process and every
+    process it starts (Ray's servers and workers included) is stopped when it ends, fails
+    or is interrupted (Ctrl-C). ``isolate=False`` runs it in this process (tests that
+    inspect what the server receives).
+
+    ``site_keys`` are simulation-only ``sim-*`` run-config keys given to every ClientApp
+    (e.g. ``sim-default-epsilon``, ``sim-ledger-root``; see client/privacy.py).
 
     ClientApps run in parallel, one core each, unless ``serial`` (one at a time; used to
     measure Flower's overhead against the clients' summed compute time).
     """
     slots = max(1, min(len(sites), os.cpu_count() or 1))
-    import json
+    payload = {
+        "overrides": {**cfg.as_dict(), "out-dir": str(out_dir.resolve()), "min-nodes": len(sites)},
+        "client_defaults": {
+            **sim_paths(data_root, out_dir),
+            "client-threads": 1,
+            **(site_keys or {}),
+        },
+        "num_supernodes": len(sites),
+        "backend_config": {
+            # --serial: each ClientApp asks for every core, so they run one at a time
+            "client_resources": {"num_cpus": slots if serial else 1, "num_gpus": 0.0},
+            # Ray's own servers listen on loopback only
+            "init_args": {
+                "include_dashboard": False,
+                "num_cpus": slots,
+                "_node_ip_address": "127.0.0.1",
+            },
+        },
+        "log_level": logging.getLogger("server").getEffectiveLevel(),
+    }
+    if isolate:
+        run_isolated(_simulate, payload)
+    else:
+        _simulate(payload)
+    report_path = out_dir / "report.json"
+    if not report_path.exists():
+        raise RuntimeError("the federated run ended without a report: see the log above")
+    return json.loads(report_path.read_text())
 
+
+def _simulate(payload: dict) -> None:
+    """Run one Flower simulation (in the child process when isolated)."""
     from flwr.simulation import run_simulation
 
     from client.app import build_client_app
     from server.app import build_server_app
 
-    overrides = {**cfg.as_dict(), "out-dir": str(out_dir.resolve()), "min-nodes": len(sites)}
-    server_app = build_server_app(overrides)
-    client_app = build_client_app({**sim_paths(data_root, out_dir), "client-threads": 1})
+    quiet_environment()
+    for name in ("server", "client", "simulations"):
+        logging.getLogger(name).setLevel(payload["log_level"])
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=len(sites),
-            backend_config={
-                # --serial: each ClientApp asks for every core, so they run one at a time
-                "client_resources": {"num_cpus": slots if serial else 1, "num_gpus": 0.0},
-                "init_args": {"include_dashboard": False, "num_cpus": slots},
-            },
+            server_app=build_server_app(payload["overrides"]),
+            client_app=build_client_app(payload["client_defaults"]),
+            num_supernodes=payload["num_supernodes"],
+            backend_config=payload["backend_config"],
         )
     finally:
         _stop_ray()
-    report_path = out_dir / "report.json"
-    if not report_path.exists():
-        raise RuntimeError("the federated run ended without a report: see the log above")
-    return json.loads(report_path.read_text())
 
 
 def _stop_ray() -> None:
@@ -146,8 +190,21 @@ def _history_for(sites: list[SiteSettings], datas: list[SiteData]) -> RunHistory
             num_train=len(d) - n_test,
             num_test=n_test,
             num_positive=int(d.y.sum()),
+            min_cell_count=s.min_cell_count,
+            data_counts=_released_counts(s),
         )
     return history
+
+
+def _released_counts(site: SiteSettings) -> dict[str, dict[str, int]] | None:
+    """What the site's query reply would release about its scans per tracer and scanner."""
+    record, _ = data_inventory(site.cache_dir, site.min_cell_count)
+    if not record:
+        return None
+    return {
+        f: dict(zip(record[f"{f}-names"], record[f"{f}-counts"], strict=True))
+        for f in INVENTORY_FIELDS
+    }
 
 
 def _evaluate_everywhere(
@@ -161,8 +218,8 @@ def _evaluate_everywhere(
         if only is not None and i != only:
             continue
         x, y = d.subset("test" if s.role == "train" else "all")
-        if len(y):
-            history.record_final(i, evaluate_local(model, x, y))
+        if len(y):  # the same statistics, and suppression, as the ClientApp's reply
+            history.record_final(i, evaluate_site(model, x, y, s.min_cell_count)[0])
 
 
 def run_baseline(cfg: RunConfig, sites: list[SiteSettings], out_dir: Path) -> dict:
@@ -175,11 +232,12 @@ def run_baseline(cfg: RunConfig, sites: list[SiteSettings], out_dir: Path) -> di
     settings = TrainSettings(
         epochs=epochs,
         batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
+        learning_rate=cfg.effective_learning_rate,
+        optimizer=cfg.effective_optimizer,
         seed=cfg.seed * 100_003 + 1,
     )
     train_idx = [i for i, s in enumerate(sites) if s.role == "train"]
-    spec = ModelSpec()
+    spec = ModelSpec(arch=cfg.model)
     if cfg.method == "pooled":
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
@@ -240,6 +298,7 @@ def run(
     local_epochs: int = RunConfig.local_epochs,
     extra: dict[str, object] | None = None,
     serial: bool = False,
+    isolate: bool = True,
 ) -> dict:
     """Run one method on a federation folder (generating the default preset if none is given)."""
     quiet_environment()
@@ -259,6 +318,9 @@ def run(
     if not sites:
         raise FileNotFoundError(f"no site folders (with site.toml) under {data_root}")
     ingest_all(sites, task)
+    site_keys = {k: v for k, v in (extra or {}).items() if k.startswith("sim-")}
+    if site_keys:  # simulated sites' own settings (roles for LOSO folds, min cell count)
+        sites = site_settings(data_root, out_dir, site_keys)
     values: dict[str, object] = {
         "task": task,
         "num-server-rounds": rounds,
@@ -270,7 +332,9 @@ def run(
     cfg = RunConfig.from_mapping(values)
     t0 = time.perf_counter()
     if method in FEDERATED_METHODS:
-        report = run_federated(cfg, sites, data_root, out_dir, serial=serial)
+        report = run_federated(
+            cfg, sites, data_root, out_dir, serial=serial, site_keys=site_keys, isolate=isolate
+        )
     else:
         cfg = RunConfig(**{**cfg.__dict__, "method": "fedavg"})
         report = run_baseline(_as_method(cfg, method), sites, out_dir)
@@ -285,3 +349,78 @@ def _as_method(cfg: RunConfig, method: str) -> RunConfig:
     # RunConfig validates federated methods only; baselines carry their name through here.
     object.__setattr__(cfg, "method", method)
     return cfg
+
+
+def run_loso(
+    *,
+    data_root: Path | None,
+    task: str,
+    out_dir: Path,
+    rounds: int = RunConfig.num_server_rounds,
+    method: str = "fedavg",
+    seed: int = 0,
+    local_epochs: int = RunConfig.local_epochs,
+    extra: dict[str, object] | None = None,
+    serial: bool = False,
+) -> dict:
+    """Leave-one-site-out validation over the training sites, beside the main run.
+
+    The main run (all training sites) goes to ``out_dir``; then, for each training site,
+    a fold trains the same method without it and evaluates it on all its scans, acting as
+    a holdout through the simulation-only ``sim-role-overrides`` (its site.toml is not
+    touched). Fold runs go to ``out_dir/loso/<site>/``; the main report gains a ``loso``
+    section with per-fold results and a summary (mean, range and a DerSimonian–Laird
+    pooling of the left-out AUCs).
+    """
+    from server.validation import meta_analysis, site_auc
+
+    extra = dict(extra or {})
+    common = dict(
+        task=task, rounds=rounds, method=method, seed=seed, local_epochs=local_epochs, serial=serial
+    )
+    report = run(data_root=data_root, out_dir=out_dir, extra=extra, **common)  # type: ignore[arg-type]
+    data_root = (data_root or out_dir / "data").resolve()
+    train_sites = sorted(s["site_id"] for s in report["sites"] if s["role"] == "train")
+    if len(train_sites) < 2:
+        raise ValueError("leave-one-site-out needs at least two training sites")
+    base = str(extra.get("sim-role-overrides") or "")
+    folds = []
+    for i, site in enumerate(train_sites, 1):
+        log.info("leave-one-site-out fold %d/%d: %s left out", i, len(train_sites), site)
+        fold_dir = out_dir.resolve() / "loso" / site
+        roles = ",".join(x for x in (base, f"{site}=holdout") if x)
+        fold = run(
+            data_root=data_root,
+            out_dir=fold_dir,
+            extra={**extra, "sim-role-overrides": roles},
+            **common,  # type: ignore[arg-type]
+        )
+        row = next((r for r in fold["final"]["per_site"] if r["site_id"] == site), None)
+        gap = next((m for m in fold["final"]["missing"] if m["site_id"] == site), None)
+        status = "missing" if row is None else str(row.get("status", "ok"))
+        folds.append(
+            {
+                "left_out": site,
+                "status": status,
+                "reason": gap["reason"] if gap else None,
+                "trained_on": sorted(s["site_id"] for s in fold["sites"] if s["role"] == "train"),
+                "result": row,
+                "report": str(Path("loso") / site / "report.json"),
+            }
+        )
+    rows = [f["result"] | {"site_id": f["left_out"]} for f in folds if f["status"] == "ok"]
+    aucs = [a for a in (site_auc(r) for r in rows) if a is not None]
+    report["validation_scheme"] = "loso"
+    report["loso"] = {
+        "folds": folds,
+        "summary": {
+            "folds": len(folds),
+            "folds_with_auc": len(aucs),
+            "mean_auc": sum(aucs) / len(aucs) if aucs else None,
+            "min_auc": min(aucs) if aucs else None,
+            "max_auc": max(aucs) if aucs else None,
+            "meta_analysis": meta_analysis(rows),
+        },
+    }
+    write_report(out_dir.resolve(), report)
+    return report

@@ -218,6 +218,25 @@ SPECT_SCANNERS: dict[str, ScannerModel] = {
     )
 }
 
+#: Scanners only the ``ood`` preset uses (never drawn for recombined extra sites): an old
+#: BGO camera reconstructed with filtered back-projection and a heavy post-filter, giving
+#: an effective 12–14 mm FWHM — coarser than any training site of the other presets
+#: (PHANTOM_SPEC §3.1 tops out at 9 mm for PET).
+UNSEEN_PET_SCANNERS: dict[str, ScannerModel] = {
+    "ECAT EXACT HR+": ScannerModel(
+        "SIEMENS",
+        "ECAT EXACT HR+",
+        "pet-old",
+        (12.0, 14.0),
+        (0.10, 0.15),
+        (2.0, 2.6),
+        (2.43,),
+        "FBP 2D",
+        "Hann0.5 G10.0mm",
+        "ECAT 7.2.2",
+    ),
+}
+
 #: SPECT corrections and the SBR recovery factor each implies (PHANTOM_SPEC §6).
 SPECT_CORRECTIONS = {"NC": 0.75, "AC": 0.85, "ACSC": 1.0}
 
@@ -308,6 +327,35 @@ _DEFAULT_TEMPLATES: dict[str, tuple[SiteTemplate, ...]] = {
 }
 
 
+#: Preset-specific site designs (task → templates); other presets use the defaults.
+#: Holdout templates come last; a preset may have several.
+#: ``harmonization``: an amyloid federation whose sites differ in tracer, vendor,
+#: reconstruction and PET resolution (Discovery MI ≈ 3.5–5 mm … Discovery ST and
+#: Biograph HiRez ≈ 7–9 mm FWHM, PHANTOM_SPEC §3.1), with a holdout that uses a tracer
+#: no training site uses (florbetaben) on a vendor no training site has (Philips).
+_PRESET_TEMPLATES: dict[str, dict[str, tuple[SiteTemplate, ...]]] = {
+    # ``ood``: the default fdg-ad training sites (4–9 mm FWHM) and two holdouts — a
+    # control on a seen resolution (Biograph HiRez, 7–9 mm) and a site whose scans come
+    # from a resolution no training site has (ECAT EXACT HR+ with FBP, 12–14 mm).
+    "ood": {
+        "fdg-ad": (
+            *_DEFAULT_TEMPLATES["fdg-ad"][:4],
+            SiteTemplate("research", "Biograph HiRez", "fdg", role="holdout"),
+            SiteTemplate("memory-clinic", "ECAT EXACT HR+", "fdg", role="holdout"),
+        ),
+    },
+    "harmonization": {
+        "amyloid": (
+            SiteTemplate("memory-clinic", "Discovery MI", "pib"),
+            SiteTemplate("research", "Biograph mCT", "florbetapir"),
+            SiteTemplate("community", "Discovery ST", "flutemetamol"),
+            SiteTemplate("research", "Biograph HiRez", "florbetapir"),
+            SiteTemplate("memory-clinic", "Ingenuity TF PET/CT", "florbetaben", role="holdout"),
+        ),
+    },
+}
+
+
 @dataclass(frozen=True)
 class Preset:
     """Sizes of a preset.
@@ -366,6 +414,13 @@ PRESETS: dict[str, Preset] = {
         nm_total_counts=(1.5e6, 3.0e6),
     ),
 }
+#: Same sizes and grids as ``default``; the site designs differ (see _PRESET_TEMPLATES).
+PRESETS["harmonization"] = Preset(
+    **{**PRESETS["default"].__dict__, "name": "harmonization"}  # type: ignore[arg-type]
+)
+#: ``default`` site sizes plus a second holdout site (see _PRESET_TEMPLATES["ood"]).
+_OOD_SIZES = {"name": "ood", "n_sites": 6, "total_range": (425, 510)}
+PRESETS["ood"] = Preset(**{**PRESETS["default"].__dict__, **_OOD_SIZES})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -442,9 +497,11 @@ def _site_id(i: int) -> str:
     return f"site-{letters[i]}" if i < 26 else f"site-{i:03d}"
 
 
-def _sizes(preset: Preset, n: int, rng: np.random.Generator, scale: float) -> list[int]:
+def _sizes(
+    preset: Preset, n: int, rng: np.random.Generator, scale: float, n_holdout: int = 1
+) -> list[int]:
     kind = preset.site_sizes[0]
-    n_train = n - 1
+    n_train = n - n_holdout
     if kind == "uniform":
         lo, hi = preset.site_sizes[1:]
         train = [int(rng.integers(lo, hi + 1)) for _ in range(n_train)]
@@ -454,24 +511,29 @@ def _sizes(preset: Preset, n: int, rng: np.random.Generator, scale: float) -> li
             int(np.clip(round(rng.lognormal(np.log(median), sigma)), lo, hi))
             for _ in range(n_train)
         ]
-    hold = int(rng.integers(preset.holdout_size[0], preset.holdout_size[1] + 1))
+    holds = [
+        int(rng.integers(preset.holdout_size[0], preset.holdout_size[1] + 1))
+        for _ in range(n_holdout)
+    ]
     if preset.total_range is not None and n == preset.n_sites:
         lo_t, hi_t = preset.total_range
-        total = sum(train) + hold
+        total = sum(train) + sum(holds)
         target = float(np.clip(total, lo_t, hi_t))
         if total != target:
-            f = (target - hold) / max(1, sum(train))
+            f = (target - sum(holds)) / max(1, sum(train))
             train = [max(10, int(round(s * f))) for s in train]
-    sizes = [*train, hold]
+    sizes = [*train, *holds]
     return [max(2, int(round(s * scale))) for s in sizes]
 
 
-def _templates(task: str, n: int, rng: np.random.Generator) -> list[SiteTemplate]:
-    base = _DEFAULT_TEMPLATES[task]
+def _templates(
+    task: str, n: int, rng: np.random.Generator, preset: str = "default"
+) -> list[SiteTemplate]:
+    base = _PRESET_TEMPLATES.get(preset, {}).get(task) or _DEFAULT_TEMPLATES[task]
     train = [t for t in base if t.role == "train"]
-    hold = [t for t in base if t.role == "holdout"][0]
+    holds = [t for t in base if t.role == "holdout"]
     out = []
-    for i in range(n - 1):
+    for i in range(n - len(holds)):
         if i < len(train):
             out.append(train[i])
         else:  # extra sites: recombine populations, scanners and tracers
@@ -486,7 +548,7 @@ def _templates(task: str, n: int, rng: np.random.Generator) -> list[SiteTemplate
                     correction=list(SPECT_CORRECTIONS)[int(rng.integers(3))],
                 )
             )
-    out.append(hold)
+    out.extend(holds)
     return out
 
 
@@ -504,7 +566,7 @@ def make_sites(
     task
         ``fdg-ad``, ``amyloid`` or ``dat-pd``.
     preset
-        ``tiny`` or ``default`` (see :data:`PRESETS`).
+        ``tiny``, ``default``, ``harmonization`` or ``ood`` (see :data:`PRESETS`).
     seed
         Federation seed.
     n_sites
@@ -523,8 +585,14 @@ def make_sites(
     if subjects_scale <= 0:
         raise ValueError("subjects_scale must be positive")
     top = np.random.default_rng(np.random.SeedSequence([seed, PROFILE_STREAM]))
-    sizes = _sizes(p, n, top, subjects_scale)
-    templates = _templates(task, n, top)
+    n_holdout = sum(
+        t.role == "holdout"
+        for t in (_PRESET_TEMPLATES.get(preset, {}).get(task) or _DEFAULT_TEMPLATES[task])
+    )
+    if n <= n_holdout:
+        raise ValueError(f"preset {preset!r} needs more than {n_holdout} sites")
+    sizes = _sizes(p, n, top, subjects_scale, n_holdout)
+    templates = _templates(task, n, top, preset)
     profiles = []
     for i, (tpl, size) in enumerate(zip(templates, sizes, strict=True)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, PROFILE_STREAM, i]))
@@ -536,7 +604,7 @@ def _profile(
     task: str, p: Preset, i: int, tpl: SiteTemplate, size: int, rng: np.random.Generator
 ) -> SiteProfile:
     pet = task != "dat-pd"
-    scanner = (PET_SCANNERS if pet else SPECT_SCANNERS)[tpl.scanner]
+    scanner = ({**PET_SCANNERS, **UNSEEN_PET_SCANNERS} if pet else SPECT_SCANNERS)[tpl.scanner]
     site_id = _site_id(i)
     dose, dose_sd, uptake, frame = PROTOCOLS[tpl.tracer]
     u = rng.uniform

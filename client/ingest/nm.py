@@ -160,6 +160,7 @@ def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
         patient_id=text(ds, "PatientID"),
         manufacturer=text(ds, "Manufacturer"),
         model=text(ds, "ManufacturerModelName"),
+        reconstruction=text(ds, "ReconstructionMethod"),
         files=[path],
         notes=notes,
     )

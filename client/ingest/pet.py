@@ -146,6 +146,7 @@ def load_pet_series(files: Sequence[Path], names: Sequence[str] | None = None) -
         patient_id=text(first, "PatientID"),
         manufacturer=text(first, "Manufacturer"),
         model=text(first, "ManufacturerModelName"),
+        reconstruction=text(first, "ReconstructionMethod"),
         files=[files[i] for i in ordered_idx],
         duplicates=[files[i] for i in duplicates],
         notes=list(suv.notes),

@@ -72,6 +72,7 @@ def process_series(
             "tracer": native.tracer,
             "manufacturer": native.manufacturer,
             "model": native.model,
+            "reconstruction": native.reconstruction,
             "voxel_size_mm": native.voxel_size_mm,
             "suv_factor": native.suv_factor,
             "cached_path": cache.volume_relpath(key),

@@ -7,7 +7,7 @@ Report schema::
                  "series_found", "series_accepted", "series_rejected", "series_from_cache",
                  "by_reason": {reason: rows}},
      "accepted": [{"series_uid", "patient_id", "modality", "tracer", "manufacturer", "model",
-                   "voxel_size_mm": [3 floats], "suv_factor": g/Bq or null,
+                   "reconstruction" ((0054,1103); absent in older caches), "voxel_size_mm": [3 floats], "suv_factor": g/Bq or null,
                    "cached_path": relative to STATE_DIR, "label", "class_index",
                    "n_files", "from_cache", "notes": [...],
                    "qc": {"head_shift_mm", "brain_coverage", "reference_value"}}],

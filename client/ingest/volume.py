@@ -54,6 +54,8 @@ class NativeSeries:
     duplicates: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     tracer_text: str = ""
+    #: (0054,1103) *Reconstruction Method* (a harmonization-group fact; "" when absent)
+    reconstruction: str = ""
 
     @property
     def affine_ras(self) -> np.ndarray:

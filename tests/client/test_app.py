@@ -15,8 +15,14 @@ from shared.model import build_model, federated_state_dict
 
 @pytest.fixture
 def context_for(tiny_fdg, tmp_path):
-    def make(site: str) -> Context:
-        node_config = {"data-dir": str(tiny_fdg / site), "state-dir": str(tmp_path / site)}
+    def make(site: str, min_cell_count: int | None = 1) -> Context:
+        # tiny sites have a handful of test scans: k = 1 unless a test checks suppression
+        node_config: dict[str, object] = {
+            "data-dir": str(tiny_fdg / site),
+            "state-dir": str(tmp_path / site),
+        }
+        if min_cell_count is not None:
+            node_config["min-cell-count"] = min_cell_count
         return Context(
             run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
         )
@@ -127,3 +133,41 @@ def test_bad_node_config_gives_error_status_not_a_crash(flower_identity, tmp_pat
     reply = build_client_app()(_instruction(flower_identity, contract.QUERY, False), ctx)
     assert reply.content[contract.SITE]["status"] == "error"
     assert isinstance(reply.content[contract.METRICS], MetricRecord)
+
+
+def test_evaluation_carries_site_computed_intervals_and_calibration(flower_identity, context_for):
+    reply = build_client_app()(
+        _instruction(flower_identity, contract.EXTERNAL), context_for("site-c")
+    )
+    m = reply.content[contract.METRICS]
+    assert reply.content[contract.SITE]["status"] == "ok"
+    assert sum(m["cal-count"]) == m["num-examples"] and m["min-cell-count"] == 1
+    assert 0 <= m["sq-error-sum"] <= m["num-examples"]
+    assert m["auc-ci-low"] <= m["auc-ci-high"] and m["sens-ci-low"] <= m["sens-ci-high"]
+
+
+def test_a_site_below_the_min_cell_count_sends_counts_only(flower_identity, context_for):
+    """Default k = 10 (site.toml has no min-cell-count): a tiny site's few cases are suppressed."""
+    app = build_client_app()
+    reply = app(_instruction(flower_identity, contract.EXTERNAL), context_for("site-c", None))
+    assert contract.check_reply(contract.EXTERNAL, reply.content) == []
+    assert reply.content[contract.SITE]["status"] == "suppressed"
+    m = dict(reply.content[contract.METRICS])
+    assert {"num-examples", "num-positive", "min-cell-count"} <= set(m)
+    withheld = set(contract.EVAL_METRICS) - {"num-examples", "num-positive", "min-cell-count"}
+    assert not withheld - {"suppressed-cells"} & set(m), "validation statistics left the site"
+    assert m["min-cell-count"] == contract.DEFAULT_MIN_CELL_COUNT
+
+
+def test_query_sends_suppressed_counts_per_tracer_and_scanner(flower_identity, context_for):
+    app = build_client_app()
+    msg = _instruction(flower_identity, contract.QUERY, with_arrays=False)
+    small = app(msg, context_for("site-a", 1)).content
+    assert contract.check_reply(contract.QUERY, small) == []
+    inv = small[contract.INVENTORY]
+    n = small[contract.METRICS]["num-examples"]
+    assert list(inv["tracer-names"]) == ["fdg"] and sum(inv["tracer-counts"]) >= n
+    big = app(msg, context_for("site-a", 10_000)).content
+    assert contract.check_reply(contract.QUERY, big) == []
+    inv = big[contract.INVENTORY]
+    assert list(inv["tracer-names"]) == [] and big[contract.METRICS]["suppressed-cells"] == 3

@@ -11,7 +11,9 @@ from shared.model import (
     local_state_dict,
 )
 
-SMALL = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8)
+SMALL = ModelSpec(
+    in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn"
+)
 
 
 class Scale(SiteLocal):

@@ -79,7 +79,17 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
     caplog.set_level(logging.DEBUG)
 
     out = tmp_path / "run"
-    report = run(data_root=tiny_fdg, task="fdg-ad", out_dir=out, rounds=2, method="fedavg")
+    # tiny sites have a handful of scans: k = 2 (each site's own rule, simulated) keeps
+    # the holdout's statistics; the training sites' 2–4 test scans are suppressed
+    report = run(
+        data_root=tiny_fdg,
+        task="fdg-ad",
+        out_dir=out,
+        rounds=2,
+        method="fedavg",
+        extra={"sim-min-cell-count": 2},
+        isolate=False,  # in this process, so the server side can be observed
+    )
 
     # the run completed and reported every site
     assert [r["round"] for r in report["rounds"]] == [1, 2]
@@ -87,6 +97,14 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
     assert set(final) == {"site-a", "site-b", "site-c"}
     assert final["site-c"]["role"] == "holdout"
     assert final["site-c"]["n"] > 0 and final["site-c"]["auc"] is not None
+    assert final["site-c"]["auc_ci"] and final["site-c"]["brier"] is not None
+    assert all(s["min_cell_count"] == 2 for s in report["sites"])
+    assert report["data_counts"]["total"]["tracer"]["fdg"] > 0
+    assert "all" in report["validation"]["roc"]["pooled"]
+    for row in final.values():  # a statistic leaves a site only from at least k cases
+        assert row["status"] == "suppressed" or row["n"] >= 2
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "Results per site" in page
     for rnd in report["rounds"]:
         assert set(rnd["train"]) == {"site-a", "site-b"}, "the holdout site must never train"
         assert rnd["dropped"] == []

@@ -1,0 +1,234 @@
+"""Feature statistics and label-free adaptation of local harmonization layers.
+
+Training sites of a ``fedmi`` run share only *aggregates* of the final model's embedding:
+per-feature mean and variance over at least ``min-cell-count`` of their scans (the
+``query.features`` reply, declared in :mod:`shared.contract`); the server pools them and
+passes the pooled moments to every site with the final model (``feat-count``,
+``feat-mean``, ``feat-var`` in the ``evaluate.external`` config).
+
+A site without trained local layers (a holdout, or a new site) then fits its input
+adapter — intensity affine and sharpening per group, 3 numbers per group — on its own
+*unlabelled* scans so that its embedding moments match the federation's
+(:func:`adapt_to_reference`); labels are never read. When no pooled moments arrive, or
+fitting does not reduce the distance, the site evaluates with identity layers, i.e.
+exactly the federated model. Which of ``trained``/``adapted``/``identity`` was used is
+sent as the declared ``harmonization`` site field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from client.data import SiteData
+from client.local_state import SiteHarmonization, load_site_harmonization, method_of
+from client.site import SiteSettings
+from shared import contract
+from shared.harmonization import (
+    HARMONIZED_METHODS,
+    FeatureMoments,
+    HarmonizedNet,
+    moment_distance,
+)
+from shared.model import ModelSpec, load_federated_state
+
+log = logging.getLogger(__name__)
+
+#: Keys of the pooled moments in the ``evaluate.external`` config.
+REFERENCE_KEYS = ("feat-count", "feat-mean", "feat-var")
+
+
+@torch.no_grad()
+def feature_moments(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 32
+) -> FeatureMoments:
+    """Per-feature mean and population variance of ``model.features`` over ``x``."""
+    model.eval()
+    feats = [model.features(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]
+    f = torch.cat(feats) if feats else torch.zeros(0, 1, dtype=torch.float64)
+    if len(f) == 0:
+        return FeatureMoments(0, np.zeros(f.shape[1]), np.zeros(f.shape[1]))
+    return FeatureMoments(len(f), f.mean(0).numpy(), f.var(0, unbiased=False).numpy())
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """Moment distance to the reference before and after fitting, and whether it was kept."""
+
+    before: float
+    after: float
+    adapted: bool
+    steps: int
+
+
+def _distance(model: torch.nn.Module, x: torch.Tensor, ref: FeatureMoments) -> float:
+    m = feature_moments(model, x)
+    return float(moment_distance(m.mean, m.var, ref))
+
+
+def adapt_to_reference(
+    model: HarmonizedNet,
+    x: torch.Tensor,
+    ref: FeatureMoments,
+    *,
+    steps: int = 40,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    seed: int = 0,
+    l2: float = 1e-2,
+) -> AdaptResult:
+    """Fit the input adapter so the embedding moments of ``x`` match ``ref`` (no labels).
+
+    Only the adapter's per-group parameters move (Adam on the moment distance of
+    :func:`shared.harmonization.moment_distance` plus a small pull towards identity); the
+    federated backbone and the norm corrections stay fixed. The fitted values are kept
+    only if the distance over all of ``x`` went down; otherwise the adapter is reset.
+    """
+    params = model.adapter_parameters()
+    before = _distance(model, x, ref)
+    if not params or len(x) < 2:
+        return AdaptResult(before, before, False, 0)
+    saved = [p.detach().clone() for p in params]
+    trainable = {id(p) for p in params}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    identity = [
+        torch.ones_like(params[0]),
+        torch.zeros_like(params[1]),
+        torch.zeros_like(params[2]),
+    ]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()  # no dropout: the statistics must be those the model evaluates with
+    try:
+        for _ in range(steps):
+            idx = torch.randperm(len(x), generator=gen)[:batch_size]
+            f = model.features(x[idx]).double()
+            loss = moment_distance(f.mean(0), f.var(0, unbiased=False), ref)
+            loss = loss + l2 * sum(
+                ((p - i) ** 2).sum() for p, i in zip(params, identity, strict=True)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+    after = _distance(model, x, ref)
+    if not after < before:
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        return AdaptResult(before, before, False, steps)
+    log.info("label-free adaptation: moment distance %.4f -> %.4f", before, after)
+    return AdaptResult(before, after, True, steps)
+
+
+def reference_from_config(config: Mapping[str, object] | None) -> FeatureMoments | None:
+    """The pooled moments the server sent with the final model, if any."""
+    c = dict(config or {})
+    if not all(k in c for k in REFERENCE_KEYS):
+        return None
+    mean = np.asarray(c["feat-mean"], dtype=np.float64)
+    var = np.asarray(c["feat-var"], dtype=np.float64)
+    if mean.shape != var.shape or mean.ndim != 1 or not np.isfinite(mean).all():
+        return None
+    return FeatureMoments(int(c["feat-count"]), mean, np.maximum(var, 0.0))  # type: ignore[arg-type]
+
+
+def reference_config(ref: FeatureMoments) -> dict[str, object]:
+    """Pooled moments as config-record values (the inverse of :func:`reference_from_config`)."""
+    return {
+        "feat-count": int(ref.count),
+        "feat-mean": [float(v) for v in ref.mean],
+        "feat-var": [float(v) for v in ref.var],
+    }
+
+
+def local_layers(
+    site: SiteSettings, task: str, config: Mapping[str, object] | None, data: SiteData
+) -> SiteHarmonization | None:
+    """The site's harmonized model for the run's method, or ``None`` for plain methods."""
+    method = method_of(config)
+    if method not in HARMONIZED_METHODS:
+        return None
+    arch = str(dict(config or {}).get("model", "regional"))
+    return load_site_harmonization(site, task, method, data, ModelSpec(arch=arch))
+
+
+def evaluation_model(
+    site: SiteSettings,
+    task: str,
+    arrays_state: Mapping[str, torch.Tensor],
+    config: Mapping[str, object] | None,
+    data: SiteData,
+    which: str,
+) -> tuple[HarmonizedNet, torch.Tensor, torch.Tensor, str] | None:
+    """Model, inputs, labels and ``harmonization`` state to evaluate a harmonized method.
+
+    A site whose layers were never trained fits them label-free on all its scans when the
+    config carries pooled moments (``adapted``) and otherwise keeps identity layers.
+    """
+    hz = local_layers(site, task, config, data)
+    if hz is None:
+        return None
+    load_federated_state(hz.model, dict(arrays_state))
+    x, y = hz.subset(data, which)
+    status = hz.status
+    if status != "trained":
+        ref = reference_from_config(config)
+        if ref is not None and hz.method == "fedmi":
+            xa, _ = hz.subset(data, "all")  # unlabelled use only
+            result = adapt_to_reference(hz.model, xa, ref)
+            status = "adapted" if result.adapted else "identity"
+            if result.adapted:
+                hz.save("adapted")
+        else:
+            status = "identity"
+    return hz.model, x, y, status
+
+
+def handle_features(
+    site: SiteSettings, arrays_state: Mapping[str, torch.Tensor], config: ConfigRecord | None
+) -> RecordDict:
+    """``query.features``: embedding moments of the final model over all the site's scans.
+
+    Only a training site with trained local layers answers with moments, and only over at
+    least ``min-cell-count`` scans; otherwise the reply carries counts only.
+    """
+    from client.runtime import Instruction, site_data
+
+    ins = Instruction.from_record(config)
+    record = {"site-id": site.site_id, "role": site.role, "task": ins.task}
+    data = site_data(site, ins.task, ins.split_seed)
+    hz = local_layers(site, ins.task, config, data)
+    n = len(data)
+    status = "ok"
+    metrics: dict[str, object] = {"num-examples": n}
+    if site.role != "train" or hz is None or hz.status != "trained":
+        status = "no-data"
+    elif n < site.min_cell_count:
+        status = "suppressed"
+    else:
+        load_federated_state(hz.model, dict(arrays_state))
+        x, _ = hz.subset(data, "all")  # labels unused
+        m = feature_moments(hz.model, x)
+        metrics["feat-mean"] = [float(v) for v in m.mean]
+        metrics["feat-var"] = [float(v) for v in m.var]
+    return RecordDict(
+        {
+            contract.METRICS: MetricRecord(metrics),  # type: ignore[arg-type]
+            contract.SITE: ConfigRecord({**record, "status": status}),
+        }
+    )
+
+
+def arrays_to_state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    """ArrayRecord → name → tensor (copies)."""
+    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in arrays.items()}

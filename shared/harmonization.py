@@ -1,0 +1,264 @@
+"""Site-local harmonization layers: per-group input adapters and local normalisation affines.
+
+Scans of one *harmonization group* share a tracer, a scanner and a reconstruction, i.e.
+the DICOM facts (0054,0016) *Radiopharmaceutical Information Sequence* (tracer),
+(0008,0070) *Manufacturer*, (0008,1090) *Manufacturer's Model Name* and (0054,1103)
+*Reconstruction Method*. A site learns one set of local parameters per group and keeps
+them: every module here subclasses :class:`shared.model.SiteLocal`, so
+:func:`shared.model.federated_state_dict` never exports them.
+
+Two model variants are selectable by the run config's ``method``:
+
+``fedbn``
+    FedBN/SiloBN-style: every GroupNorm of the backbone keeps its per-sample
+    normalisation but its affine (γ, β) becomes site-local (:class:`LocalGroupNorm`);
+    one set per site.
+``fedmi``
+    An input adapter per group (:class:`InputAdapter`: intensity affine ``a·x + b`` plus a
+    learnable amount ``c`` of unsharp masking, ``c·(x − G∗x)``, that sharpens for
+    ``c > 0`` and smooths for ``c < 0``) and, after every federated GroupNorm, a site-local
+    per-group residual affine (:class:`LocalAffine`, identity at zero). An unseen site
+    with no trained layers starts from identity — i.e. exactly the federated model — and
+    can fit its adapter label-free (``client.adaptation``).
+
+Per-scan group indices travel with the input: a harmonized model takes ``(n, 2, x, y, z)``
+where channel 1 is the scan's group index (constant over the volume); with one channel
+every scan is group 0. All layers are Opacus-compatible (``nn.Embedding`` and
+``nn.GroupNorm`` have per-sample gradient samplers; nothing is in-place; no BatchNorm).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
+from shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
+
+#: Methods whose model has site-local harmonization layers.
+HARMONIZED_METHODS = ("fedbn", "fedmi")
+#: Ingest-row fields that define a harmonization group (see the module docstring).
+GROUP_FIELDS = ("tracer", "manufacturer", "model", "reconstruction")
+
+
+@dataclass(frozen=True)
+class HarmonizationSpec:
+    """Which local layers a method's model has."""
+
+    adapter: bool
+    norm: str  # "local" (γ, β replaced by local ones) or "residual" (local correction)
+
+
+VARIANTS: dict[str, HarmonizationSpec] = {
+    "fedbn": HarmonizationSpec(adapter=False, norm="local"),
+    "fedmi": HarmonizationSpec(adapter=True, norm="residual"),
+}
+
+
+def group_key(row: Mapping[str, object]) -> str:
+    """The harmonization group of one ingest row: ``tracer|manufacturer|model|reconstruction``.
+
+    Missing values read ``unknown`` (e.g. an ingest cache written before (0054,1103)
+    *Reconstruction Method* was recorded), so such scans still group by the rest.
+    """
+    parts = []
+    for f in GROUP_FIELDS:
+        value = " ".join(str(row.get(f) or "").split())
+        parts.append(value if value else "unknown")
+    return "|".join(parts)
+
+
+class GroupContext:
+    """The group index of each scan of the current batch, shared by a model's local layers."""
+
+    def __init__(self) -> None:
+        self.groups: torch.Tensor | None = None
+
+    def get(self, batch: int, device: torch.device) -> torch.Tensor:
+        g = self.groups
+        if g is None or g.shape[0] != batch:
+            return torch.zeros(batch, dtype=torch.long, device=device)
+        return g.to(device)
+
+
+def _embedding(n_groups: int, width: int, value: float) -> nn.Embedding:
+    emb = nn.Embedding(n_groups, width)
+    with torch.no_grad():
+        emb.weight.fill_(value)
+    return emb
+
+
+def _gaussian_kernel(sigma_vox: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2.0 * sigma_vox)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k1 = torch.exp(-0.5 * (t / sigma_vox) ** 2)
+    k1 = k1 / k1.sum()
+    k = k1[:, None, None] * k1[None, :, None] * k1[None, None, :]
+    return k[None, None]
+
+
+class InputAdapter(SiteLocal):
+    """Per-group intensity and resolution adapter on the template-grid volume.
+
+    ``y = a_g·x + b_g + c_g·(x − G_σ∗x)`` with ``G_σ`` a fixed Gaussian (σ = 1 voxel of the
+    4 mm template, ≈ 9 mm FWHM). Initialised to identity (a = 1, b = c = 0).
+    """
+
+    def __init__(self, n_groups: int, context: GroupContext, sigma_vox: float = 1.0) -> None:
+        super().__init__()
+        self.context = context
+        self.scale = _embedding(n_groups, 1, 1.0)
+        self.shift = _embedding(n_groups, 1, 0.0)
+        self.detail = _embedding(n_groups, 1, 0.0)
+        self.register_buffer("kernel", _gaussian_kernel(sigma_vox), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.context.get(x.shape[0], x.device)
+        view = (-1,) + (1,) * (x.dim() - 1)
+        pad = self.kernel.shape[-1] // 2
+        smooth = F.conv3d(F.pad(x, (pad,) * 6, mode="replicate"), self.kernel.to(x.dtype))
+        return (
+            self.scale(g[:, None]).view(view) * x
+            + self.shift(g[:, None]).view(view)
+            + self.detail(g[:, None]).view(view) * (x - smooth)
+        )
+
+
+class LocalGroupNorm(SiteLocal):
+    """GroupNorm whose affine (γ, β) is site-local and per group (FedBN/SiloBN on GroupNorm)."""
+
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float, n_groups: int, context: GroupContext
+    ) -> None:
+        super().__init__()
+        self.context = context
+        self.norm = nn.GroupNorm(num_groups, num_channels, eps=eps, affine=False)
+        self.weight = _embedding(n_groups, num_channels, 1.0)
+        self.bias = _embedding(n_groups, num_channels, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.context.get(x.shape[0], x.device)
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        return self.norm(x) * self.weight(g[:, None]).view(view) + self.bias(g[:, None]).view(view)
+
+
+class LocalAffine(SiteLocal):
+    """Site-local per-group correction after a federated norm: ``y·(1 + Δγ_g) + Δβ_g``."""
+
+    def __init__(self, num_channels: int, n_groups: int, context: GroupContext) -> None:
+        super().__init__()
+        self.context = context
+        self.dweight = _embedding(n_groups, num_channels, 0.0)
+        self.dbias = _embedding(n_groups, num_channels, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.context.get(x.shape[0], x.device)
+        view = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
+        return x * (1.0 + self.dweight(g[:, None]).view(view)) + self.dbias(g[:, None]).view(view)
+
+
+class HarmonizedNet(FedmiNet):
+    """:class:`FedmiNet` with per-group local layers; input channel 1 carries the group index."""
+
+    def __init__(self, spec: ModelSpec, hspec: HarmonizationSpec, n_groups: int = 1) -> None:
+        context = GroupContext()
+        harmonizer = InputAdapter(n_groups, context) if hspec.adapter else IdentityHarmonizer()
+        super().__init__(spec, harmonizer)
+        self.context = context
+        self.hspec = hspec
+        self.n_groups = int(n_groups)
+        _localise_norms(self.backbone, hspec.norm, n_groups, context)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.spec.in_shape[0]:
+            self.context.groups = x[:, -1].flatten(1)[:, 0].round().long()
+            return x[:, : self.spec.in_shape[0]]
+        self.context.groups = None
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.harmonizer(self._split(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encoder(self.harmonizer(self._split(x)))
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the input adapter (empty when the variant has none)."""
+        return list(self.harmonizer.parameters())
+
+
+def _localise_norms(root: nn.Module, mode: str, n_groups: int, context: GroupContext) -> None:
+    for name, module in list(root.named_modules()):
+        if not isinstance(module, nn.GroupNorm) or isinstance(module, SiteLocal):
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        if mode == "local":
+            new: nn.Module = LocalGroupNorm(
+                module.num_groups, module.num_channels, module.eps, n_groups, context
+            )
+        else:
+            new = nn.Sequential(module, LocalAffine(module.num_channels, n_groups, context))
+        setattr(parent, attr, new)
+
+
+def build_method_model(method: str, spec: ModelSpec | None = None, n_groups: int = 1) -> FedmiNet:
+    """The model of a run's ``method``: plain :func:`build_model` unless it is harmonized.
+
+    The federated part does not depend on ``n_groups`` (only the local layers do), so the
+    server builds its initial weights with ``n_groups=1``.
+    """
+    spec = spec or ModelSpec()
+    if method not in VARIANTS:
+        return build_model(spec)
+    return HarmonizedNet(spec, VARIANTS[method], max(1, int(n_groups)))
+
+
+def with_groups(x: torch.Tensor, groups: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Append the group-index channel to ``x`` ``(n, c, …)`` → ``(n, c + 1, …)``."""
+    g = torch.as_tensor(np.asarray(groups), dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
+    return torch.cat([x, g.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
+
+
+# --- aggregate feature statistics ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureMoments:
+    """Per-feature mean and (population) variance of embeddings over ``count`` scans."""
+
+    count: int
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def pool_moments(parts: Sequence[FeatureMoments]) -> FeatureMoments | None:
+    """Pool per-site moments exactly (count-weighted mean, within + between variance)."""
+    parts = [p for p in parts if p.count > 0]
+    if not parts:
+        return None
+    n = sum(p.count for p in parts)
+    mean = sum(p.count * p.mean for p in parts) / n
+    second = sum(p.count * (p.var + p.mean**2) for p in parts) / n
+    return FeatureMoments(n, np.asarray(mean), np.maximum(np.asarray(second - mean**2), 0.0))
+
+
+def moment_distance(
+    mean: torch.Tensor | np.ndarray,
+    var: torch.Tensor | np.ndarray,
+    ref: FeatureMoments,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Mean over features of ``(μ − μ_ref)²/(σ²_ref + ε) + (log((σ² + ε)/(σ²_ref + ε)))²``."""
+    mean, var = torch.as_tensor(mean), torch.as_tensor(var)
+    rm = torch.as_tensor(ref.mean, dtype=mean.dtype)
+    rv = torch.as_tensor(ref.var, dtype=mean.dtype)
+    d_mean = (mean - rm) ** 2 / (rv + eps)
+    d_var = torch.log((var + eps) / (rv + eps)) ** 2
+    return (d_mean + d_var).mean()

@@ -1,0 +1,276 @@
+"""``fedmi-sim compare``: every method on identical data, splits and seeds, in one table.
+
+For each seed the same federation folder is run with ``local``, ``pooled``, ``fedavg``,
+``fedprox``, ``fedbn`` (local GroupNorm affines) and ``fedmi`` (per-group harmonization
+adapter + local norm corrections, label-free adaptation at holdout sites) through
+:func:`simulations.runner.run`. The split and the initial weights depend only on the seed,
+so every method sees the same test scans. The table gives each site's AUC (its test split;
+all scans at holdout sites) and the pooled training-site and holdout AUC, as mean ± sd
+over seeds, plus the share of the FedAvg-to-pooled holdout gap that each method closes.
+
+Outputs: ``OUT/compare.json`` (every number, per seed), ``OUT/compare.md`` (the table) and
+the individual runs in ``OUT/runs/<method>-seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.outputs import write_json
+
+log = logging.getLogger(__name__)
+
+COMPARE_METHODS = ("local", "pooled", "fedavg", "fedprox", "fedbn", "fedmi")
+HOLDOUT = "holdout (pooled)"
+TRAIN = "train (pooled)"
+
+
+def _run_dir(out_dir: Path, method: str, seed: int) -> Path:
+    return out_dir / "runs" / f"{method}-seed{seed}"
+
+
+def _results(report: dict) -> tuple[dict[str, float | None], dict[str, str], dict[str, str]]:
+    """Per-column AUC, site roles and harmonization states of one report."""
+    aucs: dict[str, float | None] = {}
+    roles: dict[str, str] = {}
+    used: dict[str, str] = {}
+    final = report["final"]
+    for r in final["per_site"]:
+        aucs[r["site_id"]] = r.get("auc")
+        roles[r["site_id"]] = r.get("role", "?")
+        if r.get("harmonization"):
+            used[r["site_id"]] = str(r["harmonization"])
+    pooled = final.get("pooled") or {}
+    for role, name in (("train", TRAIN), ("holdout", HOLDOUT)):
+        aucs[name] = (pooled.get(role) or {}).get("auc")
+    return aucs, roles, used
+
+
+def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return None, None, 0
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None), len(v)
+
+
+def _cell(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
+
+
+def gap_closed(
+    summary: dict[str, dict[str, dict]], column: str = HOLDOUT
+) -> dict[str, float | None]:
+    """Share of the FedAvg-to-pooled gap in ``column`` closed by each method (mean AUCs)."""
+    try:
+        fedavg = summary["fedavg"][column]["mean"]
+        pooled = summary["pooled"][column]["mean"]
+    except KeyError:
+        return {}
+    if fedavg is None or pooled is None or pooled - fedavg <= 0:
+        return {m: None for m in summary}
+    return {
+        m: (None if s[column]["mean"] is None else (s[column]["mean"] - fedavg) / (pooled - fedavg))
+        for m, s in summary.items()
+    }
+
+
+def markdown_table(doc: dict) -> str:
+    """The comparison as a Markdown table (also printed)."""
+    cols = doc["columns"]
+    roles = doc["roles"]
+    head = ["method", *[f"{c} ({roles[c]})" if c in roles else c for c in cols], "gap closed"]
+    lines = [
+        f"AUC, mean ± sd over seeds {doc['seeds']} — task {doc['task']}, {doc['rounds']} rounds "
+        f"× {doc['local_epochs']} local epoch(s), data {doc['data']}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for m in doc["methods"]:
+        s = doc["summary"][m]
+        g = doc["gap_closed"].get(m)
+        cells = [_cell(s[c]["mean"], s[c]["sd"]) for c in cols]
+        lines.append(
+            "| " + " | ".join([m, *cells, "—" if g is None else f"{100 * g:.0f} %"]) + " |"
+        )
+    lines.append("")
+    lines.append(
+        "gap closed = (method − FedAvg) / (pooled − FedAvg) of the mean pooled-holdout AUC."
+    )
+    if doc.get("harmonization"):
+        used = ", ".join(f"{k}: {v}" for k, v in sorted(doc["harmonization"].items()))
+        lines.append(f"fedmi local layers used at evaluation: {used}")
+    if doc.get("notes"):
+        lines.extend(doc["notes"])
+    return "\n".join(lines)
+
+
+def compare(
+    *,
+    data_root: Path | None,
+    task: str,
+    out_dir: Path,
+    rounds: int,
+    seeds: Sequence[int],
+    local_epochs: int,
+    methods: Sequence[str] = COMPARE_METHODS,
+    preset: str = "default",
+    extra: dict[str, object] | None = None,
+    reuse: bool = False,
+) -> dict:
+    """Run ``methods`` × ``seeds`` on one federation and write compare.json / compare.md."""
+    from simulations.runner import METHODS, run
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if data_root is None:
+        from simulations.generator import generate_federation
+
+        data_root = out_dir / "data"
+        if not (data_root / "federation.json").exists():
+            log.info("no --data given: generating the %s %s federation", preset, task)
+            generate_federation(data_root, task=task, preset=preset, seed=int(seeds[0]))
+    data_root = data_root.resolve()
+    per_seed: dict[str, dict[str, list[float | None]]] = {m: {} for m in methods}
+    roles: dict[str, str] = {}
+    harmonization: dict[str, str] = {}
+    runs = []
+    for seed in seeds:
+        for method in methods:
+            run_dir = _run_dir(out_dir, method, int(seed))
+            report_path = run_dir / "report.json"
+            report = None
+            if reuse and report_path.exists():
+                report = json.loads(report_path.read_text())
+                # only runs that compare itself finished (a killed run leaves a partial report)
+                if not report.get("compare_finished") or report.get("method") != method:
+                    report = None
+                elif int(report.get("seed", -1)) != int(seed):
+                    report = None
+            if report is None:
+                log.info("compare: %s, seed %d", method, seed)
+                report = run(
+                    data_root=data_root,
+                    task=task,
+                    out_dir=run_dir,
+                    rounds=rounds,
+                    method=method,
+                    seed=int(seed),
+                    local_epochs=local_epochs,
+                    extra=dict(extra or {}),
+                )
+                report["seed"] = int(seed)
+                report["compare_finished"] = True
+                write_json(report_path, report)
+            aucs, site_roles, used = _results(report)
+            roles.update(site_roles)
+            if method == "fedmi":
+                for site, state in used.items():
+                    harmonization[f"{site} seed {seed}"] = state
+            for col, auc in aucs.items():
+                per_seed[method].setdefault(col, []).append(auc)
+            runs.append({"method": method, "seed": int(seed), "report": str(report_path)})
+            # after every run, so a long comparison can be read (and resumed) part-way
+            doc = _document(
+                data_root,
+                task,
+                rounds,
+                local_epochs,
+                seeds,
+                methods,
+                extra,
+                roles,
+                per_seed,
+                harmonization,
+                runs,
+            )
+            _write(out_dir, doc, final=False)
+    doc = _document(
+        data_root,
+        task,
+        rounds,
+        local_epochs,
+        seeds,
+        methods,
+        extra,
+        roles,
+        per_seed,
+        harmonization,
+        runs,
+    )
+    table = _write(out_dir, doc, final=True)
+    print(table, flush=True)
+    return doc
+
+
+def _document(
+    data_root: Path,
+    task: str,
+    rounds: int,
+    local_epochs: int,
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    extra: dict[str, object] | None,
+    roles: dict[str, str],
+    per_seed: dict[str, dict[str, list[float | None]]],
+    harmonization: dict[str, str],
+    runs: list[dict],
+) -> dict:
+    sites = sorted(roles, key=lambda s: (roles[s] != "train", s))
+    columns = [*sites, TRAIN, HOLDOUT]
+    summary: dict[str, dict[str, dict]] = {}
+    for m in methods:
+        summary[m] = {}
+        for c in columns:
+            mean, sd, n = _mean_sd(per_seed[m].get(c, []))
+            summary[m][c] = {"mean": mean, "sd": sd, "n": n, "values": per_seed[m].get(c, [])}
+    doc = {
+        "task": task,
+        "data": str(data_root),
+        "rounds": rounds,
+        "local_epochs": local_epochs,
+        "seeds": [int(s) for s in seeds],
+        "methods": list(methods),
+        "columns": columns,
+        "roles": roles,
+        "summary": summary,
+        "gap_closed": gap_closed(summary),
+        "harmonization": harmonization,
+        "extra_config": dict(extra or {}),
+        "runs": runs,
+        "notes": [],
+    }
+    g = doc["gap_closed"].get("fedmi")
+    if "fedmi" in methods and g is not None:
+        verdict = "meets" if g >= 0.5 else "does NOT meet"
+        doc["notes"].append(
+            f"fedmi closes {100 * g:.0f} % of the FedAvg-to-pooled holdout gap: {verdict} the "
+            "target of at least half."
+        )
+    elif "fedmi" in methods:
+        doc["notes"].append(
+            "no FedAvg-to-pooled holdout gap to close (pooled ≤ FedAvg or missing)."
+        )
+    return doc
+
+
+def _write(out_dir: Path, doc: dict, *, final: bool) -> str:
+    done = len(doc["runs"])
+    planned = len(doc["methods"]) * len(doc["seeds"])
+    doc["complete"] = final and done == planned
+    if not doc["complete"]:
+        doc["notes"].append(f"PARTIAL: {done} of {planned} runs finished so far.")
+    table = markdown_table(doc)
+    write_json(out_dir / "compare.json", doc)
+    (out_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
+    return table

@@ -1,0 +1,185 @@
+"""Site-local harmonization at a site: never sent, survives restarts, label-free adaptation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from scipy import ndimage
+
+from client import local_state
+from client.adaptation import adapt_to_reference, feature_moments, reference_config
+from client.app import build_client_app
+from client.data import SiteData
+from client.site import SiteSettings
+from shared import contract
+from shared.harmonization import build_method_model, moment_distance, with_groups
+from shared.model import ModelSpec, federated_state_dict, local_state_dict
+from shared.tasks import get_task
+
+SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
+
+
+def _config(method: str, **extra: object) -> ConfigRecord:
+    return ConfigRecord(
+        {
+            "task": "fdg-ad",
+            "local-epochs": 1,
+            "batch-size": 4,
+            "seed": 0,
+            "server-round": 1,
+            "method": method,
+            **extra,  # type: ignore[dict-item]
+        }
+    )
+
+
+@pytest.fixture
+def context_for(tiny_fdg, tmp_path):
+    def make(site: str) -> Context:
+        node_config = {
+            "data-dir": str(tiny_fdg / site),
+            "state-dir": str(tmp_path / site),
+            "min-cell-count": 1,
+            "dp": "off",
+        }
+        return Context(
+            run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
+        )
+
+    return make
+
+
+def test_fedmi_train_reply_never_carries_local_layers(flower_identity, context_for, tmp_path):
+    app = build_client_app()
+    torch.manual_seed(0)
+    sent = contract.array_record(federated_state_dict(build_method_model("fedmi")))
+    msg = Message(
+        content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: sent}),
+        dst_node_id=7,
+        message_type=contract.TRAIN,
+    )
+    reply = app(msg, context_for("site-a"))
+    assert reply.content[contract.SITE]["status"] == "ok"
+    arrays = reply.content[contract.ARRAYS]
+    stored = local_state.read_state(tmp_path / "site-a" / "harmonization" / "fdg-ad-fedmi.pt")
+    assert stored is not None and stored["status"] == "trained"
+    local_names = set(stored["state"])
+    assert local_names and not local_names & set(arrays.keys())
+    assert set(arrays.keys()) == set(sent.keys())
+    # no outbound array equals any trained local tensor, whatever its name
+    for t in stored["state"].values():
+        assert not any(
+            a.numpy().shape == tuple(t.shape) and np.array_equal(a.numpy(), t.numpy())
+            for a in arrays.values()
+        )
+    # the trained local layers moved away from identity
+    assert any(
+        not torch.equal(t, local_state_dict(build_method_model("fedmi"))[k])
+        for k, t in stored["state"].items()
+        if t.shape[0] == 1
+    )
+
+    # the site's evaluation then says it used its trained layers
+    ev = Message(
+        content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: arrays}),
+        dst_node_id=7,
+        message_type=contract.EXTERNAL,
+    )
+    out = app(ev, context_for("site-a"))
+    assert out.content[contract.SITE]["harmonization"] == "trained"
+
+
+def _site(tmp_path) -> SiteSettings:
+    return SiteSettings("s", "train", tmp_path, tmp_path / "state", tmp_path / "cache", 1)
+
+
+def test_local_layers_survive_a_restart(tmp_path, monkeypatch):
+    site = _site(tmp_path)
+    data = SiteData(
+        x=torch.rand(3, 1, 16, 16, 16),
+        y=torch.tensor([0.0, 1.0, 0.0]),
+        patient_keys=["a", "b", "c"],
+        is_test=np.array([False, False, True]),
+    )
+    keys = ["pib|GE|DMI|q", "pib|GE|DMI|q", "fbp|SIEMENS|mCT|psf"]
+    monkeypatch.setattr(local_state, "site_group_keys", lambda s, t: list(keys))
+    hz = local_state.load_site_harmonization(site, "fdg-ad", "fedmi", data, SPEC)
+    assert hz.status == "identity" and len(hz.groups) == 2
+    with torch.no_grad():
+        for p in local_state_dict(hz.model):
+            hz.model.get_parameter(p).uniform_(-1, 1)
+    before = local_state_dict(hz.model)
+    path = hz.save("trained")
+    assert path.exists() and not list(path.parent.glob(".*.tmp"))
+
+    local_state.clear_caches()  # a new process: nothing in memory
+    again = local_state.load_site_harmonization(site, "fdg-ad", "fedmi", data, SPEC)
+    assert again.status == "trained" and again.groups == hz.groups
+    after = local_state_dict(again.model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    x, _ = again.subset(data, "test")
+    assert x.shape[1] == 2 and float(x[0, 1, 0, 0, 0]) == hz.groups.index(keys[2])
+
+    # a scanner added later: known groups keep their rows, the new one starts at identity
+    keys.append("fbb|Philips|Ingenuity|blob")
+    more = SiteData(
+        x=torch.rand(4, 1, 16, 16, 16),
+        y=torch.tensor([0.0, 1.0, 0.0, 1.0]),
+        patient_keys=["a", "b", "c", "d"],
+        is_test=np.array([False, False, True, True]),
+    )
+    grown = local_state.load_site_harmonization(site, "fdg-ad", "fedmi", more, SPEC)
+    assert grown.groups[:2] == hz.groups and len(grown.groups) == 3
+    scale = grown.model.harmonizer.scale.weight
+    assert (
+        torch.equal(scale[:2], before["harmonizer.scale.weight"])
+        and float(scale[2].detach()) == 1.0
+    )
+
+
+def _phantom(n: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    vols = []
+    for _ in range(n):
+        v = ndimage.gaussian_filter(rng.random((16, 16, 16)), 1.0) * rng.uniform(0.8, 1.2)
+        vols.append(v / v.mean())
+    return torch.tensor(np.stack(vols)[:, None], dtype=torch.float32)
+
+
+def test_label_free_adaptation_reduces_the_feature_distance():
+    torch.manual_seed(0)
+    model = build_method_model("fedmi", SPEC, n_groups=1)
+    federation = _phantom(24, 0)
+    ref = feature_moments(model, federation)
+    # a shifted site: 30 % higher intensities and extra blur (another tracer/scanner)
+    shifted = 1.3 * torch.tensor(ndimage.gaussian_filter(_phantom(16, 1).numpy(), (0, 0, 1, 1, 1)))
+    x = with_groups(shifted, [0] * 16)
+    result = adapt_to_reference(model, x, ref, steps=30)
+    assert result.adapted and result.after < result.before
+    m = feature_moments(model, x)
+    assert float(moment_distance(m.mean, m.var, ref)) == pytest.approx(result.after)
+    assert abs(float(model.harmonizer.scale.weight.detach()) - 1.0) > 1e-3  # the adapter moved
+    # the config round trip the server uses
+    cfg = reference_config(ref)
+    assert cfg["feat-count"] == 24 and len(cfg["feat-mean"]) == SPEC.embedding  # type: ignore[arg-type]
+
+
+def test_scan_groups_follow_the_headers(tiny_fdg, tmp_path):
+    from client.ingest.pipeline import ingest_site
+    from client.ingest.report import load_accepted
+
+    cache = tmp_path / "cache"
+    ingest_site(tiny_fdg / "site-a", "fdg-ad", cache)
+    rows = load_accepted(cache)
+    assert all(r.get("reconstruction") for r in rows)  # (0054,1103) recorded at ingest
+    keys = local_state.scan_group_keys(rows, "fdg-ad")
+    assert len(set(keys)) == 1  # one scanner, one tracer
+    # the same site with a second scanner: two groups
+    i = next(
+        i for i, r in enumerate(rows) if get_task("fdg-ad").class_index(r["label"]) is not None
+    )
+    rows[i] = {**rows[i], "model": "Other Scanner"}
+    assert len(set(local_state.scan_group_keys(rows, "fdg-ad"))) == 2

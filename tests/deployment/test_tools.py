@@ -1,0 +1,204 @@
+"""Fast checks of the deployment tools: certificates, site keys, TLS probe, one-line errors."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import stat
+import threading
+import tomllib
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from client import cli as site_cli
+from client.join import probe_tls
+from client.keys import (
+    KeyFileError,
+    check_ca_certificate,
+    check_private_key,
+    generate_site_key,
+)
+from server import cli as server_cli
+from server.certs import (
+    CertificateError,
+    certificate_names,
+    check_public_key,
+    check_server_certs,
+    issued_by,
+    make_certificates,
+)
+from server.superlink import write_connection
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pki")
+    good = make_certificates(root / "good", ["127.0.0.1", "Coordinator.Example.org"])
+    other = make_certificates(root / "other", ["127.0.0.1"])
+    return good, other
+
+
+def test_certificates_name_every_address_and_keep_keys_private(pki):
+    good, other = pki
+    server = x509.load_pem_x509_certificate(good.server_cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(good.ca_cert.read_bytes())
+    assert sorted(certificate_names(server)) == ["127.0.0.1", "coordinator.example.org"]
+    assert issued_by(server, ca)
+    assert not issued_by(server, x509.load_pem_x509_certificate(other.ca_cert.read_bytes()))
+    for key in (good.ca_key, good.server_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert check_server_certs(good.folder).server_cert == good.server_cert.resolve()
+
+
+def test_bad_certificate_folders_name_the_file_and_the_fix(pki, tmp_path):
+    good, other = pki
+    with pytest.raises(CertificateError, match="already exists"):
+        make_certificates(good.folder, ["127.0.0.1"])
+    with pytest.raises(CertificateError, match="host only"):
+        make_certificates(tmp_path / "x", ["127.0.0.1:8000"])
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("ca.crt", "server.pem", "server.key"):
+        (mixed / name).write_bytes((good.folder / name).read_bytes())
+    (mixed / "server.key").chmod(0o600)
+    (mixed / "ca.crt").write_bytes(other.ca_cert.read_bytes())
+    with pytest.raises(CertificateError, match=r"server\.pem: not signed by .*ca\.crt"):
+        check_server_certs(mixed)
+    (mixed / "ca.crt").write_bytes(good.ca_cert.read_bytes())
+    (mixed / "server.key").write_bytes(other.server_key.read_bytes())
+    with pytest.raises(CertificateError, match=r"server\.key: does not belong"):
+        check_server_certs(mixed)
+    (mixed / "server.pem").write_text("not a certificate")
+    with pytest.raises(CertificateError, match=r"server\.pem: not a PEM certificate"):
+        check_server_certs(mixed)
+
+
+def test_site_keys_are_openssh_p384_and_checked(tmp_path, pki):
+    private, public = generate_site_key(tmp_path / "k")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert public.read_text().startswith("ecdsa-sha2-nistp384 ")
+    key = serialization.load_ssh_private_key(private.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
+    check_private_key(private)
+    check_public_key(public)
+    with pytest.raises(KeyFileError, match="already exists"):
+        generate_site_key(tmp_path / "k")
+    with pytest.raises(KeyFileError, match=r"site\.pub: not an unencrypted OpenSSH private key"):
+        check_private_key(public)
+    with pytest.raises(CertificateError, match="never the private key"):
+        check_public_key(private)
+    ed = tmp_path / "ed"
+    ed.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    ed.chmod(0o600)
+    with pytest.raises(KeyFileError, match="ECDSA"):
+        check_private_key(ed)
+    private.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        check_private_key(private)
+    good, _ = pki
+    check_ca_certificate(good.ca_cert)
+    with pytest.raises(KeyFileError, match="not a CA certificate"):
+        check_ca_certificate(good.server_cert)
+
+
+def _tls_server(pki_paths) -> tuple[int, threading.Event]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki_paths.server_cert, pki_paths.server_key)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4)
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+        sock.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return sock.getsockname()[1], stop
+
+
+def test_tls_probe_tells_a_wrong_ca_from_a_wrong_name(pki):
+    good, other = pki
+    port, stop = _tls_server(good)
+    try:
+        assert probe_tls("127.0.0.1", port, good.ca_cert) is None
+        assert "not signed by" in (probe_tls("127.0.0.1", port, other.ca_cert) or "")
+        assert "does not name localhost" in (probe_tls("localhost", port, good.ca_cert) or "")
+    finally:
+        stop.set()
+    # nothing listening: the SuperNode will retry, so no error yet
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    assert probe_tls("127.0.0.1", free, good.ca_cert) is None
+
+
+def test_join_refuses_bad_inputs_in_one_line(tmp_path, pki, capsys):
+    good, _ = pki
+    private, _ = generate_site_key(tmp_path / "k")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "site.toml").write_text('[site]\nsite-id = "h1"\nrole = "train"\n')
+    base = ["join", "--superlink", "127.0.0.1:1", "--site-dir", str(site)]
+    base += ["--state-dir", str(tmp_path / "state")]
+    cases = [
+        (
+            ["--ca", str(tmp_path / "none.crt"), "--key", str(private)],
+            "none.crt: CA certificate not found",
+        ),
+        (["--ca", str(good.server_cert), "--key", str(private)], "not a CA certificate"),
+        (["--ca", str(good.ca_cert), "--key", str(private) + ".pub"], "not an unencrypted OpenSSH"),
+    ]
+    for extra, needle in cases:
+        assert site_cli.main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+    bad = ["join", "--superlink", "coordinator", "--ca", str(good.ca_cert), "--key", str(private)]
+    assert site_cli.main([*bad, "--site-dir", str(site), "--state-dir", str(tmp_path)]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_coordinator_commands_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "home"))
+    assert server_cli.main(["certs", "--out", str(tmp_path / "c"), "--address", "10.0.0.7"]) == 0
+    assert "10.0.0.7" in capsys.readouterr().out
+    code = server_cli.main(["start", "--certs", str(tmp_path / "nope"), "--state", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "ca.crt: CA certificate not found" in err[0]
+    assert server_cli.main(["register", "--key", str(tmp_path / "c" / "ca.crt")]) == 2
+    assert "not an OpenSSH public key" in capsys.readouterr().err
+
+
+def test_flwr_connection_entry_keeps_other_connections(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    )
+    write_connection("127.0.0.1:9000", tmp_path / "ca.crt", home=home)
+    doc = tomllib.loads((home / "config.toml").read_text())
+    assert doc["superlink"]["default"] == "local"
+    assert doc["superlink"]["local"] == {"address": ":local:"}
+    assert doc["superlink"]["fedmi"] == {
+        "address": "127.0.0.1:9000",
+        "root-certificates": str((tmp_path / "ca.crt").resolve()),
+    }

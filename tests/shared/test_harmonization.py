@@ -1,0 +1,117 @@
+"""Harmonization layers: groups from headers, local/federated split, Opacus, moments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from opacus import GradSampleModule
+
+from shared import contract
+from shared.harmonization import (
+    FeatureMoments,
+    build_method_model,
+    group_key,
+    moment_distance,
+    pool_moments,
+    with_groups,
+)
+from shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
+
+SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
+
+
+def test_group_key_from_header_fields():
+    row = {
+        "tracer": "pib",
+        "manufacturer": "SIEMENS",
+        "model": "Biograph  mCT",
+        "reconstruction": "PSF+TOF 4i21s",
+    }
+    assert group_key(row) == "pib|SIEMENS|Biograph mCT|PSF+TOF 4i21s"
+    # an older ingest cache without (0054,1103): still grouped by tracer and scanner
+    assert group_key({**row, "reconstruction": None}).endswith("|unknown")
+    assert group_key(row) != group_key({**row, "tracer": "florbetapir"})
+
+
+@pytest.mark.parametrize("method", ["fedbn", "fedmi"])
+def test_local_layers_are_never_federated(method):
+    net = build_method_model(method, SPEC, n_groups=3)
+    fed, loc = set(federated_state_dict(net)), set(local_state_dict(net))
+    assert loc and not fed & loc
+    # the federated names do not depend on the site's number of groups
+    assert fed == set(federated_state_dict(build_method_model(method, SPEC, n_groups=1)))
+    plain = set(federated_state_dict(build_model(SPEC)))
+    if method == "fedbn":  # GroupNorm affines become local
+        assert fed < plain and all(".N." in k for k in plain - fed)
+    else:  # adapter and norm corrections are added, the federated norm stays
+        assert len(fed) == len(plain)
+
+
+def test_each_scan_uses_its_groups_parameters():
+    torch.manual_seed(0)
+    net = build_method_model("fedmi", SPEC, n_groups=2).eval()
+    with torch.no_grad():
+        net.harmonizer.scale.weight[1] = 2.0
+    x = torch.rand(2, 1, 16, 16, 16)
+    both0 = net(with_groups(x, [0, 0]))
+    mixed = net(with_groups(x, [0, 1]))
+    assert torch.allclose(both0[0], mixed[0])
+    assert not torch.allclose(both0[1], mixed[1])
+    # one channel = everybody in group 0; identity adapter = the plain input
+    assert torch.allclose(net(x), both0)
+
+
+@pytest.mark.parametrize("method", ["fedbn", "fedmi"])
+@pytest.mark.parametrize("functorch", [False, True])
+def test_opacus_per_sample_gradients(method, functorch):
+    net = build_method_model(method, SPEC, n_groups=2)
+    gsm = GradSampleModule(net, force_functorch=functorch)
+    gsm(with_groups(torch.rand(3, 1, 16, 16, 16), [0, 1, 1])).sum().backward()
+    for name, p in net.named_parameters():
+        assert p.grad_sample is not None and p.grad_sample.shape[0] == 3, name
+
+
+def test_pool_moments_is_exact():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 4)), rng.normal(2.0, 3.0, size=(12, 4))
+    parts = [FeatureMoments(len(v), v.mean(0), v.var(0)) for v in (a, b)]
+    pooled = pool_moments(parts)
+    both = np.concatenate([a, b])
+    assert pooled is not None and pooled.count == 19
+    np.testing.assert_allclose(pooled.mean, both.mean(0))
+    np.testing.assert_allclose(pooled.var, both.var(0))
+    assert float(moment_distance(both.mean(0), both.var(0), pooled)) == pytest.approx(0.0)
+
+
+def test_feature_reply_and_harmonization_field_are_declared():
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+    site = {"site-id": "a", "role": "train", "status": "ok", "task": "amyloid"}
+    ok = RecordDict(
+        {
+            contract.METRICS: MetricRecord(
+                {"num-examples": 12, "feat-mean": [0.1, 0.2], "feat-var": [1.0, 2.0]}
+            ),
+            contract.SITE: ConfigRecord(site),
+        }
+    )
+    assert contract.check_reply(contract.FEATURES, ok) == []
+    ragged = RecordDict(
+        {
+            contract.METRICS: MetricRecord(
+                {"num-examples": 12, "feat-mean": [0.1], "feat-var": [1.0, 2.0]}
+            ),
+            contract.SITE: ConfigRecord(site),
+        }
+    )
+    assert contract.check_reply(contract.FEATURES, ragged)
+    ev = RecordDict(
+        {
+            contract.METRICS: MetricRecord({"num-examples": 3}),
+            contract.SITE: ConfigRecord({**site, "harmonization": "adapted"}),
+        }
+    )
+    assert contract.check_reply(contract.EXTERNAL, ev) == []
+    ev[contract.SITE]["harmonization"] = "averaged-secretly"
+    assert contract.check_reply(contract.EXTERNAL, ev)

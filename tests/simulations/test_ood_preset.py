@@ -1,0 +1,25 @@
+"""The ``ood`` preset: a seen-resolution control holdout and an unseen-resolution holdout."""
+
+from __future__ import annotations
+
+from simulations.sites import PET_SCANNERS, make_sites
+
+
+def test_ood_preset_has_an_unseen_resolution_holdout():
+    sites = make_sites("fdg-ad", "ood", seed=0)
+    train = [s for s in sites if s.role == "train"]
+    hold = [s for s in sites if s.role == "holdout"]
+    assert [s.site_id for s in hold] == ["site-e", "site-f"]
+    worst_train = max(s.fwhm_mm for s in train)
+    assert hold[0].fwhm_mm <= 9.0  # the control: a resolution the training scanners cover
+    assert 12.0 <= hold[1].fwhm_mm <= 14.0 and hold[1].fwhm_mm > worst_train + 3
+    assert hold[1].model not in PET_SCANNERS and all(s.tracer == "fdg" for s in sites)
+    assert len(hold[1].convolution_kernel) <= 16  # DICOM SH
+
+
+def test_other_presets_draw_as_before():
+    default = make_sites("fdg-ad", "default", seed=0)
+    assert [s.n_subjects for s in default] == [101, 60, 55, 46, 79]
+    assert [s.role for s in default].count("holdout") == 1
+    ood = make_sites("fdg-ad", "ood", seed=0)
+    assert [s.fwhm_mm for s in ood[:5]] == [s.fwhm_mm for s in default]
