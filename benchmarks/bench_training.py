@@ -1,4 +1,4 @@
-"""Training throughput of the default model (samples per second), CPU and GPU if present.
+"""Training throughput of each model architecture (samples per second), CPU and GPU if present.
 
     python -m benchmarks.bench_training [--threads 1] [--batch 16] [--steps 20]
 
@@ -14,11 +14,11 @@ import time
 import torch
 
 from client.training import TrainSettings, train_local
-from shared.model import ModelSpec, build_model
+from shared.model import ARCHITECTURES, ModelSpec, build_model
 
 
-def throughput(device: torch.device, batch: int, steps: int) -> float:
-    spec = ModelSpec()
+def throughput(device: torch.device, batch: int, steps: int, arch: str = "regional") -> float:
+    spec = ModelSpec(arch=arch)
     model = build_model(spec)
     n = batch * steps
     x = torch.randn(n, *spec.in_shape)
@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = {"cpu_threads": args.threads, "batch": args.batch}
-    out["cpu_samples_per_s"] = round(throughput(torch.device("cpu"), args.batch, args.steps), 1)
-    if torch.cuda.is_available():
-        out["gpu"] = torch.cuda.get_device_name(0)
-        out["gpu_samples_per_s"] = round(
-            throughput(torch.device("cuda"), args.batch, args.steps * 10), 1
-        )
+    for arch in ARCHITECTURES:
+        cpu = throughput(torch.device("cpu"), args.batch, args.steps, arch)
+        out[f"{arch}_cpu_samples_per_s"] = round(cpu, 1)
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+            gpu = throughput(torch.device("cuda"), args.batch, args.steps * 10, arch)
+            out[f"{arch}_gpu_samples_per_s"] = round(gpu, 1)
     print(json.dumps(out))
     return 0
 

@@ -50,7 +50,9 @@ def _reply(
     work: Callable[..., RecordDict],
     defaults: Mapping[str, object],
 ) -> Message:
-    run_config = {**defaults, **dict(context.run_config)}
+    # the one-machine runner's settings win: Flower may fill context.run_config with the
+    # pyproject defaults (empty sim-* values) even in a simulation
+    run_config = {**dict(context.run_config), **defaults}
     # several ClientApps share a few cores in simulation: one torch thread each by default
     torch.set_num_threads(int(run_config.get("client-threads", 1) or 1))
     config = msg.content.get(contract.CONFIG)
@@ -69,7 +71,11 @@ def _reply(
 
 
 def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
-    """Build the ClientApp; ``defaults`` fill in run-config keys (the simulation runner's paths)."""
+    """Build the ClientApp; ``defaults`` are run-config keys set by the one-machine runner.
+
+    They take precedence over ``context.run_config`` (empty in deployments that do not use
+    the runner).
+    """
     defaults = dict(defaults or {})
     app = ClientApp()
 
@@ -91,7 +97,7 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
                 cfg,
                 run_id=context.run_id,
                 privacy=resolve_privacy(
-                    s, dict(context.node_config), {**defaults, **dict(context.run_config)}
+                    s, dict(context.node_config), {**dict(context.run_config), **defaults}
                 ),
             ),
             defaults,

@@ -326,7 +326,11 @@ def add_join(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", type=Path, required=True, help="cache, ledger, logs, PID file")
     p.add_argument("--role", choices=ROLES, help="override site.toml's role")
     p.add_argument("--port", type=int, default=9094, help="local SuperNode port (default 9094)")
-    p.add_argument("--node-config", default="", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--node-config",
+        default="",
+        help="extra node-config entries, e.g. 'epsilon-budget=3.0 dp=\"on\"' (see docs/privacy.md)",
+    )
     p.add_argument("--background", action="store_true", help="detach (PID file in --state-dir)")
     p.add_argument(
         "--wait", type=float, default=30.0, help="seconds to wait for the coordinator's answer"

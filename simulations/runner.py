@@ -56,6 +56,9 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # single-machine Ray: every Ray server binds the loopback address, not the host's
+    # network interface (Ray's switch for its local-only mode)
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def sim_paths(data_root: Path, out_dir: Path) -> dict[str, str]:

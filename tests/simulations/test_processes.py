@@ -101,3 +101,15 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
     for pid in left:
         os.kill(int(pid), signal.SIGKILL)
     assert left == [], "processes of the interrupted run were left running"
+
+
+def test_simulation_environment_is_quiet_and_loopback_only(monkeypatch):
+    from simulations.runner import quiet_environment
+
+    for var in ("FLWR_TELEMETRY_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+        monkeypatch.delenv(var, raising=False)
+    quiet_environment()
+    assert os.environ["FLWR_TELEMETRY_ENABLED"] == "0"
+    assert os.environ["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+    # Ray's local-only mode: its servers bind 127.0.0.1 instead of the host's interface
+    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
