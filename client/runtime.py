@@ -51,8 +51,9 @@ class Instruction:
             settings=TrainSettings(
                 epochs=int(r.get("local-epochs", 1)),
                 batch_size=int(r.get("batch-size", 16)),
-                learning_rate=float(r.get("learning-rate", 0.4)),
+                learning_rate=float(r.get("learning-rate", 0.6)),
                 optimizer=str(r.get("optimizer", "sgd")),
+                augment=bool(r.get("augment", False)),
                 proximal_mu=float(r.get("proximal-mu", 0.0)),
                 # a different but reproducible stream per round
                 seed=seed * 100_003 + int(r.get("server-round", 0)),

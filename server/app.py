@@ -53,6 +53,7 @@ def instruction(cfg: RunConfig) -> ConfigRecord:
             "batch-size": cfg.batch_size,
             "learning-rate": cfg.effective_learning_rate,
             "optimizer": cfg.effective_optimizer,
+            "augment": cfg.effective_augment,
             "model": cfg.model,
             "seed": cfg.seed,
             # the sites calibrate their DP-SGD noise for the planned rounds

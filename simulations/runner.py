@@ -237,6 +237,7 @@ def run_baseline(cfg: RunConfig, sites: list[SiteSettings], out_dir: Path) -> di
         batch_size=cfg.batch_size,
         learning_rate=cfg.effective_learning_rate,
         optimizer=cfg.effective_optimizer,
+        augment=cfg.effective_augment,
         seed=cfg.seed * 100_003 + 1,
     )
     train_idx = [i for i, s in enumerate(sites) if s.role == "train"]
