@@ -76,15 +76,29 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
 
 def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistory) -> None:
     """Ask every node who it is; record the checked answers in ``history.sites``."""
-    msgs = [
-        Message(
-            content=RecordDict({contract.CONFIG: instruction(cfg)}),
-            dst_node_id=n,
-            message_type=contract.QUERY,
-        )
-        for n in nodes
-    ]
-    replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+    # A site may still be (re)connecting — e.g. after a coordinator restart SuperNodes come
+    # back with a back-off — so ask again those that gave no answer, until node-wait ends.
+    pending = list(nodes)
+    deadline = time.monotonic() + max(cfg.round_timeout, cfg.node_wait)
+    replies: list[Message] = []
+    while pending:
+        timeout = max(1.0, min(cfg.round_timeout, deadline - time.monotonic()))
+        msgs = [
+            Message(
+                content=RecordDict({contract.CONFIG: instruction(cfg)}),
+                dst_node_id=n,
+                message_type=contract.QUERY,
+            )
+            for n in pending
+        ]
+        answered = [m for m in grid.send_and_receive(msgs, timeout=timeout) if not m.has_error()]
+        replies.extend(answered)
+        got = {int(m.metadata.src_node_id) for m in answered}
+        pending = [n for n in pending if n not in got]
+        if not pending or time.monotonic() >= deadline:
+            break
+        log.info("%d site(s) have not answered yet; asking again", len(pending))
+        time.sleep(2.0)
     for msg in replies:
         verdict = check_inbound(contract.QUERY, msg, None, cfg.max_examples)
         if verdict.problems:
