@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from server.collect import collect_from_training_sites
 from server.config import RunConfig
 from server.history import RunHistory
-from server.ingress import check_inbound
 from shared import contract
 from shared.harmonization import FeatureMoments, pool_moments
 
@@ -59,29 +59,10 @@ def collect_feature_reference(
     """
     if cfg.method not in ADAPTING_METHODS:
         return {}
-    from flwr.app import ConfigRecord
-
-    targets = [n for n, s in history.sites.items() if s.role == "train" and s.status == "ok"]
-    msgs = [
-        Message(
-            content=RecordDict(
-                {contract.ARRAYS: arrays, contract.CONFIG: ConfigRecord(instruction)}  # type: ignore[arg-type]
-            ),
-            dst_node_id=n,
-            message_type=contract.FEATURES,
-        )
-        for n in targets
-    ]
-    try:
-        replies = list(grid.send_and_receive(msgs, timeout=cfg.validation_timeout))
-    except Exception as exc:  # noqa: BLE001 - the run goes on with identity fallbacks
-        log.error("feature-statistics round failed: %s: %s", type(exc).__name__, exc)
-        return {}
-    good = []
-    for msg in replies:
-        verdict = check_inbound(contract.FEATURES, msg, None, cfg.max_examples)
-        if verdict.accepted and verdict.node_id in targets:
-            good.append(dict(msg.content[contract.METRICS]))
+    answers = collect_from_training_sites(
+        grid, arrays, instruction, cfg, history, contract.FEATURES
+    )
+    good = [metrics for _, metrics in answers]
     ref = pooled_reference(good)
     if ref is None:
         log.warning("no training site sent feature moments: unseen sites use identity layers")

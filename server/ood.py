@@ -17,12 +17,12 @@ import logging
 import math
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from server.collect import collect_from_training_sites
 from server.config import RunConfig
 from server.history import RunHistory
-from server.ingress import check_inbound
 from shared import contract
 from shared.ood import (
     FeatureStatistics,
@@ -66,31 +66,15 @@ def collect_ood_description(
     histograms). A summary (sites, scans, width) is kept on ``history.ood_description``
     for the report.
     """
-    targets = [n for n, s in history.sites.items() if s.role == "train" and s.status == "ok"]
-    msgs = [
-        Message(
-            content=RecordDict(
-                {contract.ARRAYS: arrays, contract.CONFIG: ConfigRecord(instruction)}  # type: ignore[arg-type]
-            ),
-            dst_node_id=n,
-            message_type=contract.OOD_STATS,
-        )
-        for n in targets
-    ]
-    try:
-        replies = list(grid.send_and_receive(msgs, timeout=cfg.validation_timeout))
-    except Exception as exc:  # noqa: BLE001 - the run goes on without OOD scores
-        log.error("OOD feature-statistics round failed: %s: %s", type(exc).__name__, exc)
-        return {}
+    answers = collect_from_training_sites(
+        grid, arrays, instruction, cfg, history, contract.OOD_STATS
+    )
     parts, names = [], []
-    for msg in replies:
-        verdict = check_inbound(contract.OOD_STATS, msg, None, cfg.max_examples)
-        if not verdict.accepted or verdict.node_id not in targets:
-            continue
-        stats = statistics_from_metrics(dict(msg.content[contract.METRICS]))
+    for node_id, metrics in answers:
+        stats = statistics_from_metrics(metrics)
         if stats is not None and stats.counts.sum() > 0:
             parts.append(stats)
-            names.append(history.site_name(verdict.node_id))
+            names.append(history.site_name(node_id))
     if not parts or len({p.sums.shape for p in parts}) > 1:
         log.warning("no usable OOD feature statistics: the report has no OOD section")
         return {}
