@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     try:
         report = ingest_site(args.site_dir, args.task, args.out, workers=args.workers)
     except (SiteConfigError, ValueError) as exc:
-        print(f"fedmi-site ingest: {exc}")
+        print(f"fedmi-site ingest: {exc}", file=sys.stderr)
         return 2
     s = report.summary
     print(

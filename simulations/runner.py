@@ -314,6 +314,16 @@ def run(
     quiet_environment()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    # a bad setting fails before minutes of generation and ingest
+    values: dict[str, object] = {
+        "task": task,
+        "num-server-rounds": rounds,
+        "method": method if method in FEDERATED_METHODS else "fedavg",
+        "seed": seed,
+        "local-epochs": local_epochs,
+        **(extra or {}),
+    }
+    cfg = RunConfig.from_mapping(values)
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_root is None:
@@ -327,19 +337,10 @@ def run(
     sites = site_settings(data_root, out_dir)
     if not sites:
         raise FileNotFoundError(f"no site folders (with site.toml) under {data_root}")
-    ingest_all(sites, task)
     site_keys = {k: v for k, v in (extra or {}).items() if k.startswith("sim-")}
     if site_keys:  # simulated sites' own settings (roles for LOSO folds, min cell count)
         sites = site_settings(data_root, out_dir, site_keys)
-    values: dict[str, object] = {
-        "task": task,
-        "num-server-rounds": rounds,
-        "method": method if method in FEDERATED_METHODS else "fedavg",
-        "seed": seed,
-        "local-epochs": local_epochs,
-        **(extra or {}),
-    }
-    cfg = RunConfig.from_mapping(values)
+    ingest_all(sites, task)
     t0 = time.perf_counter()
     if method in FEDERATED_METHODS:
         report = run_federated(

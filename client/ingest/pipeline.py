@@ -119,10 +119,16 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
     Raises
     ------
     ValueError
-        Unknown task, or a site.toml whose task differs from ``task`` (:class:`SiteConfigError`).
+        Unknown task, no ``dicom/`` folder, or a site.toml whose task differs from ``task``
+        (:class:`SiteConfigError`).
     """
     spec = get_task(task)
     site_dir, state_dir = Path(site_dir), Path(state_dir)
+    if not (site_dir / "dicom").is_dir():
+        raise SiteConfigError(
+            f"{site_dir / 'dicom'} is not a folder: put the site's DICOM export under "
+            f"SITE/dicom/ and give --site-dir SITE"
+        )
     config = load_site_config(site_dir)
     if config.task is not None and config.task != spec.name:
         raise SiteConfigError(

@@ -74,3 +74,16 @@ def test_bad_min_cell_count(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text("[site]\nmin-cell-count = 0\n")
     with pytest.raises(SiteConfigError, match="min-cell-count"):
         load_site_config(tmp_path)
+
+
+def test_ingest_without_a_dicom_folder_names_the_folder_and_writes_nothing(tmp_path):
+    import pytest
+
+    from client.ingest.pipeline import ingest_site
+    from client.site_config import SiteConfigError
+
+    site, state = tmp_path / "site", tmp_path / "state"
+    site.mkdir()
+    with pytest.raises(SiteConfigError, match="dicom"):
+        ingest_site(site, "fdg-ad", state)
+    assert not state.exists()
