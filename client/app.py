@@ -8,10 +8,11 @@ crashing the SuperNode.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import runtime
@@ -27,6 +28,8 @@ from shared.model import ModelSpec, build_model
 
 log = logging.getLogger(__name__)
 
+#: replies that say how long the site worked on the instruction (``site-seconds``)
+_TIMED = (contract.TRAIN, contract.EVALUATE)
 _EXPECTED: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], str]]] = {}
 
 
@@ -58,10 +61,14 @@ def _reply(
     config = msg.content.get(contract.CONFIG)
     task = str(dict(config or {}).get("task", "fdg-ad"))
     site_id, role = "unknown", "train"
+    started = time.perf_counter()
     try:
         site = resolve_site(dict(context.node_config), run_config)
         site_id, role = site.site_id, site.role
         content = work(site, msg.content, config)
+        metrics = content.get(contract.METRICS)
+        if message_type in _TIMED and isinstance(metrics, MetricRecord):
+            metrics["site-seconds"] = time.perf_counter() - started
         expected = _expected(config) if message_type == contract.TRAIN else None
         content = check_outbound(message_type, content, expected)
     except Exception as exc:  # one bad site must not crash the run: report a status

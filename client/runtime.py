@@ -39,6 +39,8 @@ class Instruction:
     model: str = "regional"
     server_round: int = 0
     settings: TrainSettings = field(default_factory=TrainSettings)
+    #: evaluate the received weights on the test split before training, in the same reply
+    evaluate_received: bool = False
 
     @classmethod
     def from_record(cls, record: ConfigRecord | None) -> Instruction:
@@ -48,6 +50,7 @@ class Instruction:
             task=str(r.get("task", "fdg-ad")),
             model=str(r.get("model", "regional")),
             server_round=int(r.get("server-round", 0)),
+            evaluate_received=bool(r.get("evaluate-received", False)),
             settings=TrainSettings(
                 epochs=int(r.get("local-epochs", 1)),
                 batch_size=int(r.get("batch-size", 16)),
@@ -143,6 +146,38 @@ def handle_train(
     if site.role != "train":
         log.warning("a train instruction reached a holdout site; refusing")
         return _status_reply(site, ins.task, contract.TRAIN, "error")
+    # the previous round's global model, evaluated before it is trained further: the
+    # server then needs one message per site and round instead of two
+    received = None
+    if ins.evaluate_received:
+        received = handle_evaluate(site, arrays, config, contract.EVALUATE)
+    reply = _train_round(site, arrays, config, ins, run_id, privacy)
+    return reply if received is None else with_evaluation(reply, received)
+
+
+def with_evaluation(reply: RecordDict, evaluation: RecordDict) -> RecordDict:
+    """``reply`` (a train reply) carrying ``evaluation`` (an evaluate reply's content).
+
+    The metrics go into the declared :data:`shared.contract.EVALUATION` record, their
+    status into the site field ``evaluation-status``.
+    """
+    site = evaluation[contract.SITE]
+    reply[contract.EVALUATION] = evaluation[contract.METRICS]
+    reply[contract.SITE]["evaluation-status"] = site["status"]  # type: ignore[index]
+    if "harmonization" in site:  # type: ignore[operator]
+        reply[contract.SITE]["harmonization"] = site["harmonization"]  # type: ignore[index]
+    return reply
+
+
+def _train_round(
+    site: SiteSettings,
+    arrays: ArrayRecord,
+    config: ConfigRecord | None,
+    ins: Instruction,
+    run_id: int | str,
+    privacy: PrivacySettings | None,
+) -> RecordDict:
+    """One round of local training (the part of :func:`handle_train` after the checks)."""
     data = site_data(site, ins.task, ins.split_seed)
     x, y = data.subset("train")
     if len(y) == 0:

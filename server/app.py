@@ -36,6 +36,7 @@ from server.outputs import (
     write_json,
     write_report,
 )
+from server.polling import PromptGrid
 from server.strategy import make_strategy
 from shared import contract
 from shared.harmonization import build_method_model
@@ -214,20 +215,27 @@ def external_validation(
             )
 
 
-def round_progress(entry: dict, total: int) -> str:
-    """One terminal line per round: sites trained, mean train loss, test AUC per site."""
+def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> str:
+    """One terminal line per round: sites trained, mean train loss, test AUC per site.
+
+    ``evaluated`` is the newest round whose model has been evaluated (the sites evaluate
+    round r's model at the start of round r + 1, see :func:`server.resume.run_rounds`);
+    by default ``entry`` itself.
+    """
+    evaluated = entry if evaluated is None else evaluated
     trained = {k: v for k, v in entry["train"].items() if v.get("status") == "ok"}
     losses = [v["train-loss"] for v in trained.values() if "train-loss" in v]
     aucs = ", ".join(
         f"{k} {v['auc']:.2f}"
-        for k, v in sorted(entry["evaluate"].items())
+        for k, v in sorted(evaluated["evaluate"].items())
         if v.get("auc") is not None
     )
+    which = "" if evaluated is entry else f" of round {evaluated['round']}"
     loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"
     dropped = f", dropped {len(entry['dropped'])}" if entry["dropped"] else ""
     return (
         f"round {entry['round']}/{total}: {len(trained)} site(s) trained, loss {loss}{dropped}; "
-        f"test AUC {aucs or '—'} ({entry.get('seconds', 0):.1f} s)"
+        f"test AUC{which} {aucs or '—'} ({entry.get('seconds', 0):.1f} s)"
     )
 
 
@@ -264,7 +272,11 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
         if server_round > 0:
             entry = history._round(server_round)
             entry["seconds"] = round(now - round_started["t"], 3)
-            log.info("%s", round_progress(entry, cfg.num_server_rounds))
+            evaluated = [
+                e for k, e in history.rounds.items() if k <= server_round and e["evaluate"]
+            ]
+            newest = max(evaluated, key=lambda e: e["round"]) if evaluated else entry
+            log.info("%s", round_progress(entry, cfg.num_server_rounds, newest))
             write_report(out_dir, build_report(cfg, history, timing))
             resume.save_resume_point(out_dir, cfg, server_round, strategy, history)
         round_started["t"] = now
@@ -332,7 +344,8 @@ def build_server_app(overrides: Mapping[str, object] | None = None) -> ServerApp
             cfg.task,
             cfg.method,
         )
-        run_federation(grid, cfg, out_dir)
+        # Flower's grids poll for replies every 0.1 s (simulation) or 3 s (SuperLink)
+        run_federation(PromptGrid(grid), cfg, out_dir)
 
     return app
 

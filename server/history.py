@@ -69,6 +69,7 @@ def summarise_stats(stats: dict) -> dict[str, object]:
         "accuracy": _clean(op.accuracy),
         "mean_loss": (float(stats["loss-sum"]) / n) if n and "loss-sum" in stats else None,
         "compute_seconds": float(stats.get("compute-seconds", 0.0)),
+        "site_seconds": float(stats.get("site-seconds", 0.0)),
         **extra,
     }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 
 from shared import contract
 
@@ -50,8 +50,22 @@ def check_inbound(
     site_id, status = site_of(msg)
     if msg.has_error():
         return Verdict(node, site_id, "error", (f"transport error: {msg.error.reason}",))
-    problems = list(contract.check_reply(message_type, msg.content, expected_arrays))
-    metrics = msg.content.get(contract.METRICS)
+    return check_content(message_type, node, msg.content, expected_arrays, max_examples)
+
+
+def check_content(
+    message_type: str,
+    node: int,
+    content: RecordDict,
+    expected_arrays: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
+    max_examples: int = contract.MAX_EXAMPLES,
+) -> Verdict:
+    """:func:`check_inbound` for a reply's content from ``node`` (no transport error)."""
+    site = content.get(contract.SITE)
+    site_id = str(site.get("site-id", f"node-{node}")) if site is not None else f"node-{node}"
+    status = str(site.get("status", "ok")) if site is not None else "ok"
+    problems = list(contract.check_reply(message_type, content, expected_arrays))
+    metrics = content.get(contract.METRICS)
     if metrics is not None and "num-examples" in metrics:
         n = metrics["num-examples"]
         if isinstance(n, (int, float)) and not isinstance(n, bool):

@@ -293,26 +293,42 @@ def run_rounds(
     evaluate_config: ConfigRecord,
     history: RunHistory,
     on_round: Callable[[int, ArrayRecord], object] | None = None,
+    fuse_evaluation: bool = True,
 ) -> ArrayRecord:
     """Rounds ``first_round..num_rounds`` of ``strategy``; returns the final global arrays.
 
     ``on_round(r, arrays)`` runs before the first round when ``first_round == 1`` (with
-    ``r = 0``, as ``Strategy.start``'s ``evaluate_fn``) and after every round.
+    ``r = 0``, as ``Strategy.start``'s ``evaluate_fn``) and after every round's training.
+
+    With ``fuse_evaluation`` (the default) each site evaluates the global model of round
+    ``r`` on its test split at the start of round ``r + 1``, before training it, and sends
+    that evaluation with its train reply (``evaluate-received``): one message per site and
+    round instead of two. Only the last round's model is evaluated by a separate
+    ``evaluate`` message. The numbers are those of the two-message sequence (same weights,
+    same split, local layers as they were after round ``r``); they are recorded under round
+    ``r`` when round ``r + 1``'s replies arrive.
     """
+    fused = fuse_evaluation and hasattr(_inner(strategy), "aggregate_received_evaluations")
     if first_round == 1 and on_round is not None:
         on_round(0, arrays)
     for r in range(first_round, num_rounds + 1):
         log.info("[ROUND %d/%d]", r, num_rounds)
         history._round(r).setdefault("missing", [])
-        msgs = strategy.configure_train(r, arrays, train_config, grid)
+        config = train_config
+        if fused and r > 1:  # a resumed run re-evaluates the last checkpoint: harmless
+            config = ConfigRecord({**dict(train_config), "evaluate-received": True})
+        msgs = strategy.configure_train(r, arrays, config, grid)
         replies = _send(grid, msgs, r, "train", timeout, history)
+        if fused and r > 1:
+            _inner(strategy).aggregate_received_evaluations(r - 1, replies)  # type: ignore[attr-defined]
         new_arrays, _ = strategy.aggregate_train(r, replies)
         _error_statuses(history, r)
         if new_arrays is not None:
             arrays = new_arrays
-        msgs = strategy.configure_evaluate(r, arrays, evaluate_config, grid)
-        replies = _send(grid, msgs, r, "evaluate", timeout, history)
-        strategy.aggregate_evaluate(r, replies)
+        if not fused or r == num_rounds:
+            msgs = strategy.configure_evaluate(r, arrays, evaluate_config, grid)
+            replies = _send(grid, msgs, r, "evaluate", timeout, history)
+            strategy.aggregate_evaluate(r, replies)
         if on_round is not None:
             on_round(r, arrays)
     return arrays

@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 from server.config import RunConfig
 from server.history import RunHistory
-from server.ingress import check_inbound
+from server.ingress import Verdict, check_content, check_inbound
 from shared import contract
 from shared.stats import pool_statistics
 
@@ -113,20 +113,49 @@ class FedmiMixin:
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
+        checked = [
+            (
+                check_inbound(contract.EVALUATE, msg, None, self.max_examples),
+                None if msg.has_error() else msg.content,
+            )
+            for msg in list(replies)
+        ]
+        return self._record_evaluations(server_round, checked)
+
+    def aggregate_received_evaluations(
+        self, server_round: int, train_replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Record the evaluations of round ``server_round``'s model that the sites made
+        before training it further and sent with their round ``server_round + 1`` train
+        replies (:data:`shared.contract.EVALUATION`); checked as evaluate replies."""
+        checked = []
+        for msg in list(train_replies):
+            if msg.has_error():  # recorded by aggregate_train
+                continue
+            content = contract.received_evaluation(msg.content)
+            if content is None:
+                continue
+            node = int(msg.metadata.src_node_id)
+            verdict = check_content(contract.EVALUATE, node, content, None, self.max_examples)  # type: ignore[arg-type]
+            checked.append((verdict, content))
+        return self._record_evaluations(server_round, checked)
+
+    def _record_evaluations(
+        self, server_round: int, checked: list[tuple[Verdict, RecordDict | None]]
+    ) -> MetricRecord | None:
         good = []
-        for msg in list(replies):
-            verdict = check_inbound(contract.EVALUATE, msg, None, self.max_examples)
-            if verdict.problems:
+        for verdict, content in checked:
+            if verdict.problems or content is None:
                 self.history.record_drop(
                     server_round, verdict.node_id, "evaluate", list(verdict.problems)
                 )
                 continue
             if verdict.status == "suppressed":  # counts only: shown, never pooled
-                stats = dict(msg.content[contract.METRICS])
+                stats = dict(content[contract.METRICS])
                 self.history.record_evaluate(server_round, verdict.node_id, stats)
             if verdict.status != "ok":
                 continue
-            stats = dict(msg.content[contract.METRICS])
+            stats = dict(content[contract.METRICS])
             self.history.record_evaluate(server_round, verdict.node_id, stats)
             good.append(stats)
         if not good:

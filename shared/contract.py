@@ -28,6 +28,10 @@ CONFIG = "config"  #: ConfigRecord of instructions (server → site)
 METRICS = "metrics"  #: MetricRecord of declared metrics (site → server)
 SITE = "site"  #: ConfigRecord of declared site facts (site → server)
 INVENTORY = "inventory"  #: ConfigRecord of scan counts per tracer/scanner (query replies)
+#: MetricRecord in a train reply: the evaluation (EVAL_METRICS) of the weights the site
+#: received, done before training when the instruction asks for it (``evaluate-received``),
+#: so that one message per round carries both (its status: site field ``evaluation-status``)
+EVALUATION = "evaluation"
 
 # --- message types ---------------------------------------------------------------------------
 TRAIN = "train"
@@ -113,7 +117,10 @@ TRAIN_METRICS: dict[str, MetricSpec] = {
     "train-accuracy": _PROB,
     "local-epochs": MetricSpec("int", 0, 10_000),
     "local-steps": MetricSpec("int", 0, 10_000_000),
-    "compute-seconds": _NONNEG,
+    "compute-seconds": _NONNEG,  # the training loop alone
+    # the whole instruction at the site (model build, weights in and out, checks, ledger,
+    # and the received model's evaluation when asked): what the coordinator waits for
+    "site-seconds": _NONNEG,
     # --- sample-level DP-SGD at the site (absent when the site trains without DP) -------
     "epsilon": _NONNEG,  # cumulative ε of the site's dataset (all runs) after this round
     "epsilon-budget": _NONNEG,  # the site's own ε budget
@@ -134,7 +141,8 @@ EVAL_METRICS: dict[str, MetricSpec] = {
     "fp": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
     "tn": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
     "fn": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
-    "compute-seconds": _NONNEG,
+    "compute-seconds": _NONNEG,  # scoring the scans and the statistics
+    "site-seconds": _NONNEG,  # the whole instruction at the site (see TRAIN_METRICS)
     # --- computed at the site from its own scores; only these values leave -------------
     "sq-error-sum": _NONNEG,  # Σ (p − y)²: Brier score = sq-error-sum / num-examples
     "cal-count": MetricSpec("int-list", 0, MAX_EXAMPLES, CALIBRATION_BINS),
@@ -270,11 +278,12 @@ SITE_FIELDS: dict[str, tuple[str, ...] | None] = {
     "status": STATUSES,
     "task": None,
     "harmonization": HARMONIZATION_STATES,
+    "evaluation-status": STATUSES,  # train replies carrying an EVALUATION record
 }
 
 #: Per message type: which records a reply may hold, and the metrics of its MetricRecord.
 REPLY_RECORDS: dict[str, dict[str, str]] = {
-    TRAIN: {ARRAYS: "array", METRICS: "metric", SITE: "config"},
+    TRAIN: {ARRAYS: "array", METRICS: "metric", SITE: "config", EVALUATION: "metric"},
     EVALUATE: {METRICS: "metric", SITE: "config"},
     EXTERNAL: {METRICS: "metric", SITE: "config"},
     QUERY: {METRICS: "metric", SITE: "config", INVENTORY: "config"},
@@ -398,6 +407,15 @@ def check_reply(
                 problems.extend(specs[key].problems(key, value))
         if "num-examples" not in metrics:
             problems.append("metric 'num-examples' is missing")
+    evaluation = content.get(EVALUATION)
+    if evaluation is not None and _record_kind(evaluation) == "metric":
+        for key, value in evaluation.items():
+            if key not in EVAL_METRICS:
+                problems.append(f"evaluation metric {key!r} is not declared")
+            else:
+                problems.extend(EVAL_METRICS[key].problems(key, value))
+        if "num-examples" not in evaluation:
+            problems.append("evaluation metric 'num-examples' is missing")
     if message_type == FEATURES and metrics is not None and _record_kind(metrics) == "metric":
         lengths = {len(metrics[k]) for k in ("feat-mean", "feat-var") if k in metrics}  # type: ignore[arg-type]
         if len(lengths) > 1 or any(n > FEATURE_DIM_MAX for n in lengths):
@@ -411,6 +429,27 @@ def check_reply(
         elif _record_kind(arrays) == "array" and expected_arrays is not None:
             problems.extend(check_arrays(arrays, expected_arrays))
     return problems
+
+
+def received_evaluation(content: Mapping[str, object]) -> object | None:
+    """The evaluation part of a train reply as an ``evaluate`` reply's RecordDict.
+
+    ``None`` when the reply carries none (the instruction did not ask for it). The
+    ``metrics`` record is absent when the site had nothing to evaluate (status ``no-data``):
+    the result then fails :func:`check_reply` for lack of metrics, as such a reply would.
+    """
+    from flwr.app import ConfigRecord, RecordDict
+
+    site = content.get(SITE)
+    if _record_kind(site) != "config" or "evaluation-status" not in site:  # type: ignore[operator]
+        return None
+    facts = {k: v for k, v in site.items() if k != "evaluation-status"}  # type: ignore[attr-defined]
+    facts["status"] = site["evaluation-status"]  # type: ignore[index]
+    out = RecordDict({SITE: ConfigRecord(facts)})
+    evaluation = content.get(EVALUATION)
+    if evaluation is not None:
+        out[METRICS] = evaluation  # type: ignore[assignment]
+    return out
 
 
 def _ood_stats_problems(metrics: Mapping[str, object]) -> list[str]:

@@ -89,6 +89,32 @@ def test_evaluate_returns_sufficient_statistics_of_the_test_split(flower_identit
     assert sum(m["hist-pos"]) + sum(m["hist-neg"]) == n_test
 
 
+def test_train_can_carry_the_evaluation_of_the_received_weights(flower_identity, context_for):
+    """``evaluate-received``: the reply holds exactly what an evaluate message would return
+    for the same weights, plus the trained weights (one message per round)."""
+    app = build_client_app()
+    ctx = context_for("site-a")
+    evaluated = app(_instruction(flower_identity, contract.EVALUATE), ctx).content
+    msg = _instruction(flower_identity, contract.TRAIN)
+    msg.content[contract.CONFIG]["evaluate-received"] = True
+    reply = app(msg, ctx).content
+    assert contract.check_reply(contract.TRAIN, reply, EXPECTED) == []
+    assert reply[contract.SITE]["evaluation-status"] == "ok"
+    got = dict(reply[contract.EVALUATION])
+    want = dict(evaluated[contract.METRICS])
+    for timing in ("compute-seconds", "site-seconds"):
+        got.pop(timing, None), want.pop(timing)
+    assert got == want
+    as_evaluate = contract.received_evaluation(reply)
+    assert contract.check_reply(contract.EVALUATE, as_evaluate) == []  # type: ignore[arg-type]
+    assert (
+        contract.EVALUATION not in app(_instruction(flower_identity, contract.TRAIN), ctx).content
+    )
+    # an undeclared value inside the evaluation record is refused like any other
+    reply[contract.EVALUATION]["patient-score"] = 0.7
+    assert any("patient-score" in p for p in contract.check_reply(contract.TRAIN, reply, EXPECTED))
+
+
 def test_holdout_evaluates_all_scans_and_refuses_to_train(flower_identity, context_for):
     app = build_client_app()
     ctx = context_for("site-c")

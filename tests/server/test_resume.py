@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
+from client.runtime import with_evaluation
 from client.validation import evaluation_statistics
 from server import resume
 from server.config import RunConfig
@@ -26,6 +27,16 @@ class StepGrid:
         self.silent = silent or set()
         self.stray = stray
         self.counter = 0
+        self.received: list[tuple[int, int]] = []  # (node, round) of fused evaluations
+
+    def _evaluation(self, node: int) -> RecordDict:
+        labels = np.arange(20) % 2
+        scores = np.clip(0.3 + 0.4 * labels + 0.01 * np.arange(20), 0, 1)
+        stats, _ = evaluation_statistics(scores, labels, 1)
+        site = ConfigRecord(
+            {"site-id": SITES[node], "role": "train", "status": "ok", "task": "fdg-ad"}
+        )
+        return RecordDict({contract.METRICS: MetricRecord(stats), contract.SITE: site})  # type: ignore[arg-type]
 
     def get_node_ids(self) -> Iterable[int]:
         return list(SITES)
@@ -52,16 +63,11 @@ class StepGrid:
                         contract.SITE: site,
                     }
                 )
+                if msg.content[contract.CONFIG].get("evaluate-received"):
+                    self.received.append((node, r))
+                    out = with_evaluation(out, self._evaluation(node))
             else:
-                labels = np.arange(20) % 2
-                scores = np.clip(0.3 + 0.4 * labels + 0.01 * np.arange(20), 0, 1)
-                stats, _ = evaluation_statistics(scores, labels, 1)
-                out = RecordDict(
-                    {
-                        contract.METRICS: MetricRecord(stats),  # type: ignore[arg-type]
-                        contract.SITE: site,
-                    }
-                )
+                out = self._evaluation(node)
             replies.append(Message(out, reply_to=msg))
         if self.stray:  # a reply nobody asked for this round (e.g. a late one)
             stray = Message(
@@ -90,7 +96,7 @@ def _setup(method: str = "fedadam", **kw):
     return cfg, initial, history, strategy
 
 
-def _run(strategy, grid, arrays, first, history, on_round=None):
+def _run(strategy, grid, arrays, first, history, on_round=None, fuse=True):
     return resume.run_rounds(
         strategy,
         grid,
@@ -102,6 +108,7 @@ def _run(strategy, grid, arrays, first, history, on_round=None):
         evaluate_config=ConfigRecord({"task": "fdg-ad"}),
         history=history,
         on_round=on_round,
+        fuse_evaluation=fuse,
     )
 
 
@@ -149,19 +156,37 @@ def test_a_run_folder_of_other_settings_is_refused(flower_identity, tmp_path):
     assert resume.load_resume_point(tmp_path / "fresh", same) is None
 
 
-def test_missing_sites_are_listed_per_round_and_stray_replies_ignored(flower_identity):
+@pytest.mark.parametrize("fuse", [True, False])
+def test_missing_sites_are_listed_per_round_and_stray_replies_ignored(flower_identity, fuse):
     cfg, initial, history, strategy = _setup(method="fedavg")
     grid = StepGrid(silent={(2, 2)}, stray=True)
-    _run(strategy, grid, initial, 1, history)
+    _run(strategy, grid, initial, 1, history, fuse=fuse)
     assert history.rounds[1]["missing"] == []
     reason = "no reply before the round timeout"
-    assert history.rounds[2]["missing"] == [
-        {"site_id": "site-b", "stage": "train", "reason": reason},
-        {"site_id": "site-b", "stage": "evaluate", "reason": reason},
-    ]
+    missing = [{"site_id": "site-b", "stage": "train", "reason": reason}]
+    if not fuse:  # its own evaluate message went unanswered too
+        missing.append({"site_id": "site-b", "stage": "evaluate", "reason": reason})
+    assert history.rounds[2]["missing"] == missing
     assert set(history.rounds[2]["train"]) == {"site-a"}
     assert set(history.rounds[3]["train"]) == {"site-a", "site-b"}
     assert history.rounds[3]["missing"] == []
+    # fused: the silent round-2 reply would have carried round 1's evaluation, and site-b
+    # evaluated round 2's model when it came back in round 3
+    both, a = {"site-a", "site-b"}, {"site-a"}
+    assert set(history.rounds[1]["evaluate"]) == (a if fuse else both)
+    assert set(history.rounds[2]["evaluate"]) == (both if fuse else a)
+    assert set(history.rounds[3]["evaluate"]) == both
+
+
+def test_fused_evaluation_sends_one_message_per_site_and_round(flower_identity):
+    """Rounds 2..N ask for the received model's evaluation; only round N has an evaluate."""
+    cfg, initial, history, strategy = _setup(method="fedavg")
+    grid = StepGrid()
+    _run(strategy, grid, initial, 1, history)
+    assert sorted(grid.received) == [(1, 2), (1, 3), (2, 2), (2, 3)]
+    assert grid.counter == 3 * 2 + 2  # 3 train rounds + the last round's evaluate
+    for r in (1, 2, 3):
+        assert history.rounds[r]["evaluate"]["site-a"]["n"] == 20
 
 
 def test_a_dropped_site_never_blocks_sampling(flower_identity):
