@@ -41,13 +41,19 @@ def _results(report: dict) -> tuple[dict[str, float | None], dict[str, str], dic
     used: dict[str, str] = {}
     final = report["final"]
     for r in final["per_site"]:
-        aucs[r["site_id"]] = r.get("auc")
+        # the site's own AUC of its unbinned scores; the histogram AUC only when the site
+        # sent none (its bins are merged to >= k cases each, which can flatten it to 0.5)
+        exact = r.get("auc_exact")
+        aucs[r["site_id"]] = exact if exact is not None else r.get("auc")
         roles[r["site_id"]] = r.get("role", "?")
         if r.get("harmonization"):
             used[r["site_id"]] = str(r["harmonization"])
     pooled = final.get("pooled") or {}
     for role, name in (("train", TRAIN), ("holdout", HOLDOUT)):
         aucs[name] = (pooled.get(role) or {}).get("auc")
+        members = [r for r in final["per_site"] if r.get("role") == role]
+        if len(members) == 1 and members[0].get("auc_exact") is not None:
+            aucs[name] = members[0]["auc_exact"]  # one site: its exact AUC is the pooled one
     return aucs, roles, used
 
 

@@ -55,3 +55,23 @@ def test_compare_table_and_gap(tmp_path, monkeypatch, capsys):
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| fedmi | 0.860 ± 0.010" in md and "meets the target" in md
     assert "fedmi" in capsys.readouterr().out
+
+
+def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():
+    """k-merged histogram bins can flatten a site's histogram AUC to 0.5; the site's exact
+    AUC (auc_exact) is what the table shows, also as the pooled value of a lone holdout."""
+    report = {
+        "final": {
+            "per_site": [
+                {"site_id": "site-a", "role": "train", "auc": 0.8, "auc_exact": 0.83},
+                {"site_id": "site-b", "role": "train", "auc": None, "status": "suppressed"},
+                {"site_id": "site-e", "role": "holdout", "auc": 0.5, "auc_exact": 0.96},
+            ],
+            "pooled": {"train": {"auc": 0.8}, "holdout": {"auc": 0.5}},
+        }
+    }
+    aucs, roles, _ = cmp._results(report)
+    assert aucs["site-a"] == 0.83 and aucs["site-b"] is None and aucs["site-e"] == 0.96
+    assert aucs[cmp.HOLDOUT] == 0.96  # the one holdout site
+    assert aucs[cmp.TRAIN] == 0.8  # two training sites: the pooled histogram AUC
+    assert roles == {"site-a": "train", "site-b": "train", "site-e": "holdout"}
