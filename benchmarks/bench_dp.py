@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_dp step [--threads 1] [--batch 16] [--steps 12]
     python -m benchmarks.bench_dp auc --data /tmp/main/data --out /tmp/dp-bench \\
-        [--eps 1 3 8 off] [--seeds 0 1 2] [--rounds 6] [--local-epochs 1]
+        [--eps 1 3 8 off] [--seeds 0 1 2] [--rounds 6] [--local-epochs 0]
 
 ``step``: median seconds per optimizer step of the default model on synthetic inputs,
 plain (``train_local``'s loop) vs DP-SGD with each Opacus ``grad_sample_mode``.
@@ -132,7 +132,7 @@ def main() -> None:
     p.add_argument("--eps", nargs="+", default=["1", "3", "8", "off"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--local-epochs", type=int, default=0, help="0: the model's default")
     p.set_defaults(func=cmd_auc)
     args = parser.parse_args()
     args.func(args)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         serial = out / f"serial-{arch}"
         cmd = [*sim, "run", "--data", str(data), "--task", args.task, "--out", str(serial)]
         cmd += ["--serial", "--rounds", str(rounds), "--config", f"model={arch}"]
-        cmd += ["--local-epochs", "2" if arch == "cnn" else "1"]
+        cmd += ["--local-epochs", "2" if arch == "cnn" else "0"]  # 0: the model's default
         cmd += ["--config", "sim-default-dp=off", "--min-cell-count", "1"]
         run_measured(cmd, out / f"serial-{arch}.log")
         overhead[arch] = flower_overhead(json.loads((serial / "report.json").read_text()))

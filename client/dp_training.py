@@ -139,7 +139,7 @@ def train_private(
         gsm, dp_opt, loader = engine.make_private(
             module=model,
             optimizer=opt,
-            data_loader=_base_loader(x, y, settings.batch_size, secret_generator()),
+            data_loader=_base_loader(x, y, settings.batch_for(int(y.shape[0])), secret_generator()),
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,

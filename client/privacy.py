@@ -336,7 +336,7 @@ def private_round(
     ledger.set_budget(settings.epsilon, settings.delta)
     history = ledger.history()
     spent = epsilon_of(history, settings.delta, settings.accountant)
-    q, per_epoch = poisson_plan(int(y.shape[0]), train.batch_size)
+    q, per_epoch = poisson_plan(int(y.shape[0]), train.batch_for(int(y.shape[0])))
     steps = per_epoch * train.epochs
     plan = ledger.run_plan(run_id)
     wanted = {

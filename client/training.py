@@ -25,6 +25,7 @@ class TrainSettings:
     """Hyper-parameters of one local training call (sent by the server each round)."""
 
     epochs: int = 1
+    #: 0 = the whole split in one batch (full-batch gradient descent)
     batch_size: int = 16
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -32,6 +33,10 @@ class TrainSettings:
     seed: int = 0
     augment: bool = True
     optimizer: str = "adamw"
+
+    def batch_for(self, n: int) -> int:
+        """The batch size for ``n`` training scans (``batch_size`` 0: all of them)."""
+        return self.batch_size if self.batch_size > 0 else max(1, n)
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,9 @@ def train_local(
     total_loss, correct, seen, steps = 0.0, 0, 0, 0
     for _ in range(settings.epochs):
         order = torch.randperm(n, generator=gen)
-        for start in range(0, n, settings.batch_size):
-            idx = order[start : start + settings.batch_size]
+        batch = settings.batch_for(n)
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
             xb, yb = x[idx], y[idx]
             if settings.augment:
                 xb = augment_batch(xb, gen)

@@ -50,8 +50,8 @@ def instruction(cfg: RunConfig) -> ConfigRecord:
     return ConfigRecord(
         {
             "task": cfg.task,
-            "local-epochs": cfg.local_epochs,
-            "batch-size": cfg.batch_size,
+            "local-epochs": cfg.effective_local_epochs,
+            "batch-size": cfg.effective_batch_size,  # 0: the site's whole train split
             "learning-rate": cfg.effective_learning_rate,
             "optimizer": cfg.effective_optimizer,
             "augment": cfg.effective_augment,

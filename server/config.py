@@ -16,10 +16,29 @@ from shared.tasks import TASKS
 #: harmonization layers (shared/harmonization.py)
 METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmi")
 CENTRAL_DP = ("off", "fixed")
-#: Per model: (optimizer, learning rate, augmentation) used when the run config leaves them
-#: at "auto" / 0. The regional model's values were tuned under DP-SGD at ε = 8 (issue notes):
-#: flips and voxel shifts move scans against its fixed atlas, so it trains without them.
-MODEL_DEFAULTS = {"regional": ("sgd", 0.6, False), "cnn": ("adamw", 1e-3, True)}
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What sites use for a model when the run config leaves a setting at "auto" / 0."""
+
+    optimizer: str
+    learning_rate: float
+    #: flips and voxel shifts (the regional model trains without: they move scans
+    #: against its fixed atlas)
+    augment: bool
+    #: 0 = each site's whole train split (full-batch gradient descent)
+    batch_size: int
+    local_epochs: int
+
+
+#: Per model. The regional model's values were chosen under DP-SGD at ε = 8 and without DP
+#: (issue notes): full-batch steps give each step the least noise per example (σ·C / n),
+#: and three local epochs give 18 steps over the 6 default rounds.
+MODEL_DEFAULTS = {
+    "regional": ModelDefaults("sgd", 0.6, False, batch_size=0, local_epochs=3),
+    "cnn": ModelDefaults("adamw", 1e-3, True, batch_size=16, local_epochs=1),
+}
 
 
 class RunConfigError(ValueError):
@@ -32,12 +51,13 @@ class RunConfig:
 
     task: str = "fdg-ad"
     #: ``regional`` (atlas pooling + linear head: learns under sample-level DP) or
-    #: ``cnn`` (3-D residual CNN: for runs without sample-level DP; use --rounds 20
-    #: --local-epochs 2)
+    #: ``cnn`` (3-D residual CNN: for runs without sample-level DP)
     model: str = "regional"
     num_server_rounds: int = 6
-    local_epochs: int = 1
-    batch_size: int = 16
+    #: 0 = the model's default (see MODEL_DEFAULTS)
+    local_epochs: int = 0
+    #: 0 = the model's default; the instruction's batch-size 0 means a site's whole split
+    batch_size: int = 0
     #: 0 = the model's default (see MODEL_DEFAULTS)
     learning_rate: float = 0.0
     #: "auto" = the model's default (see MODEL_DEFAULTS), else "sgd" or "adamw"
@@ -83,17 +103,28 @@ class RunConfig:
     @property
     def effective_optimizer(self) -> str:
         """The optimizer sites use: the configured one, or the model's default."""
-        return MODEL_DEFAULTS[self.model][0] if self.optimizer == "auto" else self.optimizer
+        return MODEL_DEFAULTS[self.model].optimizer if self.optimizer == "auto" else self.optimizer
 
     @property
     def effective_augment(self) -> bool:
         """Whether sites augment (flip, shift) their training scans: the model's default."""
-        return MODEL_DEFAULTS[self.model][2]
+        return MODEL_DEFAULTS[self.model].augment
 
     @property
     def effective_learning_rate(self) -> float:
         """The local learning rate: the configured one, or the model's default."""
-        return MODEL_DEFAULTS[self.model][1] if self.learning_rate <= 0 else self.learning_rate
+        default = MODEL_DEFAULTS[self.model].learning_rate
+        return default if self.learning_rate <= 0 else self.learning_rate
+
+    @property
+    def effective_local_epochs(self) -> int:
+        """Local epochs per round: the configured number, or the model's default."""
+        return self.local_epochs or MODEL_DEFAULTS[self.model].local_epochs
+
+    @property
+    def effective_batch_size(self) -> int:
+        """The batch size sent to the sites (0: each site's whole train split)."""
+        return self.batch_size or MODEL_DEFAULTS[self.model].batch_size
 
     def validate(self) -> None:
         """Raise :class:`RunConfigError` on values no run could use."""
@@ -111,15 +142,15 @@ class RunConfig:
             raise RunConfigError(
                 f"run config method={self.method!r}: choose one of {', '.join(METHODS)}"
             )
-        for key in (
-            "num_server_rounds",
-            "local_epochs",
-            "batch_size",
-            "min_train_replies",
-            "max_examples",
-        ):
+        for key in ("num_server_rounds", "min_train_replies", "max_examples"):
             if getattr(self, key) < 1:
                 raise RunConfigError(f"run config {key.replace('_', '-')} must be at least 1")
+        for key in ("local_epochs", "batch_size"):
+            if getattr(self, key) < 0:
+                raise RunConfigError(
+                    f"run config {key.replace('_', '-')} must be at least 1 "
+                    "(or 0 for the model's default)"
+                )
         if self.learning_rate < 0:
             raise RunConfigError(
                 "run config learning-rate must be positive (or 0 for the model's default)"

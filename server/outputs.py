@@ -91,8 +91,8 @@ def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str
         "training": {
             "method": cfg.method,
             "rounds": cfg.num_server_rounds,
-            "local_epochs": cfg.local_epochs,
-            "batch_size": cfg.batch_size,
+            "local_epochs": cfg.effective_local_epochs,
+            "batch_size": cfg.effective_batch_size,  # 0: whole split
             "learning_rate": cfg.effective_learning_rate,
             "optimizer": cfg.effective_optimizer,
             "seed": cfg.seed,

@@ -151,7 +151,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="fedavg, fedprox, fedadam, fedbn, fedmi, pooled or local",
     )
     p.add_argument(
-        "--local-epochs", type=int, default=RunConfig().local_epochs, help="local epochs per round"
+        "--local-epochs",
+        type=int,
+        default=RunConfig().local_epochs,
+        help="local epochs per round (0: the model's default, 3 regional / 1 cnn)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed for splits, initial weights and training"

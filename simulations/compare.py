@@ -92,9 +92,10 @@ def markdown_table(doc: dict) -> str:
     cols = doc["columns"]
     roles = doc["roles"]
     head = ["method", *[f"{c} ({roles[c]})" if c in roles else c for c in cols], "gap closed"]
+    epochs = doc["local_epochs"] or "the model's default"
     lines = [
         f"AUC, mean ± sd over seeds {doc['seeds']} — task {doc['task']}, {doc['rounds']} rounds "
-        f"× {doc['local_epochs']} local epoch(s), data {doc['data']}",
+        f"× {epochs} local epoch(s), data {doc['data']}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -231,10 +231,10 @@ def run_baseline(cfg: RunConfig, method: str, sites: list[SiteSettings], out_dir
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     datas = [site_data(s, cfg.task, cfg.seed) for s in sites]
     history = _history_for(sites, datas)
-    epochs = cfg.num_server_rounds * cfg.local_epochs
+    epochs = cfg.num_server_rounds * cfg.effective_local_epochs
     settings = TrainSettings(
         epochs=epochs,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.effective_batch_size,
         learning_rate=cfg.effective_learning_rate,
         optimizer=cfg.effective_optimizer,
         augment=cfg.effective_augment,

@@ -97,6 +97,7 @@ def test_the_default_model_uses_expanded_weights():
 
 def test_poisson_plan_is_opacus_own():
     assert poisson_plan(60, 16) == (0.25, 4)
+    assert poisson_plan(23, 23) == (1.0, 1)  # batch-size 0: the whole split every step
     assert poisson_plan(10, 16) == (1.0, 1)
 
 

@@ -67,3 +67,13 @@ def test_training_reduces_loss_and_evaluation_counts_every_scan():
     assert after["loss-sum"] < before["loss-sum"]
     assert sum(after["hist-pos"]) == 12 and sum(after["hist-neg"]) == 12
     assert after["num-examples"] == 24 and after["num-positive"] == 12
+
+
+def test_batch_size_zero_is_full_batch_gradient_descent():
+    assert TrainSettings(batch_size=0).batch_for(23) == 23
+    assert TrainSettings(batch_size=8).batch_for(23) == 8
+    torch.manual_seed(0)
+    x, y = _data(20)
+    settings = TrainSettings(epochs=3, batch_size=0, learning_rate=1e-2, augment=False)
+    result = train_local(build_model(SPEC), x, y, settings, device=torch.device("cpu"))
+    assert result.steps == 3 and result.num_examples == 20
