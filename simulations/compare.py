@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 COMPARE_METHODS = ("local", "pooled", "fedavg", "fedprox", "fedbn", "fedmi")
 HOLDOUT = "holdout (pooled)"
 TRAIN = "train (pooled)"
+#: pooled histogram AUCs with a wider bound (k-merged bins) are shown as "—"
+MAX_AUC_BOUND = 0.05
 
 
 def _run_dir(out_dir: Path, method: str, seed: int) -> Path:
@@ -50,7 +52,12 @@ def _results(report: dict) -> tuple[dict[str, float | None], dict[str, str], dic
             used[r["site_id"]] = str(r["harmonization"])
     pooled = final.get("pooled") or {}
     for role, name in (("train", TRAIN), ("holdout", HOLDOUT)):
-        aucs[name] = (pooled.get(role) or {}).get("auc")
+        row = pooled.get(role) or {}
+        # a histogram AUC whose bins were merged to >= k cases is only bounded to ± auc_bound:
+        # too coarse to compare methods by
+        bound = row.get("auc_bound")
+        coarse = bound is not None and float(bound) > MAX_AUC_BOUND
+        aucs[name] = None if coarse else row.get("auc")
         members = [r for r in final["per_site"] if r.get("role") == role]
         if len(members) == 1 and members[0].get("auc_exact") is not None:
             aucs[name] = members[0]["auc_exact"]  # one site: its exact AUC is the pooled one
@@ -109,7 +116,9 @@ def markdown_table(doc: dict) -> str:
         )
     lines.append("")
     lines.append(
-        "gap closed = (method − FedAvg) / (pooled − FedAvg) of the mean pooled-holdout AUC."
+        "gap closed = (method − FedAvg) / (pooled − FedAvg) of the mean pooled-holdout AUC; "
+        "per-site AUCs are the sites' own exact ones; — = suppressed (fewer than k cases of "
+        f"a class) or a pooled histogram AUC bounded only to more than ±{MAX_AUC_BOUND}."
     )
     if doc.get("harmonization"):
         used = ", ".join(f"{k}: {v}" for k, v in sorted(doc["harmonization"].items()))

@@ -67,7 +67,10 @@ def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():
                 {"site_id": "site-b", "role": "train", "auc": None, "status": "suppressed"},
                 {"site_id": "site-e", "role": "holdout", "auc": 0.5, "auc_exact": 0.96},
             ],
-            "pooled": {"train": {"auc": 0.8}, "holdout": {"auc": 0.5}},
+            "pooled": {
+                "train": {"auc": 0.8, "auc_bound": 0.01},
+                "holdout": {"auc": 0.5, "auc_bound": 0.5},
+            },
         }
     }
     aucs, roles, _ = cmp._results(report)
@@ -75,3 +78,17 @@ def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():
     assert aucs[cmp.HOLDOUT] == 0.96  # the one holdout site
     assert aucs[cmp.TRAIN] == 0.8  # two training sites: the pooled histogram AUC
     assert roles == {"site-a": "train", "site-b": "train", "site-e": "holdout"}
+
+
+def test_a_coarse_pooled_histogram_auc_is_not_shown():
+    report = {
+        "final": {
+            "per_site": [
+                {"site_id": "site-a", "role": "train", "auc": None},
+                {"site_id": "site-b", "role": "train", "auc": None},
+            ],
+            "pooled": {"train": {"auc": 0.5, "auc_bound": 0.5}, "holdout": None},
+        }
+    }
+    aucs, _, _ = cmp._results(report)
+    assert aucs[cmp.TRAIN] is None and aucs[cmp.HOLDOUT] is None
