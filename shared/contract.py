@@ -400,22 +400,12 @@ def check_reply(
     if metrics is None:
         problems.append("no metrics record")
     elif _record_kind(metrics) == "metric":
-        for key, value in metrics.items():
-            if key not in specs:
-                problems.append(f"metric {key!r} is not declared for {message_type} replies")
-            else:
-                problems.extend(specs[key].problems(key, value))
-        if "num-examples" not in metrics:
-            problems.append("metric 'num-examples' is missing")
+        problems.extend(_metric_problems(metrics, specs, f"{message_type} replies", "metric"))
     evaluation = content.get(EVALUATION)
     if evaluation is not None and _record_kind(evaluation) == "metric":
-        for key, value in evaluation.items():
-            if key not in EVAL_METRICS:
-                problems.append(f"evaluation metric {key!r} is not declared")
-            else:
-                problems.extend(EVAL_METRICS[key].problems(key, value))
-        if "num-examples" not in evaluation:
-            problems.append("evaluation metric 'num-examples' is missing")
+        problems.extend(
+            _metric_problems(evaluation, EVAL_METRICS, "evaluations", "evaluation metric")
+        )
     if message_type == FEATURES and metrics is not None and _record_kind(metrics) == "metric":
         lengths = {len(metrics[k]) for k in ("feat-mean", "feat-var") if k in metrics}  # type: ignore[arg-type]
         if len(lengths) > 1 or any(n > FEATURE_DIM_MAX for n in lengths):
@@ -428,6 +418,21 @@ def check_reply(
             problems.append("train reply without weights")
         elif _record_kind(arrays) == "array" and expected_arrays is not None:
             problems.extend(check_arrays(arrays, expected_arrays))
+    return problems
+
+
+def _metric_problems(
+    record: Mapping[str, object], specs: Mapping[str, MetricSpec], where: str, what: str
+) -> list[str]:
+    """Undeclared keys, out-of-spec values and a missing ``num-examples`` of ``record``."""
+    problems: list[str] = []
+    for key, value in record.items():
+        if key not in specs:
+            problems.append(f"{what} {key!r} is not declared for {where}")
+        else:
+            problems.extend(specs[key].problems(key, value))
+    if "num-examples" not in record:
+        problems.append(f"{what} 'num-examples' is missing")
     return problems
 
 
