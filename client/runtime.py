@@ -150,7 +150,11 @@ def handle_train(
     # server then needs one message per site and round instead of two
     received = None
     if ins.evaluate_received:
-        received = handle_evaluate(site, arrays, config, contract.EVALUATE)
+        try:
+            received = handle_evaluate(site, arrays, config, contract.EVALUATE)
+        except Exception as exc:  # a failed evaluation must not cost the round's training
+            log.error("evaluation of the received model failed: %s: %s", type(exc).__name__, exc)
+            received = _status_reply(site, ins.task, contract.EVALUATE, "error")
     reply = _train_round(site, arrays, config, ins, run_id, privacy)
     return reply if received is None else with_evaluation(reply, received)
 

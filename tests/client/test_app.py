@@ -89,7 +89,13 @@ def test_evaluate_returns_sufficient_statistics_of_the_test_split(flower_identit
     assert sum(m["hist-pos"]) + sum(m["hist-neg"]) == n_test
 
 
-def test_train_can_carry_the_evaluation_of_the_received_weights(flower_identity, context_for):
+def _raise(*args, **kwargs):
+    raise RuntimeError("scanner file unreadable")
+
+
+def test_train_can_carry_the_evaluation_of_the_received_weights(
+    flower_identity, context_for, monkeypatch
+):
     """``evaluate-received``: the reply holds exactly what an evaluate message would return
     for the same weights, plus the trained weights (one message per round)."""
     app = build_client_app()
@@ -110,6 +116,12 @@ def test_train_can_carry_the_evaluation_of_the_received_weights(flower_identity,
     assert (
         contract.EVALUATION not in app(_instruction(flower_identity, contract.TRAIN), ctx).content
     )
+    # a failing evaluation is reported as such; the site still trains
+    monkeypatch.setattr(runtime, "evaluate_site", _raise)
+    failed = app(msg, ctx).content
+    assert failed[contract.SITE]["status"] == "ok" and contract.ARRAYS in failed
+    assert failed[contract.SITE]["evaluation-status"] == "error"
+    assert contract.check_reply(contract.TRAIN, failed, EXPECTED) == []
     # an undeclared value inside the evaluation record is refused like any other
     reply[contract.EVALUATION]["patient-score"] = 0.7
     assert any("patient-score" in p for p in contract.check_reply(contract.TRAIN, reply, EXPECTED))
