@@ -38,6 +38,7 @@ from client.training import (
     augment_batch,
     make_optimizer,
     pick_device,
+    proximal_reference,
 )
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,8 @@ def train_private(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, settings)
     mode = grad_sample_mode or grad_sample_mode_for(model)
-    prox = None
+    prox = proximal_reference(settings, global_params, device)
     backbone_params = [p for p in _backbone(model).parameters() if p.requires_grad]
-    if settings.proximal_mu > 0 and global_params is not None:
-        prox = [g.detach().to(device) for g in global_params]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
         warnings.filterwarnings("ignore", message=".*Full backward hook.*")

@@ -39,6 +39,15 @@ class TrainSettings:
         return self.batch_size if self.batch_size > 0 else max(1, n)
 
 
+def proximal_reference(
+    settings: TrainSettings, global_params: list[torch.Tensor] | None, device: torch.device
+) -> list[torch.Tensor] | None:
+    """The received backbone weights FedProx pulls towards (``None`` without the term)."""
+    if settings.proximal_mu <= 0 or global_params is None:
+        return None
+    return [g.detach().to(device) for g in global_params]
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Aggregate outcome of local training (what may be reported)."""
@@ -107,9 +116,7 @@ def train_local(
     gen = torch.Generator().manual_seed(settings.seed)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    prox = None
-    if settings.proximal_mu > 0 and global_params is not None:
-        prox = [g.detach().to(device) for g in global_params]
+    prox = proximal_reference(settings, global_params, device)
     backbone_params = [p for p in _backbone(model).parameters() if p.requires_grad]
     use_amp = device.type == "cuda"
     total_loss, correct, seen, steps = 0.0, 0, 0, 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from server.config import RunConfig
@@ -77,6 +77,38 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_generate)
 
 
+def _prepare(data_arg: str | None) -> Path | None:
+    """Progress logging on; the ``--data`` folder (``None``: generate one).
+
+    Raises
+    ------
+    ValueError
+        When ``--data`` names no folder (reported by :func:`_guarded`).
+    """
+    for name in ("server", "client", "simulations"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    data = Path(data_arg) if data_arg else None
+    if data is not None and not data.is_dir():
+        raise ValueError(
+            f"--data {data} is not a folder: give the root written by `fedmi-sim generate`"
+        )
+    return data
+
+
+def _guarded(work: Callable[[], None]) -> int:
+    """Run ``work``; 130 on Ctrl-C, 2 with a one-line error for a bad input, else 0."""
+    try:
+        work()
+    except KeyboardInterrupt:
+        print("interrupted: every process this run started has been stopped", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from simulations.runner import METHODS, run, run_loso
 
@@ -86,17 +118,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    data = Path(args.data) if args.data else None
-    for name in ("server", "client", "simulations"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    if data is not None and not data.is_dir():
-        print(
-            f"error: --data {data} is not a folder: give the root written by `fedmi-sim generate`",
-            file=sys.stderr,
-        )
-        return 2
-    try:
+
+    def work() -> None:
+        data = _prepare(args.data)
         extra = _config_pairs(args.config)
         if args.min_cell_count is not None:
             extra["sim-min-cell-count"] = args.min_cell_count
@@ -113,12 +137,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             serial=args.serial,
             extra=extra,
         )
-    except KeyboardInterrupt:
-        print("interrupted: every process this run started has been stopped", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    code = _guarded(work)
+    if code:
+        return code
     print(f"report: {Path(args.out) / 'report.json'} and {Path(args.out) / 'report.html'}")
     return 0
 
@@ -197,14 +219,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from simulations.compare import COMPARE_METHODS, compare
 
-    for name in ("server", "client", "simulations"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    data = Path(args.data) if args.data else None
-    if data is not None and not data.is_dir():
-        print(f"error: --data {data} is not a folder", file=sys.stderr)
-        return 2
-    try:
+    def work() -> None:
+        data = _prepare(args.data)
         seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
         methods = [m.strip() for m in (args.methods or ",".join(COMPARE_METHODS)).split(",")]
         extra = {"sim-default-dp": "off", **_config_pairs(args.config)}
@@ -220,12 +236,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             extra=extra,
             reuse=args.reuse,
         )
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    code = _guarded(work)
+    if code:
+        return code
     print(f"table: {Path(args.out) / 'compare.md'} and {Path(args.out) / 'compare.json'}")
     return 0
 
@@ -244,7 +258,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="amyloid", choices=sorted(TASKS), help="clinical task")
     p.add_argument("--out", required=True, help="folder for compare.json, compare.md and the runs")
     p.add_argument("--rounds", type=int, default=RunConfig().num_server_rounds)
-    p.add_argument("--local-epochs", type=int, default=RunConfig().local_epochs)
+    p.add_argument(
+        "--local-epochs",
+        type=int,
+        default=RunConfig().local_epochs,
+        help="local epochs per round (0: the model's default)",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--methods", default=None, help="comma-separated subset of the methods")
     p.add_argument(

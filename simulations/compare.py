@@ -160,7 +160,23 @@ def compare(
     per_seed: dict[str, dict[str, list[float | None]]] = {m: {} for m in methods}
     roles: dict[str, str] = {}
     harmonization: dict[str, str] = {}
-    runs = []
+    runs: list[dict[str, object]] = []
+
+    def document() -> dict:
+        return _document(
+            data_root,
+            task,
+            rounds,
+            local_epochs,
+            seeds,
+            methods,
+            extra,
+            roles,
+            per_seed,
+            harmonization,
+            runs,
+        )
+
     for seed in seeds:
         for method in methods:
             run_dir = _run_dir(out_dir, method, int(seed))
@@ -197,33 +213,8 @@ def compare(
                 per_seed[method].setdefault(col, []).append(auc)
             runs.append({"method": method, "seed": int(seed), "report": str(report_path)})
             # after every run, so a long comparison can be read (and resumed) part-way
-            doc = _document(
-                data_root,
-                task,
-                rounds,
-                local_epochs,
-                seeds,
-                methods,
-                extra,
-                roles,
-                per_seed,
-                harmonization,
-                runs,
-            )
-            _write(out_dir, doc, final=False)
-    doc = _document(
-        data_root,
-        task,
-        rounds,
-        local_epochs,
-        seeds,
-        methods,
-        extra,
-        roles,
-        per_seed,
-        harmonization,
-        runs,
-    )
+            _write(out_dir, document(), final=False)
+    doc = document()
     table = _write(out_dir, doc, final=True)
     print(table, flush=True)
     return doc
