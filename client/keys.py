@@ -89,25 +89,6 @@ def check_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     return key
 
 
-def check_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    """A site's OpenSSH EC public key (``site.pub``), or :class:`KeyFileError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise KeyFileError(f"{path}: public key not found: ask the site for its site.pub file")
-    try:
-        key = serialization.load_ssh_public_key(path.read_bytes())
-    except (ValueError, UnsupportedAlgorithm):
-        raise KeyFileError(
-            f"{path}: not an OpenSSH public key: ask the site for the .pub file "
-            "`fedmi-site keygen` wrote"
-        ) from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise KeyFileError(
-            f"{path}: not an ECDSA key; Flower needs ECDSA P-384: the site runs `fedmi-site keygen`"
-        )
-    return key
-
-
 def check_ca_certificate(path: Path) -> x509.Certificate:
     """The federation's CA certificate (``ca.crt``), or :class:`KeyFileError`."""
     path = Path(path)
