@@ -83,6 +83,61 @@ CORTEX_COMPOSITE = (
     "temporal_lateral",
 )
 
+#: A complete partition of AAL3 into anatomical composites per hemisphere, for models that
+#: read regional uptake (shared/regional.py). Each entry lists the *left* AAL3 label ids of a
+#: composite (odd ids; the right hemisphere's label is id + 1); the composites follow lobes,
+#: gyri and deep nuclei (e.g. lateral temporal = middle + inferior temporal gyri, medial
+#: temporal = hippocampus + parahippocampal gyrus + amygdala). Labels 35/36 (anterior
+#: cingulate) and 81/82 (thalamus) are empty in AAL3 and listed only for completeness.
+PARCELLATION_LATERAL: dict[str, tuple[int, ...]] = {
+    "sensorimotor": (1, 13, 61, 73),
+    "frontal_lateral": (3, 5, 7, 9),
+    "frontal_medial": (15, 19),
+    "orbitofrontal": (11, 17, 21, 23, 25, 27, 29, 31),
+    "insula": (33,),
+    "cingulate_anterior": (35, 151, 153, 155),
+    "cingulate_middle": (37,),
+    "cingulate_posterior": (39,),
+    "precuneus": (71,),
+    "parietal_superior": (63,),
+    "parietal_inferior": (65,),
+    "supramarginal": (67,),
+    "angular": (69,),
+    "temporal_lateral": (89, 93),
+    "temporal_superior": (83, 85),
+    "temporal_pole": (87, 91),
+    "medial_temporal": (41, 43, 45),
+    "fusiform": (59,),
+    "occipital": (47, 49, 51, 53, 55, 57),
+    "caudate": (75,),
+    "putamen": (77,),
+    "pallidum_accumbens": (79, 157),
+    "thalamus": (81, *range(121, 151, 2)),
+    "cerebellum": tuple(range(95, 113, 2)),
+    "midbrain_nuclei": (159, 161, 163, 165, 167),
+}
+#: Midline AAL3 labels (no hemisphere): cerebellar vermis and the raphe nuclei.
+PARCELLATION_MIDLINE: dict[str, tuple[int, ...]] = {
+    "vermis": tuple(range(113, 121)),
+    "raphe": (169, 170),
+}
+
+
+def parcellation() -> dict[int, str]:
+    """AAL3 label id → composite name (``<composite>_L``/``_R``, or a midline name).
+
+    Covers every AAL3 label (1–170); see :data:`PARCELLATION_LATERAL`.
+    """
+    out: dict[int, str] = {}
+    for name, left_ids in PARCELLATION_LATERAL.items():
+        for i in left_ids:
+            out[i] = f"{name}_L"
+            out[i + 1] = f"{name}_R"
+    for name, ids in PARCELLATION_MIDLINE.items():
+        out.update({i: name for i in ids})
+    return out
+
+
 PONS_CENTRE_MM = (0.0, -25.0, -35.0)
 PONS_RADIUS_MM = 8.0
 PUTAMEN_SPLIT_Y_MM = -2.0

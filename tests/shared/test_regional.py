@@ -3,6 +3,8 @@
 import numpy as np
 import torch
 
+from shared.anatomy import MNI_1MM, PARCELLATION_LATERAL, aal3_labels, parcellation
+from shared.grid import resample_to_grid
 from shared.model import ModelSpec, build_model, federated_state_dict
 from shared.regional import RegionPooling, region_index
 from shared.tasks import TEMPLATE_GRID_4MM
@@ -17,7 +19,37 @@ def test_region_pooling_gives_exact_region_means():
     flat = vol.reshape(-1)
     for slot in (0, len(ids) // 2, len(ids) - 1):
         np.testing.assert_allclose(out[slot], flat[index == slot].mean(), rtol=1e-5)
-    assert len(ids) == pool.num_regions > 100
+    assert len(ids) == pool.num_regions
+    assert pool.region_names == ids
+
+
+def test_parcellation_covers_every_aal3_label_once_per_hemisphere():
+    composite = parcellation()
+    assert sorted(composite) == list(range(1, 171))
+    # lateral composites pair an odd (left) AAL3 label with the next (right) one
+    for left, name in composite.items():
+        if name.endswith("_L"):
+            assert left % 2 == 1 and composite[left + 1] == name[:-2] + "_R"
+    names = region_index(TEMPLATE_GRID_4MM)[1]
+    assert len(names) == len(set(names))
+    assert {"precuneus_L", "precuneus_R", "putamen_L", "caudate_R", "vermis"} <= set(names)
+    assert 40 <= len(names) <= len(set(composite.values()))
+
+
+def test_a_composite_is_the_voxel_weighted_mean_of_its_aal3_labels():
+    """Pooling a volume that is constant per AAL3 label gives each composite the mean of its
+    labels weighted by their voxel counts on the grid."""
+    labels = resample_to_grid(aal3_labels(), MNI_1MM.affine, TEMPLATE_GRID_4MM, order=0)
+    vol = (labels.astype(np.float32) / 10.0 + 1.0).astype(np.float32)
+    out = RegionPooling(TEMPLATE_GRID_4MM)(torch.from_numpy(vol)[None, None]).numpy()[0]
+    names = region_index(TEMPLATE_GRID_4MM)[1]
+    members = [i for i, n in parcellation().items() if n == "precuneus_L"]
+    assert members == [71]
+    np.testing.assert_allclose(out[names.index("precuneus_L")], 71 / 10 + 1, rtol=1e-5)
+    ids = np.array(PARCELLATION_LATERAL["medial_temporal"]) + 1  # the right hemisphere
+    counts = np.array([(labels == i).sum() for i in ids])
+    expected = (counts * (ids / 10 + 1)).sum() / counts.sum()
+    np.testing.assert_allclose(out[names.index("medial_temporal_R")], expected, rtol=1e-5)
 
 
 def test_only_the_head_is_federated_and_the_atlas_is_not_sent():
