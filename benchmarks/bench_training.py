@@ -2,7 +2,10 @@
 
     python -m benchmarks.bench_training [--threads 1] [--batch 16] [--steps 20]
 
-Synthetic inputs on the task grid; the number is for comparing later changes, not a test.
+Plain training (:func:`client.training.train_local`, bf16 autocast on a GPU) and DP-SGD
+(:func:`client.dp_training.train_private`: Poisson sampling, per-sample clipping, noise,
+the model's own ``grad_sample_mode``). Synthetic inputs on the task grid; the numbers are
+for comparing later changes, not a test.
 """
 
 from __future__ import annotations
@@ -13,22 +16,37 @@ import time
 
 import torch
 
+from client.dp_training import train_private
 from client.training import TrainSettings, train_local
 from shared.model import ARCHITECTURES, ModelSpec, build_model
 
 
-def throughput(device: torch.device, batch: int, steps: int, arch: str = "regional") -> float:
+def throughput(
+    device: torch.device, batch: int, steps: int, arch: str = "regional", dp: bool = False
+) -> float:
+    """Samples per second of one epoch over ``batch × steps`` synthetic scans."""
     spec = ModelSpec(arch=arch)
-    model = build_model(spec)
     n = batch * steps
     x = torch.randn(n, *spec.in_shape)
+    if arch == "regional":
+        x = x.abs() + 0.5  # regional ratios are positive
     y = (torch.rand(n) > 0.5).float()
     settings = TrainSettings(epochs=1, batch_size=batch, augment=False)
-    train_local(model, x[: batch * 2], y[: batch * 2], settings, device=device)  # warm-up
+
+    def once(xs: torch.Tensor, ys: torch.Tensor) -> None:
+        model = build_model(spec)
+        if dp:
+            train_private(
+                model, xs, ys, settings, noise_multiplier=1.0, max_grad_norm=1.0, device=device
+            )
+        else:
+            train_local(model, xs, ys, settings, device=device)
+
+    once(x[: batch * 2], y[: batch * 2])  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
-    train_local(model, x, y, settings, device=device)
+    once(x, y)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t)
@@ -39,16 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--skip-cpu", action="store_true", help="only the GPU (when there is one)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = {"cpu_threads": args.threads, "batch": args.batch}
+    devices = [("cpu", torch.device("cpu"), args.steps)]
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+        devices.append(("gpu", torch.device("cuda"), args.steps * 10))
     for arch in ARCHITECTURES:
-        cpu = throughput(torch.device("cpu"), args.batch, args.steps, arch)
-        out[f"{arch}_cpu_samples_per_s"] = round(cpu, 1)
-        if torch.cuda.is_available():
-            out["gpu"] = torch.cuda.get_device_name(0)
-            gpu = throughput(torch.device("cuda"), args.batch, args.steps * 10, arch)
-            out[f"{arch}_gpu_samples_per_s"] = round(gpu, 1)
+        for name, device, steps in devices:
+            if name == "cpu" and args.skip_cpu:
+                continue
+            plain = throughput(device, args.batch, steps, arch)
+            private = throughput(device, args.batch, steps, arch, dp=True)
+            out[f"{arch}_{name}_samples_per_s"] = round(plain, 1)
+            out[f"{arch}_{name}_dp_samples_per_s"] = round(private, 1)
+            out[f"{arch}_{name}_dp_time_ratio"] = round(plain / private, 2)
     print(json.dumps(out))
     return 0
 

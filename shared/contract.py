@@ -258,7 +258,7 @@ EXTERNAL_METRICS: dict[str, MetricSpec] = {
 #: *train* split; a class with fewer than the site's k scans is withheld (count and sums 0).
 #: The server sums them into class means and a pooled covariance (shared/ood.py).
 OOD_STATS = "query.ood"
-#: (the regional model's features are its ~150 regional ratios)
+#: (the regional model's features are its 52 regional ratios)
 OOD_FEATURE_DIM_MAX = 256
 OOD_CLASSES = 2
 OOD_STATS_METRICS: dict[str, MetricSpec] = {
