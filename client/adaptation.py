@@ -66,9 +66,44 @@ class AdaptResult:
     steps: int
 
 
-def _distance(model: torch.nn.Module, x: torch.Tensor, ref: FeatureMoments) -> float:
-    m = feature_moments(model, x)
-    return float(moment_distance(m.mean, m.var, ref))
+def scan_groups(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The harmonization group of each scan of ``x`` (channel 1 of a harmonized input)."""
+    spec = getattr(model, "spec", None)
+    if spec is not None and x.shape[1] > spec.in_shape[0]:
+        return x[:, -1].flatten(1)[:, 0].round().long()
+    return torch.zeros(x.shape[0], dtype=torch.long)
+
+
+def grouped_distance(
+    features: torch.Tensor, groups: torch.Tensor, ref: FeatureMoments
+) -> torch.Tensor:
+    """Scan-weighted mean over groups of each group's moment distance to ``ref``.
+
+    Every harmonization group of a site (one tracer, scanner and reconstruction) is
+    matched to the federation on its own: matching only the mixture of two groups could
+    leave them apart. Groups with fewer than two scans in ``features`` are skipped (a
+    variance needs two); with none left the distance of all scans together is used.
+    """
+    total = features.new_zeros(())
+    counted = 0
+    for g in torch.unique(groups):
+        f = features[groups == g]
+        if len(f) < 2:
+            continue
+        total = total + len(f) * moment_distance(f.mean(0), f.var(0, unbiased=False), ref)
+        counted += len(f)
+    if counted == 0:
+        return moment_distance(features.mean(0), features.var(0, unbiased=False), ref)
+    return total / counted
+
+
+@torch.no_grad()
+def _distance(
+    model: torch.nn.Module, x: torch.Tensor, ref: FeatureMoments, batch: int = 32
+) -> float:
+    model.eval()
+    f = torch.cat([model.features(x[i : i + batch]).double() for i in range(0, len(x), batch)])
+    return float(grouped_distance(f, scan_groups(model, x), ref))
 
 
 def adapt_to_reference(
@@ -78,14 +113,14 @@ def adapt_to_reference(
     *,
     steps: int = 40,
     lr: float = 0.05,
-    batch_size: int = 32,
+    batch_size: int = 64,
     seed: int = 0,
     l2: float = 1e-2,
 ) -> AdaptResult:
     """Fit the input adapter so the embedding moments of ``x`` match ``ref`` (no labels).
 
-    Only the adapter's per-group parameters move (Adam on the moment distance of
-    :func:`shared.harmonization.moment_distance` plus a small pull towards identity); the
+    Only the adapter's per-group parameters move (Adam on each group's moment distance,
+    :func:`grouped_distance`, plus a small pull towards identity); the
     federated backbone and the norm corrections stay fixed. The fitted values are kept
     only if the distance over all of ``x`` went down; otherwise the adapter is reset.
     """
@@ -105,12 +140,13 @@ def adapt_to_reference(
     ]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
+    groups = scan_groups(model, x)
     model.eval()  # no dropout: the statistics must be those the model evaluates with
     try:
         for _ in range(steps):
             idx = torch.randperm(len(x), generator=gen)[:batch_size]
             f = model.features(x[idx]).double()
-            loss = moment_distance(f.mean(0), f.var(0, unbiased=False), ref)
+            loss = grouped_distance(f, groups[idx], ref)
             loss = loss + l2 * sum(
                 ((p - i) ** 2).sum() for p, i in zip(params, identity, strict=True)
             )

@@ -9,12 +9,18 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from scipy import ndimage
 
 from client import local_state
-from client.adaptation import adapt_to_reference, feature_moments, reference_config
+from client.adaptation import (
+    adapt_to_reference,
+    feature_moments,
+    grouped_distance,
+    reference_config,
+    scan_groups,
+)
 from client.app import build_client_app
 from client.data import SiteData
 from client.site import SiteSettings
 from shared import contract
-from shared.harmonization import build_method_model, moment_distance, with_groups
+from shared.harmonization import FeatureMoments, build_method_model, moment_distance, with_groups
 from shared.model import ModelSpec, federated_state_dict, local_state_dict
 from shared.tasks import get_task
 
@@ -165,6 +171,41 @@ def test_label_free_adaptation_reduces_the_feature_distance():
     # the config round trip the server uses
     cfg = reference_config(ref)
     assert cfg["feat-count"] == 24 and len(cfg["feat-mean"]) == SPEC.embedding  # type: ignore[arg-type]
+
+
+def test_grouped_distance_sees_groups_the_mixture_hides():
+    """Two groups shifted in opposite directions: the mixture has the reference's moments
+    (distance 0), yet neither group does."""
+    ref = FeatureMoments(100, np.zeros(3), np.ones(3))
+    base = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], dtype=torch.float64) * 0.6
+    # each group: mean ±0.8, variance 0.36; together: mean 0, variance 0.36 + 0.64 = 1
+    f = torch.cat([base - 0.8, base + 0.8])
+    groups = torch.tensor([0, 0, 1, 1])
+    mixture = float(moment_distance(f.mean(0), f.var(0, unbiased=False), ref))
+    assert mixture == pytest.approx(0.0, abs=1e-12)
+    expected = 0.8**2 / (1 + 1e-4) + float(np.log((0.36 + 1e-4) / (1 + 1e-4)) ** 2)
+    assert float(grouped_distance(f, groups, ref)) == pytest.approx(expected, rel=1e-9)
+    # a group of one scan has no variance: it is left out
+    assert float(grouped_distance(f[:3], groups[:3], ref)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_adaptation_fits_each_group_of_a_two_scanner_site():
+    torch.manual_seed(0)
+    model = build_method_model("fedmi", SPEC, n_groups=2)
+    ref = feature_moments(model, _phantom(24, 0))
+    # one scanner reads 25 % low, the other 25 % high: opposite corrections are needed
+    x = with_groups(
+        torch.cat([0.75 * _phantom(12, 1), 1.25 * _phantom(12, 2)]), [0] * 12 + [1] * 12
+    )
+    groups = scan_groups(model, x)
+    assert groups.tolist() == [0] * 12 + [1] * 12
+    result = adapt_to_reference(model, x, ref, steps=60)
+    assert result.adapted and result.after < result.before
+    scale = model.harmonizer.scale.weight.detach().view(-1)
+    assert scale[0] > 1.0 > scale[1]  # the low group scaled up, the high group down
+    for g in (0, 1):
+        m = feature_moments(model, x[groups == g])
+        assert float(moment_distance(m.mean, m.var, ref)) < result.before
 
 
 def test_scan_groups_follow_the_headers(tiny_fdg, tmp_path):
