@@ -65,6 +65,18 @@ def versions() -> dict[str, str]:
     }
 
 
+def architecture(spec: ModelSpec) -> dict[str, object]:
+    """The model spec, and for the regional model the regions its head's weights follow."""
+    out: dict[str, object] = asdict(spec)
+    if spec.arch == "regional":
+        from shared.regional import region_index
+        from shared.tasks import TEMPLATE_GRID_4MM
+
+        out["atlas"] = "AAL3 composites (shared.anatomy.parcellation)"
+        out["regions"] = list(region_index(TEMPLATE_GRID_4MM)[1])  # head weight order
+    return out
+
+
 def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str, object]:
     """The model card: what the model is, what it was trained on, how inputs must be prepared."""
     task = get_task(cfg.task)
@@ -87,7 +99,7 @@ def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str
             "space": "MNI152 2009a (RAS), head position corrected by centre of mass",
             "normalisation": f"SUV (PET) or counts (SPECT) divided by the mean in the {task.reference_region} reference region",
         },
-        "architecture": asdict(spec),
+        "architecture": architecture(spec),
         "training": {
             "method": cfg.method,
             "rounds": cfg.num_server_rounds,

@@ -7,6 +7,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -116,6 +117,10 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
     ]
     card = json.loads((out / "model_card.json").read_text())
     assert card["task"] == "fdg-ad" and card["input"]["grid_shape"] == [40, 48, 40]
+    # the regional head's weights are named by region, in order
+    head = np.load(out / "final_model.npz")["backbone.head.weight"]
+    assert len(card["architecture"]["regions"]) == head.shape[-1]
+    assert "precuneus_L" in card["architecture"]["regions"]
     assert received, "no inbound message was recorded"
     assert set(received) >= {contract.METRICS, contract.SITE}
 
