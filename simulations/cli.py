@@ -252,7 +252,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "initial weights) and write one table of per-site and holdout AUC (mean ± sd over "
         "seeds) to OUT/compare.md and OUT/compare.json. Site DP-SGD is off unless "
         "--config sim-default-dp=on, so every method trains under the same conditions as the "
-        "non-private pooled/local baselines.",
+        "non-private pooled/local baselines; with DP on, every run spends a fresh budget "
+        "(its own ledgers under OUT/runs/<method>-seed<N>/site-ledgers).",
     )
     p.add_argument("--data", default=None, help="federation root (default: generate into OUT/data)")
     p.add_argument("--task", default="amyloid", choices=sorted(TASKS), help="clinical task")

@@ -128,6 +128,16 @@ def markdown_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def run_config(run_dir: Path, extra: dict[str, object] | None) -> dict[str, object]:
+    """One run's extra run config: its own privacy ledgers unless the caller chose a folder.
+
+    Under DP (``--config sim-default-dp=on``) every method must spend the same budget: a
+    ledger shared across runs would find the budget spent after the first run and the
+    sites would refuse to train. The runs' ledgers live in ``RUN/site-ledgers/<site>``.
+    """
+    return {"sim-ledger-root": str((run_dir / "site-ledgers").resolve()), **dict(extra or {})}
+
+
 def compare(
     *,
     data_root: Path | None,
@@ -199,7 +209,7 @@ def compare(
                     method=method,
                     seed=int(seed),
                     local_epochs=local_epochs,
-                    extra=dict(extra or {}),
+                    extra=run_config(run_dir, extra),
                 )
                 report["seed"] = int(seed)
                 report["compare_finished"] = True

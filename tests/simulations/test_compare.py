@@ -57,6 +57,31 @@ def test_compare_table_and_gap(tmp_path, monkeypatch, capsys):
     assert "fedmi" in capsys.readouterr().out
 
 
+def test_every_run_spends_its_own_privacy_budget(tmp_path, monkeypatch):
+    """Under DP each run gets its own ledger folder, so no method finds the budget spent."""
+    seen: list[dict] = []
+
+    def fake(*, extra, **kw):
+        seen.append({**extra, "out_dir": kw["out_dir"]})
+        return _fake_run(**kw)
+
+    monkeypatch.setattr(runner, "run", fake)
+    (tmp_path / "data").mkdir()
+    kw = dict(data_root=tmp_path / "data", task="amyloid", rounds=1, seeds=[0], local_epochs=1)
+    cmp.compare(out_dir=tmp_path / "out", methods=["fedavg", "fedmi"], **kw)
+    roots = [e["sim-ledger-root"] for e in seen]
+    assert len(set(roots)) == 2
+    for e in seen:
+        assert e["sim-ledger-root"] == str((e["out_dir"] / "site-ledgers").resolve())
+    # a folder the caller chose is kept
+    seen.clear()
+    mine = str(tmp_path / "mine")
+    cmp.compare(
+        out_dir=tmp_path / "out2", methods=["fedavg"], extra={"sim-ledger-root": mine}, **kw
+    )
+    assert seen[0]["sim-ledger-root"] == mine
+
+
 def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():
     """k-merged histogram bins can flatten a site's histogram AUC to 0.5; the site's exact
     AUC (auc_exact) is what the table shows, also as the pooled value of a lone holdout."""
