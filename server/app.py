@@ -283,7 +283,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     train_cfg = instruction(cfg)
     t_train = time.perf_counter()
     # a restarted coordinator continues after the last completed round (server/resume.py)
-    point = resume.load_resume_point(out_dir, cfg)
+    point = resume.load_resume_point(out_dir, cfg, expected)
     start_arrays, first_round = initial, 1
     if point is not None:
         start_arrays, first_round = point.arrays, point.last_round + 1

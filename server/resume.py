@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,13 +175,22 @@ def _json_default(o: object) -> object:
     raise TypeError(type(o).__name__)
 
 
-def load_resume_point(out_dir: Path, cfg: RunConfig) -> ResumePoint | None:
+def load_resume_point(
+    out_dir: Path,
+    cfg: RunConfig,
+    expected_arrays: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
+) -> ResumePoint | None:
     """The state after the last completed round in ``out_dir``, or ``None`` for a fresh run.
+
+    ``expected_arrays`` (name → (shape, dtype) of the model this coordinator builds): the
+    checkpoint must hold exactly these, else it was written by another model (e.g. an older
+    fedmi whose regional model read other regions) and cannot be continued.
 
     Raises
     ------
     ResumeError
-        When ``out_dir`` holds a run with other settings, or its state is unreadable.
+        When ``out_dir`` holds a run with other settings or another model's weights, or its
+        state is unreadable.
     """
     path = out_dir / STATE_FILE
     if not path.is_file():
@@ -204,6 +213,18 @@ def load_resume_point(out_dir: Path, cfg: RunConfig) -> ResumePoint | None:
         raise ResumeError(f"{ckpt} is missing: move the run folder aside to start afresh")
     with np.load(ckpt) as data:
         arrays = array_record({k: data[k] for k in data.files})
+    if expected_arrays is not None:
+        found = {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()}
+        if found != dict(expected_arrays):
+            differ = sorted(
+                k
+                for k in set(found) | set(expected_arrays)
+                if found.get(k) != expected_arrays.get(k)
+            )
+            raise ResumeError(
+                f"{ckpt} holds weights of another model ({', '.join(differ[:3])} differ, e.g. "
+                "written by another fedmi version): use a new out-dir to start afresh"
+            )
     state: dict[str, dict[str, np.ndarray]] = {}
     if doc.get("strategy_state"):
         spath = out_dir / "checkpoints" / str(doc["strategy_state"])

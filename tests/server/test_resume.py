@@ -156,6 +156,20 @@ def test_a_run_folder_of_other_settings_is_refused(flower_identity, tmp_path):
     assert resume.load_resume_point(tmp_path / "fresh", same) is None
 
 
+def test_a_checkpoint_of_another_model_is_refused(flower_identity, tmp_path):
+    """A run folder written by a model of other shapes (an older fedmi, another atlas) is
+    not continued with weights the sites cannot load."""
+    cfg, initial, history, strategy = _setup(out_dir=str(tmp_path))
+    save_arrays(resume.checkpoint_path(tmp_path, 1), initial)
+    resume.save_resume_point(tmp_path, cfg, 1, strategy, history)
+    shapes = {k: (tuple(v.shape), str(v.dtype)) for k, v in initial.items()}
+    assert resume.load_resume_point(tmp_path, cfg, shapes) is not None
+    name = next(iter(shapes))
+    other = {**shapes, name: ((151,), shapes[name][1])}
+    with pytest.raises(resume.ResumeError, match=f"another model.*{name}.*new out-dir"):
+        resume.load_resume_point(tmp_path, cfg, other)
+
+
 @pytest.mark.parametrize("fuse", [True, False])
 def test_missing_sites_are_listed_per_round_and_stray_replies_ignored(flower_identity, fuse):
     cfg, initial, history, strategy = _setup(method="fedavg")
