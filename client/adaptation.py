@@ -6,10 +6,11 @@ per-feature mean and variance over at least ``min-cell-count`` of their scans (t
 passes the pooled moments to every site with the final model (``feat-count``,
 ``feat-mean``, ``feat-var`` in the ``evaluate.external`` config).
 
-A site without trained local layers (a holdout, or a new site) then fits its input
-adapter — intensity affine and sharpening per group, 3 numbers per group — on its own
-*unlabelled* scans so that its embedding moments match the federation's
-(:func:`adapt_to_reference`); labels are never read. When no pooled moments arrive, or
+A site without trained local layers (a holdout, or a new site) then fits, per harmonization
+group, its input adapter — intensity affine and sharpening, 3 numbers per group — and, for
+the regional model, its per-region feature affine on its own *unlabelled* scans so that
+its embedding moments match the federation's (:func:`adapt_to_reference`); labels are
+never read. When no pooled moments arrive, or
 fitting does not reduce the distance, the site evaluates with identity layers, i.e.
 exactly the federated model. Which of ``trained``/``adapted``/``identity`` was used is
 sent as the declared ``harmonization`` site field.
@@ -33,6 +34,7 @@ from shared.harmonization import (
     HARMONIZED_METHODS,
     FeatureMoments,
     HarmonizedNet,
+    LocalAffine,
     moment_distance,
 )
 from shared.model import ModelSpec, load_federated_state
@@ -106,6 +108,11 @@ def _distance(
     return float(grouped_distance(f, scan_groups(model, x), ref))
 
 
+#: A group needs this many scans before its feature-level affine is fitted to the
+#: federation's moments (fewer give unstable variances; the group keeps identity).
+MIN_GROUP_SCANS = 10
+
+
 def adapt_to_reference(
     model: HarmonizedNet,
     x: torch.Tensor,
@@ -117,18 +124,57 @@ def adapt_to_reference(
     seed: int = 0,
     l2: float = 1e-2,
 ) -> AdaptResult:
-    """Fit the input adapter so the embedding moments of ``x`` match ``ref`` (no labels).
+    """Fit the site's local layers so the embedding moments of ``x`` match ``ref`` (no labels).
 
-    Only the adapter's per-group parameters move (Adam on each group's moment distance,
-    :func:`grouped_distance`, plus a small pull towards identity); the
-    federated backbone and the norm corrections stay fixed. The fitted values are kept
-    only if the distance over all of ``x`` went down; otherwise the adapter is reset.
+    Two parts, both per harmonization group and both label-free:
+
+    1. the input adapter (intensity affine and sharpening, 3 numbers per group): Adam on
+       each group's moment distance (:func:`grouped_distance`) plus a small pull towards
+       identity, the federated backbone and the norm corrections fixed;
+    2. the feature-level local affines (the regional model's per-region scale and shift
+       after its per-scan standardisation): in closed form, so each group with at least
+       :data:`MIN_GROUP_SCANS` scans gets the federation's per-feature mean and variance —
+       a location/scale harmonization in the spirit of ComBat, against moments the
+       training sites shared only as aggregates.
+
+    The fitted values are kept only if the distance over all of ``x`` went down; otherwise
+    every fitted layer is reset.
     """
     params = model.adapter_parameters()
+    affines = [a for a in model.feature_affines() if a.dweight.weight.shape[1] == len(ref.mean)]
     before = _distance(model, x, ref)
-    if not params or len(x) < 2:
+    if (not params and not affines) or len(x) < 2:
         return AdaptResult(before, before, False, 0)
-    saved = [p.detach().clone() for p in params]
+    fitted = params + [p for a in affines for p in a.parameters()]
+    saved = [p.detach().clone() for p in fitted]
+    taken = 0
+    if params:
+        _fit_adapter(model, params, x, ref, steps=steps, lr=lr, batch=batch_size, seed=seed, l2=l2)
+        taken = steps
+    for affine in affines:
+        _match_affine(model, affine, x, ref)
+    after = _distance(model, x, ref)
+    if not after < before:
+        with torch.no_grad():
+            for p, v in zip(fitted, saved, strict=True):
+                p.copy_(v)
+        return AdaptResult(before, before, False, taken)
+    log.info("label-free adaptation: moment distance %.4f -> %.4f", before, after)
+    return AdaptResult(before, after, True, taken)
+
+
+def _fit_adapter(
+    model: HarmonizedNet,
+    params: list[torch.nn.Parameter],
+    x: torch.Tensor,
+    ref: FeatureMoments,
+    *,
+    steps: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    l2: float,
+) -> None:
     trainable = {id(p) for p in params}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -144,7 +190,7 @@ def adapt_to_reference(
     model.eval()  # no dropout: the statistics must be those the model evaluates with
     try:
         for _ in range(steps):
-            idx = torch.randperm(len(x), generator=gen)[:batch_size]
+            idx = torch.randperm(len(x), generator=gen)[:batch]
             f = model.features(x[idx]).double()
             loss = grouped_distance(f, groups[idx], ref)
             loss = loss + l2 * sum(
@@ -156,14 +202,32 @@ def adapt_to_reference(
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(flags[n])
-    after = _distance(model, x, ref)
-    if not after < before:
-        with torch.no_grad():
-            for p, s in zip(params, saved, strict=True):
-                p.copy_(s)
-        return AdaptResult(before, before, False, steps)
-    log.info("label-free adaptation: moment distance %.4f -> %.4f", before, after)
-    return AdaptResult(before, after, True, steps)
+
+
+@torch.no_grad()
+def _match_affine(
+    model: HarmonizedNet,
+    affine: LocalAffine,
+    x: torch.Tensor,
+    ref: FeatureMoments,
+    eps: float = 1e-4,
+) -> None:
+    """Set ``affine`` per group so the features of ``x`` get ``ref``'s mean and variance."""
+    groups = scan_groups(model, x)
+    affine.dweight.weight.zero_()
+    affine.dbias.weight.zero_()
+    model.eval()
+    f = torch.cat([model.features(x[i : i + 64]).double() for i in range(0, len(x), 64)])
+    rm = torch.as_tensor(ref.mean, dtype=torch.float64)
+    rv = torch.as_tensor(ref.var, dtype=torch.float64)
+    for g in torch.unique(groups):
+        z = f[groups == g]
+        if len(z) < MIN_GROUP_SCANS:
+            continue
+        # exact for every feature that varies; bounded for one that (nearly) does not
+        scale = torch.sqrt(rv / z.var(0, unbiased=False).clamp_min(eps)).clamp(0.1, 10.0)
+        affine.dweight.weight[int(g)] = (scale - 1.0).to(affine.dweight.weight.dtype)
+        affine.dbias.weight[int(g)] = (rm - scale * z.mean(0)).to(affine.dbias.weight.dtype)
 
 
 def reference_from_config(config: Mapping[str, object] | None) -> FeatureMoments | None:

@@ -208,6 +208,40 @@ def test_adaptation_fits_each_group_of_a_two_scanner_site():
         assert float(moment_distance(m.mean, m.var, ref)) < result.before
 
 
+def test_regional_holdout_gets_the_federations_feature_moments_per_group():
+    """The regional model's per-region affine is fitted in closed form: a group with enough
+    scans ends with exactly the reference's per-feature mean and variance; a group too small
+    to estimate a variance keeps identity."""
+    from client.adaptation import MIN_GROUP_SCANS
+    from shared.tasks import TEMPLATE_GRID_4MM
+
+    spec = ModelSpec(arch="regional")
+    torch.manual_seed(0)
+    model = build_method_model("fedmi", spec, n_groups=2)
+    assert len(model.feature_affines()) == 1
+    rng = np.random.default_rng(0)
+    shape = (1, *TEMPLATE_GRID_4MM.shape)
+
+    def scans(n: int, contrast: float) -> torch.Tensor:
+        z = np.linspace(-1.0, 1.0, shape[-1])  # another scanner: an inferior-superior gradient
+        v = rng.uniform(0.8, 1.6, (n, *shape)) * (1.0 + contrast * z)
+        return torch.tensor(v, dtype=torch.float32)
+
+    ref = feature_moments(model, scans(30, 0.0))
+    n0 = MIN_GROUP_SCANS + 2
+    x = with_groups(torch.cat([scans(n0, 0.3), scans(4, -0.3)]), [0] * n0 + [1] * 4)
+    result = adapt_to_reference(model, x, ref)
+    assert result.adapted and result.after < result.before
+    m0 = feature_moments(model, x[:n0])
+    np.testing.assert_allclose(m0.mean, ref.mean, atol=1e-4)
+    np.testing.assert_allclose(m0.var, ref.var, rtol=1e-4)
+    affine = model.feature_affines()[0]
+    assert torch.count_nonzero(affine.dweight.weight[1]) == 0  # 4 scans: left at identity
+    assert torch.count_nonzero(affine.dbias.weight[1]) == 0
+    # the per-region affine is the site's own: never part of what leaves the site
+    assert not any("dweight" in k or "dbias" in k for k in federated_state_dict(model))
+
+
 def test_scan_groups_follow_the_headers(tiny_fdg, tmp_path):
     from client.ingest.pipeline import ingest_site
     from client.ingest.report import load_accepted
