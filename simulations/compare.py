@@ -77,21 +77,51 @@ def _cell(mean: float | None, sd: float | None) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if sd is not None else f"{mean:.3f}"
 
 
+def holdout_gap(
+    summary: dict[str, dict[str, dict]], column: str = HOLDOUT
+) -> tuple[float, float | None] | None:
+    """Pooled − FedAvg mean AUC in ``column`` and its standard error, or ``None``.
+
+    With the same seeds on both sides the per-seed differences are paired; their standard
+    error is ``sd(differences)/√n`` (``None`` with a single seed).
+    """
+    try:
+        fedavg, pooled = summary["fedavg"][column], summary["pooled"][column]
+    except KeyError:
+        return None
+    if fedavg["mean"] is None or pooled["mean"] is None:
+        return None
+    gap = pooled["mean"] - fedavg["mean"]
+    a, b = pooled.get("values") or [], fedavg.get("values") or []
+    pairs = [(x, y) for x, y in zip(a, b, strict=False) if x is not None and y is not None]
+    if len(pairs) == len(a) == len(b) and len(pairs) > 1:
+        diffs = [x - y for x, y in pairs]
+        return gap, statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return gap, None
+
+
 def gap_closed(
     summary: dict[str, dict[str, dict]], column: str = HOLDOUT
 ) -> dict[str, float | None]:
-    """Share of the FedAvg-to-pooled gap in ``column`` closed by each method (mean AUCs)."""
-    try:
-        fedavg = summary["fedavg"][column]["mean"]
-        pooled = summary["pooled"][column]["mean"]
-    except KeyError:
-        return {}
-    if fedavg is None or pooled is None or pooled - fedavg <= 0:
+    """Share of the FedAvg-to-pooled gap in ``column`` closed by each method (mean AUCs).
+
+    Only a *measurable* gap is shared out: pooled above FedAvg by more than twice the
+    gap's standard error (any positive gap when a single seed gives no error). Otherwise
+    every share is ``None``: dividing by a gap within seed noise gives meaningless shares.
+    """
+    found = holdout_gap(summary, column)
+    if found is None or not _measurable(*found):
         return {m: None for m in summary}
+    fedavg = summary["fedavg"][column]["mean"]
+    gap = found[0]
     return {
-        m: (None if s[column]["mean"] is None else (s[column]["mean"] - fedavg) / (pooled - fedavg))
+        m: (None if s[column]["mean"] is None else (s[column]["mean"] - fedavg) / gap)
         for m, s in summary.items()
     }
+
+
+def _measurable(gap: float, se: float | None) -> bool:
+    return gap > 0 and (se is None or gap > 2.0 * se)
 
 
 def markdown_table(doc: dict) -> str:
@@ -275,9 +305,16 @@ def _document(
             "target of at least half."
         )
     elif "fedmi" in methods:
-        doc["notes"].append(
-            "no FedAvg-to-pooled holdout gap to close (pooled ≤ FedAvg or missing)."
-        )
+        found = holdout_gap(summary)
+        if found is None:
+            doc["notes"].append("no FedAvg-to-pooled holdout gap to measure (a method is missing).")
+        else:
+            gap, se = found
+            err = "" if se is None else f" ± {se:.3f} (s.e. over paired seeds)"
+            doc["notes"].append(
+                f"no measurable FedAvg-to-pooled holdout gap to close: pooled − FedAvg = "
+                f"{gap:+.3f}{err}; a gap must be positive and above twice its standard error."
+            )
     return doc
 
 
