@@ -34,17 +34,16 @@ def _fake_run(*, method, seed, out_dir, **_):
     }
 
 
+def _compare(tmp_path, **kw) -> dict:
+    """compare() over seeds 0/1/2 on an empty data folder (the runs are stubbed)."""
+    (tmp_path / "data").mkdir()
+    args = dict(task="amyloid", out_dir=tmp_path / "out", rounds=2, seeds=[0, 1, 2], local_epochs=1)
+    return cmp.compare(data_root=tmp_path / "data", **{**args, **kw})
+
+
 def test_compare_table_and_gap(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner, "run", _fake_run)
-    (tmp_path / "data").mkdir()
-    doc = cmp.compare(
-        data_root=tmp_path / "data",
-        task="amyloid",
-        out_dir=tmp_path / "out",
-        rounds=2,
-        seeds=[0, 1, 2],
-        local_epochs=1,
-    )
+    doc = _compare(tmp_path)
     hold = doc["summary"]["fedmi"][cmp.HOLDOUT]
     assert hold["n"] == 3 and hold["mean"] == pytest.approx(0.86)
     assert hold["sd"] == pytest.approx(0.01)
@@ -75,16 +74,7 @@ def test_a_gap_within_seed_noise_is_not_shared_out(tmp_path, monkeypatch):
         return rep
 
     monkeypatch.setattr(runner, "run", fake)
-    (tmp_path / "data").mkdir()
-    doc = cmp.compare(
-        data_root=tmp_path / "data",
-        task="amyloid",
-        out_dir=tmp_path / "out",
-        rounds=1,
-        seeds=[0, 1, 2],
-        local_epochs=1,
-        methods=["pooled", "fedavg", "fedmi"],
-    )
+    doc = _compare(tmp_path, methods=["pooled", "fedavg", "fedmi"])
     gap, se = cmp.holdout_gap(doc["summary"])
     assert gap == pytest.approx(0.001 + 0.01 / 3)
     assert se == pytest.approx(np.std([0.0, 0.02, -0.01], ddof=1) / np.sqrt(3))
