@@ -34,7 +34,10 @@ import torch
 from torch import nn
 
 
-def _wrap(mode: str, model: nn.Module, opt: torch.optim.Optimizer, batch: int, clip: float):
+def _wrap(
+    mode: str, model: nn.Module, opt: torch.optim.Optimizer, batch: int, clip: float, noise: float
+):
+    """``model`` and ``opt`` wrapped by Opacus for ``mode`` (``noise``: the noise multiplier)."""
     from opacus.grad_sample import GradSampleModule, GradSampleModuleExpandedWeights
     from opacus.optimizers import DPOptimizer
 
@@ -43,7 +46,7 @@ def _wrap(mode: str, model: nn.Module, opt: torch.optim.Optimizer, batch: int, c
     else:
         net = GradSampleModule(model, force_functorch=(mode == "functorch"))
     return net, DPOptimizer(
-        opt, noise_multiplier=0.0, max_grad_norm=clip, expected_batch_size=batch
+        opt, noise_multiplier=noise, max_grad_norm=clip, expected_batch_size=batch
     )
 
 
@@ -66,7 +69,7 @@ def _step_times(
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     net: nn.Module = model
     if mode != "plain":
-        net, opt = _wrap(mode, model, opt, batch, 1.0)
+        net, opt = _wrap(mode, model, opt, batch, 1.0, noise=1.0)
     loss_fn = nn.BCEWithLogitsLoss()
     times = []
     for _ in range(steps + 2):
@@ -109,7 +112,7 @@ def clipped_sum_error(mode: str, arch: str, device: torch.device, batch: int = 4
             r.add_(g, alpha=factor)
     model.zero_grad(set_to_none=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    net, dp_opt = _wrap(mode, model, opt, batch, clip)
+    net, dp_opt = _wrap(mode, model, opt, batch, clip, noise=0.0)
     dp_opt.zero_grad(set_to_none=True)
     loss_fn(net(x), y).backward()
     dp_opt.pre_step()

@@ -46,13 +46,16 @@ REFERENCE_KEYS = ("feat-count", "feat-mean", "feat-var")
 
 
 @torch.no_grad()
-def feature_moments(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 32
-) -> FeatureMoments:
-    """Per-feature mean and population variance of ``model.features`` over ``x``."""
+def evaluated_features(model: torch.nn.Module, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """``model.features`` of every scan of ``x`` in eval mode (no dropout), float64."""
     model.eval()
-    feats = [model.features(x[i : i + batch_size]).double() for i in range(0, len(x), batch_size)]
-    f = torch.cat(feats) if feats else torch.zeros(0, 1, dtype=torch.float64)
+    feats = [model.features(x[i : i + batch]).double() for i in range(0, len(x), batch)]
+    return torch.cat(feats) if feats else torch.zeros(0, 1, dtype=torch.float64)
+
+
+def feature_moments(model: torch.nn.Module, x: torch.Tensor) -> FeatureMoments:
+    """Per-feature mean and population variance of ``model.features`` over ``x``."""
+    f = evaluated_features(model, x)
     if len(f) == 0:
         return FeatureMoments(0, np.zeros(f.shape[1]), np.zeros(f.shape[1]))
     return FeatureMoments(len(f), f.mean(0).numpy(), f.var(0, unbiased=False).numpy())
@@ -99,13 +102,8 @@ def grouped_distance(
     return total / counted
 
 
-@torch.no_grad()
-def _distance(
-    model: torch.nn.Module, x: torch.Tensor, ref: FeatureMoments, batch: int = 32
-) -> float:
-    model.eval()
-    f = torch.cat([model.features(x[i : i + batch]).double() for i in range(0, len(x), batch)])
-    return float(grouped_distance(f, scan_groups(model, x), ref))
+def _distance(model: torch.nn.Module, x: torch.Tensor, ref: FeatureMoments) -> float:
+    return float(grouped_distance(evaluated_features(model, x), scan_groups(model, x), ref))
 
 
 #: A group needs this many scans before its feature-level affine is fitted to the
@@ -216,8 +214,7 @@ def _match_affine(
     groups = scan_groups(model, x)
     affine.dweight.weight.zero_()
     affine.dbias.weight.zero_()
-    model.eval()
-    f = torch.cat([model.features(x[i : i + 64]).double() for i in range(0, len(x), 64)])
+    f = evaluated_features(model, x)
     rm = torch.as_tensor(ref.mean, dtype=torch.float64)
     rv = torch.as_tensor(ref.var, dtype=torch.float64)
     for g in torch.unique(groups):

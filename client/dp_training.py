@@ -58,13 +58,13 @@ def grad_sample_mode_for(model: nn.Module) -> str:
     ============  =================  =================  ==============  ============
     device        model              ew                 functorch       hooks
     ============  =================  =================  ==============  ============
-    CPU, 1 thread regional (default) 1.40×              1.96×           1.41×
-    CPU, 1 thread CNN                2.10×              2.47×           2.97×
+    CPU, 1 thread regional (default) 1.42×              2.15×           1.44×
+    CPU, 1 thread CNN                1.74×              2.33×           2.91×
     H200          regional           1.60×              2.52×           1.98×
     H200          CNN                2.22× (b 64 3.5×)  5.11× (7.2×)    3.54× (4.0×)
     ============  =================  =================  ==============  ============
 
-    So ``ew`` is the fastest on both devices. Every mode's clipped gradient sum agrees with
+    (H200 rows without the noise draw.) So ``ew`` is the fastest on both devices. Every mode's clipped gradient sum agrees with
     a per-sample autograd loop (relative error ≤ 1e-6 on the CPU; ≤ 5e-4 for the CNN on
     the GPU, where cuDNN's TF32 convolutions set the precision) — see
     tests/client/test_privacy_dp.py and ``bench_dp``'s ``clipped-sum-rel-error``.

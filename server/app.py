@@ -315,7 +315,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     external_validation(grid, final, cfg, history, reference)
     timing["validation_seconds"] = time.perf_counter() - t_val
     timing["total_seconds"] = time.perf_counter() - t0
-    write_json(out_dir / "model_card.json", model_card(cfg, history, spec))
+    write_json(out_dir / "model_card.json", model_card(cfg, history, spec, model))
     report = build_report(cfg, history, timing)
     write_report(out_dir, report)
     log.info(

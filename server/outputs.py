@@ -9,6 +9,7 @@ import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ArrayRecord
@@ -23,6 +24,9 @@ from server.validation import data_counts, validation_section
 from shared.contract import array_record
 from shared.model import ModelSpec
 from shared.tasks import get_task
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +69,19 @@ def versions() -> dict[str, str]:
     }
 
 
-def architecture(spec: ModelSpec) -> dict[str, object]:
+def architecture(spec: ModelSpec, backbone: nn.Module) -> dict[str, object]:
     """The model spec, and for the regional model the regions its head's weights follow."""
     out: dict[str, object] = asdict(spec)
-    if spec.arch == "regional":
-        from shared.regional import region_index
-        from shared.tasks import TEMPLATE_GRID_4MM
-
+    regions = getattr(backbone, "region_names", None)
+    if regions is not None:
         out["atlas"] = "AAL3 composites (shared.anatomy.parcellation)"
-        out["regions"] = list(region_index(TEMPLATE_GRID_4MM)[1])  # head weight order
+        out["regions"] = list(regions)  # head weight order
     return out
 
 
-def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str, object]:
+def model_card(
+    cfg: RunConfig, history: RunHistory, spec: ModelSpec, model: nn.Module
+) -> dict[str, object]:
     """The model card: what the model is, what it was trained on, how inputs must be prepared."""
     task = get_task(cfg.task)
     train_sites = [
@@ -99,7 +103,7 @@ def model_card(cfg: RunConfig, history: RunHistory, spec: ModelSpec) -> dict[str
             "space": "MNI152 2009a (RAS), head position corrected by centre of mass",
             "normalisation": f"SUV (PET) or counts (SPECT) divided by the mean in the {task.reference_region} reference region",
         },
-        "architecture": architecture(spec),
+        "architecture": architecture(spec, model.backbone),
         "training": {
             "method": cfg.method,
             "rounds": cfg.num_server_rounds,

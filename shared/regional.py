@@ -97,5 +97,10 @@ class RegionalBackbone(nn.Module):
         )
         self.head = nn.Linear(pool.num_regions, 1)
 
+    @property
+    def region_names(self) -> tuple[str, ...]:
+        """The region behind each feature (and head weight), in order."""
+        return self.encoder[0].region_names
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x)).squeeze(-1)

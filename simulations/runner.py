@@ -284,7 +284,7 @@ def run_baseline(cfg: RunConfig, method: str, sites: list[SiteSettings], out_dir
     report["method"] = method
     if note:
         report["final"]["note"] = note  # type: ignore[index]
-    card = model_card(cfg, history, spec)
+    card = model_card(cfg, history, spec, model)
     card["training"]["method"] = method  # type: ignore[index]
     write_json(out_dir / "model_card.json", card)
     write_report(out_dir, report)
