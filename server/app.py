@@ -237,6 +237,18 @@ def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> st
     )
 
 
+def array_shapes(arrays: ArrayRecord) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, dtype) of every array: what replies and checkpoints must match."""
+    return {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()}
+
+
+def model_arrays(cfg: RunConfig) -> ArrayRecord:
+    """The federated weights of a fresh model of ``cfg`` (shapes only matter to callers)."""
+    return contract.array_record(
+        federated_state_dict(build_method_model(cfg.method, ModelSpec(arch=cfg.model)))
+    )
+
+
 def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     """The whole run; returns the report document (also written to ``out_dir``)."""
     t0 = time.perf_counter()
@@ -257,7 +269,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     spec = ModelSpec(arch=cfg.model)
     model = build_method_model(cfg.method, spec)
     initial = contract.array_record(federated_state_dict(model))
-    expected = {k: (tuple(v.shape), str(v.dtype)) for k, v in initial.items()}
+    expected = array_shapes(initial)
     strategy = make_strategy(
         cfg, train_nodes=train_nodes, history=history, expected_arrays=expected
     )

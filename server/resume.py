@@ -67,7 +67,7 @@ OPERATIONAL_KEYS = frozenset(
 _STRATEGY_STATE = ("current_arrays", "m_t", "v_t")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(ValueError):
     """The run folder holds a different run; the message names the folder and the fix."""
 
 

@@ -112,6 +112,11 @@ def run_federated(
     ClientApps run in parallel, one core each, unless ``serial`` (one at a time; used to
     measure Flower's overhead against the clients' summed compute time).
     """
+    from server.app import array_shapes, model_arrays
+    from server.resume import load_resume_point
+
+    # a run folder that cannot be continued fails here, in one line, before Ray starts
+    load_resume_point(out_dir, cfg, array_shapes(model_arrays(cfg)))
     slots = max(1, min(len(sites), os.cpu_count() or 1))
     payload = {
         "overrides": {**cfg.as_dict(), "out-dir": str(out_dir.resolve()), "min-nodes": len(sites)},
