@@ -218,10 +218,10 @@ SPECT_SCANNERS: dict[str, ScannerModel] = {
     )
 }
 
-#: Scanners only the ``ood`` preset uses (never drawn for recombined extra sites): an old
-#: BGO camera reconstructed with filtered back-projection and a heavy post-filter, giving
-#: an effective 12–14 mm FWHM — coarser than any training site of the other presets
-#: (PHANTOM_SPEC §3.1 tops out at 9 mm for PET).
+#: Scanners only holdouts of the ``ood`` and ``harmonization`` presets use (never drawn
+#: for recombined extra sites): an old BGO camera reconstructed with filtered
+#: back-projection and a heavy post-filter, giving an effective 12–14 mm FWHM — coarser
+#: than any training site (PHANTOM_SPEC §3.1 tops out at 9 mm for PET).
 UNSEEN_PET_SCANNERS: dict[str, ScannerModel] = {
     "ECAT EXACT HR+": ScannerModel(
         "SIEMENS",
@@ -331,8 +331,10 @@ _DEFAULT_TEMPLATES: dict[str, tuple[SiteTemplate, ...]] = {
 #: Holdout templates come last; a preset may have several.
 #: ``harmonization``: an amyloid federation whose sites differ in tracer, vendor,
 #: reconstruction and PET resolution (Discovery MI ≈ 3.5–5 mm … Discovery ST and
-#: Biograph HiRez ≈ 7–9 mm FWHM, PHANTOM_SPEC §3.1), with a holdout that uses a tracer
-#: no training site uses (florbetaben) on a vendor no training site has (Philips).
+#: Biograph HiRez ≈ 7–9 mm FWHM, PHANTOM_SPEC §3.1), with two holdouts: one that uses a
+#: tracer no training site uses (florbetaben) on a vendor no training site has (Philips),
+#: and one whose resolution no training site has (ECAT EXACT HR+ with FBP, 12–14 mm), so
+#: the resolutions span 3.5–14 mm.
 _PRESET_TEMPLATES: dict[str, dict[str, tuple[SiteTemplate, ...]]] = {
     # ``ood``: the default fdg-ad training sites (4–9 mm FWHM) and two holdouts — a
     # control on a seen resolution (Biograph HiRez, 7–9 mm) and a site whose scans come
@@ -351,6 +353,7 @@ _PRESET_TEMPLATES: dict[str, dict[str, tuple[SiteTemplate, ...]]] = {
             SiteTemplate("community", "Discovery ST", "flutemetamol"),
             SiteTemplate("research", "Biograph HiRez", "florbetapir"),
             SiteTemplate("memory-clinic", "Ingenuity TF PET/CT", "florbetaben", role="holdout"),
+            SiteTemplate("research", "ECAT EXACT HR+", "florbetapir", role="holdout"),
         ),
     },
 }
@@ -414,13 +417,13 @@ PRESETS: dict[str, Preset] = {
         nm_total_counts=(1.5e6, 3.0e6),
     ),
 }
-#: Same sizes and grids as ``default``; the site designs differ (see _PRESET_TEMPLATES).
-PRESETS["harmonization"] = Preset(
-    **{**PRESETS["default"].__dict__, "name": "harmonization"}  # type: ignore[arg-type]
-)
-#: ``default`` site sizes plus a second holdout site (see _PRESET_TEMPLATES["ood"]).
-_OOD_SIZES = {"name": "ood", "n_sites": 6, "total_range": (425, 510)}
-PRESETS["ood"] = Preset(**{**PRESETS["default"].__dict__, **_OOD_SIZES})  # type: ignore[arg-type]
+#: ``default`` site sizes plus a second holdout site (the site designs differ: see
+#: _PRESET_TEMPLATES["harmonization"] and ["ood"]).
+_TWO_HOLDOUTS = {"n_sites": 6, "total_range": (425, 510)}
+for _name in ("harmonization", "ood"):
+    PRESETS[_name] = Preset(
+        **{**PRESETS["default"].__dict__, **_TWO_HOLDOUTS, "name": _name}  # type: ignore[arg-type]
+    )
 
 
 @dataclass

@@ -142,3 +142,45 @@ def test_a_coarse_pooled_histogram_auc_is_not_shown():
     }
     aucs, _, _ = cmp._results(report)
     assert aucs[cmp.TRAIN] is None and aucs[cmp.HOLDOUT] is None
+
+
+def test_each_holdout_site_gets_its_own_gap(tmp_path, monkeypatch):
+    """Two holdout sites whose pooled histogram AUC is too coarse to use: the gap is
+    measured per site on the sites' exact AUCs, and the note says why the pooled one is not."""
+    exact = {  # site-e has a gap that fedmi closes by 3/4; site-f has none
+        "site-e": {"pooled": 0.97, "fedavg": 0.95, "fedmi": 0.965},
+        "site-f": {"pooled": 0.98, "fedavg": 0.98, "fedmi": 0.98},
+    }
+    wobble = {0: 0.0, 1: 0.002, 2: -0.001}
+
+    def fake(*, method, seed, out_dir, **_):
+        rep = _fake_run(method="fedavg", seed=0, out_dir=out_dir)
+        rep["method"] = method
+        rep["final"]["per_site"][1:] = [
+            {"site_id": s, "role": "holdout", "auc": 0.5, "auc_exact": a[method] + wobble[seed]}
+            for s, a in exact.items()
+        ]
+        rep["final"]["pooled"]["holdout"] = {"auc": 0.6, "auc_bound": 0.3}
+        return rep
+
+    monkeypatch.setattr(runner, "run", fake)
+    doc = _compare(tmp_path, methods=["pooled", "fedavg", "fedmi"])
+    assert doc["gap_closed"]["fedmi"] is None  # the pooled column is unusable
+    e, f = doc["site_gaps"]["site-e"], doc["site_gaps"]["site-f"]
+    assert e["gap"] == pytest.approx(0.02) and e["se"] == pytest.approx(0.0, abs=1e-12)
+    assert e["closed"]["fedmi"] == pytest.approx(0.75)
+    assert f["gap"] == pytest.approx(0.0, abs=1e-12) and f["closed"]["fedmi"] is None
+    notes = "\n".join(doc["notes"])
+    assert "holdout: no FedAvg-to-pooled gap to measure: the AUC is missing" in notes
+    assert "site-e (holdout): fedmi closes 75 % of the FedAvg-to-pooled gap: meets" in notes
+    assert "site-f (holdout): no measurable FedAvg-to-pooled gap" in notes
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "site-e (holdout): fedmi closes 75 %" in md
+
+
+def test_one_holdout_site_has_no_separate_site_gap(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run", _fake_run)
+    doc = _compare(tmp_path, methods=["pooled", "fedavg", "fedmi"])
+    assert doc["site_gaps"] == {}
+    target = "holdout: fedmi closes 75 % of the FedAvg-to-pooled gap: meets the target"
+    assert [n for n in doc["notes"] if "FedAvg-to-pooled" in n] == [f"{target} of at least half."]

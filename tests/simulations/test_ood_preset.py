@@ -23,3 +23,18 @@ def test_other_presets_draw_as_before():
     assert [s.role for s in default].count("holdout") == 1
     ood = make_sites("fdg-ad", "ood", seed=0)
     assert [s.fwhm_mm for s in ood[:5]] == [s.fwhm_mm for s in default]
+
+
+def test_harmonization_preset_spans_3_5_to_14_mm():
+    """Amyloid: four training sites of three tracers on 3.5–9 mm scanners; a holdout with a
+    tracer and a vendor no training site has, and one coarser than every training site."""
+    sites = make_sites("amyloid", "harmonization", seed=0)
+    train = [s for s in sites if s.role == "train"]
+    hold = [s for s in sites if s.role == "holdout"]
+    assert [s.site_id for s in hold] == ["site-e", "site-f"]
+    assert {s.tracer for s in train} == {"pib", "florbetapir", "flutemetamol"}
+    assert 3.5 <= min(s.fwhm_mm for s in train) <= 5.0 <= 7.0 <= max(s.fwhm_mm for s in train)
+    assert hold[0].tracer not in {s.tracer for s in train}
+    assert hold[0].manufacturer not in {s.manufacturer for s in train}
+    assert 12.0 <= hold[1].fwhm_mm <= 14.0 and hold[1].model not in PET_SCANNERS
+    assert 425 <= sum(s.n_subjects for s in sites) <= 510
