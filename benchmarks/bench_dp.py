@@ -207,6 +207,7 @@ def fedavg_draw(
     defaults; the holdout site's exact AUC of the final model."""
     from sklearn.metrics import roc_auc_score
 
+    from benchmarks.bench_drift import average_states
     from client.privacy import PrivacySettings, private_round
     from client.training import TrainSettings, predict, train_local
     from server.config import MODEL_DEFAULTS
@@ -240,11 +241,7 @@ def fedavg_draw(
                     raise RuntimeError(f"{site.site_id} refused: {out.status}")
             states.append(federated_state_dict(model))
             counts.append(int(y.shape[0]))
-        total = sum(counts)
-        weights = {
-            k: sum(st[k] * (n / total) for st, n in zip(states, counts, strict=True))
-            for k in states[0]
-        }
+        weights = average_states(states, counts)
     model = build_model(ModelSpec(arch="regional"))
     load_federated_state(model, weights)
     x, y = datas[holdout].subset("all")
