@@ -4,13 +4,19 @@ Training sites of a ``fedmi`` run share only *aggregates* of the final model's e
 per-feature mean and variance over at least ``min-cell-count`` of their scans (the
 ``query.features`` reply, declared in :mod:`shared.contract`); the server pools them and
 passes the pooled moments to every site with the final model (``feat-count``,
-``feat-mean``, ``feat-var`` in the ``evaluate.external`` config).
+``feat-mean``, ``feat-var`` in the ``evaluate.external`` config), and the same moments per
+class (``-neg``/``-pos``) when every answering site had at least ``min-cell-count`` scans
+of each class.
 
 A site without trained local layers (a holdout, or a new site) then fits, per harmonization
 group, its input adapter — intensity affine and sharpening, 3 numbers per group — and, for
 the regional model, its per-region feature affine on its own *unlabelled* scans so that
 its embedding moments match the federation's (:func:`adapt_to_reference`); labels are
-never read. When no pooled moments arrive, or
+never read. With per-class moments the regional model's feature affine is matched to the
+federation's classes mixed at the site's own prevalence, which the site estimates without
+labels from the adapted model's probabilities (Saerens et al.'s EM for prior shift, iterated
+with the matching to a fixed point), so a site with more or fewer positives than the
+federation does not lose disease signal to the matching. When no pooled moments arrive, or
 fitting does not reduce the distance, the site evaluates with identity layers, i.e.
 exactly the federated model. Which of ``trained``/``adapted``/``identity`` was used is
 sent as the declared ``harmonization`` site field.
@@ -32,17 +38,16 @@ from client.site import SiteSettings
 from shared import contract
 from shared.harmonization import (
     HARMONIZED_METHODS,
+    ClassMoments,
     FeatureMoments,
     HarmonizedNet,
     LocalAffine,
     moment_distance,
+    reference_from_config,
 )
 from shared.model import ModelSpec, load_federated_state
 
 log = logging.getLogger(__name__)
-
-#: Keys of the pooled moments in the ``evaluate.external`` config.
-REFERENCE_KEYS = ("feat-count", "feat-mean", "feat-var")
 
 
 @torch.no_grad()
@@ -116,6 +121,7 @@ def adapt_to_reference(
     x: torch.Tensor,
     ref: FeatureMoments,
     *,
+    classes: ClassMoments | None = None,
     steps: int = 40,
     lr: float = 0.05,
     batch_size: int = 64,
@@ -133,15 +139,19 @@ def adapt_to_reference(
        after its per-scan standardisation): in closed form, so each group with at least
        :data:`MIN_GROUP_SCANS` scans gets the federation's per-feature mean and variance —
        a location/scale harmonization in the spirit of ComBat, against moments the
-       training sites shared only as aggregates.
+       training sites shared only as aggregates. With ``classes`` the target is the
+       federation's classes mixed at the site's own prevalence
+       (:func:`_match_at_own_prevalence`).
 
-    The fitted values are kept only if the distance over all of ``x`` went down; otherwise
-    every fitted layer is reset.
+    The fitted values are kept only if the distance over all of ``x`` to the final target
+    went down; otherwise every fitted layer is reset.
     """
     params = model.adapter_parameters()
     affines = [a for a in model.feature_affines() if a.dweight.weight.shape[1] == len(ref.mean)]
-    before = _distance(model, x, ref)
+    groups = scan_groups(model, x)
+    unadapted = evaluated_features(model, x)
     if (not params and not affines) or len(x) < 2:
+        before = float(grouped_distance(unadapted, groups, ref))
         return AdaptResult(before, before, False, 0)
     fitted = params + [p for a in affines for p in a.parameters()]
     saved = [p.detach().clone() for p in fitted]
@@ -149,9 +159,14 @@ def adapt_to_reference(
     if params:
         _fit_adapter(model, params, x, ref, steps=steps, lr=lr, batch=batch_size, seed=seed, l2=l2)
         taken = steps
-    for affine in affines:
-        _match_affine(model, affine, x, ref)
-    after = _distance(model, x, ref)
+    target = ref
+    if affines and classes is not None:
+        target = _match_at_own_prevalence(model, affines, x, classes)
+    else:
+        for affine in affines:
+            _match_affine(model, affine, x, ref)
+    before = float(grouped_distance(unadapted, groups, target))
+    after = _distance(model, x, target)
     if not after < before:
         with torch.no_grad():
             for p, v in zip(fitted, saved, strict=True):
@@ -159,6 +174,69 @@ def adapt_to_reference(
         return AdaptResult(before, before, False, taken)
     log.info("label-free adaptation: moment distance %.4f -> %.4f", before, after)
     return AdaptResult(before, after, True, taken)
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, x: torch.Tensor, batch: int = 32) -> np.ndarray:
+    """Predicted probability of the positive class for every scan of ``x`` (eval mode)."""
+    model.eval()
+    logits = [model(x[i : i + batch]).double().flatten() for i in range(0, len(x), batch)]
+    return torch.sigmoid(torch.cat(logits)).numpy()
+
+
+def prior_shift_prevalence(
+    p: np.ndarray, train_prevalence: float, *, iterations: int = 200, tol: float = 1e-7
+) -> float:
+    """A site's prevalence from probabilities calibrated at ``train_prevalence`` (no labels).
+
+    The EM of Saerens, Latinne and Decaestecker (Neural Computation 2002): re-weight each
+    posterior by the ratio of the new to the training prior, average, repeat. The plain
+    mean of the probabilities is biased towards ``train_prevalence``. (Ten lines here
+    rather than a quantification library as a dependency.)
+    """
+    pi0 = float(np.clip(train_prevalence, 1e-6, 1 - 1e-6))
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+    pi = pi0
+    for _ in range(iterations):
+        a = (pi / pi0) * q
+        new = float(np.mean(a / (a + ((1 - pi) / (1 - pi0)) * (1 - q))))
+        if abs(new - pi) < tol:
+            return new
+        pi = new
+    return pi
+
+
+def _match_at_own_prevalence(
+    model: HarmonizedNet,
+    affines: list[LocalAffine],
+    x: torch.Tensor,
+    classes: ClassMoments,
+    *,
+    iterations: int = 50,
+    tol: float = 1e-4,
+) -> FeatureMoments:
+    """Match ``affines`` to the classes mixed at the prevalence the adapted model implies.
+
+    Starting from the federation's prevalence, the affines are matched to
+    :meth:`ClassMoments.mixture` at the current estimate, and the estimate becomes
+    :func:`prior_shift_prevalence` of the adapted model's probabilities on ``x``, until it
+    moves by less than ``tol``. Returns the final target moments.
+    """
+    prevalence = classes.prevalence
+    target = classes.mixture(prevalence)
+    for _ in range(iterations):
+        for affine in affines:
+            _match_affine(model, affine, x, target)
+        estimate = prior_shift_prevalence(probabilities(model, x), classes.prevalence)
+        if abs(estimate - prevalence) < tol:
+            break
+        prevalence = estimate
+        target = classes.mixture(prevalence)
+    else:  # not settled: the layers still match the last target
+        for affine in affines:
+            _match_affine(model, affine, x, target)
+    log.info("label-free adaptation at an estimated prevalence of %.2f", prevalence)
+    return target
 
 
 def _fit_adapter(
@@ -227,27 +305,6 @@ def _match_affine(
         affine.dbias.weight[int(g)] = (rm - scale * z.mean(0)).to(affine.dbias.weight.dtype)
 
 
-def reference_from_config(config: Mapping[str, object] | None) -> FeatureMoments | None:
-    """The pooled moments the server sent with the final model, if any."""
-    c = dict(config or {})
-    if not all(k in c for k in REFERENCE_KEYS):
-        return None
-    mean = np.asarray(c["feat-mean"], dtype=np.float64)
-    var = np.asarray(c["feat-var"], dtype=np.float64)
-    if mean.shape != var.shape or mean.ndim != 1 or not np.isfinite(mean).all():
-        return None
-    return FeatureMoments(int(c["feat-count"]), mean, np.maximum(var, 0.0))  # type: ignore[arg-type]
-
-
-def reference_config(ref: FeatureMoments) -> dict[str, object]:
-    """Pooled moments as config-record values (the inverse of :func:`reference_from_config`)."""
-    return {
-        "feat-count": int(ref.count),
-        "feat-mean": [float(v) for v in ref.mean],
-        "feat-var": [float(v) for v in ref.var],
-    }
-
-
 def local_layers(
     site: SiteSettings, task: str, config: Mapping[str, object] | None, data: SiteData
 ) -> SiteHarmonization | None:
@@ -279,10 +336,10 @@ def evaluation_model(
     x, y = hz.subset(data, which)
     status = hz.status
     if status != "trained":
-        ref = reference_from_config(config)
+        ref, classes = reference_from_config(config)
         if ref is not None and hz.method == "fedmi":
             xa, _ = hz.subset(data, "all")  # unlabelled use only
-            result = adapt_to_reference(hz.model, xa, ref)
+            result = adapt_to_reference(hz.model, xa, ref, classes=classes)
             status = "adapted" if result.adapted else "identity"
             if result.adapted:
                 hz.save("adapted")
@@ -297,7 +354,8 @@ def handle_features(
     """``query.features``: embedding moments of the final model over all the site's scans.
 
     Only a training site with trained local layers answers with moments, and only over at
-    least ``min-cell-count`` scans; otherwise the reply carries counts only.
+    least ``min-cell-count`` scans; otherwise the reply carries counts only. The moments
+    per class are added when each class holds at least ``min-cell-count`` scans.
     """
     from client.runtime import Instruction, site_data
 
@@ -314,10 +372,18 @@ def handle_features(
         status = "suppressed"
     else:
         load_federated_state(hz.model, dict(arrays_state))
-        x, _ = hz.subset(data, "all")  # labels unused
+        x, y = hz.subset(data, "all")
         m = feature_moments(hz.model, x)
         metrics["feat-mean"] = [float(v) for v in m.mean]
         metrics["feat-var"] = [float(v) for v in m.var]
+        positive = y.bool()
+        n_pos = int(positive.sum())
+        if min(n_pos, len(y) - n_pos) >= site.min_cell_count:  # each class a releasable cell
+            metrics["num-positive"] = n_pos
+            for suffix, mask in (("-neg", ~positive), ("-pos", positive)):
+                c = feature_moments(hz.model, x[mask])
+                metrics[f"feat-mean{suffix}"] = [float(v) for v in c.mean]
+                metrics[f"feat-var{suffix}"] = [float(v) for v in c.var]
     return RecordDict(
         {
             contract.METRICS: MetricRecord(metrics),  # type: ignore[arg-type]

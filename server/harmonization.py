@@ -2,8 +2,8 @@
 
 After the last round the server sends the final model to the training sites in a
 ``query.features`` message; each answers with per-feature mean and variance of its
-embedding over at least its min cell count of scans (declared in
-:mod:`shared.contract`). The pooled moments go to every site with the final model in the
+embedding over at least its min cell count of scans, and per class when each class
+reaches it (declared in :mod:`shared.contract`). The pooled moments go to every site with the final model in the
 ``evaluate.external`` config, where a site without trained local layers fits its input
 adapter to them (``client.adaptation``).
 """
@@ -20,7 +20,7 @@ from server.collect import collect_from_training_sites
 from server.config import RunConfig
 from server.history import RunHistory
 from shared import contract
-from shared.harmonization import FeatureMoments, pool_moments
+from shared.harmonization import ClassMoments, FeatureMoments, pool_moments, reference_config
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,32 @@ def pooled_reference(replies: list[dict]) -> FeatureMoments | None:
     return pool_moments(parts)
 
 
+def pooled_classes(replies: list[dict]) -> ClassMoments | None:
+    """Pool the per-class moments when every site that sent moments sent them per class.
+
+    All or nothing: mixed at the federation's prevalence, the per-class moments then give
+    exactly the pooled moments of :func:`pooled_reference`.
+    """
+    sent = [r for r in replies if "feat-mean" in r and "feat-var" in r]
+    keys = ("num-positive", "feat-mean-neg", "feat-var-neg", "feat-mean-pos", "feat-var-pos")
+    if not sent or not all(all(k in r for k in keys) for r in sent):
+        return None
+    classes = {}
+    for suffix in ("-neg", "-pos"):
+        parts = []
+        for r in sent:
+            n_pos = int(r["num-positive"])
+            count = n_pos if suffix == "-pos" else int(r["num-examples"]) - n_pos
+            mean = np.asarray(r[f"feat-mean{suffix}"], dtype=np.float64)
+            parts.append(FeatureMoments(count, mean, np.asarray(r[f"feat-var{suffix}"])))
+        if len({p.mean.shape for p in parts}) > 1:
+            return None
+        classes[suffix] = pool_moments(parts)
+    if classes["-neg"] is None or classes["-pos"] is None:
+        return None
+    return ClassMoments(classes["-neg"], classes["-pos"])
+
+
 def collect_feature_reference(
     grid: Grid,
     arrays: ArrayRecord,
@@ -67,9 +93,11 @@ def collect_feature_reference(
     if ref is None:
         log.warning("no training site sent feature moments: unseen sites use identity layers")
         return {}
-    log.info("pooled embedding moments of %d site(s), %d scans", len(good), ref.count)
-    return {
-        "feat-count": int(ref.count),
-        "feat-mean": [float(v) for v in ref.mean],
-        "feat-var": [float(v) for v in ref.var],
-    }
+    classes = pooled_classes(good)
+    log.info(
+        "pooled embedding moments of %d site(s), %d scans (%s)",
+        len(good),
+        ref.count,
+        "per class too" if classes is not None else "not per class",
+    )
+    return reference_config(ref, classes)

@@ -176,12 +176,29 @@ QUERY_METRICS: dict[str, MetricSpec] = {
 #: ``query.features`` replies (``fedmi`` runs): per-feature mean and population variance
 #: of the final model's embedding over all of a training site's scans — aggregates over
 #: at least the site's min cell count of scans, never per-scan values; a site under its
-#: small-cell rule replies ``suppressed`` with the count only.
+#: small-cell rule replies ``suppressed`` with the count only. The same moments per class
+#: (``-neg``/``-pos``, with ``num-positive``) are added only when each class holds at
+#: least the min cell count of scans; they let an unseen site match the federation at its
+#: own prevalence (:meth:`shared.harmonization.ClassMoments.mixture`).
 FEATURE_DIM_MAX = 1024
+#: The per-feature lists of a ``query.features`` reply (one common length).
+FEATURE_LISTS = (
+    "feat-mean",
+    "feat-var",
+    "feat-mean-neg",
+    "feat-var-neg",
+    "feat-mean-pos",
+    "feat-var-pos",
+)
 FEATURE_METRICS: dict[str, MetricSpec] = {
     "num-examples": _COUNT,
-    "feat-mean": MetricSpec("float-list", -1e9, 1e9),
-    "feat-var": MetricSpec("float-list", 0.0, 1e18),
+    "num-positive": _COUNT,
+    **{
+        k: MetricSpec("float-list", 0.0, 1e18)
+        if "var" in k
+        else MetricSpec("float-list", -1e9, 1e9)
+        for k in FEATURE_LISTS
+    },
 }
 #: Which site-local harmonization layers a site evaluated with (``harmonization`` site
 #: field of evaluate replies in ``fedbn``/``fedmi`` runs): trained at the site, adapted
@@ -407,9 +424,9 @@ def check_reply(
             _metric_problems(evaluation, EVAL_METRICS, "evaluations", "evaluation metric")
         )
     if message_type == FEATURES and metrics is not None and _record_kind(metrics) == "metric":
-        lengths = {len(metrics[k]) for k in ("feat-mean", "feat-var") if k in metrics}  # type: ignore[arg-type]
+        lengths = {len(metrics[k]) for k in FEATURE_LISTS if k in metrics}  # type: ignore[arg-type]
         if len(lengths) > 1 or any(n > FEATURE_DIM_MAX for n in lengths):
-            problems.append("feat-mean and feat-var must have one common length")
+            problems.append(f"{', '.join(FEATURE_LISTS)} must have one common length")
     if message_type == OOD_STATS and metrics is not None and _record_kind(metrics) == "metric":
         problems.extend(_ood_stats_problems(metrics))  # type: ignore[arg-type]
     if base == TRAIN and status == "ok":

@@ -285,6 +285,36 @@ def pool_moments(parts: Sequence[FeatureMoments]) -> FeatureMoments | None:
     return FeatureMoments(n, np.asarray(mean), np.maximum(np.asarray(second - mean**2), 0.0))
 
 
+@dataclass(frozen=True)
+class ClassMoments:
+    """The training sites' feature moments per class (Aβ−/Aβ+, CN/AD, HC/PD).
+
+    Matching an unseen site to the pooled moments treats a difference in disease
+    prevalence as a scanner effect and removes part of the disease signal from the site's
+    mean (the limit of ComBat-style location/scale matching under prevalence shift,
+    PHANTOM_SPEC §3.4). :meth:`mixture` gives the moments the federation's scans would
+    have at another prevalence, so a site can be matched at its own.
+    """
+
+    neg: FeatureMoments
+    pos: FeatureMoments
+
+    @property
+    def prevalence(self) -> float:
+        """The share of positives among the pooled scans."""
+        return self.pos.count / (self.pos.count + self.neg.count)
+
+    def mixture(self, prevalence: float) -> FeatureMoments:
+        """Moments of the two classes mixed at ``prevalence`` (law of total variance)."""
+        p = float(np.clip(prevalence, 0.0, 1.0))
+        gap = self.pos.mean - self.neg.mean
+        return FeatureMoments(
+            self.pos.count + self.neg.count,
+            p * self.pos.mean + (1.0 - p) * self.neg.mean,
+            p * self.pos.var + (1.0 - p) * self.neg.var + p * (1.0 - p) * gap**2,
+        )
+
+
 def moment_distance(
     mean: torch.Tensor | np.ndarray,
     var: torch.Tensor | np.ndarray,
@@ -298,3 +328,53 @@ def moment_distance(
     d_mean = (mean - rm) ** 2 / (rv + eps)
     d_var = torch.log((var + eps) / (rv + eps)) ** 2
     return (d_mean + d_var).mean()
+
+
+#: Run-config keys of the pooled moments the server sends with the final model
+#: (``evaluate.external``); the per-class moments use the same keys with ``-neg``/``-pos``.
+REFERENCE_KEYS = ("feat-count", "feat-mean", "feat-var")
+
+
+def _moments_config(m: FeatureMoments, suffix: str = "") -> dict[str, object]:
+    return {
+        f"feat-count{suffix}": int(m.count),
+        f"feat-mean{suffix}": [float(v) for v in m.mean],
+        f"feat-var{suffix}": [float(v) for v in m.var],
+    }
+
+
+def reference_config(ref: FeatureMoments, classes: ClassMoments | None = None) -> dict[str, object]:
+    """Pooled (and per-class) moments as config-record values (see :func:`reference_from_config`)."""
+    out = _moments_config(ref)
+    if classes is not None:
+        out |= _moments_config(classes.neg, "-neg") | _moments_config(classes.pos, "-pos")
+    return out
+
+
+def _moments_from(c: Mapping[str, object], suffix: str = "") -> FeatureMoments | None:
+    keys = [f"{k}{suffix}" for k in REFERENCE_KEYS]
+    if not all(k in c for k in keys):
+        return None
+    mean = np.asarray(c[keys[1]], dtype=np.float64)
+    var = np.asarray(c[keys[2]], dtype=np.float64)
+    if mean.shape != var.shape or mean.ndim != 1 or not np.isfinite(mean).all():
+        return None
+    return FeatureMoments(int(c[keys[0]]), mean, np.maximum(var, 0.0))  # type: ignore[call-overload]
+
+
+def reference_from_config(
+    config: Mapping[str, object] | None,
+) -> tuple[FeatureMoments | None, ClassMoments | None]:
+    """The pooled moments the server sent with the final model, and the per-class ones.
+
+    Either is ``None`` when absent or malformed; the per-class moments also when a class
+    is empty or their width differs from the pooled moments'.
+    """
+    c = dict(config or {})
+    ref = _moments_from(c)
+    neg, pos = _moments_from(c, "-neg"), _moments_from(c, "-pos")
+    if ref is None or neg is None or pos is None:
+        return ref, None
+    if min(neg.count, pos.count) <= 0 or not neg.mean.shape == pos.mean.shape == ref.mean.shape:
+        return ref, None
+    return ref, ClassMoments(neg, pos)

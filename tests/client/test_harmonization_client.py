@@ -13,14 +13,21 @@ from client.adaptation import (
     adapt_to_reference,
     feature_moments,
     grouped_distance,
-    reference_config,
     scan_groups,
 )
 from client.app import build_client_app
 from client.data import SiteData
 from client.site import SiteSettings
 from shared import contract
-from shared.harmonization import FeatureMoments, build_method_model, moment_distance, with_groups
+from shared.harmonization import (
+    ClassMoments,
+    FeatureMoments,
+    HarmonizedNet,
+    build_method_model,
+    moment_distance,
+    reference_config,
+    with_groups,
+)
 from shared.model import ModelSpec, federated_state_dict, local_state_dict
 from shared.tasks import get_task
 
@@ -258,3 +265,109 @@ def test_scan_groups_follow_the_headers(tiny_fdg, tmp_path):
     )
     rows[i] = {**rows[i], "model": "Other Scanner"}
     assert len(set(local_state.scan_group_keys(rows, "fdg-ad"))) == 2
+
+
+def test_feature_reply_adds_class_moments_only_for_releasable_classes(
+    flower_identity, context_for, tmp_path
+):
+    """A training site's ``query.features`` reply: pooled moments over all its scans, and
+    per class only when each class holds at least the site's min cell count of scans."""
+    app = build_client_app()
+    torch.manual_seed(0)
+    sent = contract.array_record(federated_state_dict(build_method_model("fedmi")))
+
+    def ask(kind: str, ctx: Context, arrays=sent) -> RecordDict:
+        msg = Message(
+            content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: arrays}),
+            dst_node_id=7,
+            message_type=kind,
+        )
+        return app(msg, ctx).content
+
+    trained = ask(contract.TRAIN, context_for("site-a"))[contract.ARRAYS]
+    reply = ask(contract.FEATURES, context_for("site-a"), trained)
+    m = reply[contract.METRICS]
+    assert (
+        reply[contract.SITE]["status"] == "ok"
+        and contract.check_reply(contract.FEATURES, reply) == []
+    )
+    n, n_pos = int(m["num-examples"]), int(m["num-positive"])
+    assert 0 < n_pos < n
+    for key in contract.FEATURE_LISTS:
+        assert len(m[key]) == len(m["feat-mean"])
+    # pooled = the two classes mixed at the site's prevalence (law of total variance)
+    neg = FeatureMoments(n - n_pos, np.array(m["feat-mean-neg"]), np.array(m["feat-var-neg"]))
+    pos = FeatureMoments(n_pos, np.array(m["feat-mean-pos"]), np.array(m["feat-var-pos"]))
+    mixed = ClassMoments(neg, pos).mixture(n_pos / n)
+    np.testing.assert_allclose(mixed.mean, m["feat-mean"], atol=1e-9)
+    np.testing.assert_allclose(mixed.var, m["feat-var"], rtol=1e-6, atol=1e-9)
+    # a min cell count above the smaller class: pooled moments only
+    ctx = context_for("site-a")
+    ctx.node_config["min-cell-count"] = min(n_pos, n - n_pos) + 1
+    m2 = ask(contract.FEATURES, ctx, trained)[contract.METRICS]
+    assert "feat-mean" in m2 and "num-positive" not in m2
+    assert not any(k.endswith(("-neg", "-pos")) for k in m2)
+
+
+def test_regional_holdout_is_matched_at_its_own_prevalence():
+    """Scans drawn from the federation's own two classes, but 80 % positive where the
+    federation has 40 %: matching to the pooled moments pulls the site's predictions
+    towards the federation's prevalence; matching to the classes mixed at the site's
+    estimated prevalence leaves them nearly as they were."""
+    from client.adaptation import evaluated_features, probabilities
+    from shared.tasks import TEMPLATE_GRID_4MM
+
+    spec = ModelSpec(arch="regional")
+    torch.manual_seed(0)
+    model = build_method_model("fedmi", spec, n_groups=1)
+    rng = np.random.default_rng(0)
+    shape = (1, *TEMPLATE_GRID_4MM.shape)
+    z = np.linspace(-1.0, 1.0, shape[-1])
+
+    def scans(n: int, positive: bool) -> torch.Tensor:  # positives: an inferior-superior gradient
+        gain = (
+            rng.uniform(0.25, 0.55, (n, 1, 1, 1, 1))
+            if positive
+            else rng.uniform(0.0, 0.3, (n, 1, 1, 1, 1))
+        )
+        v = rng.uniform(0.9, 1.1, (n, *shape)) * (1.0 + gain * z)
+        return torch.tensor(v, dtype=torch.float32)
+
+    fed_neg, fed_pos = scans(60, False), scans(40, True)
+    f_neg, f_pos = evaluated_features(model, fed_neg), evaluated_features(model, fed_pos)
+    with torch.no_grad():  # a head along the class difference, centred between the classes
+        w = f_pos.mean(0) - f_neg.mean(0)
+        w = 6.0 * w / (w @ w)
+        head = model.backbone.head
+        head.weight.copy_(w.float().view_as(head.weight))
+        head.bias.fill_(float(-(w @ (f_pos.mean(0) + f_neg.mean(0)) / 2)))
+    classes = ClassMoments(feature_moments(model, fed_neg), feature_moments(model, fed_pos))
+    ref = classes.mixture(classes.prevalence)
+    site = with_groups(torch.cat([scans(8, False), scans(32, True)]), [0] * 40)
+    before = probabilities(model, site).mean()
+
+    def adapted(**kw: object) -> HarmonizedNet:
+        m = build_method_model("fedmi", spec, n_groups=1)
+        m.load_state_dict(model.state_dict())
+        adapt_to_reference(m, site, ref, **kw)  # type: ignore[arg-type]
+        return m
+
+    plain, own = adapted(), adapted(classes=classes)
+    p_plain, p_own = probabilities(plain, site).mean(), probabilities(own, site).mean()
+    assert p_plain < before - 0.05  # pulled towards the federation's 40 %
+    assert abs(p_own - before) < abs(p_plain - before) / 3
+
+
+def test_prior_shift_prevalence_recovers_a_sites_prevalence():
+    """Posteriors exact under a 40 % training prior, on a site with 80 % positives: the
+    mean posterior is biased towards 40 %; the EM estimate is not."""
+    from client.adaptation import prior_shift_prevalence
+
+    rng = np.random.default_rng(0)
+    y = rng.random(20_000) < 0.8
+    s = rng.normal(np.where(y, 1.0, -1.0), 1.0)
+    like = np.exp(-((s - 1) ** 2) / 2) * 0.4
+    p = like / (like + np.exp(-((s + 1) ** 2) / 2) * 0.6)  # Bayes at the training prior
+    assert p.mean() < 0.72
+    assert prior_shift_prevalence(p, 0.4) == pytest.approx(0.8, abs=0.01)
+    assert prior_shift_prevalence(p, 0.4) == pytest.approx(y.mean(), abs=0.01)

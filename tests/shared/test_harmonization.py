@@ -9,11 +9,14 @@ from opacus import GradSampleModule
 
 from shared import contract
 from shared.harmonization import (
+    ClassMoments,
     FeatureMoments,
     build_method_model,
     group_key,
     moment_distance,
     pool_moments,
+    reference_config,
+    reference_from_config,
     with_groups,
 )
 from shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
@@ -115,3 +118,58 @@ def test_feature_reply_and_harmonization_field_are_declared():
     assert contract.check_reply(contract.EXTERNAL, ev) == []
     ev[contract.SITE]["harmonization"] = "averaged-secretly"
     assert contract.check_reply(contract.EXTERNAL, ev)
+
+
+def _moments(v: np.ndarray) -> FeatureMoments:
+    return FeatureMoments(len(v), v.mean(0), v.var(0))
+
+
+def test_class_mixture_is_exact():
+    """Mixed at the pooled prevalence the classes give the pooled moments; at another
+    prevalence, the moments of scans drawn in that proportion."""
+    rng = np.random.default_rng(1)
+    neg, pos = rng.normal(size=(30, 3)), rng.normal(1.5, 2.0, size=(20, 3))
+    classes = ClassMoments(_moments(neg), _moments(pos))
+    assert classes.prevalence == pytest.approx(0.4)
+    pooled = pool_moments([classes.neg, classes.pos])
+    assert pooled is not None
+    mixed = classes.mixture(0.4)
+    np.testing.assert_allclose(mixed.mean, pooled.mean)
+    np.testing.assert_allclose(mixed.var, pooled.var)
+    # 80 % positives: 5 negatives with all 20 positives
+    sub = np.concatenate([neg[:5], pos])
+    shifted = ClassMoments(_moments(neg[:5]), _moments(pos)).mixture(0.8)
+    np.testing.assert_allclose(shifted.mean, sub.mean(0))
+    np.testing.assert_allclose(shifted.var, sub.var(0))
+
+
+def test_reference_config_round_trip():
+    rng = np.random.default_rng(2)
+    neg, pos = _moments(rng.normal(size=(12, 4))), _moments(rng.normal(1.0, size=(10, 4)))
+    classes = ClassMoments(neg, pos)
+    ref = classes.mixture(classes.prevalence)
+    got, got_classes = reference_from_config(reference_config(ref, classes))
+    assert got is not None and got_classes is not None
+    np.testing.assert_allclose(got.mean, ref.mean)
+    np.testing.assert_allclose(got_classes.pos.var, pos.var)
+    assert (got_classes.neg.count, got_classes.pos.count) == (12, 10)
+    # without classes, with a class of another width, or with an empty class: pooled only
+    assert reference_from_config(reference_config(ref))[1] is None
+    bad = reference_config(ref, classes) | {"feat-mean-pos": [0.0], "feat-var-pos": [1.0]}
+    assert reference_from_config(bad)[1] is None
+    empty = reference_config(ref, classes) | {"feat-count-neg": 0}
+    assert reference_from_config(empty)[1] is None
+    assert reference_from_config({}) == (None, None)
+
+
+def test_feature_reply_with_class_moments_is_declared():
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+    site = ConfigRecord({"site-id": "a", "role": "train", "status": "ok", "task": "amyloid"})
+    lists = {k: [0.1, 0.2] for k in contract.FEATURE_LISTS}
+    metrics = {"num-examples": 24, "num-positive": 11, **lists}
+    ok = RecordDict({contract.METRICS: MetricRecord(metrics), contract.SITE: site})
+    assert contract.check_reply(contract.FEATURES, ok) == []
+    ragged = dict(metrics, **{"feat-var-pos": [1.0]})
+    bad = RecordDict({contract.METRICS: MetricRecord(ragged), contract.SITE: site})
+    assert any("one common length" in p for p in contract.check_reply(contract.FEATURES, bad))
