@@ -4,8 +4,8 @@
         [--rounds 6] [--local-epochs 0] [--batch-size -1] [--lr 0] [--seeds 0 1 2] \\
         [--split sites|iid]
 
-For each seed, on an ingested federation (``fedmi-sim generate``; ``fedmi-sim run`` or
-``compare`` ingests it), FedAvg runs in one process — every training site trains a copy of
+For each seed, on a federation written by ``fedmi-sim generate`` (ingested first, or read
+from its ingest cache), FedAvg runs in one process — every training site trains a copy of
 the global model on its own train split with :func:`client.training.train_local`, the
 server averages the federated weights by example count — and the pooled baseline trains
 the same model on all training sites' train splits for ``rounds × local epochs`` epochs,
@@ -65,7 +65,7 @@ def paired_gap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | N
     return statistics.fmean(diffs), se
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict[str, float]]:
+def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict[str, float]]:
     """Holdout AUCs of FedAvg and pooled for one seed: ``{method: {site: auc}}``."""
     from sklearn.metrics import roc_auc_score
 
@@ -75,12 +75,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict[str, float]]
     from server.config import RunConfig
     from shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
     from shared.tasks import get_task
-    from simulations.runner import site_settings
 
     cfg = RunConfig(model=args.model, local_epochs=args.local_epochs, learning_rate=args.lr)
     batch = args.batch_size if args.batch_size >= 0 else cfg.effective_batch_size
     spec = ModelSpec(arch=args.model)
-    sites = site_settings(Path(args.data), Path(tempfile.mkdtemp(prefix="fedmi-drift-")))
     task = get_task(args.task)
     datas = {s.site_id: load_site_data(load_accepted(s.cache_dir), task, seed) for s in sites}
     train = [s.site_id for s in sites if s.role == "train"]
@@ -128,7 +126,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict[str, float]]
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="an ingested federation root")
+    parser.add_argument("--data", required=True, help="a federation root (fedmi-sim generate)")
     parser.add_argument("--task", default="amyloid")
     parser.add_argument("--model", default="regional", choices=["regional", "cnn"])
     parser.add_argument("--rounds", type=int, default=6)
@@ -140,11 +138,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split", default="sites", choices=["sites", "iid"])
     args = parser.parse_args(argv)
+    from simulations.runner import ingest_all, site_settings
+
+    if not (Path(args.data) / "federation.json").is_file():
+        parser.error(f"--data {args.data}: not a federation root written by fedmi-sim generate")
     logging.disable(logging.WARNING)
     torch.set_num_threads(2)
+    sites = site_settings(Path(args.data), Path(tempfile.mkdtemp(prefix="fedmi-drift-")))
+    ingest_all(sites, args.task)  # cached: an ingested federation is only read
     per_seed = []
     for seed in args.seeds:
-        per_seed.append(run_seed(args, seed))
+        per_seed.append(run_seed(args, sites, seed))
         print(seed, json.dumps(per_seed[-1]), flush=True)
     summary: dict[str, dict[str, object]] = {}
     for site in per_seed[0]["fedavg"]:

@@ -38,9 +38,6 @@ def test_paired_gap():
 
 
 def test_one_run_on_a_tiny_federation(tiny_fdg, tmp_path, capsys):
-    from simulations.runner import ingest_all, site_settings
-
-    ingest_all(site_settings(tiny_fdg, tmp_path), "fdg-ad")
     for split in ("sites", "iid"):
         summary = bd.main(
             ["--data", str(tiny_fdg), "--task", "fdg-ad", "--rounds", "2", "--seeds", "0", "1"]
@@ -52,3 +49,10 @@ def test_one_run_on_a_tiny_federation(tiny_fdg, tmp_path, capsys):
         assert row["pooled-minus-fedavg"] == pytest.approx(row["pooled"] - row["fedavg"], abs=2e-4)
         assert row["se"] is not None
     assert '"split": "iid"' in capsys.readouterr().out
+
+
+def test_a_folder_that_is_no_federation_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bd.main(["--data", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "not a federation root written by fedmi-sim generate" in capsys.readouterr().err
