@@ -3,9 +3,9 @@
 After the last round the server sends the final model to the training sites in a
 ``query.features`` message; each answers with per-feature mean and variance of its
 embedding over at least its min cell count of scans, and per class when each class
-reaches it (declared in :mod:`shared.contract`). The pooled moments go to every site with the final model in the
-``evaluate.external`` config, where a site without trained local layers fits its input
-adapter to them (``client.adaptation``).
+reaches it (declared in :mod:`shared.contract`). The pooled moments go to every site with
+the final model in the ``evaluate.external`` config, where a site without trained local
+layers fits its local layers to them (``client.adaptation``).
 """
 
 from __future__ import annotations
@@ -28,21 +28,27 @@ log = logging.getLogger(__name__)
 ADAPTING_METHODS = ("fedmi",)
 
 
-def pooled_reference(replies: list[dict]) -> FeatureMoments | None:
-    """Pool accepted ``query.features`` metrics (``num-examples``, ``feat-mean``, ``feat-var``)."""
-    parts = [
-        FeatureMoments(
-            int(r["num-examples"]),
-            np.asarray(r["feat-mean"], dtype=np.float64),
-            np.asarray(r["feat-var"], dtype=np.float64),
-        )
-        for r in replies
-        if "feat-mean" in r and "feat-var" in r
-    ]
+def _reply_moments(r: dict, suffix: str = "") -> FeatureMoments:
+    """The moments of one ``query.features`` reply: all scans, or one class (``-neg``/``-pos``)."""
+    n, n_pos = int(r["num-examples"]), int(r.get("num-positive", 0))
+    count = {"": n, "-pos": n_pos, "-neg": n - n_pos}[suffix]
+    return FeatureMoments(
+        count,
+        np.asarray(r[f"feat-mean{suffix}"], dtype=np.float64),
+        np.asarray(r[f"feat-var{suffix}"], dtype=np.float64),
+    )
+
+
+def _pooled(parts: list[FeatureMoments]) -> FeatureMoments | None:
     if len({p.mean.shape for p in parts}) > 1:
         log.warning("feature moments of different widths: not pooled")
         return None
     return pool_moments(parts)
+
+
+def pooled_reference(replies: list[dict]) -> FeatureMoments | None:
+    """Pool accepted ``query.features`` metrics (``num-examples``, ``feat-mean``, ``feat-var``)."""
+    return _pooled([_reply_moments(r) for r in replies if "feat-mean" in r and "feat-var" in r])
 
 
 def pooled_classes(replies: list[dict]) -> ClassMoments | None:
@@ -52,23 +58,11 @@ def pooled_classes(replies: list[dict]) -> ClassMoments | None:
     exactly the pooled moments of :func:`pooled_reference`.
     """
     sent = [r for r in replies if "feat-mean" in r and "feat-var" in r]
-    keys = ("num-positive", "feat-mean-neg", "feat-var-neg", "feat-mean-pos", "feat-var-pos")
-    if not sent or not all(all(k in r for k in keys) for r in sent):
-        return None
-    classes = {}
-    for suffix in ("-neg", "-pos"):
-        parts = []
-        for r in sent:
-            n_pos = int(r["num-positive"])
-            count = n_pos if suffix == "-pos" else int(r["num-examples"]) - n_pos
-            mean = np.asarray(r[f"feat-mean{suffix}"], dtype=np.float64)
-            parts.append(FeatureMoments(count, mean, np.asarray(r[f"feat-var{suffix}"])))
-        if len({p.mean.shape for p in parts}) > 1:
-            return None
-        classes[suffix] = pool_moments(parts)
-    if classes["-neg"] is None or classes["-pos"] is None:
-        return None
-    return ClassMoments(classes["-neg"], classes["-pos"])
+    if not sent or not all("num-positive" in r and "feat-mean-pos" in r for r in sent):
+        return None  # the contract lets class moments arrive only complete
+    neg = _pooled([_reply_moments(r, "-neg") for r in sent])
+    pos = _pooled([_reply_moments(r, "-pos") for r in sent])
+    return None if neg is None or pos is None else ClassMoments(neg, pos)
 
 
 def collect_feature_reference(

@@ -424,9 +424,7 @@ def check_reply(
             _metric_problems(evaluation, EVAL_METRICS, "evaluations", "evaluation metric")
         )
     if message_type == FEATURES and metrics is not None and _record_kind(metrics) == "metric":
-        lengths = {len(metrics[k]) for k in FEATURE_LISTS if k in metrics}  # type: ignore[arg-type]
-        if len(lengths) > 1 or any(n > FEATURE_DIM_MAX for n in lengths):
-            problems.append(f"{', '.join(FEATURE_LISTS)} must have one common length")
+        problems.extend(_feature_problems(metrics))  # type: ignore[arg-type]
     if message_type == OOD_STATS and metrics is not None and _record_kind(metrics) == "metric":
         problems.extend(_ood_stats_problems(metrics))  # type: ignore[arg-type]
     if base == TRAIN and status == "ok":
@@ -472,6 +470,23 @@ def received_evaluation(content: Mapping[str, object]) -> object | None:
     if evaluation is not None:
         out[METRICS] = evaluation  # type: ignore[assignment]
     return out
+
+
+def _feature_problems(metrics: Mapping[str, object]) -> list[str]:
+    """One common length; per-class moments complete, with both classes present."""
+    problems = []
+    lengths = {len(metrics[k]) for k in FEATURE_LISTS if k in metrics}  # type: ignore[arg-type]
+    if len(lengths) > 1 or any(n > FEATURE_DIM_MAX for n in lengths):
+        problems.append(f"{', '.join(FEATURE_LISTS)} must have one common length")
+    per_class = ("num-positive", *FEATURE_LISTS[2:])
+    present = [k in metrics for k in per_class]
+    if any(present) and not all(present):
+        problems.append(f"per-class moments need all of {', '.join(per_class)}")
+    elif all(present):
+        n, n_pos = metrics.get("num-examples", 0), metrics["num-positive"]
+        if not 0 < n_pos < n:  # type: ignore[operator]
+            problems.append("num-positive must lie strictly between 0 and num-examples")
+    return problems
 
 
 def _ood_stats_problems(metrics: Mapping[str, object]) -> list[str]:

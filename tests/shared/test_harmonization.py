@@ -173,3 +173,11 @@ def test_feature_reply_with_class_moments_is_declared():
     ragged = dict(metrics, **{"feat-var-pos": [1.0]})
     bad = RecordDict({contract.METRICS: MetricRecord(ragged), contract.SITE: site})
     assert any("one common length" in p for p in contract.check_reply(contract.FEATURES, bad))
+    # per-class moments arrive complete, with both classes present, or not at all
+    partial = {k: v for k, v in metrics.items() if k != "feat-var-neg"}
+    for wrong, text in (
+        (partial, "need all of"),
+        (dict(metrics, **{"num-positive": 24}), "strictly"),
+    ):
+        reply = RecordDict({contract.METRICS: MetricRecord(wrong), contract.SITE: site})
+        assert any(text in p for p in contract.check_reply(contract.FEATURES, reply))
