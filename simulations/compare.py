@@ -281,6 +281,7 @@ def _document(
         for c in columns:
             mean, sd, n = _mean_sd(per_seed[m].get(c, []))
             summary[m][c] = {"mean": mean, "sd": sd, "n": n, "values": per_seed[m].get(c, [])}
+    pooled_gap = _gap_entry(summary, HOLDOUT)
     doc = {
         "task": task,
         "data": str(data_root),
@@ -291,7 +292,7 @@ def _document(
         "columns": columns,
         "roles": roles,
         "summary": summary,
-        "gap_closed": gap_closed(summary),
+        "gap_closed": pooled_gap["closed"],
         "harmonization": harmonization,
         "extra_config": dict(extra or {}),
         "runs": runs,
@@ -302,9 +303,9 @@ def _document(
     # histogram AUC can be too coarse to use, and a pooled gap can hide a site's)
     doc["site_gaps"] = {c: _gap_entry(summary, c) for c in holdouts} if len(holdouts) > 1 else {}
     if "fedmi" in methods:
-        doc["notes"].extend(_gap_notes(summary, HOLDOUT, "holdout"))
-        for c in doc["site_gaps"]:
-            doc["notes"].extend(_gap_notes(summary, c, f"{c} (holdout)"))
+        doc["notes"].append(_gap_note(pooled_gap, "holdout", summary))
+        for c, entry in doc["site_gaps"].items():
+            doc["notes"].append(_gap_note(entry, f"{c} (holdout)", summary))
     return doc
 
 
@@ -318,30 +319,28 @@ def _gap_entry(summary: dict[str, dict[str, dict]], column: str) -> dict[str, ob
     }
 
 
-def _gap_notes(summary: dict[str, dict[str, dict]], column: str, label: str) -> list[str]:
-    """One line on ``column``'s gap: fedmi's share against the target, or why there is none."""
-    share = gap_closed(summary, column).get("fedmi")
+def _gap_note(entry: dict, label: str, summary: dict[str, dict[str, dict]]) -> str:
+    """One line on a column's gap: fedmi's share against the target, or why there is none."""
+    share = entry["closed"].get("fedmi")
     if share is not None:
         verdict = "meets" if share >= 0.5 else "does NOT meet"
-        return [
+        return (
             f"{label}: fedmi closes {100 * share:.0f} % of the FedAvg-to-pooled gap: "
             f"{verdict} the target of at least half."
-        ]
-    found = holdout_gap(summary, column)
-    if found is None:
+        )
+    if entry["gap"] is None:
         if "fedavg" not in summary or "pooled" not in summary:
-            return [f"{label}: no FedAvg-to-pooled gap to measure (FedAvg or pooled was not run)."]
-        return [
+            return f"{label}: no FedAvg-to-pooled gap to measure (FedAvg or pooled was not run)."
+        return (
             f"{label}: no FedAvg-to-pooled gap to measure: the AUC is missing for FedAvg or "
             f"pooled (suppressed, or a pooled histogram AUC bounded to more than "
             f"±{MAX_AUC_BOUND})."
-        ]
-    gap, se = found
-    err = "" if se is None else f" ± {se:.3f} (s.e. over paired seeds)"
-    return [
+        )
+    err = "" if entry["se"] is None else f" ± {entry['se']:.3f} (s.e. over paired seeds)"
+    return (
         f"{label}: no measurable FedAvg-to-pooled gap to close: pooled − FedAvg = "
-        f"{gap:+.3f}{err}; a gap must be positive and above twice its standard error."
-    ]
+        f"{entry['gap']:+.3f}{err}; a gap must be positive and above twice its standard error."
+    )
 
 
 def _write(out_dir: Path, doc: dict, *, final: bool) -> str:
