@@ -35,6 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from client.data import SiteData
 from client.local_state import SiteHarmonization, load_site_harmonization, method_of
 from client.site import SiteSettings
+from client.training import predict
 from shared import contract
 from shared.harmonization import (
     HARMONIZED_METHODS,
@@ -133,7 +134,7 @@ def adapt_to_reference(
     Two parts, both per harmonization group and both label-free:
 
     1. the input adapter (intensity affine and sharpening, 3 numbers per group): Adam on
-       each group's moment distance (:func:`grouped_distance`) plus a small pull towards
+       each group's moment distance to ``ref`` (:func:`grouped_distance`) plus a small pull towards
        identity, the federated backbone and the norm corrections fixed;
     2. the feature-level local affines (the regional model's per-region scale and shift
        after its per-scan standardisation): in closed form, so each group with at least
@@ -174,14 +175,6 @@ def adapt_to_reference(
         return AdaptResult(before, before, False, taken)
     log.info("label-free adaptation: moment distance %.4f -> %.4f", before, after)
     return AdaptResult(before, after, True, taken)
-
-
-@torch.no_grad()
-def probabilities(model: torch.nn.Module, x: torch.Tensor, batch: int = 32) -> np.ndarray:
-    """Predicted probability of the positive class for every scan of ``x`` (eval mode)."""
-    model.eval()
-    logits = [model(x[i : i + batch]).double().flatten() for i in range(0, len(x), batch)]
-    return torch.sigmoid(torch.cat(logits)).numpy()
 
 
 def prior_shift_prevalence(
@@ -227,7 +220,9 @@ def _match_at_own_prevalence(
     for _ in range(iterations):
         for affine in affines:
             _match_affine(model, affine, x, target)
-        estimate = prior_shift_prevalence(probabilities(model, x), classes.prevalence)
+        # on the model's own device: the matching that follows runs there too
+        p = predict(model, x, device=next(model.parameters()).device)
+        estimate = prior_shift_prevalence(p, classes.prevalence)
         if abs(estimate - prevalence) < tol:
             break
         prevalence = estimate

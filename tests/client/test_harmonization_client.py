@@ -314,7 +314,8 @@ def test_regional_holdout_is_matched_at_its_own_prevalence():
     federation has 40 %: matching to the pooled moments pulls the site's predictions
     towards the federation's prevalence; matching to the classes mixed at the site's
     estimated prevalence leaves them nearly as they were."""
-    from client.adaptation import evaluated_features, probabilities
+    from client.adaptation import evaluated_features
+    from client.training import predict
     from shared.tasks import TEMPLATE_GRID_4MM
 
     spec = ModelSpec(arch="regional")
@@ -344,7 +345,7 @@ def test_regional_holdout_is_matched_at_its_own_prevalence():
     classes = ClassMoments(feature_moments(model, fed_neg), feature_moments(model, fed_pos))
     ref = classes.mixture(classes.prevalence)
     site = with_groups(torch.cat([scans(8, False), scans(32, True)]), [0] * 40)
-    before = probabilities(model, site).mean()
+    before = predict(model, site).mean()
 
     def adapted(**kw: object) -> HarmonizedNet:
         m = build_method_model("fedmi", spec, n_groups=1)
@@ -353,7 +354,7 @@ def test_regional_holdout_is_matched_at_its_own_prevalence():
         return m
 
     plain, own = adapted(), adapted(classes=classes)
-    p_plain, p_own = probabilities(plain, site).mean(), probabilities(own, site).mean()
+    p_plain, p_own = predict(plain, site).mean(), predict(own, site).mean()
     assert p_plain < before - 0.05  # pulled towards the federation's 40 %
     assert abs(p_own - before) < abs(p_plain - before) / 3
 
