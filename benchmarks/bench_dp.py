@@ -58,7 +58,7 @@ def _sync(device: torch.device) -> None:
 def _step_times(
     mode: str, batch: int, steps: int, arch: str = "cnn", device: torch.device | None = None
 ) -> float:
-    from shared.model import ModelSpec, build_model
+    from fedmi.shared.model import ModelSpec, build_model
 
     device = device or torch.device("cpu")
     torch.manual_seed(0)
@@ -90,7 +90,7 @@ def clipped_sum_error(mode: str, arch: str, device: torch.device, batch: int = 4
     a norm small enough that every example is clipped, then sums; the same model state
     under ``mode`` must give the same sum (before noise, here σ = 0).
     """
-    from shared.model import ModelSpec, build_model
+    from fedmi.shared.model import ModelSpec, build_model
 
     torch.manual_seed(1)
     x = torch.randn(batch, 1, 40, 48, 40, device=device)
@@ -153,7 +153,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def cmd_auc(args: argparse.Namespace) -> None:
-    from simulations.runner import run
+    from fedmi.simulations.runner import run
 
     results: dict[str, list[float]] = {}
     for seed in args.seeds:  # all ε for one seed first: a cut-short run still compares
@@ -202,16 +202,21 @@ def fedavg_draw(
     sites: list, datas: dict, holdout: str, eps: float | None, seed: int, rounds: int, ledger: Path
 ) -> float:
     """One FedAvg run without Flower: every training site runs the project's own round
-    (:func:`client.privacy.private_round`, real ledger under ``ledger``; plain
-    :func:`client.training.train_local` when ``eps`` is None) with the regional model's
+    (:func:`fedmi.client.privacy.settings.private_round`, real ledger under ``ledger``; plain
+    :func:`fedmi.client.training.loop.train_local` when ``eps`` is None) with the regional model's
     defaults; the holdout site's exact AUC of the final model."""
+    from fedmi.client.privacy.settings import PrivacySettings, private_round
+    from fedmi.client.training.loop import TrainSettings, predict, train_local
+    from fedmi.shared.model import (
+        ModelSpec,
+        build_model,
+        federated_state_dict,
+        load_federated_state,
+    )
+    from fedmi.shared.run_config import MODEL_DEFAULTS
     from sklearn.metrics import roc_auc_score
 
     from benchmarks.bench_drift import average_states
-    from client.privacy import PrivacySettings, private_round
-    from client.training import TrainSettings, predict, train_local
-    from server.config import MODEL_DEFAULTS
-    from shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
 
     d = MODEL_DEFAULTS["regional"]
     torch.manual_seed(seed)
@@ -253,10 +258,10 @@ def cmd_draws(args: argparse.Namespace) -> None:
     import logging
     import tempfile
 
-    from client.data import load_site_data
-    from client.ingest.report import load_accepted
-    from shared.tasks import get_task
-    from simulations.runner import site_settings
+    from fedmi.client.data import load_site_data
+    from fedmi.client.ingest.report import load_accepted
+    from fedmi.shared.tasks import get_task
+    from fedmi.simulations.runner import site_settings
 
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)

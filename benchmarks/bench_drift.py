@@ -6,7 +6,7 @@
 
 For each seed, on a federation written by ``fedmi-sim generate`` (ingested first, or read
 from its ingest cache), FedAvg runs in one process — every training site trains a copy of
-the global model on its own train split with :func:`client.training.train_local`, the
+the global model on its own train split with :func:`fedmi.client.training.loop.train_local`, the
 server averages the federated weights by example count — and the pooled baseline trains
 the same model on all training sites' train splits for ``rounds × local epochs`` epochs,
 exactly as ``fedmi-sim run --method pooled`` does. Each holdout site's exact AUC of all its
@@ -67,14 +67,18 @@ def paired_gap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | N
 
 def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict[str, float]]:
     """Holdout AUCs of FedAvg and pooled for one seed: ``{method: {site: auc}}``."""
+    from fedmi.client.data import load_site_data
+    from fedmi.client.ingest.report import load_accepted
+    from fedmi.client.training.loop import TrainSettings, predict, train_local
+    from fedmi.shared.model import (
+        ModelSpec,
+        build_model,
+        federated_state_dict,
+        load_federated_state,
+    )
+    from fedmi.shared.run_config import RunConfig
+    from fedmi.shared.tasks import get_task
     from sklearn.metrics import roc_auc_score
-
-    from client.data import load_site_data
-    from client.ingest.report import load_accepted
-    from client.training import TrainSettings, predict, train_local
-    from server.config import RunConfig
-    from shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
-    from shared.tasks import get_task
 
     cfg = RunConfig(model=args.model, local_epochs=args.local_epochs, learning_rate=args.lr)
     batch = args.batch_size if args.batch_size >= 0 else cfg.effective_batch_size
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--split", default="sites", choices=["sites", "iid"])
     args = parser.parse_args(argv)
-    from simulations.runner import ingest_all, site_settings
+    from fedmi.simulations.runner import ingest_all, site_settings
 
     if not (Path(args.data) / "federation.json").is_file():
         parser.error(f"--data {args.data}: not a federation root written by fedmi-sim generate")

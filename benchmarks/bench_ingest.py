@@ -24,14 +24,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-
-from client.ingest.geometry import LPS_TO_RAS  # noqa: E402
-from client.ingest.pipeline import ingest_site  # noqa: E402
-from client.ingest.template import template_brain  # noqa: E402
-from shared.anatomy import region_weights, tissue_on_grid  # noqa: E402
-from shared.grid import Grid  # noqa: E402
-from shared.tasks import get_task  # noqa: E402
-from simulations.dicom_writer import PetMeta, write_pet_series  # noqa: E402
+from fedmi.client.ingest.geometry import LPS_TO_RAS  # noqa: E402
+from fedmi.client.ingest.pipeline import ingest_site  # noqa: E402
+from fedmi.client.ingest.template import template_brain  # noqa: E402
+from fedmi.shared.anatomy import region_weights, tissue_on_grid  # noqa: E402
+from fedmi.shared.grid import Grid  # noqa: E402
+from fedmi.shared.tasks import get_task  # noqa: E402
+from fedmi.simulations.dicom_writer import PetMeta, write_pet_series  # noqa: E402
 
 TASK = "fdg-ad"
 

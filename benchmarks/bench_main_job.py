@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    sim = [sys.executable, "-m", "simulations.cli"]
+    sim = [sys.executable, "-m", "fedmi.simulations.cli"]
     result: dict[str, object] = {"task": args.task}
 
     main_dir = out / "main"

@@ -2,8 +2,8 @@
 
     python -m benchmarks.bench_training [--threads 1] [--batch 16] [--steps 20]
 
-Plain training (:func:`client.training.train_local`, bf16 autocast on a GPU) and DP-SGD
-(:func:`client.dp_training.train_private`: Poisson sampling, per-sample clipping, noise,
+Plain training (:func:`fedmi.client.training.loop.train_local`, bf16 autocast on a GPU) and DP-SGD
+(:func:`fedmi.client.privacy.dp_sgd.train_private`: Poisson sampling, per-sample clipping, noise,
 the model's own ``grad_sample_mode``). Synthetic inputs on the task grid; the numbers are
 for comparing later changes, not a test.
 """
@@ -15,10 +15,9 @@ import json
 import time
 
 import torch
-
-from client.dp_training import train_private
-from client.training import TrainSettings, train_local
-from shared.model import ARCHITECTURES, ModelSpec, build_model
+from fedmi.client.privacy.dp_sgd import train_private
+from fedmi.client.training.loop import TrainSettings, train_local
+from fedmi.shared.model import ARCHITECTURES, ModelSpec, build_model
 
 
 def throughput(

@@ -66,12 +66,11 @@ def screenshot(html: Path, png: Path, width: int = 1200, height: int = 7000) -> 
 def demo_report(out_dir: Path) -> Path:
     """A synthetic but complete report (3 sites, 5 rounds, LOSO, privacy) written to ``out_dir``."""
     import numpy as np
-
-    from client.validation import evaluation_statistics
-    from server.config import RunConfig
-    from server.history import RunHistory, SiteInfo
-    from server.outputs import build_report, write_report
-    from server.validation import meta_analysis
+    from fedmi.client.evaluation.statistics import evaluation_statistics
+    from fedmi.server.history import RunHistory, SiteInfo
+    from fedmi.server.report.document import build_report, write_report
+    from fedmi.server.report.validation import meta_analysis
+    from fedmi.shared.run_config import RunConfig
 
     rng = np.random.default_rng(0)
     history = RunHistory()

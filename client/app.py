@@ -1,6 +1,6 @@
-"""The fedmi ClientApp: thin Flower handlers over :mod:`client.runtime`.
+"""The fedmi ClientApp: thin Flower handlers over :mod:`fedmi.client.runtime`.
 
-Every reply passes the egress check (:mod:`client.egress`) before it is returned; a
+Every reply passes the egress check (:mod:`fedmi.client.egress`) before it is returned; a
 handler that fails replies with a declared, content-free ``error`` status instead of
 crashing the SuperNode.
 """
@@ -12,19 +12,18 @@ import time
 from collections.abc import Callable, Mapping
 
 import torch
+from fedmi.client import runtime
+from fedmi.client.egress import check_outbound
+from fedmi.client.evaluation.ood import handle_ood_statistics
+from fedmi.client.harmonization.adaptation import arrays_to_state, handle_features
+from fedmi.client.harmonization.state import method_of
+from fedmi.client.privacy.settings import resolve_privacy
+from fedmi.client.site.settings import resolve_site
+from fedmi.shared import contract
+from fedmi.shared.harmonization import HARMONIZED_METHODS, build_method_model
+from fedmi.shared.model import ModelSpec, build_model
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-
-from client import runtime
-from client.adaptation import arrays_to_state, handle_features
-from client.egress import check_outbound
-from client.local_state import method_of
-from client.ood import handle_ood_statistics
-from client.privacy import resolve_privacy
-from client.site import resolve_site
-from shared import contract
-from shared.harmonization import HARMONIZED_METHODS, build_method_model
-from shared.model import ModelSpec, build_model
 
 log = logging.getLogger(__name__)
 

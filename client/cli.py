@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from client.check import add_check
-from client.ingest.errors import REASONS
-from client.join import add_join, add_keygen
-from client.ledger_cli import add_ledger
+from fedmi.client.deploy.join import add_join, add_keygen
+from fedmi.client.ingest.errors import REASONS
+from fedmi.client.privacy.cli import add_ledger
+from fedmi.client.site.check import add_check
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from client.ingest.pipeline import ingest_site
-    from client.site_config import SiteConfigError
+    from fedmi.client.ingest.pipeline import ingest_site
+    from fedmi.client.site.config import SiteConfigError
 
     try:
         report = ingest_site(args.site_dir, args.task, args.out, workers=args.workers)
@@ -43,7 +43,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _add_ingest(sub: argparse._SubParsersAction) -> None:
-    from shared.tasks import TASKS
+    from fedmi.shared.tasks import TASKS
 
     codes = "\n".join(f"  {k}: {v}" for k, v in REASONS.items())
     p = sub.add_parser(

@@ -1,6 +1,6 @@
 """The site's labelled dataset: ingested volumes in memory and a fixed site-local split.
 
-Volumes come from the ingest cache (:mod:`client.ingest`); nothing here reads DICOM.
+Volumes come from the ingest cache (:mod:`fedmi.client.ingest`); nothing here reads DICOM.
 The train/test split is per patient, stratified by class and fixed by a seed, so every
 method (local, pooled, federated) sees the same test scans at a site.
 """
@@ -15,8 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-
-from shared.tasks import TaskSpec
+from fedmi.shared.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from fedmi.shared import contract
 from flwr.app import RecordDict
-
-from shared import contract
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ def check_outbound(
     content: RecordDict,
     expected_arrays: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
 ) -> RecordDict:
-    """Return ``content`` unchanged if it conforms to :mod:`shared.contract`, else raise.
+    """Return ``content`` unchanged if it conforms to :mod:`fedmi.shared.contract`, else raise.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """What a site does for each instruction, as plain functions of (settings, records).
 
-The Flower handlers in :mod:`client.app` only unpack a Message, call one of these and
+The Flower handlers in :mod:`fedmi.client.app` only unpack a Message, call one of these and
 pack the reply; everything here can be called directly in tests.
 """
 
@@ -12,18 +12,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from fedmi.client.data import SiteData, load_site_data, rows_fingerprint
+from fedmi.client.evaluation.external import external_extras
+from fedmi.client.evaluation.statistics import data_inventory, evaluate_site
+from fedmi.client.harmonization.adaptation import evaluation_model, local_layers
+from fedmi.client.privacy.settings import (
+    FALLBACK_ROUNDS,
+    PrivacySettings,
+    private_round,
+    resolve_privacy,
+)
+from fedmi.client.site.settings import SiteSettings
+from fedmi.client.training.loop import TrainSettings, train_local
+from fedmi.shared import contract
+from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
+from fedmi.shared.tasks import get_task
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-
-from client.adaptation import evaluation_model, local_layers
-from client.data import SiteData, load_site_data, rows_fingerprint
-from client.external_extras import external_extras
-from client.privacy import FALLBACK_ROUNDS, PrivacySettings, private_round, resolve_privacy
-from client.site import SiteSettings
-from client.training import TrainSettings, train_local
-from client.validation import data_inventory, evaluate_site
-from shared import contract
-from shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
-from shared.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +74,8 @@ class Instruction:
 
 def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
     """The site's labelled data, ingesting on first use and cached in memory."""
-    from client.ingest.pipeline import ingest_site
-    from client.ingest.report import load_accepted
+    from fedmi.client.ingest.pipeline import ingest_site
+    from fedmi.client.ingest.report import load_accepted
 
     task = get_task(task_name)
     with _LOCK:
@@ -137,7 +141,7 @@ def handle_train(
 ) -> RecordDict:
     """Train the received federated weights on the site's train split.
 
-    With DP on (the default; ``privacy`` from :func:`client.privacy.resolve_privacy`, else
+    With DP on (the default; ``privacy`` from :func:`fedmi.client.privacy.settings.resolve_privacy`, else
     the site.toml ``[privacy]`` table) the round is DP-SGD charged to the site's privacy
     ledger under ``run_id``; train loss and accuracy are then not sent (they are not DP
     statistics) and the reply carries the declared privacy metrics instead.
@@ -162,7 +166,7 @@ def handle_train(
 def with_evaluation(reply: RecordDict, evaluation: RecordDict) -> RecordDict:
     """``reply`` (a train reply) carrying ``evaluation`` (an evaluate reply's content).
 
-    The metrics go into the declared :data:`shared.contract.EVALUATION` record, their
+    The metrics go into the declared :data:`fedmi.shared.contract.EVALUATION` record, their
     status into the site field ``evaluation-status``.
     """
     site = evaluation[contract.SITE]

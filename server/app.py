@@ -19,16 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid, ServerApp
-
-from server import resume
-from server.config import RunConfig
-from server.harmonization import collect_feature_reference
-from server.history import RunHistory, SiteInfo
-from server.ingress import check_inbound
-from server.ood import collect_ood_description
-from server.outputs import (
+from fedmi.server.federation import resume
+from fedmi.server.federation.harmonization import collect_feature_reference
+from fedmi.server.federation.ood import collect_ood_description
+from fedmi.server.federation.polling import PromptGrid
+from fedmi.server.history import RunHistory, SiteInfo
+from fedmi.server.ingress import check_inbound
+from fedmi.server.report.document import (
     build_report,
     model_card,
     save_arrays,
@@ -36,11 +33,13 @@ from server.outputs import (
     write_json,
     write_report,
 )
-from server.polling import PromptGrid
-from server.strategy import make_strategy
-from shared import contract
-from shared.harmonization import build_method_model
-from shared.model import ModelSpec, federated_state_dict
+from fedmi.server.strategy.base import make_strategy
+from fedmi.shared import contract
+from fedmi.shared.harmonization import build_method_model
+from fedmi.shared.model import ModelSpec, federated_state_dict
+from fedmi.shared.run_config import RunConfig
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +218,7 @@ def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> st
     """One terminal line per round: sites trained, mean train loss, test AUC per site.
 
     ``evaluated`` is the newest round whose model has been evaluated (the sites evaluate
-    round r's model at the start of round r + 1, see :func:`server.resume.run_rounds`);
+    round r's model at the start of round r + 1, see :func:`fedmi.server.federation.resume.run_rounds`);
     by default ``entry`` itself.
     """
     evaluated = entry if evaluated is None else evaluated

@@ -4,7 +4,7 @@ Subcommands:
 
 * ``summary RUN_DIR``: print the final per-site table of a run's ``report.json``.
 * ``certs``, ``start``, ``stop``, ``register``, ``run``, ``status``: deploying on real sites
-  (see :mod:`server.deploy_cli` and docs/coordinator-guide.md).
+  (see :mod:`fedmi.server.deploy.cli` and docs/coordinator-guide.md).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from server.deploy_cli import add_deploy_commands
+from fedmi.server.deploy.cli import add_deploy_commands
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from server.outputs import summary_table  # torch and MONAI: only when needed
+    from fedmi.server.report.document import summary_table  # torch and MONAI: only when needed
 
     path = Path(args.run_dir) / "report.json"
     if not path.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from shared.stats import (
+from fedmi.shared.stats import (
     auc_from_histograms,
     brier_score,
     expected_calibration_error,

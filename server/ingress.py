@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from fedmi.shared import contract
 from flwr.app import Message, RecordDict
-
-from shared import contract
 
 
 @dataclass(frozen=True)

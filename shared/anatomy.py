@@ -20,8 +20,7 @@ import functools
 import os
 
 import numpy as np
-
-from shared.grid import Grid, resample_to_grid
+from fedmi.shared.grid import Grid, resample_to_grid
 
 #: The 1 mm MNI grid of the nilearn templates; every anatomy map is put on it first.
 MNI_1MM = Grid(shape=(197, 233, 189), spacing=(1.0, 1.0, 1.0), origin=(-98.0, -134.0, -72.0))

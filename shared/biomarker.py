@@ -7,7 +7,7 @@ mean SUVR of an AD meta-ROI — posterior cingulate, precuneus, angular gyrus an
 reference-region-normalised template volume (lower SUVR ⇒ more likely converter).
 
 A site releases per outcome a fixed-bin histogram of each marker (model probability on the
-score bins of :mod:`shared.stats`, SUVR on :data:`~shared.contract.SUVR_RANGE`) and the
+score bins of :mod:`fedmi.shared.stats`, SUVR on :data:`~fedmi.shared.contract.SUVR_RANGE`) and the
 difference of the two AUCs with a paired DeLong interval computed on its own scans
 (:func:`paired_delong`); the coordinator derives each AUC from the histograms.
 """
@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from fedmi.shared.contract import SUVR_BINS, SUVR_RANGE
+from fedmi.shared.stats import BinnedAUC, auc_from_histograms
 
-from shared.contract import SUVR_BINS, SUVR_RANGE
-from shared.stats import BinnedAUC, auc_from_histograms
-
-#: AAL3-based regions of the AD meta-ROI (names of :data:`shared.anatomy.REGIONS`).
+#: AAL3-based regions of the AD meta-ROI (names of :data:`fedmi.shared.anatomy.REGIONS`).
 META_ROI: tuple[str, ...] = ("posterior_cingulate", "precuneus", "angular", "temporal_lateral")
 #: Outcome labels of labels.csv for the conversion analysis (positive = converter).
 CONVERTER, STABLE = "MCI-converter", "MCI-stable"

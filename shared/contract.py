@@ -179,7 +179,7 @@ QUERY_METRICS: dict[str, MetricSpec] = {
 #: small-cell rule replies ``suppressed`` with the count only. The same moments per class
 #: (``-neg``/``-pos``, with ``num-positive``) are added only when each class holds at
 #: least the min cell count of scans; they let an unseen site match the federation at its
-#: own prevalence (:meth:`shared.harmonization.ClassMoments.mixture`).
+#: own prevalence (:meth:`fedmi.shared.harmonization.ClassMoments.mixture`).
 FEATURE_DIM_MAX = 1024
 #: The per-feature lists of a ``query.features`` reply (one common length).
 FEATURE_LISTS = (

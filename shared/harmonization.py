@@ -4,8 +4,8 @@ Scans of one *harmonization group* share a tracer, a scanner and a reconstructio
 the DICOM facts (0054,0016) *Radiopharmaceutical Information Sequence* (tracer),
 (0008,0070) *Manufacturer*, (0008,1090) *Manufacturer's Model Name* and (0054,1103)
 *Reconstruction Method*. A site learns one set of local parameters per group and keeps
-them: every module here subclasses :class:`shared.model.SiteLocal`, so
-:func:`shared.model.federated_state_dict` never exports them.
+them: every module here subclasses :class:`fedmi.shared.model.SiteLocal`, so
+:func:`fedmi.shared.model.federated_state_dict` never exports them.
 
 Two model variants are selectable by the run config's ``method``:
 
@@ -37,10 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fedmi.shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
+from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
 from torch import nn
-
-from shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
-from shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
 
 #: Methods whose model has site-local harmonization layers.
 HARMONIZED_METHODS = ("fedbn", "fedmi")
@@ -155,7 +154,7 @@ class LocalAffine(SiteLocal):
     ``feature_level``: the affine acts on the model's features themselves (the regional
     model's per-scan standardised regional ratios), so a site without trained layers can
     fit it label-free, per group, to the federation's feature moments
-    (:func:`client.adaptation.adapt_to_reference`).
+    (:func:`fedmi.client.harmonization.adaptation.adapt_to_reference`).
     """
 
     def __init__(
@@ -217,7 +216,7 @@ def _localise_norms(root: nn.Module, mode: str, n_groups: int, context: GroupCon
     a per-group, per-region local affine that training never moves: it stays identity at
     the training sites, whose features define the federation's reference, and a site
     without trained layers fits it label-free to that reference (ComBat-like location and
-    scale, :func:`client.adaptation.adapt_to_reference`). Trained with labels it would
+    scale, :func:`fedmi.client.harmonization.adaptation.adapt_to_reference`). Trained with labels it would
     absorb the disease signal site by site (on the dat-pd preset it cost 0.02–0.08 AUC at
     the holdout).
     """

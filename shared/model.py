@@ -54,7 +54,7 @@ class ModelSpec:
         GroupNorm groups.
     arch
         ``cnn`` (residual 3-D CNN, :class:`Backbone`) or ``regional`` (fixed atlas
-        pooling + linear head, :class:`shared.regional.RegionalBackbone`: the model that
+        pooling + linear head, :class:`fedmi.shared.regional.RegionalBackbone`: the model that
         still learns under sample-level DP at sites of tens of scans).
     """
 
@@ -123,7 +123,7 @@ def make_backbone(spec: ModelSpec) -> nn.Module:
     if spec.arch == "cnn":
         return Backbone(spec)
     if spec.arch == "regional":
-        from shared.regional import RegionalBackbone
+        from fedmi.shared.regional import RegionalBackbone
 
         return RegionalBackbone(dropout=spec.dropout)
     raise ValueError(

@@ -4,7 +4,7 @@ The federation describes its training data by class-conditional means and one sh
 (pooled within-class) covariance of the final model's embedding (``FedmiNet.features``).
 Each training site sends, per class, its count, feature sum and sum of outer products
 over its *train* split (:func:`class_feature_statistics`; declared in
-:mod:`shared.contract` as the ``query.ood`` reply). Summing them
+:mod:`fedmi.shared.contract` as the ``query.ood`` reply). Summing them
 (:func:`pool_feature_statistics`) gives exactly the pooled moments of all training scans,
 from which :func:`describe` forms the means and a shrinkage-regularised covariance
 ``Σ = (1 − λ)·S + λ·(tr S / d)·I``.
@@ -12,7 +12,7 @@ from which :func:`describe` forms the means and a shrinkage-regularised covarian
 A site scores a scan by its smallest Mahalanobis distance to the class means
 (:func:`mahalanobis_scores`) and releases only a fixed-bin histogram of the scores
 (:func:`ood_histogram`, bins on ``log10`` of the distance over
-:data:`~shared.contract.OOD_LOG10_RANGE`). The coordinator derives the flagging threshold
+:data:`~fedmi.shared.contract.OOD_LOG10_RANGE`). The coordinator derives the flagging threshold
 (the 95th percentile of the training sites' own test-scan scores, as a bin edge:
 :func:`threshold_bin`) and the detection AUROC of a site's scans against those
 in-distribution scans (:func:`detection_auroc`), both from histograms alone.
@@ -24,9 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from shared.contract import OOD_BINS, OOD_LOG10_RANGE, OOD_SHRINKAGE
-from shared.stats import BinnedAUC, auc_from_histograms
+from fedmi.shared.contract import OOD_BINS, OOD_LOG10_RANGE, OOD_SHRINKAGE
+from fedmi.shared.stats import BinnedAUC, auc_from_histograms
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def detection_auroc(hist_ood: Sequence[int], hist_in: Sequence[int]) -> BinnedAU
 
     The probability that a scan of the site scores higher than an in-distribution scan
     (pairs in one bin count half), with the binning bound of
-    :func:`shared.stats.auc_from_histograms`.
+    :func:`fedmi.shared.stats.auc_from_histograms`.
     """
     return auc_from_histograms(hist_ood, hist_in)
 

@@ -2,9 +2,9 @@
 
 Sample-level DP-SGD adds noise of norm ``σ·C·√d / B`` to every step, so with hospital
 sites of tens of scans only models with few trainable parameters still learn (the 3-D CNN
-of :mod:`shared.model` has ~200 000). The regional backbone pools each scan into the mean
+of :mod:`fedmi.shared.model` has ~200 000). The regional backbone pools each scan into the mean
 of its reference-normalised uptake in each of ~50 anatomical regions (lobar, gyral and
-deep-nuclei composites of AAL3 per hemisphere, :func:`shared.anatomy.parcellation`: the
+deep-nuclei composites of AAL3 per hemisphere, :func:`fedmi.shared.anatomy.parcellation`: the
 regional SUVR / SBR that nuclear-medicine physicists read; a fixed, parameter-free layer),
 takes a scaled log, standardises it per scan and feeds a linear head: ~50 trainable
 weights. The composites rather than the 151 single AAL3 labels: the DP noise grows with
@@ -19,11 +19,10 @@ import functools
 
 import numpy as np
 import torch
+from fedmi.shared.anatomy import MNI_1MM, aal3_labels, parcellation
+from fedmi.shared.grid import Grid, resample_to_grid
+from fedmi.shared.tasks import TEMPLATE_GRID_4MM
 from torch import nn
-
-from shared.anatomy import MNI_1MM, aal3_labels, parcellation
-from shared.grid import Grid, resample_to_grid
-from shared.tasks import TEMPLATE_GRID_4MM
 
 #: Regions smaller than this many template voxels are left out (merged into the background).
 MIN_REGION_VOXELS = 4
@@ -36,7 +35,7 @@ def region_index(grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
     """Per-voxel region slot on ``grid`` (``-1`` = outside every region) and the region names.
 
     AAL3 labels are sampled onto ``grid`` (nearest neighbour) and grouped by
-    :func:`shared.anatomy.parcellation`; slots follow the sorted composite names.
+    :func:`fedmi.shared.anatomy.parcellation`; slots follow the sorted composite names.
     """
     labels = resample_to_grid(aal3_labels(), MNI_1MM.affine, grid, order=0).reshape(-1)
     composite = parcellation()

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from shared.contract import CALIBRATION_BINS, HIST_BINS, OPERATING_THRESHOLD, THRESHOLDS
+from fedmi.shared.contract import CALIBRATION_BINS, HIST_BINS, OPERATING_THRESHOLD, THRESHOLDS
 
 
 def histogram_edges(bins: int = HIST_BINS) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.grid import Grid
+from fedmi.shared.grid import Grid
 
 #: The default template grid: 4 mm isotropic over the MNI brain (x −78…78, y −114…74,
 #: z −62…94 mm). Small enough to train on a CPU, fine enough for the striatum.
@@ -34,7 +34,7 @@ class TaskSpec:
         labels.csv values that are valid but not training classes (e.g. MCI subjects
         kept for the biomarker analysis).
     reference_region
-        Region (see :mod:`shared.anatomy`) whose mean divides the volume at ingest.
+        Region (see :mod:`fedmi.shared.anatomy`) whose mean divides the volume at ingest.
     grid
         Template grid in MNI RAS mm.
     description

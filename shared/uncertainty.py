@@ -4,13 +4,13 @@ Pure NumPy maths shared by the site (which computes it from its own scores) and 
 coordinator (which only ever sees the declared aggregates):
 
 * the *MC-dropout mean* probability ``p̄ = mean_t sigmoid(logit_t)`` over ``T`` stochastic
-  passes (the passes themselves are run by :mod:`client.uncertainty`);
+  passes (the passes themselves are run by :mod:`fedmi.client.evaluation.uncertainty`);
 * its uncertainty, the binary predictive entropy ``H(p̄)`` in bits (1 at ``p̄ = 0.5``,
   0 at 0 or 1);
-* the *referral curve*: for each rate ``r`` of :data:`shared.contract.REFERRAL_RATES`
+* the *referral curve*: for each rate ``r`` of :data:`fedmi.shared.contract.REFERRAL_RATES`
   the ``round(r · n)`` most uncertain scans go to a reader, and the site counts the scans
   it kept and how many of those the model called correctly at
-  :data:`~shared.contract.OPERATING_THRESHOLD` (:func:`referral_statistics`); only those
+  :data:`~fedmi.shared.contract.OPERATING_THRESHOLD` (:func:`referral_statistics`); only those
   two counts per rate leave the site. Accuracy of the kept scans is
   ``correct / retained`` (:func:`referral_curve`); sites pool by summing counts.
 """
@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from shared.contract import OPERATING_THRESHOLD, REFERRAL_RATES
+from fedmi.shared.contract import OPERATING_THRESHOLD, REFERRAL_RATES
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:

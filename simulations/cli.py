@@ -13,13 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from server.config import RunConfig
-from shared.tasks import TASKS
+from fedmi.shared.run_config import RunConfig
+from fedmi.shared.tasks import TASKS
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from simulations.generator import generate_federation
-    from simulations.sites import PRESETS
+    from fedmi.simulations.generator import generate_federation
+    from fedmi.simulations.sites import PRESETS
 
     if args.preset not in PRESETS:
         print(
@@ -85,8 +85,7 @@ def _prepare(data_arg: str | None) -> Path | None:
     ValueError
         When ``--data`` names no folder (reported by :func:`_guarded`).
     """
-    for name in ("server", "client", "simulations"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("fedmi").setLevel(logging.INFO)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     data = Path(data_arg) if data_arg else None
     if data is not None and not data.is_dir():
@@ -110,7 +109,7 @@ def _guarded(work: Callable[[], None]) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from simulations.runner import METHODS, run, run_loso
+    from fedmi.simulations.runner import METHODS, run, run_loso
 
     if args.method not in METHODS:
         print(
@@ -217,7 +216,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from simulations.compare import COMPARE_METHODS, compare
+    from fedmi.simulations.compare import COMPARE_METHODS, compare
 
     def work() -> None:
         data = _prepare(args.data)

@@ -3,7 +3,7 @@
 For each seed the same federation folder is run with ``local``, ``pooled``, ``fedavg``,
 ``fedprox``, ``fedbn`` (local GroupNorm affines) and ``fedmi`` (per-group harmonization
 adapter + local norm corrections, label-free adaptation at holdout sites) through
-:func:`simulations.runner.run`. The split and the initial weights depend only on the seed,
+:func:`fedmi.simulations.runner.run`. The split and the initial weights depend only on the seed,
 so every method sees the same test scans. The table gives each site's AUC (its test split;
 all scans at holdout sites) and the pooled training-site and holdout AUC, as mean ± sd
 over seeds, plus the share of the FedAvg-to-pooled holdout gap that each method closes.
@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.outputs import write_json
+from fedmi.server.report.document import write_json
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def compare(
     reuse: bool = False,
 ) -> dict:
     """Run ``methods`` × ``seeds`` on one federation and write compare.json / compare.md."""
-    from simulations.runner import METHODS, run
+    from fedmi.simulations.runner import METHODS, run
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -190,7 +190,7 @@ def compare(
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_root is None:
-        from simulations.generator import generate_federation
+        from fedmi.simulations.generator import generate_federation
 
         data_root = out_dir / "data"
         if not (data_root / "federation.json").exists():

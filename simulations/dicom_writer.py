@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from fedmi.shared.tasks import NUCLIDE_CODES, TRACERS
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
@@ -62,8 +63,6 @@ from pydicom.uid import (
     generate_uid,
 )
 from pydicom.valuerep import format_number_as_ds
-
-from shared.tasks import NUCLIDE_CODES, TRACERS
 
 __all__ = [
     "PetMeta",
@@ -77,7 +76,7 @@ __all__ = [
     "read_pet_suv",
 ]
 
-#: Code scheme of each radiopharmaceutical code value in :data:`shared.tasks.TRACERS`
+#: Code scheme of each radiopharmaceutical code value in :data:`fedmi.shared.tasks.TRACERS`
 #: (PS3.16: all SCT except PiB, which has only a DCM code).
 _CODE_SCHEME = {"126500": "DCM"}
 _NUCLIDE_MEANING = {
@@ -155,7 +154,7 @@ class PetMeta(_CommonMeta):
     Attributes
     ----------
     tracer
-        Key of :data:`shared.tasks.TRACERS` (``fdg``, ``pib``, ``florbetapir``, ...).
+        Key of :data:`fedmi.shared.tasks.TRACERS` (``fdg``, ``pib``, ``florbetapir``, ...).
     injected_dose_mbq
         Written as (0018,1074) *Radionuclide Total Dose* in **Bq** (PET convention).
     injection_datetime, uptake_s

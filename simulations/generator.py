@@ -31,17 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from shared.tasks import get_task
-from simulations import phantom
-from simulations.dicom_writer import (
+from fedmi.shared.tasks import get_task
+from fedmi.simulations import phantom
+from fedmi.simulations.dicom_writer import (
     NmMeta,
     PetMeta,
     nm_sop_instance_uid,
     write_nm_series,
     write_pet_series,
 )
-from simulations.sites import PRESETS, SITE_STREAM, SiteProfile, make_sites
+from fedmi.simulations.sites import PRESETS, SITE_STREAM, SiteProfile, make_sites
 
 logger = logging.getLogger(__name__)
 

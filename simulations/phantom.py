@@ -5,7 +5,7 @@ Numbers follow PHANTOM_SPEC.md §2 (patterns, magnitudes) and §6 (generator rec
 How a subject is made
 ---------------------
 1. A *basis* of fixed maps on an MNI working grid (default 2 mm) is built once per task
-   from :func:`shared.anatomy.tissue_on_grid` and :func:`shared.anatomy.region_weights`:
+   from :func:`fedmi.shared.anatomy.tissue_on_grid` and :func:`fedmi.shared.anatomy.region_weights`:
    tissue maps, a scalp shell, regional maps (for inter-subject variation) and disease
    pattern maps. Every subject's true (pre-PVE) activity is a *linear* combination
    ``Σ_k c_k · map_k`` of these maps.
@@ -31,10 +31,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from fedmi.shared import anatomy
+from fedmi.shared.grid import Grid
 from scipy import ndimage
-
-from shared import anatomy
-from shared.grid import Grid
 
 #: 2 mm MNI working grid, aligned with the 1 mm nilearn grid (voxel 0 covers −98…−96 mm).
 WORKING_GRID_2MM = Grid(shape=(98, 116, 94), spacing=(2.0, 2.0, 2.0), origin=(-97.0, -133.0, -71.0))

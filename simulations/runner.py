@@ -22,15 +22,13 @@ import warnings
 from pathlib import Path
 
 import torch
-
-from client.data import SiteData
-from client.runtime import site_data
-from client.site import SiteSettings, list_site_dirs, resolve_site
-from client.training import TrainSettings, train_local
-from client.validation import data_inventory, evaluate_site
-from server.config import RunConfig
-from server.history import RunHistory, SiteInfo
-from server.outputs import (
+from fedmi.client.data import SiteData
+from fedmi.client.evaluation.statistics import data_inventory, evaluate_site
+from fedmi.client.runtime import site_data
+from fedmi.client.site.settings import SiteSettings, list_site_dirs, resolve_site
+from fedmi.client.training.loop import TrainSettings, train_local
+from fedmi.server.history import RunHistory, SiteInfo
+from fedmi.server.report.document import (
     build_report,
     model_card,
     save_arrays,
@@ -38,9 +36,10 @@ from server.outputs import (
     write_json,
     write_report,
 )
-from shared.contract import INVENTORY_FIELDS
-from shared.model import ModelSpec, build_model, federated_state_dict
-from simulations.processes import run_isolated
+from fedmi.shared.contract import INVENTORY_FIELDS
+from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
+from fedmi.shared.run_config import RunConfig
+from fedmi.simulations.processes import run_isolated
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def site_settings(
 
 def ingest_all(sites: list[SiteSettings], task: str) -> None:
     """Ingest every site up front (cached), so rounds are not held up by first-use ingest."""
-    from client.ingest.pipeline import ingest_site
+    from fedmi.client.ingest.pipeline import ingest_site
 
     for i, site in enumerate(sites, 1):
         t = time.perf_counter()
@@ -112,8 +111,8 @@ def run_federated(
     ClientApps run in parallel, one core each, unless ``serial`` (one at a time; used to
     measure Flower's overhead against the clients' summed compute time).
     """
-    from server.app import array_shapes, model_arrays
-    from server.resume import load_resume_point
+    from fedmi.server.app import array_shapes, model_arrays
+    from fedmi.server.federation.resume import load_resume_point
 
     # a run folder that cannot be continued fails here, in one line, before Ray starts
     load_resume_point(out_dir, cfg, array_shapes(model_arrays(cfg)))
@@ -136,7 +135,7 @@ def run_federated(
                 "_node_ip_address": "127.0.0.1",
             },
         },
-        "log_level": logging.getLogger("server").getEffectiveLevel(),
+        "log_level": logging.getLogger("fedmi").getEffectiveLevel(),
     }
     if isolate:
         run_isolated(_simulate, payload)
@@ -150,14 +149,12 @@ def run_federated(
 
 def _simulate(payload: dict) -> None:
     """Run one Flower simulation (in the child process when isolated)."""
+    from fedmi.client.app import build_client_app
+    from fedmi.server.app import build_server_app
     from flwr.simulation import run_simulation
 
-    from client.app import build_client_app
-    from server.app import build_server_app
-
     quiet_environment()
-    for name in ("server", "client", "simulations"):
-        logging.getLogger(name).setLevel(payload["log_level"])
+    logging.getLogger("fedmi").setLevel(payload["log_level"])
     logging.getLogger("flwr").setLevel(logging.WARNING)
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -297,7 +294,7 @@ def run_baseline(cfg: RunConfig, method: str, sites: list[SiteSettings], out_dir
 
 
 def _arrays(model: torch.nn.Module):
-    from shared.contract import array_record
+    from fedmi.shared.contract import array_record
 
     return array_record(federated_state_dict(model))
 
@@ -332,7 +329,7 @@ def run(
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_root is None:
-        from simulations.generator import generate_federation
+        from fedmi.simulations.generator import generate_federation
 
         data_root = out_dir / "data"
         if not list_site_dirs(data_root) if data_root.exists() else True:
@@ -382,7 +379,7 @@ def run_loso(
     section with per-fold results and a summary (mean, range and a DerSimonian–Laird
     pooling of the left-out AUCs).
     """
-    from server.validation import meta_analysis, site_auc
+    from fedmi.server.report.validation import meta_analysis, site_auc
 
     extra = dict(extra or {})
     common = dict(

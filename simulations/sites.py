@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-
-from shared.grid import Grid
-from simulations.phantom import WORKING_GRID_2MM, WORKING_GRID_3MM
+from fedmi.shared.grid import Grid
+from fedmi.simulations.phantom import WORKING_GRID_2MM, WORKING_GRID_3MM
 
 #: SeedSequence tags that keep site-level streams apart from subject streams
 #: (subjects use ``[seed, site_index, subject_index]``).

@@ -43,7 +43,7 @@ def flower_identity():
 @pytest.fixture(scope="session")
 def tiny_fdg(tmp_path_factory):
     """A generated 3-site tiny fdg-ad federation (2 train + 1 holdout), made once per session."""
-    from simulations.generator import generate_federation
+    from fedmi.simulations.generator import generate_federation
 
     root = tmp_path_factory.mktemp("tiny-fdg") / "data"
     generate_federation(root, task="fdg-ad", preset="tiny", seed=0)

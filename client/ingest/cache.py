@@ -20,10 +20,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
-from client.ingest.discovery import FileRecord
-from client.ingest.version import PIPELINE_VERSION
-from shared.grid import Grid
+from fedmi.client.ingest.discovery import FileRecord
+from fedmi.client.ingest.version import PIPELINE_VERSION
+from fedmi.shared.grid import Grid
 
 CACHE_DIR = "cache"
 INDEX_FILE = "file_index.json"

@@ -3,7 +3,7 @@
 Any nesting and any file names (no extension, DICOMDIR, mixed series and modalities in
 one folder). Each file is read once here with ``stop_before_pixels`` and
 ``specific_tags`` (fast); files already seen with the same size and modification time
-reuse the header fields stored in the file index (see :mod:`client.ingest.cache`), so an
+reuse the header fields stored in the file index (see :mod:`fedmi.client.ingest.cache`), so an
 unchanged folder is grouped without opening a single file.
 """
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from client.ingest.errors import IngestError
+from fedmi.client.ingest.errors import IngestError
 
 #: LPS ↔ RAS: negate x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

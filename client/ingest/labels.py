@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.tasks import TaskSpec
+from fedmi.shared.tasks import TaskSpec
 
 
 @dataclass

@@ -14,13 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.geometry import affine_lps, direction_cosines
+from fedmi.client.ingest.tracer import tracer_of
+from fedmi.client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
 from pydicom.dataset import Dataset
 from pydicom.uid import NuclearMedicineImageStorage
-
-from client.ingest.errors import IngestError
-from client.ingest.geometry import affine_lps, direction_cosines
-from client.ingest.tracer import tracer_of
-from client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
 
 #: (0008,0008) *Image Type* value 3 of reconstructed tomograms.
 RECON_TYPES = ("RECON TOMO", "RECON GATED TOMO")

@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.geometry import affine_lps, order_slices
+from fedmi.client.ingest.suv import acquisition_datetime, suv_factor
+from fedmi.client.ingest.tracer import tracer_of
+from fedmi.client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
 from pydicom.dataset import Dataset
-
-from client.ingest.errors import IngestError
-from client.ingest.geometry import affine_lps, order_slices
-from client.ingest.suv import acquisition_datetime, suv_factor
-from client.ingest.tracer import tracer_of
-from client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
 
 
 def _floats(ds: Dataset, keyword: str, n: int, name: str) -> np.ndarray:
@@ -52,7 +51,7 @@ def load_pet_series(files: Sequence[Path], names: Sequence[str] | None = None) -
     Slices are sorted along the normal of (0020,0037) *Image Orientation (Patient)* by
     ``dot(normal, (0020,0032) Image Position (Patient))``; each slice gets its own
     (0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept*; the result is
-    multiplied by the QIBA SUVbw factor (see :mod:`client.ingest.suv`).
+    multiplied by the QIBA SUVbw factor (see :mod:`fedmi.client.ingest.suv`).
 
     Parameters
     ----------
@@ -69,7 +68,7 @@ def load_pet_series(files: Sequence[Path], names: Sequence[str] | None = None) -
     Raises
     ------
     IngestError
-        For anything that stops a faithful SUV volume (see :data:`~client.ingest.errors.REASONS`).
+        For anything that stops a faithful SUV volume (see :data:`~fedmi.client.ingest.errors.REASONS`).
     """
     files = [Path(f) for f in files]
     names = list(names) if names is not None else [str(f) for f in files]

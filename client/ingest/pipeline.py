@@ -1,7 +1,7 @@
 """Ingest a whole site folder: discovery → per-series loading → template grid → cache → report.
 
-The per-series maths is in :func:`client.ingest.series.load_series` (files → native volume)
-and :func:`client.ingest.template.to_template` (native → task grid); this module adds the
+The per-series maths is in :func:`fedmi.client.ingest.series.load_series` (files → native volume)
+and :func:`fedmi.client.ingest.template.to_template` (native → task grid); this module adds the
 parts that touch the site: labels, the cache, worker processes and the report.
 """
 
@@ -14,16 +14,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from client.ingest import cache
-from client.ingest.discovery import FileRecord, discover, group_series
-from client.ingest.errors import IngestError
-from client.ingest.labels import Labels, read_labels
-from client.ingest.report import IngestReport
-from client.ingest.series import check_tracer, load_series, precheck
-from client.ingest.template import to_template
-from client.ingest.version import PIPELINE_VERSION
-from client.site_config import SiteConfigError, load_site_config
-from shared.tasks import get_task
+from fedmi.client.ingest import cache
+from fedmi.client.ingest.discovery import FileRecord, discover, group_series
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.labels import Labels, read_labels
+from fedmi.client.ingest.report import IngestReport
+from fedmi.client.ingest.series import check_tracer, load_series, precheck
+from fedmi.client.ingest.template import to_template
+from fedmi.client.ingest.version import PIPELINE_VERSION
+from fedmi.client.site.config import SiteConfigError, load_site_config
+from fedmi.shared.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
     site_dir
         The site folder (``dicom/``, ``labels.csv``, ``site.toml``).
     task
-        Task name (see :data:`shared.tasks.TASKS`).
+        Task name (see :data:`fedmi.shared.tasks.TASKS`).
     state_dir
         Where the cache, ``ingest_report.json`` and ``data_manifest.json`` go.
     workers

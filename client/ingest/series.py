@@ -2,7 +2,7 @@
 
 :func:`load_series` is the per-series pure function (files in, :class:`NativeSeries` out,
 :class:`IngestError` for anything unusable); caching and reporting live in
-:mod:`client.ingest.pipeline`.
+:mod:`fedmi.client.ingest.pipeline`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fedmi.client.ingest.discovery import FileRecord
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.nm import load_nm_series, nm_image_kind
+from fedmi.client.ingest.pet import load_pet_series
+from fedmi.client.ingest.volume import NativeSeries, read_dataset
+from fedmi.shared.tasks import TRACERS, TaskSpec
 from pydicom.uid import (
     EnhancedPETImageStorage,
     LegacyConvertedEnhancedPETImageStorage,
     NuclearMedicineImageStorage,
     PositronEmissionTomographyImageStorage,
 )
-
-from client.ingest.discovery import FileRecord
-from client.ingest.errors import IngestError
-from client.ingest.nm import load_nm_series, nm_image_kind
-from client.ingest.pet import load_pet_series
-from client.ingest.volume import NativeSeries, read_dataset
-from shared.tasks import TRACERS, TaskSpec
 
 ENHANCED_PET = {EnhancedPETImageStorage, LegacyConvertedEnhancedPETImageStorage}
 

@@ -9,7 +9,7 @@ moved onto the centre of mass of the template brain. The scan's brain activity i
 as the hottest ``N`` voxels of the (smoothed) scan on a 4 mm grid spanning the scan's
 whole field of view (heads sit anywhere in scanner coordinates), with ``N`` the number of
 template voxels that are at least half brain (GM + WM probability from
-:func:`shared.anatomy.tissue_on_grid`); the template side is that same binary brain mask.
+:func:`fedmi.shared.anatomy.tissue_on_grid`); the template side is that same binary brain mask.
 Binary masks rather than raw intensity weights are used on purpose: the tracer's own
 pattern (the striatum in DaT SPECT, white matter in amyloid PET, cortex in FDG) would
 otherwise pull the centre of mass by up to ~20 mm. No rotation, scaling or non-linear
@@ -21,12 +21,12 @@ Resampling
 Before sampling, the native volume is smoothed with a Gaussian whose FWHM per axis is
 ``sqrt(target² − native²)`` (only where the native voxel is smaller than the 4 mm target),
 so that down-sampling does not alias noise; then trilinear interpolation with
-:func:`shared.grid.resample_to_grid`.
+:func:`fedmi.shared.grid.resample_to_grid`.
 
 Normalisation
 -------------
 The result is divided by the weighted mean over the task's reference region
-(:func:`shared.anatomy.region_weights`): SUVR for PET, a count ratio for SPECT.
+(:func:`fedmi.shared.anatomy.region_weights`): SUVR for PET, a count ratio for SPECT.
 """
 
 from __future__ import annotations
@@ -35,12 +35,11 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from fedmi.client.ingest.errors import IngestError
+from fedmi.shared.anatomy import region_weights, tissue_on_grid
+from fedmi.shared.grid import Grid, resample_to_grid
+from fedmi.shared.tasks import TaskSpec
 from scipy import ndimage
-
-from client.ingest.errors import IngestError
-from shared.anatomy import region_weights, tissue_on_grid
-from shared.grid import Grid, resample_to_grid
-from shared.tasks import TaskSpec
 
 #: Fraction of the template brain that must lie inside the scan's field of view.
 MIN_COVERAGE = 0.95

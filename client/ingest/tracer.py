@@ -5,13 +5,12 @@ Read from (0054,0016) *Radiopharmaceutical Information Sequence*.
 
 from __future__ import annotations
 
+from fedmi.shared.tasks import identify_tracer
 from pydicom.dataset import Dataset
-
-from shared.tasks import identify_tracer
 
 
 def tracer_of(ds: Dataset) -> tuple[str | None, str]:
-    """Canonical tracer key (see :data:`shared.tasks.TRACERS`) and the text it came from.
+    """Canonical tracer key (see :data:`fedmi.shared.tasks.TRACERS`) and the text it came from.
 
     Looks, in each item of (0054,0016), at (0018,0031) *Radiopharmaceutical* (free text),
     then the code value of (0054,0304) *Radiopharmaceutical Code Sequence* and its code

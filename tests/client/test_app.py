@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fedmi.client import runtime
+from fedmi.client.app import build_client_app
+from fedmi.shared import contract
+from fedmi.shared.model import build_model, federated_state_dict
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
-
-from client import runtime
-from client.app import build_client_app
-from shared import contract
-from shared.model import build_model, federated_state_dict
 
 
 @pytest.fixture

@@ -33,8 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from server.superlink import descendants
+from fedmi.server.deploy.superlink import descendants
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +90,7 @@ class Deployment:
         self.pid_files: list[Path] = []
 
     def cli(self, side: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        module = "server.cli" if side == "server" else "client.cli"
+        module = "fedmi.server.cli" if side == "server" else "fedmi.client.cli"
         return subprocess.run(
             [sys.executable, "-m", module, *args],
             cwd=ROOT,
@@ -105,7 +104,7 @@ class Deployment:
     def spawn(self, *args: str) -> tuple[subprocess.Popen, list[str]]:
         """``fedmi-server`` in the background, its output collected line by line."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *args],
+            [sys.executable, "-m", "fedmi.server.cli", *args],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,

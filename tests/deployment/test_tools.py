@@ -12,17 +12,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
-from client import cli as site_cli
-from client.join import probe_tls
-from client.keys import (
+from fedmi.client import cli as site_cli
+from fedmi.client.deploy.join import probe_tls
+from fedmi.client.deploy.keys import (
     KeyFileError,
     check_ca_certificate,
     check_private_key,
     generate_site_key,
 )
-from server import cli as server_cli
-from server.certs import (
+from fedmi.server import cli as server_cli
+from fedmi.server.deploy.certs import (
     CertificateError,
     certificate_names,
     check_public_key,
@@ -30,7 +29,7 @@ from server.certs import (
     issued_by,
     make_certificates,
 )
-from server.superlink import write_connection
+from fedmi.server.deploy.superlink import write_connection
 
 
 @pytest.fixture(scope="module")

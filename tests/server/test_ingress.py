@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from fedmi.server.history import RunHistory, SiteInfo
+from fedmi.server.ingress import check_inbound
+from fedmi.server.strategy.base import FedmiFedAvg
+from fedmi.shared import contract
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
-
-from server.history import RunHistory, SiteInfo
-from server.ingress import check_inbound
-from server.strategy import FedmiFedAvg
-from shared import contract
 
 EXPECTED = {"w": ((2, 2), "float32")}
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fedmi.server.history import RunHistory, SiteInfo
+from fedmi.server.report.document import build_report
+from fedmi.server.strategy.base import make_strategy
+from fedmi.server.strategy.central_dp import FedmiServerSideFixedClipping, central_epsilon
+from fedmi.shared import contract
+from fedmi.shared.run_config import RunConfig, RunConfigError
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-
-from server.central_dp import FedmiServerSideFixedClipping, central_epsilon
-from server.config import RunConfig, RunConfigError
-from server.history import RunHistory, SiteInfo
-from server.outputs import build_report
-from server.strategy import make_strategy
-from shared import contract
 
 EXPECTED = {"w": ((2, 2), "float32")}
 DP = {
@@ -107,6 +106,6 @@ def test_report_privacy_section_shows_spend_and_refusals():
 
 
 def test_sites_are_told_the_planned_rounds():
-    from server.app import instruction
+    from fedmi.server.app import instruction
 
     assert instruction(RunConfig(num_server_rounds=7))["num-server-rounds"] == 7

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from client.biomarker import biomarker_metrics, meta_roi_suvr
-from shared.biomarker import (
+from fedmi.client.evaluation.biomarker import biomarker_metrics, meta_roi_suvr
+from fedmi.shared.biomarker import (
     auc_lower_is_positive,
     combine_differences,
     paired_delong,
     suvr_histograms,
 )
-from shared.contract import BIOMARKER_METRICS
-from shared.stats import auc_from_histograms, delong_auc
+from fedmi.shared.contract import BIOMARKER_METRICS
+from fedmi.shared.stats import auc_from_histograms, delong_auc
 
 
 def test_paired_delong_against_unpaired_delong_and_direct_auc():

@@ -1,7 +1,6 @@
 import numpy as np
+from fedmi.shared import contract
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
-
-from shared import contract
 
 EXPECTED = {"w": ((2, 3), "float32"), "b": ((3,), "float32")}
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from opacus import GradSampleModule
-
-from shared import contract
-from shared.harmonization import (
+from fedmi.shared import contract
+from fedmi.shared.harmonization import (
     ClassMoments,
     FeatureMoments,
     build_method_model,
@@ -19,7 +17,8 @@ from shared.harmonization import (
     reference_from_config,
     with_groups,
 )
-from shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
+from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
+from opacus import GradSampleModule
 
 SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
 

@@ -1,8 +1,6 @@
 import pytest
 import torch
-from torch import nn
-
-from shared.model import (
+from fedmi.shared.model import (
     ModelSpec,
     SiteLocal,
     build_model,
@@ -10,6 +8,7 @@ from shared.model import (
     load_federated_state,
     local_state_dict,
 )
+from torch import nn
 
 SMALL = ModelSpec(
     in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn"

@@ -2,12 +2,11 @@
 
 import numpy as np
 import torch
-
-from shared.anatomy import MNI_1MM, PARCELLATION_LATERAL, aal3_labels, parcellation
-from shared.grid import resample_to_grid
-from shared.model import ModelSpec, build_model, federated_state_dict
-from shared.regional import RegionPooling, region_index
-from shared.tasks import TEMPLATE_GRID_4MM
+from fedmi.shared.anatomy import MNI_1MM, PARCELLATION_LATERAL, aal3_labels, parcellation
+from fedmi.shared.grid import resample_to_grid
+from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
+from fedmi.shared.regional import RegionPooling, region_index
+from fedmi.shared.tasks import TEMPLATE_GRID_4MM
 
 
 def test_region_pooling_gives_exact_region_means():

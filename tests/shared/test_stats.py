@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
-
-from shared.contract import HIST_BINS, THRESHOLDS
-from shared.stats import (
+from fedmi.shared.contract import HIST_BINS, THRESHOLDS
+from fedmi.shared.stats import (
     auc_from_histograms,
     brier_score,
     calibration_statistics,
@@ -17,6 +15,7 @@ from shared.stats import (
     sufficient_statistics,
     wilson_interval,
 )
+from sklearn.metrics import roc_auc_score
 
 
 def test_auc_from_histograms_exact_small_case():
@@ -148,7 +147,7 @@ def test_predictive_values_by_bayes_rule():
 
 
 def test_histogram_auc_within_its_bound_after_small_cell_merging():
-    from client.suppression import merge_score_histograms
+    from fedmi.client.evaluation.suppression import merge_score_histograms
 
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 2, 300)

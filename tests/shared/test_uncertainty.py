@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from client.uncertainty import uncertainty_metrics
-from shared.contract import REFERRAL_RATES
-from shared.stats import calibration_statistics, expected_calibration_error
-from shared.uncertainty import (
+from fedmi.client.evaluation.uncertainty import uncertainty_metrics
+from fedmi.shared.contract import REFERRAL_RATES
+from fedmi.shared.stats import calibration_statistics, expected_calibration_error
+from fedmi.shared.uncertainty import (
     binary_entropy,
     mc_summary,
     pool_referral,
@@ -66,7 +65,7 @@ def test_pool_referral_sums_rate_by_rate():
 
 
 def test_uncertainty_metrics_declared_and_suppressed():
-    from shared.contract import UNCERTAINTY_METRICS
+    from fedmi.shared.contract import UNCERTAINTY_METRICS
 
     passes = np.array([[0.1, 0.3, 0.7, 0.9], [0.3, 0.5, 0.9, 0.7]])
     m = uncertainty_metrics(passes, np.array([0, 1, 1, 0]), min_cell_count=1)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from simulations.cli import main
+from fedmi.simulations.cli import main
 
 
 @pytest.mark.parametrize("command", ["run", "compare"])

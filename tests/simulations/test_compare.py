@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
-from simulations import compare as cmp
-from simulations import runner
+from fedmi.simulations import compare as cmp
+from fedmi.simulations import runner
 
 AUC = {"local": 0.6, "pooled": 0.9, "fedavg": 0.7, "fedprox": 0.7, "fedbn": 0.75, "fedmi": 0.85}
 

@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian
-
-from simulations.dicom_writer import (
+from fedmi.simulations.dicom_writer import (
     NmMeta,
     PetMeta,
     geometry_from_affine,
@@ -19,6 +17,7 @@ from simulations.dicom_writer import (
     write_nm_series,
     write_pet_series,
 )
+from pydicom.uid import ExplicitVRLittleEndian
 
 
 def _phantom(shape: tuple[int, int, int]) -> np.ndarray:

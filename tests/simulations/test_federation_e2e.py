@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
-import server.app
-import server.strategy
-from shared import contract
+from fedmi.server import app as server_app
+from fedmi.server.strategy import base as server_strategy
+from fedmi.shared import contract
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +64,18 @@ def _strings_of(content) -> list[str]:
 def test_tiny_federation_end_to_end_leaks_no_identity(
     tiny_fdg, tmp_path, monkeypatch, caplog, capfd
 ):
-    from simulations.runner import run
+    from fedmi.simulations.runner import run
 
     received: list[str] = []
-    real_check = server.strategy.check_inbound
+    real_check = server_strategy.check_inbound
 
     def recording_check(message_type, msg, *args, **kwargs):
         if not msg.has_error():
             received.extend(_strings_of(msg.content))
         return real_check(message_type, msg, *args, **kwargs)
 
-    monkeypatch.setattr(server.strategy, "check_inbound", recording_check)
-    monkeypatch.setattr(server.app, "check_inbound", recording_check)
+    monkeypatch.setattr(server_strategy, "check_inbound", recording_check)
+    monkeypatch.setattr(server_app, "check_inbound", recording_check)
     caplog.set_level(logging.DEBUG)
 
     out = tmp_path / "run"

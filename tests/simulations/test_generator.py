@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
-from simulations import phantom as P
-from simulations.cli import main
-from simulations.dicom_writer import read_pet_suv
-from simulations.generator import generate_federation
-from simulations.sites import PRESETS, make_sites
+from fedmi.simulations import phantom as P
+from fedmi.simulations.cli import main
+from fedmi.simulations.dicom_writer import read_pet_suv
+from fedmi.simulations.generator import generate_federation
+from fedmi.simulations.sites import PRESETS, make_sites
 
 tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
 

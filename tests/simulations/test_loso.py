@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_loso_folds_leave_each_training_site_out(tiny_fdg, tmp_path):
-    from simulations.runner import run_loso
+    from fedmi.simulations.runner import run_loso
 
     before = {
         p.name: (p / "site.toml").read_text()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from simulations.sites import PET_SCANNERS, make_sites
+from fedmi.simulations.sites import PET_SCANNERS, make_sites
 
 
 def test_ood_preset_has_an_unseen_resolution_holdout():

@@ -10,8 +10,7 @@ import time
 import uuid
 
 import pytest
-
-from simulations.processes import MARK_VARIABLE, marked_processes, run_isolated, stop_marked
+from fedmi.simulations.processes import MARK_VARIABLE, marked_processes, run_isolated, stop_marked
 
 
 def _sleep_forever_with_children(payload: dict) -> None:
@@ -61,7 +60,7 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "simulations.cli",
+        "fedmi.simulations.cli",
         "run",
         "--data",
         str(tiny_fdg),
@@ -104,7 +103,7 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
 
 
 def test_simulation_environment_is_quiet_and_loopback_only(monkeypatch):
-    from simulations.runner import quiet_environment
+    from fedmi.simulations.runner import quiet_environment
 
     for var in ("FLWR_TELEMETRY_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
         monkeypatch.delenv(var, raising=False)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from server import resume
-from server.app import array_shapes, model_arrays
-from server.config import RunConfig
-from server.history import RunHistory
-from server.outputs import save_arrays
-from server.strategy import make_strategy
-from shared import contract
-from simulations import runner
+from fedmi.server.app import array_shapes, model_arrays
+from fedmi.server.federation import resume
+from fedmi.server.history import RunHistory
+from fedmi.server.report.document import save_arrays
+from fedmi.server.strategy.base import make_strategy
+from fedmi.shared import contract
+from fedmi.shared.run_config import RunConfig
+from fedmi.simulations import runner
 
 
 def test_a_run_folder_of_another_model_fails_before_flower_starts(tmp_path, monkeypatch):

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-
-from shared.tasks import identify_tracer
-from simulations import phantom as P
-from simulations.generator import generate_federation
+from fedmi.shared.tasks import identify_tracer
+from fedmi.simulations import phantom as P
+from fedmi.simulations.generator import generate_federation
 
 tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
 

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.mark.slow
 def test_tiny_federation_reports_uncertainty_ood_and_biomarker(tiny_fdg, tmp_path):
-    from simulations.runner import run
+    from fedmi.simulations.runner import run
 
     out = tmp_path / "run"
     report = run(

@@ -1,0 +1,131 @@
+"""``fedmi-site ledger``: what the site's privacy ledger has spent, per run and in total."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fedmi.client.privacy.ledger import LEDGER_FILE, LedgerError, PrivacyLedger, reset_ledger
+from fedmi.client.privacy.settings import DEFAULT_DELTA, DEFAULT_EPSILON, epsilon_of
+
+
+def ledger_summary(
+    ledger: PrivacyLedger,
+    *,
+    epsilon_budget: float | None = None,
+    delta: float | None = None,
+    accountant: str = "rdp",
+) -> dict[str, object]:
+    """Spend per run (ε of that run alone and cumulative ε after it), total and remaining."""
+    budget = ledger.body.get("budget") or {}
+    eps_budget = float(epsilon_budget or budget.get("epsilon") or DEFAULT_EPSILON)
+    delta = float(delta or budget.get("delta") or DEFAULT_DELTA)
+    runs = []
+    so_far: list[tuple[float, float, int]] = []
+    for run_id in ledger.run_ids():
+        own = ledger.history(run_id)
+        so_far += own
+        charges = [c for c in ledger.body["charges"] if c["run_id"] == run_id]
+        plan = ledger.run_plan(run_id) or {}
+        runs.append(
+            {
+                "run_id": run_id,
+                "rounds": len(charges),
+                "steps": sum(s for _, _, s in own),
+                "noise_multiplier": plan.get("noise_multiplier", charges[-1]["noise_multiplier"]),
+                "sample_rate": charges[-1]["sample_rate"],
+                "max_grad_norm": charges[-1]["max_grad_norm"],
+                "epsilon_run": epsilon_of(own, delta, accountant),
+                "epsilon_cumulative": epsilon_of(so_far, delta, accountant),
+                "first": charges[0]["time"],
+                "last": charges[-1]["time"],
+            }
+        )
+    total = epsilon_of(ledger.history(), delta, accountant)
+    return {
+        "ledger": str(ledger.path),
+        "ledger_id": ledger.body["ledger_id"],
+        "accountant": accountant,
+        "delta": delta,
+        "epsilon_budget": eps_budget,
+        "epsilon_spent": total,
+        "epsilon_remaining": max(0.0, eps_budget - total),
+        "steps": sum(s for _, _, s in ledger.history()),
+        "runs": runs,
+        "resets": ledger.body.get("resets", []),
+    }
+
+
+def _cmd_ledger(args: argparse.Namespace) -> int:
+    folder: Path = args.state_dir
+    if args.reset:
+        if not args.yes:
+            print(
+                "fedmi-site ledger --reset forgets every privacy charge of this dataset; the old "
+                "ledger is archived beside it. Add --yes to confirm."
+            )
+            return 2
+        archived = reset_ledger(folder, reason=args.reason)
+        print(f"ledger reset; previous ledger archived as {archived.name if archived else '—'}")
+        return 0
+    try:
+        ledger = PrivacyLedger.open(folder, create=False)
+    except FileNotFoundError:
+        print(f"no privacy ledger ({LEDGER_FILE}) in {folder}: nothing spent yet")
+        return 1
+    except LedgerError as exc:
+        print(f"fedmi-site ledger: {exc}")
+        return 3
+    s = ledger_summary(
+        ledger, epsilon_budget=args.epsilon_budget, delta=args.delta, accountant=args.accountant
+    )
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    print(
+        f"privacy ledger {s['ledger_id']} ({s['accountant'].upper()} accountant, δ = {s['delta']:g})"
+    )
+    header = f"{'run':<22} {'rounds':>6} {'steps':>7} {'sigma':>7} {'q':>7} {'C':>5} {'eps run':>8} {'eps cum':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in s["runs"]:  # type: ignore[union-attr]
+        print(
+            f"{str(r['run_id'])[:22]:<22} {r['rounds']:>6} {r['steps']:>7} "
+            f"{r['noise_multiplier']:>7.3f} {r['sample_rate']:>7.4f} {r['max_grad_norm']:>5.2g} "
+            f"{r['epsilon_run']:>8.3f} {r['epsilon_cumulative']:>8.3f}"
+        )
+    print(
+        f"spent ε = {s['epsilon_spent']:.3f} of {s['epsilon_budget']:g}; "
+        f"remaining {s['epsilon_remaining']:.3f} ({s['steps']} DP-SGD steps in all)"
+    )
+    for reset in s["resets"]:  # type: ignore[union-attr]
+        print(f"reset at {reset['time']}: {reset.get('reason', '')}")
+    return 0
+
+
+def add_ledger(sub: argparse._SubParsersAction) -> None:
+    """Register ``fedmi-site ledger``."""
+    p = sub.add_parser(
+        "ledger",
+        help="show (or reset) the site's differential-privacy ledger",
+        description=(
+            "Show the privacy spent by this site's dataset: per run (rounds, DP-SGD steps, "
+            "noise multiplier, sampling rate, clipping norm, ε of the run and cumulative ε), "
+            "the total and what remains of the budget. The ledger is DIR/privacy_ledger.json "
+            "(deployment: the SuperNode's state-dir; simulation: <data-root>/.fedmi-cache/<site>)."
+        ),
+    )
+    p.add_argument("--state-dir", type=Path, required=True, help="folder holding the ledger")
+    p.add_argument("--epsilon-budget", type=float, default=None, help="budget (default: ledger's)")
+    p.add_argument("--delta", type=float, default=None, help="δ (default: the ledger's)")
+    p.add_argument("--accountant", choices=("rdp", "prv"), default="rdp", help="default rdp")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="archive the ledger and start from zero (a deliberate, logged act; needs --yes)",
+    )
+    p.add_argument("--yes", action="store_true", help="confirm --reset")
+    p.add_argument("--reason", default="reset by a person", help="why (kept in the ledger)")
+    p.set_defaults(handler=_cmd_ledger)

@@ -1,0 +1,137 @@
+"""``fedmi-site check``: validate a site and show exactly what it would share, sending nothing.
+
+Runs (or reuses) the ingest of the site's DICOM into ``STATE_DIR/ingest`` (the folder the
+SuperNode uses), reads ``site.toml`` ``[site]`` and ``[privacy]`` as the SuperNode would,
+builds the very reply the site gives to the coordinator's ``query`` (through the same egress
+check as a real reply) and prints it: labelled scans per class, the train/test split, scans
+per tracer / manufacturer / model after the site's small-cell rule, and the site's DP
+settings (which stay at the site). No network connection is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from fedmi.client.site.config import SiteConfigError, load_site_config
+from fedmi.shared import contract
+from fedmi.shared.tasks import TASKS, get_task
+
+log = logging.getLogger(__name__)
+
+
+def site_check(
+    site_dir: Path, task: str, state_dir: Path, role: str | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """Validate the site and build its query reply.
+
+    Returns
+    -------
+    (dict, list[str])
+        The reply's content as plain values (record → key → value) and the report lines.
+
+    Raises
+    ------
+    SiteConfigError
+        When site.toml, the labels or the DICOM give nothing usable (message names the fix).
+    """
+    from fedmi.client import runtime
+    from fedmi.client.egress import check_outbound
+    from fedmi.client.ingest.pipeline import ingest_site
+    from fedmi.client.privacy.settings import resolve_privacy
+    from fedmi.client.site.settings import resolve_site
+    from flwr.app import ConfigRecord
+
+    site_dir = Path(site_dir).resolve()
+    state_dir = Path(state_dir).resolve()
+    if not site_dir.is_dir():
+        raise SiteConfigError(f"--site-dir {site_dir} does not exist: give the site folder")
+    toml = load_site_config(site_dir)
+    if toml.task and toml.task != task:
+        raise SiteConfigError(
+            f"{site_dir / 'site.toml'}: [site] task is {toml.task!r} but --task {task}: "
+            "join the federation for the site's task, or correct site.toml"
+        )
+    node_config: dict[str, object] = {"data-dir": str(site_dir), "state-dir": str(state_dir)}
+    if role:
+        node_config["role"] = role
+    site = resolve_site(node_config, {})
+    privacy = resolve_privacy(site, node_config, {})
+    report = ingest_site(site.data_dir, task, site.cache_dir)
+    s = report.summary
+    lines = [
+        f"site {site.site_id}: role {site.role}, task {task}, small-cell rule k={site.min_cell_count}",
+        f"DICOM: {s['files_found']} files, {s['series_accepted']} series accepted, "
+        f"{s['series_rejected']} rejected (details: {site.cache_dir / 'ingest_report.json'})",
+    ]
+    for reason, n in s["by_reason"].items():
+        lines.append(f"  rejected {reason}: {n}")
+    if s["series_accepted"] == 0:
+        raise SiteConfigError(
+            f"no usable series for task {task} under {site_dir / 'dicom'}: see "
+            f"{site.cache_dir / 'ingest_report.json'} for each file's reason"
+        )
+    config = ConfigRecord({"task": task, "seed": 0})
+    content = check_outbound(contract.QUERY, runtime.handle_query(site, config), None)
+    shared = {name: dict(rec) for name, rec in content.items()}
+    m = shared[contract.METRICS]
+    spec = get_task(task)
+    n, pos = int(m["num-examples"]), int(m["num-positive"])
+    lines += [
+        "",
+        "What this site would send to the coordinator when asked (nothing is sent now):",
+        f"  site: {dict(shared[contract.SITE])}",
+        f"  labelled scans: {n} ({spec.classes[0]} {n - pos}, {spec.classes[1]} {pos}); "
+        f"split {m['num-train']} train / {m['num-test']} test",
+    ]
+    inv = shared.get(contract.INVENTORY, {})
+    for field in contract.INVENTORY_FIELDS:
+        names, counts = inv.get(f"{field}-names", []), inv.get(f"{field}-counts", [])
+        items = ", ".join(f"{a} {b}" for a, b in zip(names, counts, strict=False)) or "—"
+        lines.append(f"  scans per {field}: {items}")
+    lines.append(
+        f"  small cells pooled or withheld: {int(m.get('suppressed-cells', 0))} "
+        f"(categories with fewer than {site.min_cell_count} scans)"
+    )
+    lines += [
+        "During training it sends model weights and declared metrics only; evaluation sends "
+        "score histograms and counts, suppressed below k. Never: images, DICOM headers, "
+        "UIDs, names, dates, paths or per-patient values.",
+        f"Differential privacy (stays here): {'on' if privacy.dp else 'OFF'}, epsilon budget "
+        f"{privacy.epsilon:g}, delta {privacy.delta:g}, clipping norm {privacy.max_grad_norm:g}",
+    ]
+    return shared, lines
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from fedmi.client.privacy.settings import PrivacyConfigError
+
+    try:
+        if args.state_dir:
+            _, lines = site_check(args.site_dir, args.task, args.state_dir, args.role)
+        else:
+            with tempfile.TemporaryDirectory(prefix="fedmi-check-") as tmp:
+                _, lines = site_check(args.site_dir, args.task, Path(tmp), args.role)
+    except (SiteConfigError, PrivacyConfigError, ValueError) as exc:
+        print(f"fedmi-site check: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+def add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate the site and print exactly what it would share (sends nothing)",
+        description=(__doc__ or "").split("\n\n")[1],
+    )
+    p.add_argument(
+        "--site-dir", type=Path, required=True, help="site folder (dicom/, labels.csv, site.toml)"
+    )
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="clinical task")
+    p.add_argument("--state-dir", type=Path, help="the SuperNode's state folder (reuses its cache)")
+    p.add_argument("--role", choices=("train", "holdout"), help="override site.toml's role")
+    p.set_defaults(handler=_cmd_check)

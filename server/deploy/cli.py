@@ -1,0 +1,198 @@
+"""``fedmi-server`` deployment subcommands: certs, start, stop, register, run, status.
+
+Every command checks its inputs first and reports a problem as one line naming the file
+or setting and the fix (exit status 2); Flower's own output is shown only when a Flower
+command itself fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fedmi.server.deploy.certs import CertificateError, check_public_key, make_certificates
+from fedmi.server.deploy.superlink import (
+    CONNECTION,
+    DEFAULT_PORT,
+    DeploymentError,
+    flower_env,
+    list_nodes,
+    list_runs,
+    register_site,
+    run_command,
+    start_superlink,
+    stop_superlink,
+)
+
+
+def _fail(message: str) -> int:
+    print(f"fedmi-server: {message}", file=sys.stderr)
+    return 2
+
+
+def _certs(args: argparse.Namespace) -> int:
+    try:
+        paths = make_certificates(
+            Path(args.out), list(args.address), days=args.days, overwrite=args.overwrite
+        )
+    except CertificateError as exc:
+        return _fail(str(exc))
+    print(f"CA certificate   {paths.ca_cert}   (give this file to every site)")
+    print(f"CA key           {paths.ca_key}   (keep offline; never share)")
+    print(f"server cert/key  {paths.server_cert}, {paths.server_key}")
+    print(f"valid for: {', '.join(args.address)}")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    try:
+        result = start_superlink(
+            Path(args.certs),
+            Path(args.state),
+            host=args.host,
+            port=args.port,
+            background=args.background,
+        )
+    except (CertificateError, DeploymentError) as exc:
+        return _fail(str(exc))
+    if args.background:
+        print(
+            f"SuperLink running (PID {result}) on {args.host}:{args.port}; log and PID file in "
+            f"{Path(args.state).resolve()}; `flwr` connection: {CONNECTION}"
+        )
+        return 0
+    return int(result)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    pid = stop_superlink(Path(args.state))
+    print(f"stopped the SuperLink (PID {pid})" if pid else "no SuperLink was running")
+    return 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    try:
+        check_public_key(Path(args.key))
+        node = register_site(Path(args.key), args.connection)
+    except (CertificateError, DeploymentError) as exc:
+        return _fail(str(exc))
+    print(f"registered {args.key} as node {node}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        cmd = run_command(
+            Path(args.out),
+            args.run_config or "",
+            app=Path(args.app) if args.app else None,
+            connection=args.connection,
+        )
+    except DeploymentError as exc:
+        return _fail(str(exc))
+    out = Path(args.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "resume.json").exists():
+        print(f"{out} holds an interrupted run: it resumes after its last completed round")
+    return subprocess.call(cmd, env=flower_env())
+
+
+def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:
+    """The last completed round in a run folder and its per-round ``missing`` lists."""
+    rounds: list[dict] = []
+    last = None
+    for name in ("resume.json", "report.json"):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        got = [r for r in doc.get("rounds", []) if isinstance(r, dict)]
+        if got and (last is None or max(r["round"] for r in got) >= last):
+            rounds = got
+            last = max(r["round"] for r in got)
+    return last, rounds
+
+
+def _status(args: argparse.Namespace) -> int:
+    code = 0
+    try:
+        nodes = list_nodes(args.connection)
+        online = [n for n in nodes if n.get("status") == "online"]
+        print(f"sites: {len(nodes)} registered, {len(online)} online")
+        for n in nodes:
+            print(f"  node {n.get('node-id')}: {n.get('status')}")
+        runs = list_runs(args.connection)
+        print(f"runs: {len(runs)}")
+        for r in runs:
+            print(f"  run {r.get('run-id')}: {r.get('status')} ({r.get('fab-id', '')})")
+    except DeploymentError as exc:
+        print(f"fedmi-server: {exc} (is the SuperLink running? `fedmi-server start`)")
+        code = 2
+    if args.out:
+        out = Path(args.out)
+        last, rounds = last_round(out)
+        if last is None:
+            print(f"{out}: no completed round yet")
+        else:
+            done = (out / "final_model.npz").exists()
+            print(f"{out}: last completed round {last}{' (run finished)' if done else ''}")
+            for r in rounds:
+                for m in r.get("missing", []):
+                    print(
+                        f"  round {r['round']}: {m['site_id']} missing ({m['stage']}: {m['reason']})"
+                    )
+    return code
+
+
+def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the deployment subcommands on ``fedmi-server``'s parser."""
+    p = sub.add_parser("certs", help="create the federation CA and the SuperLink certificate")
+    p.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    p.add_argument(
+        "--address",
+        action="append",
+        required=True,
+        help="IP or DNS name the sites use for the coordinator (repeat for several)",
+    )
+    p.add_argument("--days", type=int, default=825, help="validity in days (default 825)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=_certs)
+
+    p = sub.add_parser("start", help="start the SuperLink (TLS, site authentication)")
+    p.add_argument("--certs", required=True, help="folder written by `fedmi-server certs`")
+    p.add_argument("--state", required=True, help="state folder (database, PID file, log)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="the one port (default 8000)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; 0.0.0.0 for real sites)",
+    )
+    p.add_argument("--background", action="store_true", help="detach once the port is open")
+    p.set_defaults(func=_start)
+
+    p = sub.add_parser("stop", help="stop the SuperLink started with --state")
+    p.add_argument("--state", required=True, help="the state folder given to `start`")
+    p.set_defaults(func=_stop)
+
+    p = sub.add_parser("register", help="allow a site's public key (site.pub) to connect")
+    p.add_argument("--key", required=True, help="the site's site.pub")
+    p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
+    p.set_defaults(func=_register)
+
+    p = sub.add_parser("run", help="run fedmi on the connected sites, outputs into --out")
+    p.add_argument("--out", required=True, help="run folder (the same folder resumes a run)")
+    p.add_argument("--run-config", default="", help="e.g. 'num-server-rounds=20 min-nodes=4'")
+    p.add_argument("--app", help="fedmi source folder (default: this installation)")
+    p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("status", help="sites online, runs, last completed round")
+    p.add_argument("--out", help="a run folder to report on")
+    p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
+    p.set_defaults(func=_status)

@@ -1,0 +1,170 @@
+"""HTML sections of ``report.html`` for uncertainty, OOD detection and the MCI biomarker.
+
+Drawn with the helpers of :mod:`fedmi.server.report.html` from ``report["uncertainty"]``,
+``report["ood"]`` and ``report["biomarker"]`` (each may be ``None``: the section is then
+left out).
+"""
+
+from __future__ import annotations
+
+from fedmi.server.report.html import Plot, _ci, _colors, _e, _figure, _legend, _num
+
+#: (anchor, navigation label) of the sections below, in page order.
+NAV = (("uncertainty", "Uncertainty"), ("ood", "OOD"), ("biomarker", "Biomarker"))
+
+
+def section_uncertainty(report: dict) -> str:
+    """Referral curve chart (accuracy of kept scans vs referral rate) and an ECE table."""
+    u = report.get("uncertainty")
+    if not u:
+        return ""
+    rates = list(u.get("referral_rates") or [])
+    per_site = u.get("per_site") or {}
+    pooled = u.get("pooled") or {}
+    curves = {k: v.get("accuracy") or [] for k, v in per_site.items()}
+    values = [a for acc in curves.values() for a in acc if a is not None]
+    values += [a for g in pooled.values() for a in (g.get("accuracy") or []) if a is not None]
+    lo = max(0.0, min([*values, 0.5]) - 0.05)
+    p = Plot(xlim=(0.0, max(rates or [0.5])), ylim=(lo, 1.0))
+    p.axes(
+        "fraction referred to a reader (most uncertain first)",
+        "accuracy of the scans kept",
+        rates,
+        [round(lo + i * (1 - lo) / 5, 2) for i in range(6)],
+        fmt="{:.2f}",
+        xfmt="{:.1f}",
+    )
+    colors = _colors(curves)
+    for name, acc in curves.items():
+        pts = [(r, a) for r, a in zip(rates, acc, strict=False) if a is not None]
+        p.line(pts, colors[name], 1.3, title=name)
+        p.points(pts, colors[name], 2.5, name)
+    if "all" in pooled:
+        pts = [
+            (r, a) for r, a in zip(rates, pooled["all"]["accuracy"], strict=False) if a is not None
+        ]
+        p.line(pts, "#000", 2.6, title="pooled")
+    head = (
+        "<tr><th class='l'>site</th><th class='l'>role</th><th>n</th><th>ECE plain</th>"
+        "<th>ECE MC</th><th>Brier plain</th><th>Brier MC</th>"
+        + "".join(f"<th>acc @{r:.1f}</th>" for r in rates)
+        + "</tr>"
+    )
+    rows = []
+    entries = [(k, v) for k, v in per_site.items()]
+    entries += [(f"pooled {g}", v | {"role": g}) for g, v in pooled.items()]
+    for name, v in entries:
+        rows.append(
+            f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(v.get('role', ''))}</td>"
+            f"<td>{_num(v.get('n'))}</td><td>{_num(v.get('ece_plain'))}</td>"
+            f"<td>{_num(v.get('ece_mc'))}</td><td>{_num(v.get('brier_plain'))}</td>"
+            f"<td>{_num(v.get('brier_mc'))}</td>"
+            + "".join(f"<td>{_num(a)}</td>" for a in v.get("accuracy") or [])
+            + "</tr>"
+        )
+    passes = next((v.get("mc_passes") for v in per_site.values()), None)
+    return (
+        '<h2 id="uncertainty">Uncertainty and referral</h2>'
+        + _figure(
+            p.svg("Referral curve"),
+            "Accuracy at the operating threshold of the scans the model keeps when the most "
+            f"uncertain fraction is referred (MC dropout, {_e(passes)} passes; uncertainty = "
+            "predictive entropy of the mean probability). Black: pooled over all sites.",
+            _legend(colors, [("pooled", "#000")]),
+        )
+        + f"<table>{head}{''.join(rows)}</table>"
+        + '<p class="muted">ECE from fixed calibration bins of the plain prediction and of the '
+        "MC-dropout mean; both computed from the sites' bin aggregates.</p>"
+    )
+
+
+def section_ood(report: dict) -> str:
+    """OOD detection table: flagged fraction and detection AUROC per site."""
+    o = report.get("ood")
+    if not o:
+        return ""
+    thr = o.get("threshold") or {}
+    head = (
+        "<tr><th class='l'>site</th><th class='l'>role</th><th>scans</th><th>flagged</th>"
+        "<th>detection AUROC</th><th>±bin</th><th class='l'>reference</th></tr>"
+    )
+    rows = []
+    for r in o.get("per_site") or []:
+        ref = "other training sites" if r.get("role") == "train" else "all training sites"
+        rows.append(
+            f"<tr><td class='l'>{_e(r['site_id'])}</td><td class='l'>{_e(r.get('role'))}</td>"
+            f"<td>{_num(r.get('n'))}</td><td>{_num(r.get('flagged_fraction'))}</td>"
+            f"<td>{_num(r.get('detection_auroc'))}</td><td>{_num(r.get('detection_auroc_bound'))}</td>"
+            f"<td class='l'>{ref if r.get('reference_sites') else '—'}</td></tr>"
+        )
+    desc = o.get("description") or {}
+    return (
+        '<h2 id="ood">Out-of-distribution scans</h2>'
+        f"<table>{head}{''.join(rows)}</table>"
+        '<p class="muted">OOD score: smallest Mahalanobis distance of a scan\'s embedding to the '
+        "training classes' means under a pooled, shrinkage-regularised covariance, learned from "
+        f"aggregates of {_e(sum(desc.get('scans_per_class') or []))} training scans. A scan is "
+        f"flagged above {_num(thr.get('distance'), 2)} (the {_num(thr.get('quantile'), 2)} "
+        "quantile of the training sites' own test scans). Detection AUROC: a site's scans "
+        "against the training sites' test scans (0.5 = indistinguishable), from fixed-bin "
+        "histograms.</p>"
+    )
+
+
+def _auc(row: dict, marker: str) -> str:
+    """The site's exact AUC when sent, else the histogram AUC with its binning bound."""
+    exact = row.get(f"auc_{marker}_exact")
+    if exact is not None:
+        return _num(exact)
+    bound = row.get(f"auc_{marker}_bound")
+    return f"{_num(row.get(f'auc_{marker}'))} <span class='muted'>±{_num(bound)}</span>"
+
+
+def section_biomarker(report: dict) -> str:
+    """Table comparing the model's score with the meta-ROI SUVR as predictors of conversion."""
+    b = report.get("biomarker")
+    if not b:
+        return ""
+    head = (
+        "<tr><th class='l'>site</th><th>MCI</th><th>converters</th><th>AUC model</th>"
+        "<th>AUC SUVR</th><th>AUC difference (95 % CI)</th></tr>"
+    )
+    rows = []
+    for r in b.get("per_site") or []:
+        if "auc_model" not in r:
+            rows.append(
+                f"<tr><td class='l'>{_e(r['site_id'])}</td><td>{_num(r['n'])}</td>"
+                f"<td>{_num(r['n_converters'])}</td>"
+                "<td colspan='3' class='l muted'>suppressed (small cells)</td></tr>"
+            )
+            continue
+        rows.append(
+            f"<tr><td class='l'>{_e(r['site_id'])}</td><td>{_num(r['n'])}</td>"
+            f"<td>{_num(r['n_converters'])}</td>"
+            f"<td>{_auc(r, 'model')}</td><td>{_auc(r, 'suvr')}</td>"
+            f"<td>{_num(r.get('auc_diff'))}{_ci(r.get('auc_diff_ci'))}</td></tr>"
+        )
+    pooled = b.get("pooled")
+    if pooled:
+        d = pooled.get("auc_diff") or {}
+        ci = [d.get("ci_low"), d.get("ci_high")] if d else None
+        rows.append(
+            f"<tr><th class='l'>pooled</th><th>{_num(pooled['n'])}</th>"
+            f"<th>{_num(pooled['n_converters'])}</th>"
+            f"<th>{_num(pooled['auc_model'])}</th><th>{_num(pooled['auc_suvr'])}</th>"
+            f"<th>{_num(d.get('diff'))}{_ci(ci)}</th></tr>"
+        )
+    return (
+        '<h2 id="biomarker">The output as a biomarker (MCI conversion)</h2>'
+        f"<table>{head}{''.join(rows)}</table>"
+        f'<p class="muted">{_e(b.get("outcome"))}. Model: {_e(b.get("model_score"))}. '
+        f"Baseline: {_e(b.get('baseline'))}. Site AUCs as computed at the site; pooled AUCs "
+        "from summed fixed-bin histograms; "
+        "the difference and its interval are paired DeLong estimates computed at each site, "
+        "pooled by inverse variance.</p>"
+    )
+
+
+def sections(report: dict) -> list[str]:
+    """All three sections in page order (empty strings where a section has no data)."""
+    return [section_uncertainty(report), section_ood(report), section_biomarker(report)]

@@ -1,0 +1,86 @@
+"""The report's ``privacy`` section, from the sites' declared train metrics in RunHistory."""
+
+from __future__ import annotations
+
+import logging
+
+from fedmi.server.history import RunHistory
+from fedmi.shared.run_config import RunConfig
+
+log = logging.getLogger(__name__)
+
+#: Train-reply metric → report field.
+_FIELDS = {
+    "epsilon": "epsilon",
+    "epsilon-budget": "epsilon_budget",
+    "delta": "delta",
+    "noise-multiplier": "noise_multiplier",
+    "sample-rate": "sample_rate",
+    "max-grad-norm": "clipping_norm",
+}
+
+
+def privacy_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
+    """Per training site: DP on/off, ε spent (cumulative, the site's dataset across runs),
+    its budget, δ, σ, q, DP-SGD steps this run, clipping norm, last status and the rounds
+    it refused (``budget-exhausted``, ``ledger-error``); plus central DP when used."""
+    sites: dict[str, dict[str, object]] = {}
+    for r in sorted(history.rounds):
+        for name, entry in history.rounds[r].get("train", {}).items():
+            row = sites.setdefault(
+                name,
+                {
+                    "site_id": name,
+                    "dp": "off",
+                    "steps": 0,
+                    "rounds_trained": 0,
+                    "refused_rounds": {},
+                    **{v: None for v in _FIELDS.values()},
+                },
+            )
+            status = str(entry.get("status", "unknown"))
+            row["status"] = status
+            if "epsilon" in entry:
+                row["dp"] = "on"
+                for key, field in _FIELDS.items():
+                    if key in entry and (
+                        status == "ok" or field in ("epsilon", "epsilon_budget", "delta")
+                    ):
+                        row[field] = entry[key]
+            if status == "ok":
+                row["rounds_trained"] = int(row["rounds_trained"]) + 1
+                row["steps"] = int(row["steps"]) + int(entry.get("dp-steps", 0) or 0)
+            else:
+                row["refused_rounds"].setdefault(status, []).append(r)  # type: ignore[union-attr]
+    for row in sites.values():
+        if row["dp"] == "off" and row.get("status") != "ok":
+            row["dp"] = "unknown"  # never trained here: its DP setting was not reported
+        if "budget-exhausted" in row["refused_rounds"]:  # type: ignore[operator]
+            log.warning(
+                "site %s refused rounds %s: privacy budget exhausted",
+                row["site_id"],
+                row["refused_rounds"]["budget-exhausted"],  # type: ignore[index]
+            )
+    out: dict[str, object] = {
+        "level": "sample (DP-SGD at each site, each site's own budget)",
+        "per_site": [sites[k] for k in sorted(sites)],
+        "central": {"mode": cfg.central_dp},
+    }
+    if cfg.central_dp != "off":
+        from fedmi.server.strategy.central_dp import central_epsilon
+
+        released = sum(
+            1
+            for r in history.rounds.values()
+            if any(e.get("status") == "ok" for e in r.get("train", {}).values())
+        )
+        out["central"] = {
+            "mode": cfg.central_dp,
+            "level": "client (a whole site)",
+            "noise_multiplier": cfg.central_noise_multiplier,
+            "clipping_norm": cfg.central_clipping_norm,
+            "released_rounds": released,
+            "delta": 1e-5,
+            "epsilon": central_epsilon(cfg.central_noise_multiplier, released, 1e-5),
+        }
+    return out

@@ -1,0 +1,154 @@
+"""The privacy ledger: spend accumulates across rounds, runs and restarts; the site refuses
+at its budget; a corrupt or missing ledger is never silently reset to zero."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fedmi.client.cli import main as site_cli
+from fedmi.client.privacy import cli as ledger_cli
+from fedmi.client.privacy.ledger import LEDGER_FILE, MARKER_FILE, LedgerError, PrivacyLedger
+from fedmi.client.privacy.settings import (
+    PrivacyConfigError,
+    PrivacySettings,
+    epsilon_of,
+    private_round,
+    resolve_privacy,
+)
+from fedmi.client.training.loop import TrainSettings
+
+from tests.client.privacy.helpers import fake_site, tiny_data, tiny_model
+
+TRAIN = TrainSettings(epochs=1, batch_size=4, seed=1, augment=False)
+
+
+def _round(site, settings, run_id, server_round, planned):
+    x, y = tiny_data(12)
+    return private_round(
+        site,
+        settings,
+        tiny_model(),
+        x,
+        y,
+        TRAIN,
+        run_id=run_id,
+        server_round=server_round,
+        planned_rounds=planned,
+    )
+
+
+def test_spend_accumulates_across_rounds_restarts_and_runs(tmp_path):
+    site = fake_site(tmp_path)
+    settings = PrivacySettings(epsilon=4.0, delta=1e-5)
+    eps = []
+    for r in (1, 2):
+        out = _round(site, settings, "run-1", r, planned=3)
+        assert out.status == "ok" and out.metrics["dp-steps"] == 3
+        eps.append(out.metrics["epsilon"])
+    # a "restart": nothing in memory, the ledger is read back from disk
+    reloaded = PrivacyLedger.open(site.state_dir)
+    assert reloaded.history() == [(out.metrics["noise-multiplier"], 1 / 3, 3)] * 2
+    assert epsilon_of(reloaded.history(), 1e-5) == pytest.approx(eps[-1])
+    out3 = _round(site, settings, "run-1", 3, planned=3)
+    assert out3.metrics["noise-multiplier"] == out.metrics["noise-multiplier"]  # plan kept
+    eps.append(out3.metrics["epsilon"])
+    assert eps[0] < eps[1] < eps[2] <= 4.0
+    assert eps[2] == pytest.approx(4.0, abs=0.02)  # the run was planned to use the budget
+    # a new run on the same dataset finds the budget spent
+    new_run = _round(site, settings, "run-2", 1, planned=3)
+    assert new_run.status == "budget-exhausted" and new_run.result is None
+    assert new_run.metrics["epsilon"] == pytest.approx(eps[2])
+
+
+def test_a_later_run_gets_only_what_is_left(tmp_path):
+    site = fake_site(tmp_path)
+    _round(site, PrivacySettings(epsilon=2.0), "run-1", 1, planned=1)
+    bigger = PrivacySettings(epsilon=5.0)  # the site raised its budget
+    out = _round(site, bigger, "run-2", 1, planned=2)
+    assert out.status == "ok"
+    second = _round(site, bigger, "run-2", 2, planned=2)
+    assert second.metrics["epsilon"] == pytest.approx(5.0, abs=0.02)
+    assert second.metrics["epsilon"] <= 5.0
+    summary = ledger_cli.ledger_summary(PrivacyLedger.open(site.state_dir))
+    assert [r["run_id"] for r in summary["runs"]] == ["run-1", "run-2"]
+    assert summary["runs"][0]["epsilon_run"] == pytest.approx(2.0, abs=0.02)
+    assert summary["epsilon_remaining"] == pytest.approx(0.0, abs=0.02)
+
+
+def test_refuses_a_round_beyond_the_plan_at_the_budget(tmp_path):
+    site = fake_site(tmp_path)
+    settings = PrivacySettings(epsilon=3.0)
+    assert _round(site, settings, "run-1", 1, planned=1).status == "ok"
+    steps_before = PrivacyLedger.open(site.state_dir).history()
+    out = _round(site, settings, "run-1", 2, planned=1)
+    assert out.status == "budget-exhausted"
+    assert PrivacyLedger.open(site.state_dir).history() == steps_before  # nothing charged
+
+
+@pytest.mark.parametrize("damage", ["edit", "garbage", "delete"])
+def test_a_damaged_or_missing_ledger_refuses_and_never_resets(tmp_path, damage):
+    site = fake_site(tmp_path)
+    settings = PrivacySettings(epsilon=4.0)
+    assert _round(site, settings, "run-1", 1, planned=4).status == "ok"
+    path = site.state_dir / LEDGER_FILE
+    if damage == "edit":  # someone lowers the spend by hand
+        doc = json.loads(path.read_text())
+        doc["body"]["charges"][0]["steps"] = 0
+        path.write_text(json.dumps(doc))
+    elif damage == "garbage":
+        path.write_bytes(path.read_bytes()[:50])
+    else:
+        path.unlink()
+    before = path.read_bytes() if path.exists() else None
+    with pytest.raises(LedgerError):
+        PrivacyLedger.open(site.state_dir)
+    out = _round(site, settings, "run-1", 2, planned=4)
+    assert out.status == "ledger-error" and out.result is None
+    assert (path.read_bytes() if path.exists() else None) == before  # left for a person
+    # the CLI says so too, and a deliberate reset archives what was there
+    assert site_cli(["ledger", "--state-dir", str(site.state_dir)]) == 3
+    assert site_cli(["ledger", "--state-dir", str(site.state_dir), "--reset"]) == 2
+    assert site_cli(["ledger", "--state-dir", str(site.state_dir), "--reset", "--yes"]) == 0
+    fresh = PrivacyLedger.open(site.state_dir)
+    assert fresh.history() == [] and fresh.body["resets"]
+    assert _round(site, settings, "run-1", 2, planned=4).status == "ok"
+
+
+def test_writes_are_atomic_and_checksummed(tmp_path):
+    site = fake_site(tmp_path)
+    _round(site, PrivacySettings(), "run-1", 1, planned=2)
+    files = sorted(p.name for p in site.state_dir.iterdir())
+    assert files == sorted([LEDGER_FILE, MARKER_FILE])  # no temporary file left behind
+    doc = json.loads((site.state_dir / LEDGER_FILE).read_text())
+    assert doc["format"] == "fedmi-privacy-ledger" and len(doc["sha256"]) == 64
+    charge = doc["body"]["charges"][0]
+    assert {"run_id", "round", "noise_multiplier", "sample_rate", "steps", "epsilon"} <= set(charge)
+
+
+def test_cli_reports_spend_per_run(tmp_path, capsys):
+    site = fake_site(tmp_path)
+    _round(site, PrivacySettings(epsilon=3.0), "run-7", 1, planned=2)
+    assert site_cli(["ledger", "--state-dir", str(site.state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "run-7" in out and "remaining" in out and "of 3" in out
+    assert site_cli(["ledger", "--state-dir", str(tmp_path / "none")]) == 1
+
+
+def test_privacy_settings_come_from_the_site(tmp_path):
+    site = fake_site(tmp_path)
+    sim = {"partition-id": 0}
+    assert resolve_privacy(site, {}, {}) == PrivacySettings()  # on by default
+    assert resolve_privacy(site, sim, {"sim-default-epsilon": 3}).epsilon == 3.0
+    (site.data_dir / "site.toml").write_text(
+        '[site]\nrole = "train"\n[privacy]\nepsilon = 2.5\ndelta = 1e-6\n[truth]\nx = [broken\n'
+    )
+    got = resolve_privacy(site, sim, {"sim-default-epsilon": 3, "sim-ledger-root": "/x"})
+    assert (got.dp, got.epsilon, got.delta) == (True, 2.5, 1e-6)  # the site's own wins
+    assert str(got.ledger_dir) == f"/x/{site.data_dir.name}"
+    assert resolve_privacy(site, sim, {}).ledger_dir == site.cache_dir
+    node = {"data-dir": str(site.data_dir), "dp": "off", "epsilon-budget": 1}
+    assert resolve_privacy(site, node, {"sim-default-epsilon": 9}).dp is False
+    for bad in ({"dp": "maybe"}, {"epsilon-budget": -1}, {"delta": 2}):
+        with pytest.raises(PrivacyConfigError):
+            resolve_privacy(site, {"data-dir": "d", **bad}, {})

@@ -1,0 +1,153 @@
+"""The ServerApp's whole flow against a fake Grid that records every message it is given.
+
+The fake sites answer like the ClientApp would (declared records only; evaluation replies
+built by the real site-side :func:`fedmi.client.evaluation.statistics.evaluation_statistics`), fast and
+without Flower's runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from fedmi.client.evaluation.statistics import evaluation_statistics
+from fedmi.server.app import run_federation
+from fedmi.shared import contract
+from fedmi.shared.run_config import RunConfig
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout")}
+
+
+class FakeGrid:
+    """Records (message type, destination) of every message; fake sites reply."""
+
+    def __init__(self, silent_in_validation: int | None = None, small_site: int | None = None):
+        self.sent: list[tuple[str, int]] = []
+        self.timeouts: dict[str, float] = {}
+        self.silent = silent_in_validation
+        self.small = small_site
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(SITES)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        replies = []
+        for msg in messages:
+            node, mtype = msg.metadata.dst_node_id, msg.metadata.message_type
+            self.sent.append((mtype, node))
+            self.timeouts[mtype] = timeout  # type: ignore[assignment]
+            if mtype == contract.EXTERNAL and node == self.silent:
+                continue  # offline: no reply before the timeout
+            replies.append(Message(self._answer(node, mtype, msg.content), reply_to=msg))
+        return replies
+
+    def _answer(self, node: int, mtype: str, content: RecordDict) -> RecordDict:
+        site_id, role = SITES[node]
+        status = "ok"
+        if mtype == contract.QUERY:
+            metrics = {"num-examples": 60, "num-train": 40, "num-test": 20, "num-positive": 30}
+            metrics |= {"min-cell-count": 10, "suppressed-cells": 1}
+            out = RecordDict(
+                {
+                    contract.METRICS: MetricRecord(metrics),
+                    contract.INVENTORY: ConfigRecord(
+                        {
+                            "tracer-names": ["fdg"],
+                            "tracer-counts": [60],
+                            "manufacturer-names": ["SIEMENS", "other"],
+                            "manufacturer-counts": [48, 12],
+                            "model-names": ["Biograph mCT"],
+                            "model-counts": [60],
+                        }
+                    ),
+                }
+            )
+        elif mtype == contract.TRAIN:
+            assert role == "train", f"{site_id} ({role}) was asked to train"
+            out = RecordDict(
+                {
+                    contract.ARRAYS: content[contract.ARRAYS],
+                    contract.METRICS: MetricRecord(
+                        {"num-examples": 40, "train-loss": 0.6, "train-accuracy": 0.7}
+                    ),
+                }
+            )
+        else:
+            rng = np.random.default_rng(node)
+            n = 8 if node == self.small else 60
+            labels = np.arange(n) % 2
+            scores = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * labels)))
+            stats, status = evaluation_statistics(scores, labels, 10)
+            out = RecordDict({contract.METRICS: MetricRecord(stats)})  # type: ignore[arg-type]
+        out[contract.SITE] = ConfigRecord(
+            {"site-id": site_id, "role": role, "status": status, "task": "fdg-ad"}
+        )
+        assert contract.check_reply(mtype, out) == [], mtype
+        return out
+
+
+@pytest.fixture
+def cfg(tmp_path) -> RunConfig:
+    return RunConfig(
+        num_server_rounds=2,
+        min_nodes=3,
+        node_wait=0.0,
+        round_timeout=30.0,
+        validation_timeout=7.0,
+        out_dir=str(tmp_path / "run"),
+        report_prevalences="0.05,0.2",
+    )
+
+
+def test_holdout_never_receives_a_train_message(flower_identity, cfg, tmp_path):
+    grid = FakeGrid()
+    report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    holdout = [n for n, (_, role) in SITES.items() if role == "holdout"]
+    trained = [node for mtype, node in grid.sent if mtype == contract.TRAIN]
+    evaluated = [node for mtype, node in grid.sent if mtype == contract.EVALUATE]
+    assert sorted(trained) == [1, 1, 2, 2]  # 2 rounds × 2 training sites
+    assert not set(holdout) & set(trained + evaluated)
+    external = sorted(node for mtype, node in grid.sent if mtype == contract.EXTERNAL)
+    assert external == [1, 2, 3]  # the final model goes everywhere, holdouts included
+    assert grid.timeouts[contract.EXTERNAL] == 7.0
+    per_site = {r["site_id"]: r for r in report["final"]["per_site"]}
+    assert set(per_site) == {"site-a", "site-b", "site-c"}
+    assert report["final"]["missing"] == []
+    val = report["validation"]
+    assert val["meta_analysis"]["all"]["k"] == 3
+    assert set(val["roc"]["pooled"]) == {"all", "train", "holdout"}
+    assert [v["prevalence"] for v in val["predictive_values"]["per_site"][0]["values"]][1:] == [
+        0.05,
+        0.2,
+    ]
+    assert report["data_counts"]["total"]["manufacturer"] == {"SIEMENS": 144, "other": 36}
+    assert per_site["site-c"]["brier"] is not None and per_site["site-c"]["auc_ci"]
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["validation"]["meta_analysis"] == val["meta_analysis"]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Forest plot" in page and "http://" not in page and "https://" not in page
+
+
+def test_an_offline_site_does_not_block_the_report(flower_identity, cfg, tmp_path):
+    grid = FakeGrid(silent_in_validation=3)
+    report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert [r["site_id"] for r in report["final"]["per_site"]] == ["site-a", "site-b"]
+    assert report["final"]["missing"] == [
+        {"site_id": "site-c", "role": "holdout", "reason": "no reply before the timeout"}
+    ]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "site-c" in page and "missing from the validation" in page
+
+
+def test_a_site_below_its_min_cell_count_is_shown_as_suppressed(flower_identity, cfg, tmp_path):
+    grid = FakeGrid(small_site=3)
+    report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    row = next(r for r in report["final"]["per_site"] if r["site_id"] == "site-c")
+    assert row["status"] == "suppressed" and row["auc"] is None and row["n"] == 8
+    assert report["final"]["pooled"]["holdout"] is None  # never pooled
+    assert report["validation"]["meta_analysis"]["all"]["k"] == 2
+    assert any(s["site_id"] == "site-c" for s in report["validation"]["suppressed"])
+    assert "suppressed at the site" in (tmp_path / "run" / "report.html").read_text()
