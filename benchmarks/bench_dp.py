@@ -202,10 +202,14 @@ def fedavg_draw(
     sites: list, datas: dict, holdout: str, eps: float | None, seed: int, rounds: int, ledger: Path
 ) -> float:
     """One FedAvg run without Flower: every training site runs the project's own round
-    (:func:`fedmi.client.privacy.settings.private_round`, real ledger under ``ledger``; plain
+    (:func:`fedmi.client.privacy.rounds.private_round`, real ledger under ``ledger``; plain
     :func:`fedmi.client.training.loop.train_local` when ``eps`` is None) with the regional model's
     defaults; the holdout site's exact AUC of the final model."""
-    from fedmi.client.privacy.settings import PrivacySettings, private_round
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.bench_drift import average_states
+    from fedmi.client.privacy.rounds import private_round
+    from fedmi.client.privacy.settings import PrivacySettings
     from fedmi.client.training.loop import TrainSettings, predict, train_local
     from fedmi.shared.model import (
         ModelSpec,
@@ -214,9 +218,6 @@ def fedavg_draw(
         load_federated_state,
     )
     from fedmi.shared.run_config import MODEL_DEFAULTS
-    from sklearn.metrics import roc_auc_score
-
-    from benchmarks.bench_drift import average_states
 
     d = MODEL_DEFAULTS["regional"]
     torch.manual_seed(seed)

@@ -67,6 +67,8 @@ def paired_gap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float | N
 
 def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict[str, float]]:
     """Holdout AUCs of FedAvg and pooled for one seed: ``{method: {site: auc}}``."""
+    from sklearn.metrics import roc_auc_score
+
     from fedmi.client.data import load_site_data
     from fedmi.client.ingest.report import load_accepted
     from fedmi.client.training.loop import TrainSettings, predict, train_local
@@ -78,7 +80,6 @@ def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict
     )
     from fedmi.shared.run_config import RunConfig
     from fedmi.shared.tasks import get_task
-    from sklearn.metrics import roc_auc_score
 
     cfg = RunConfig(model=args.model, local_epochs=args.local_epochs, learning_rate=args.lr)
     batch = args.batch_size if args.batch_size >= 0 else cfg.effective_batch_size

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
 from fedmi.client.ingest.geometry import LPS_TO_RAS  # noqa: E402
 from fedmi.client.ingest.pipeline import ingest_site  # noqa: E402
 from fedmi.client.ingest.template import template_brain  # noqa: E402

@@ -15,6 +15,7 @@ import json
 import time
 
 import torch
+
 from fedmi.client.privacy.dp_sgd import train_private
 from fedmi.client.training.loop import TrainSettings, train_local
 from fedmi.shared.model import ARCHITECTURES, ModelSpec, build_model

@@ -66,6 +66,7 @@ def screenshot(html: Path, png: Path, width: int = 1200, height: int = 7000) -> 
 def demo_report(out_dir: Path) -> Path:
     """A synthetic but complete report (3 sites, 5 rounds, LOSO, privacy) written to ``out_dir``."""
     import numpy as np
+
     from fedmi.client.evaluation.statistics import evaluation_statistics
     from fedmi.server.history import RunHistory, SiteInfo
     from fedmi.server.report.document import build_report, write_report

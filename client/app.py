@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Mapping
 
 import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
 from fedmi.client import runtime
 from fedmi.client.egress import check_outbound
 from fedmi.client.evaluation.ood import handle_ood_statistics
@@ -22,8 +25,6 @@ from fedmi.client.site.settings import resolve_site
 from fedmi.shared import contract
 from fedmi.shared.harmonization import HARMONIZED_METHODS, build_method_model
 from fedmi.shared.model import ModelSpec, build_model
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+
 from fedmi.shared.tasks import TaskSpec
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from fedmi.shared import contract
 from flwr.app import RecordDict
+
+from fedmi.shared import contract
 
 log = logging.getLogger(__name__)
 

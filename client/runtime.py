@@ -12,22 +12,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
 from fedmi.client.data import SiteData, load_site_data, rows_fingerprint
 from fedmi.client.evaluation.external import external_extras
 from fedmi.client.evaluation.statistics import data_inventory, evaluate_site
 from fedmi.client.harmonization.adaptation import evaluation_model, local_layers
-from fedmi.client.privacy.settings import (
-    FALLBACK_ROUNDS,
-    PrivacySettings,
-    private_round,
-    resolve_privacy,
-)
+from fedmi.client.privacy.rounds import FALLBACK_ROUNDS, private_round
+from fedmi.client.privacy.settings import PrivacySettings, resolve_privacy
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import TrainSettings, train_local
 from fedmi.shared import contract
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
 from fedmi.shared.tasks import get_task
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
 from fedmi.server.federation import resume
 from fedmi.server.federation.harmonization import collect_feature_reference
 from fedmi.server.federation.ood import collect_ood_description
@@ -38,8 +41,6 @@ from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.model import ModelSpec, federated_state_dict
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid, ServerApp
 
 log = logging.getLogger(__name__)
 

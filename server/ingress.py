@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fedmi.shared import contract
 from flwr.app import Message, RecordDict
+
+from fedmi.shared import contract
 
 
 @dataclass(frozen=True)

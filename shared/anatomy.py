@@ -20,6 +20,7 @@ import functools
 import os
 
 import numpy as np
+
 from fedmi.shared.grid import Grid, resample_to_grid
 
 #: The 1 mm MNI grid of the nilearn templates; every anatomy map is put on it first.

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedmi.shared.contract import SUVR_BINS, SUVR_RANGE
 from fedmi.shared.stats import BinnedAUC, auc_from_histograms
 

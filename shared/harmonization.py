@@ -37,9 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from fedmi.shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
 from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
-from torch import nn
 
 #: Methods whose model has site-local harmonization layers.
 HARMONIZED_METHODS = ("fedbn", "fedmi")

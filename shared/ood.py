@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedmi.shared.contract import OOD_BINS, OOD_LOG10_RANGE, OOD_SHRINKAGE
 from fedmi.shared.stats import BinnedAUC, auc_from_histograms
 

@@ -19,10 +19,11 @@ import functools
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedmi.shared.anatomy import MNI_1MM, aal3_labels, parcellation
 from fedmi.shared.grid import Grid, resample_to_grid
 from fedmi.shared.tasks import TEMPLATE_GRID_4MM
-from torch import nn
 
 #: Regions smaller than this many template voxels are left out (merged into the background).
 MIN_REGION_VOXELS = 4

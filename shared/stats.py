@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedmi.shared.contract import CALIBRATION_BINS, HIST_BINS, OPERATING_THRESHOLD, THRESHOLDS
 
 

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from fedmi.shared.tasks import NUCLIDE_CODES, TRACERS
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
@@ -63,6 +62,8 @@ from pydicom.uid import (
     generate_uid,
 )
 from pydicom.valuerep import format_number_as_ds
+
+from fedmi.shared.tasks import NUCLIDE_CODES, TRACERS
 
 __all__ = [
     "PetMeta",

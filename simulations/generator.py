@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from fedmi.shared.tasks import get_task
 from fedmi.simulations import phantom
 from fedmi.simulations.dicom_writer import (

@@ -31,9 +31,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy import ndimage
+
 from fedmi.shared import anatomy
 from fedmi.shared.grid import Grid
-from scipy import ndimage
 
 #: 2 mm MNI working grid, aligned with the 1 mm nilearn grid (voxel 0 covers −98…−96 mm).
 WORKING_GRID_2MM = Grid(shape=(98, 116, 94), spacing=(2.0, 2.0, 2.0), origin=(-97.0, -133.0, -71.0))

@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import torch
+
 from fedmi.client.data import SiteData
 from fedmi.client.evaluation.statistics import data_inventory, evaluate_site
 from fedmi.client.runtime import site_data
@@ -149,9 +150,10 @@ def run_federated(
 
 def _simulate(payload: dict) -> None:
     """Run one Flower simulation (in the child process when isolated)."""
+    from flwr.simulation import run_simulation
+
     from fedmi.client.app import build_client_app
     from fedmi.server.app import build_server_app
-    from flwr.simulation import run_simulation
 
     quiet_environment()
     logging.getLogger("fedmi").setLevel(payload["log_level"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
 from fedmi.shared.grid import Grid
 from fedmi.simulations.phantom import WORKING_GRID_2MM, WORKING_GRID_3MM
 

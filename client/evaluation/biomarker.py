@@ -14,6 +14,7 @@ import logging
 import nibabel as nib
 import numpy as np
 import torch
+
 from fedmi.client.evaluation.suppression import merge_score_histograms
 from fedmi.shared.anatomy import region_weights
 from fedmi.shared.biomarker import CONVERTER, META_ROI, STABLE, paired_delong, suvr_histograms

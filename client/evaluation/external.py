@@ -18,6 +18,8 @@ import logging
 from collections.abc import Mapping
 
 import torch
+from torch import nn
+
 from fedmi.client.evaluation.biomarker import (
     biomarker_metrics,
     load_outcome_scans,
@@ -35,7 +37,6 @@ from fedmi.client.training.loop import predict
 from fedmi.shared.biomarker import CONVERTER
 from fedmi.shared.ood import description_from_config
 from fedmi.shared.tasks import get_task
-from torch import nn
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,9 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from torch import nn
+
 from fedmi.client.evaluation.suppression import merge_groups
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared import contract
@@ -28,8 +31,6 @@ from fedmi.shared.ood import (
     mahalanobis_scores,
     ood_histogram,
 )
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
-from torch import nn
 
 log = logging.getLogger(__name__)
 

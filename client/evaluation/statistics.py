@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedmi.client.evaluation.suppression import suppress_categories, suppress_evaluation
 from fedmi.client.training.loop import predict
 from fedmi.shared.contract import INVENTORY_FIELDS, OPERATING_THRESHOLD
@@ -24,7 +26,6 @@ from fedmi.shared.stats import (
     sufficient_statistics,
     wilson_interval,
 )
-from torch import nn
 
 log = logging.getLogger(__name__)
 

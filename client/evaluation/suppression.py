@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from fedmi.shared.contract import OTHER
 
 #: What a suppressed evaluation reply still carries.

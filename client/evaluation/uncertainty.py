@@ -13,11 +13,12 @@ import logging
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedmi.client.evaluation.suppression import merge_calibration_bins
 from fedmi.shared.contract import REFERRAL_RATES
 from fedmi.shared.stats import calibration_statistics
 from fedmi.shared.uncertainty import mc_summary, referral_statistics
-from torch import nn
 
 log = logging.getLogger(__name__)
 

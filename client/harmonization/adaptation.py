@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
 from fedmi.client.data import SiteData
 from fedmi.client.harmonization.state import SiteHarmonization, load_site_harmonization, method_of
 from fedmi.client.site.settings import SiteSettings
@@ -45,7 +47,6 @@ from fedmi.shared.harmonization import (
     reference_from_config,
 )
 from fedmi.shared.model import ModelSpec, load_federated_state
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+
 from fedmi.client.data import SiteData, rows_fingerprint
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.harmonization import (

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
 from fedmi.client.ingest.discovery import FileRecord
 from fedmi.client.ingest.version import PIPELINE_VERSION
 from fedmi.shared.grid import Grid

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from fedmi.client.ingest.errors import IngestError
 
 #: LPS ↔ RAS: negate x and y.

@@ -14,12 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import NuclearMedicineImageStorage
+
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.geometry import affine_lps, direction_cosines
 from fedmi.client.ingest.tracer import tracer_of
 from fedmi.client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
-from pydicom.dataset import Dataset
-from pydicom.uid import NuclearMedicineImageStorage
 
 #: (0008,0008) *Image Type* value 3 of reconstructed tomograms.
 RECON_TYPES = ("RECON TOMO", "RECON GATED TOMO")

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
+
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.geometry import affine_lps, order_slices
 from fedmi.client.ingest.suv import acquisition_datetime, suv_factor
 from fedmi.client.ingest.tracer import tracer_of
 from fedmi.client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
-from pydicom.dataset import Dataset
 
 
 def _floats(ds: Dataset, keyword: str, n: int, name: str) -> np.ndarray:

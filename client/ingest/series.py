@@ -10,18 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedmi.client.ingest.discovery import FileRecord
-from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.nm import load_nm_series, nm_image_kind
-from fedmi.client.ingest.pet import load_pet_series
-from fedmi.client.ingest.volume import NativeSeries, read_dataset
-from fedmi.shared.tasks import TRACERS, TaskSpec
 from pydicom.uid import (
     EnhancedPETImageStorage,
     LegacyConvertedEnhancedPETImageStorage,
     NuclearMedicineImageStorage,
     PositronEmissionTomographyImageStorage,
 )
+
+from fedmi.client.ingest.discovery import FileRecord
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.nm import load_nm_series, nm_image_kind
+from fedmi.client.ingest.pet import load_pet_series
+from fedmi.client.ingest.volume import NativeSeries, read_dataset
+from fedmi.shared.tasks import TRACERS, TaskSpec
 
 ENHANCED_PET = {EnhancedPETImageStorage, LegacyConvertedEnhancedPETImageStorage}
 

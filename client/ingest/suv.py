@@ -25,9 +25,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedmi.client.ingest.errors import IngestError
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
+
+from fedmi.client.ingest.errors import IngestError
 
 GE_PRIVATE_CREATOR = "GEMS_PETD_01"
 PHILIPS_PRIVATE_CREATOR = "Philips PET Private Group"

@@ -35,11 +35,12 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
+
 from fedmi.client.ingest.errors import IngestError
 from fedmi.shared.anatomy import region_weights, tissue_on_grid
 from fedmi.shared.grid import Grid, resample_to_grid
 from fedmi.shared.tasks import TaskSpec
-from scipy import ndimage
 
 #: Fraction of the template brain that must lie inside the scan's field of view.
 MIN_COVERAGE = 0.95

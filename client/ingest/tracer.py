@@ -5,8 +5,9 @@ Read from (0054,0016) *Radiopharmaceutical Information Sequence*.
 
 from __future__ import annotations
 
-from fedmi.shared.tasks import identify_tracer
 from pydicom.dataset import Dataset
+
+from fedmi.shared.tasks import identify_tracer
 
 
 def tracer_of(ds: Dataset) -> tuple[str | None, str]:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.geometry import lps_to_ras, voxel_sizes
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.geometry import lps_to_ras, voxel_sizes
 
 #: Transfer syntaxes whose pixel data is raw little-endian bytes, read with ``np.frombuffer``
 #: (about 20× faster than pydicom's decoder dispatch for many small slices).

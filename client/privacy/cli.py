@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from fedmi.client.privacy.accounting import epsilon_of
 from fedmi.client.privacy.ledger import LEDGER_FILE, LedgerError, PrivacyLedger, reset_ledger
-from fedmi.client.privacy.settings import DEFAULT_DELTA, DEFAULT_EPSILON, epsilon_of
+from fedmi.client.privacy.settings import DEFAULT_DELTA, DEFAULT_EPSILON
 
 
 def ledger_summary(

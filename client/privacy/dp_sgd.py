@@ -26,6 +26,11 @@ import time
 import warnings
 
 import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
 from fedmi.client.training.loop import (
     TrainResult,
     TrainSettings,
@@ -35,10 +40,6 @@ from fedmi.client.training.loop import (
     pick_device,
     proximal_reference,
 )
-from opacus import PrivacyEngine
-from opacus.data_loader import DPDataLoader
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,13 @@ def site_check(
     SiteConfigError
         When site.toml, the labels or the DICOM give nothing usable (message names the fix).
     """
+    from flwr.app import ConfigRecord
+
     from fedmi.client import runtime
     from fedmi.client.egress import check_outbound
     from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.privacy.settings import resolve_privacy
     from fedmi.client.site.settings import resolve_site
-    from flwr.app import ConfigRecord
 
     site_dir = Path(site_dir).resolve()
     state_dir = Path(state_dir).resolve()

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from fedmi.shared.stats import sufficient_statistics
 from torch import nn
+
+from fedmi.shared.stats import sufficient_statistics
 
 log = logging.getLogger(__name__)
 

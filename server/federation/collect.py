@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
 from fedmi.server.history import RunHistory
 from fedmi.server.ingress import check_inbound
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.serverapp import Grid
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
 from fedmi.server.federation.collect import collect_from_training_sites
 from fedmi.server.history import RunHistory
 from fedmi.shared import contract
 from fedmi.shared.harmonization import ClassMoments, FeatureMoments, pool_moments, reference_config
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ArrayRecord
-from flwr.serverapp import Grid
 
 log = logging.getLogger(__name__)
 

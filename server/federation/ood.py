@@ -17,6 +17,9 @@ import logging
 import math
 
 import numpy as np
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
 from fedmi.server.federation.collect import collect_from_training_sites
 from fedmi.server.history import RunHistory
 from fedmi.shared import contract
@@ -31,8 +34,6 @@ from fedmi.shared.ood import (
     threshold_bin,
 )
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ArrayRecord
-from flwr.serverapp import Grid
 
 log = logging.getLogger(__name__)
 

@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from fedmi.server.history import RunHistory
-from fedmi.shared.contract import array_record
-from fedmi.shared.run_config import RunConfig
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+from fedmi.server.history import RunHistory
+from fedmi.shared.contract import array_record
+from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 

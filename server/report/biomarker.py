@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fedmi.server.history import RunHistory
 from fedmi.shared.biomarker import META_ROI, auc_lower_is_positive, combine_differences
 from fedmi.shared.stats import auc_from_histograms

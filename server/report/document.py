@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from flwr.app import ArrayRecord
+
 from fedmi.server.federation.ood import ood_section
 from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
@@ -22,7 +24,6 @@ from fedmi.shared.contract import array_record
 from fedmi.shared.model import ModelSpec
 from fedmi.shared.run_config import RunConfig
 from fedmi.shared.tasks import get_task
-from flwr.app import ArrayRecord
 
 if TYPE_CHECKING:
     from torch import nn
@@ -56,6 +57,7 @@ def versions() -> dict[str, str]:
     import flwr
     import monai
     import torch
+
     from fedmi.shared.version import VERSION
 
     return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from fedmi.server.history import RunHistory
 from fedmi.shared.contract import REFERRAL_RATES
 from fedmi.shared.stats import brier_score, expected_calibration_error

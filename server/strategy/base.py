@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+
 from fedmi.server.history import RunHistory
 from fedmi.server.ingress import Verdict, check_content, check_inbound
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 from fedmi.shared.stats import pool_statistics
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,13 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
-from fedmi.server.ingress import check_inbound
-from fedmi.shared import contract
-from fedmi.shared.run_config import RunConfig
 from flwr.app import Array, ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
 from flwr.supercore.differential_privacy import compute_clip_model_update
+
+from fedmi.server.ingress import check_inbound
+from fedmi.shared import contract
+from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
 from fedmi.client import runtime
 from fedmi.client.app import build_client_app
 from fedmi.shared import contract
 from fedmi.shared.model import build_model, federated_state_dict
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 
 @pytest.fixture

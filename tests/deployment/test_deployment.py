@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from fedmi.server.deploy.superlink import descendants
 
 pytestmark = pytest.mark.slow

@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
 from fedmi.client import cli as site_cli
 from fedmi.client.deploy.join import probe_tls
 from fedmi.client.deploy.keys import (

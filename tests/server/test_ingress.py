@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.ingress import check_inbound
 from fedmi.server.strategy.base import FedmiFedAvg
 from fedmi.shared import contract
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 EXPECTED = {"w": ((2, 2), "float32")}
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import build_report
 from fedmi.server.strategy.base import make_strategy
 from fedmi.server.strategy.central_dp import FedmiServerSideFixedClipping, central_epsilon
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig, RunConfigError
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 EXPECTED = {"w": ((2, 2), "float32")}
 DP = {

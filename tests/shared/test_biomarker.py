@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedmi.client.evaluation.biomarker import biomarker_metrics, meta_roi_suvr
 from fedmi.shared.biomarker import (
     auc_lower_is_positive,

@@ -1,6 +1,7 @@
 import numpy as np
-from fedmi.shared import contract
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
+from fedmi.shared import contract
 
 EXPECTED = {"w": ((2, 3), "float32"), "b": ((3,), "float32")}
 

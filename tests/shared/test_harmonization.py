@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from opacus import GradSampleModule
+
 from fedmi.shared import contract
 from fedmi.shared.harmonization import (
     ClassMoments,
@@ -18,7 +20,6 @@ from fedmi.shared.harmonization import (
     with_groups,
 )
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
-from opacus import GradSampleModule
 
 SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
 

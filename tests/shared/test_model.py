@@ -1,5 +1,7 @@
 import pytest
 import torch
+from torch import nn
+
 from fedmi.shared.model import (
     ModelSpec,
     SiteLocal,
@@ -8,7 +10,6 @@ from fedmi.shared.model import (
     load_federated_state,
     local_state_dict,
 )
-from torch import nn
 
 SMALL = ModelSpec(
     in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import mahalanobis
+
 from fedmi.shared.contract import OOD_BINS
 from fedmi.shared.ood import (
     class_feature_statistics,
@@ -20,7 +22,6 @@ from fedmi.shared.ood import (
     pooled_moments,
     threshold_bin,
 )
-from scipy.spatial.distance import mahalanobis
 
 
 def _sites(seed: int = 0, d: int = 5):

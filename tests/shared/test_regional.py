@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from fedmi.shared.anatomy import MNI_1MM, PARCELLATION_LATERAL, aal3_labels, parcellation
 from fedmi.shared.grid import resample_to_grid
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict

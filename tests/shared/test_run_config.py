@@ -2,6 +2,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from fedmi.shared.run_config import RunConfig, RunConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

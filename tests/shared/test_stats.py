@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
+
 from fedmi.shared.contract import HIST_BINS, THRESHOLDS
 from fedmi.shared.stats import (
     auc_from_histograms,
@@ -15,7 +17,6 @@ from fedmi.shared.stats import (
     sufficient_statistics,
     wilson_interval,
 )
-from sklearn.metrics import roc_auc_score
 
 
 def test_auc_from_histograms_exact_small_case():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedmi.client.evaluation.uncertainty import uncertainty_metrics
 from fedmi.shared.contract import REFERRAL_RATES
 from fedmi.shared.stats import calibration_statistics, expected_calibration_error

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from fedmi.simulations import compare as cmp
 from fedmi.simulations import runner
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
+
 from fedmi.simulations.dicom_writer import (
     NmMeta,
     PetMeta,
@@ -17,7 +19,6 @@ from fedmi.simulations.dicom_writer import (
     write_nm_series,
     write_pet_series,
 )
-from pydicom.uid import ExplicitVRLittleEndian
 
 
 def _phantom(shape: tuple[int, int, int]) -> np.ndarray:

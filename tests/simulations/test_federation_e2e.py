@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from fedmi.server import app as server_app
 from fedmi.server.strategy import base as server_strategy
 from fedmi.shared import contract

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from fedmi.simulations import phantom as P
 from fedmi.simulations.cli import main
 from fedmi.simulations.dicom_writer import read_pet_suv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedmi.simulations import phantom as P
 
 GRID = P.WORKING_GRID_3MM

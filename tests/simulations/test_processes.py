@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+
 from fedmi.simulations.processes import MARK_VARIABLE, marked_processes, run_isolated, stop_marked
 
 

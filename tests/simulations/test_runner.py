@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedmi.server.app import array_shapes, model_arrays
 from fedmi.server.federation import resume
 from fedmi.server.history import RunHistory

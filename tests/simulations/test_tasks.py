@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from fedmi.shared.tasks import identify_tracer
 from fedmi.simulations import phantom as P
 from fedmi.simulations.generator import generate_federation

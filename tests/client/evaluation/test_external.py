@@ -6,6 +6,8 @@ import csv
 
 import numpy as np
 import torch
+from flwr.app import ConfigRecord
+
 from fedmi.client import runtime
 from fedmi.client.app import build_client_app  # noqa: F401 - the handlers register query.ood
 from fedmi.client.egress import check_outbound
@@ -15,7 +17,6 @@ from fedmi.server.federation.ood import statistics_from_metrics
 from fedmi.shared import contract
 from fedmi.shared.model import build_model, federated_state_dict
 from fedmi.shared.ood import describe, description_config
-from flwr.app import ConfigRecord
 
 
 def test_ood_statistics_then_external_extras(tiny_fdg, tmp_path):

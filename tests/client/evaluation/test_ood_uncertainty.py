@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
+
 from fedmi.client.evaluation.ood import (
     embeddings,
     merge_histogram,
@@ -21,7 +23,6 @@ from fedmi.shared.ood import (
     ood_histogram,
     pool_feature_statistics,
 )
-from scipy import ndimage
 
 SHAPE = (40, 48, 40)
 

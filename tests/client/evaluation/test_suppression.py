@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.client.evaluation.suppression import (
     merge_calibration_bins,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from scipy import ndimage
+
 from fedmi.client.app import build_client_app
 from fedmi.client.data import SiteData
 from fedmi.client.harmonization import state as local_state
@@ -27,8 +30,6 @@ from fedmi.shared.harmonization import (
 )
 from fedmi.shared.model import ModelSpec, federated_state_dict, local_state_dict
 from fedmi.shared.tasks import get_task
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from scipy import ndimage
 
 SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
 

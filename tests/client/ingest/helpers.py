@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+
 from fedmi.client.ingest.geometry import LPS_TO_RAS
 from fedmi.shared.anatomy import tissue_on_grid
 from fedmi.shared.grid import Grid

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from fedmi.client.ingest.pipeline import ingest_site
-from fedmi.client.ingest.report import IngestReport
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     EnhancedPETImageStorage,
@@ -18,6 +16,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from fedmi.client.ingest.pipeline import ingest_site
+from fedmi.client.ingest.report import IngestReport
 from tests.client.ingest.helpers import write_labels, write_pet
 
 TASK = "fdg-ad"

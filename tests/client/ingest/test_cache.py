@@ -9,11 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from fedmi.client.cli import main
 from fedmi.client.ingest.pipeline import ingest_site
 from fedmi.client.ingest.report import load_accepted
 from fedmi.shared.tasks import get_task
-
 from tests.client.ingest.helpers import write_labels, write_pet
 
 

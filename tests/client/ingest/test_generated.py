@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedmi.client.ingest.pipeline import ingest_site
 
 generator = pytest.importorskip("fedmi.simulations.generator")

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.pipeline import ingest_site
 from fedmi.client.ingest.series import load_series
-
 from tests.client.ingest.helpers import brain, write_labels, write_nm
 
 

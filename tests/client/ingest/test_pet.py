@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.pipeline import ingest_site
 from fedmi.client.ingest.series import load_series
@@ -16,8 +18,6 @@ from fedmi.client.ingest.template import head_shift, to_template
 from fedmi.shared.anatomy import region_weights
 from fedmi.shared.tasks import get_task
 from fedmi.simulations.dicom_writer import PetMeta, write_pet_series
-from pydicom.uid import ImplicitVRLittleEndian
-
 from tests.client.ingest.helpers import brain, write_pet
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.suv import suv_factor
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+
+from fedmi.client.ingest.errors import IngestError
+from fedmi.client.ingest.suv import suv_factor
 
 HALF = 6586.2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.model import ModelSpec, build_model
 

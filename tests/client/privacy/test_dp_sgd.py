@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
-from fedmi.client.privacy.dp_sgd import grad_sample_mode_for, poisson_plan, train_private
-from fedmi.client.privacy.settings import BudgetExhausted, calibrate_noise, epsilon_of
-from fedmi.client.training.loop import TrainSettings
-from fedmi.shared.model import SiteLocal, build_model, federated_state_dict
 from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
+from fedmi.client.privacy.dp_sgd import grad_sample_mode_for, poisson_plan, train_private
+from fedmi.client.training.loop import TrainSettings
+from fedmi.shared.model import SiteLocal, build_model, federated_state_dict
 from tests.client.privacy.helpers import tiny_data, tiny_model
 
 CLIP = 0.05

@@ -6,18 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from fedmi.client.cli import main as site_cli
 from fedmi.client.privacy import cli as ledger_cli
+from fedmi.client.privacy.accounting import epsilon_of
 from fedmi.client.privacy.ledger import LEDGER_FILE, MARKER_FILE, LedgerError, PrivacyLedger
-from fedmi.client.privacy.settings import (
-    PrivacyConfigError,
-    PrivacySettings,
-    epsilon_of,
-    private_round,
-    resolve_privacy,
-)
+from fedmi.client.privacy.rounds import private_round
+from fedmi.client.privacy.settings import PrivacyConfigError, PrivacySettings, resolve_privacy
 from fedmi.client.training.loop import TrainSettings
-
 from tests.client.privacy.helpers import fake_site, tiny_data, tiny_model
 
 TRAIN = TrainSettings(epochs=1, batch_size=4, seed=1, augment=False)

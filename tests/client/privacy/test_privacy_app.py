@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
 from fedmi.client import runtime
 from fedmi.client.app import build_client_app
 from fedmi.client.privacy.ledger import LEDGER_FILE
 from fedmi.shared import contract
 from fedmi.shared.model import build_model, federated_state_dict
-from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 EXPECTED = runtime.expected_arrays(build_model())
 PRIVACY_KEYS = {"epsilon", "epsilon-budget", "delta", "noise-multiplier", "sample-rate"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fedmi.client.site.config import SiteConfigError, load_site_config
 
 
@@ -77,6 +78,7 @@ def test_bad_min_cell_count(tmp_path: Path) -> None:
 
 def test_ingest_without_a_dicom_folder_names_the_folder_and_writes_nothing(tmp_path):
     import pytest
+
     from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.site.config import SiteConfigError
 

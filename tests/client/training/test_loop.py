@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from fedmi.client.training.loop import TrainSettings, evaluate_local, train_local
 from fedmi.shared.model import ModelSpec, build_model
 

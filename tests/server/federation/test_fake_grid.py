@@ -12,11 +12,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.server.app import run_federation
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout")}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from fedmi.server.federation.harmonization import pooled_classes, pooled_reference
 
 

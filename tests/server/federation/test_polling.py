@@ -6,8 +6,9 @@ import time
 from collections.abc import Iterable
 
 import pytest
-from fedmi.server.federation.polling import LONGEST, SHORTEST, PromptGrid, poll_interval
 from flwr.app import Message, RecordDict
+
+from fedmi.server.federation.polling import LONGEST, SHORTEST, PromptGrid, poll_interval
 
 
 class SlowGrid:

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.client.runtime import with_evaluation
 from fedmi.server.federation import resume
@@ -14,7 +16,6 @@ from fedmi.server.report.document import save_arrays
 from fedmi.server.strategy.base import make_strategy
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 SITES = {1: "site-a", 2: "site-b"}
 

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import build_report, write_report

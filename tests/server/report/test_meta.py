@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from statsmodels.stats.meta_analysis import combine_effects
+
 from fedmi.server.report.meta import dersimonian_laird
 from fedmi.server.report.validation import auc_variance, meta_analysis
-from statsmodels.stats.meta_analysis import combine_effects
 
 CASES = {
     "heterogeneous AUCs": ([0.82, 0.74, 0.91, 0.68, 0.79], [0.0016, 0.0025, 0.0009, 0.0036, 0.002]),

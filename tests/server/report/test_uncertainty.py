@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
+
 from fedmi.client.evaluation.biomarker import biomarker_metrics
 from fedmi.client.evaluation.ood import ood_statistics_metrics
 from fedmi.client.evaluation.uncertainty import uncertainty_metrics
@@ -14,7 +16,6 @@ from fedmi.server.report.html import render_html
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.shared import contract
 from fedmi.shared.ood import class_feature_statistics
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 
 def _site_metrics(seed: int, ood_shift: float) -> dict:

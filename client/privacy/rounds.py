@@ -1,0 +1,158 @@
+"""One DP-SGD round at a site: plan the noise for the run, charge the ledger, train.
+
+The noise multiplier σ is calibrated once per run for the planned rounds (see
+:mod:`fedmi.client.privacy.settings` for the whole scheme) and kept in the ledger, so a
+restarted SuperNode reuses it; each round's steps are charged before they are taken
+(write-ahead), and a round that would exceed the budget is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
+from fedmi.client.privacy.ledger import LedgerError, PrivacyLedger
+from fedmi.client.privacy.settings import PrivacySettings
+from fedmi.client.site.settings import SiteSettings
+from fedmi.client.training.loop import TrainResult, TrainSettings
+
+log = logging.getLogger(__name__)
+
+#: Rounds assumed when the server's instruction does not say (older coordinators).
+FALLBACK_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class PrivateRound:
+    """Outcome of a DP round: ``status`` (``ok``, ``budget-exhausted``, ``ledger-error``),
+    the training result when trained, and the declared privacy metrics to send."""
+
+    status: str
+    result: TrainResult | None
+    metrics: dict[str, float | int]
+
+
+def privacy_metrics(
+    settings: PrivacySettings,
+    epsilon: float,
+    *,
+    noise_multiplier: float = 0.0,
+    sample_rate: float = 0.0,
+    steps: int = 0,
+) -> dict[str, float | int]:
+    """The declared train-reply privacy metrics (``shared.contract.TRAIN_METRICS``)."""
+    return {
+        "epsilon": float(epsilon),
+        "epsilon-budget": float(settings.epsilon),
+        "delta": float(settings.delta),
+        "noise-multiplier": float(noise_multiplier),
+        "sample-rate": float(sample_rate),
+        "dp-steps": int(steps),
+        "max-grad-norm": float(settings.max_grad_norm),
+    }
+
+
+def private_round(
+    site: SiteSettings,
+    settings: PrivacySettings,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    train: TrainSettings,
+    *,
+    run_id: str,
+    server_round: int,
+    planned_rounds: int,
+    global_params: list[torch.Tensor] | None = None,
+) -> PrivateRound:
+    """Charge the ledger and train one round with DP-SGD, or refuse."""
+    from fedmi.client.privacy.dp_sgd import poisson_plan, train_private
+
+    try:
+        ledger = PrivacyLedger.open(settings.ledger_folder(site), site_id=site.site_id)
+    except LedgerError as exc:
+        log.error("privacy ledger problem, refusing to train: %s", exc)
+        return PrivateRound("ledger-error", None, {})
+    ledger.set_budget(settings.epsilon, settings.delta)
+    history = ledger.history()
+    spent = epsilon_of(history, settings.delta, settings.accountant)
+    q, per_epoch = poisson_plan(int(y.shape[0]), train.batch_for(int(y.shape[0])))
+    steps = per_epoch * train.epochs
+    plan = ledger.run_plan(run_id)
+    wanted = {
+        "sample_rate": q,
+        "steps_per_round": steps,
+        "max_grad_norm": settings.max_grad_norm,
+        "delta": settings.delta,
+        "epsilon_budget": settings.epsilon,
+        "accountant": settings.accountant,
+    }
+    if plan is None or any(plan.get(k) != v for k, v in wanted.items()):
+        rounds_left = max(1, planned_rounds - server_round + 1)
+        try:
+            sigma = calibrate_noise(
+                epsilon=settings.epsilon,
+                delta=settings.delta,
+                sample_rate=q,
+                steps=steps * rounds_left,
+                prior=history,
+                accountant=settings.accountant,
+            )
+        except BudgetExhausted as exc:
+            log.warning("privacy budget exhausted, refusing to train: %s", exc)
+            return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
+        ledger.set_run_plan(
+            run_id, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
+        )
+        log.info(
+            "DP-SGD planned: σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g at δ %g "
+            "(ε %.3f already spent)",
+            sigma,
+            q,
+            steps * rounds_left,
+            rounds_left,
+            settings.epsilon,
+            settings.delta,
+            spent,
+        )
+    else:
+        sigma = float(plan["noise_multiplier"])
+    after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
+    if after > settings.epsilon * (1 + 1e-9):
+        log.warning(
+            "round %d would spend ε to %.3f, over the budget %g: refusing to train",
+            server_round,
+            after,
+            settings.epsilon,
+        )
+        return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
+    ledger.charge(
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        steps=steps,
+        max_grad_norm=settings.max_grad_norm,
+        delta=settings.delta,
+        epsilon=after,
+    )
+    result = train_private(
+        model,
+        x,
+        y,
+        train,
+        noise_multiplier=sigma,
+        max_grad_norm=settings.max_grad_norm,
+        global_params=global_params,
+    )
+    if result.steps != steps:  # pragma: no cover - poisson_plan mirrors Opacus
+        raise RuntimeError(f"charged {steps} DP steps but took {result.steps}")
+    log.info("round %d: DP-SGD ε %.3f of %g spent", server_round, after, settings.epsilon)
+    return PrivateRound(
+        "ok",
+        result,
+        privacy_metrics(settings, after, noise_multiplier=sigma, sample_rate=q, steps=steps),
+    )
