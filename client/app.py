@@ -23,8 +23,8 @@ from fedmi.client.harmonization.state import method_of
 from fedmi.client.privacy.settings import resolve_privacy
 from fedmi.client.site.settings import resolve_site
 from fedmi.shared import contract
-from fedmi.shared.harmonization import HARMONIZED_METHODS, build_method_model
-from fedmi.shared.model import ModelSpec, build_model
+from fedmi.shared.methods import build_method_model
+from fedmi.shared.model import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,7 @@ def _expected(config: object) -> dict[str, tuple[tuple[int, ...], str]]:
     values = dict(config or {})  # type: ignore[call-overload]
     method, arch = method_of(values), str(values.get("model", "regional"))
     if (method, arch) not in _EXPECTED:
-        spec = ModelSpec(arch=arch)
-        model = (
-            build_method_model(method, spec) if method in HARMONIZED_METHODS else build_model(spec)
-        )
+        model = build_method_model(method, ModelSpec(arch=arch))
         _EXPECTED[(method, arch)] = runtime.expected_arrays(model)
     return _EXPECTED[(method, arch)]
 

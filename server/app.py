@@ -36,9 +36,9 @@ from fedmi.server.report.document import (
     write_json,
     write_report,
 )
-from fedmi.server.strategy.base import make_strategy
+from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
-from fedmi.shared.harmonization import build_method_model
+from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec, federated_state_dict
 from fedmi.shared.run_config import RunConfig
 

@@ -7,7 +7,7 @@ the DICOM facts (0054,0016) *Radiopharmaceutical Information Sequence* (tracer),
 them: every module here subclasses :class:`fedmi.shared.model.SiteLocal`, so
 :func:`fedmi.shared.model.federated_state_dict` never exports them.
 
-Two model variants are selectable by the run config's ``method``:
+Two model variants, chosen by the run config's ``method`` (:mod:`fedmi.shared.methods`):
 
 ``fedbn``
     FedBN/SiloBN-style: every GroupNorm of the backbone keeps its per-sample
@@ -40,26 +40,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmi.shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
-from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
+from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal
 
-#: Methods whose model has site-local harmonization layers.
-HARMONIZED_METHODS = ("fedbn", "fedmi")
 #: Ingest-row fields that define a harmonization group (see the module docstring).
 GROUP_FIELDS = ("tracer", "manufacturer", "model", "reconstruction")
 
 
 @dataclass(frozen=True)
 class HarmonizationSpec:
-    """Which local layers a method's model has."""
+    """Which local layers a method's model has (the methods: :mod:`fedmi.shared.methods`)."""
 
     adapter: bool
     norm: str  # "local" (γ, β replaced by local ones) or "residual" (local correction)
-
-
-VARIANTS: dict[str, HarmonizationSpec] = {
-    "fedbn": HarmonizationSpec(adapter=False, norm="local"),
-    "fedmi": HarmonizationSpec(adapter=True, norm="residual"),
-}
 
 
 def group_key(row: Mapping[str, object]) -> str:
@@ -242,18 +234,6 @@ def _localise_norms(root: nn.Module, mode: str, n_groups: int, context: GroupCon
         else:
             new = nn.Sequential(module, LocalAffine(module.num_channels, n_groups, context))
         setattr(parent, attr, new)
-
-
-def build_method_model(method: str, spec: ModelSpec | None = None, n_groups: int = 1) -> FedmiNet:
-    """The model of a run's ``method``: plain :func:`build_model` unless it is harmonized.
-
-    The federated part does not depend on ``n_groups`` (only the local layers do), so the
-    server builds its initial weights with ``n_groups=1``.
-    """
-    spec = spec or ModelSpec()
-    if method not in VARIANTS:
-        return build_model(spec)
-    return HarmonizedNet(spec, VARIANTS[method], max(1, int(n_groups)))
 
 
 def with_groups(x: torch.Tensor, groups: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:

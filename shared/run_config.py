@@ -10,11 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from fedmi.shared.methods import FEDERATED_METHODS, METHODS
 from fedmi.shared.tasks import TASKS
 
-#: ``fedbn`` and ``fedmi`` aggregate like FedAvg; their models keep site-local
-#: harmonization layers (shared/harmonization.py)
-METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmi")
 CENTRAL_DP = ("off", "fixed")
 
 
@@ -138,9 +136,9 @@ class RunConfig:
             )
         if self.task not in TASKS:
             raise RunConfigError(f"run config task={self.task!r}: choose one of {', '.join(TASKS)}")
-        if self.method not in METHODS:
+        if self.method not in METHODS or not METHODS[self.method].federated:
             raise RunConfigError(
-                f"run config method={self.method!r}: choose one of {', '.join(METHODS)}"
+                f"run config method={self.method!r}: choose one of {', '.join(FEDERATED_METHODS)}"
             )
         for key in ("num_server_rounds", "min_train_replies", "max_examples"):
             if getattr(self, key) < 1:

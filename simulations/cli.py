@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedmi.shared.methods import METHODS
 from fedmi.shared.run_config import RunConfig
 from fedmi.shared.tasks import TASKS
 
@@ -109,7 +110,7 @@ def _guarded(work: Callable[[], None]) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedmi.simulations.runner import METHODS, run, run_loso
+    from fedmi.simulations.runner import run, run_loso
 
     if args.method not in METHODS:
         print(
@@ -169,7 +170,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default="fedavg",
-        help="fedavg, fedprox, fedadam, fedbn, fedmi, pooled or local",
+        help="one of " + ", ".join(METHODS) + " (fedmi.shared.methods)",
     )
     p.add_argument(
         "--local-epochs",

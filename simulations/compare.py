@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedmi.server.report.document import write_json
+from fedmi.shared.methods import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def compare(
     reuse: bool = False,
 ) -> dict:
     """Run ``methods`` × ``seeds`` on one federation and write compare.json / compare.md."""
-    from fedmi.simulations.runner import METHODS, run
+    from fedmi.simulations.runner import run
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -38,15 +38,12 @@ from fedmi.server.report.document import (
     write_report,
 )
 from fedmi.shared.contract import INVENTORY_FIELDS
+from fedmi.shared.methods import FEDERATED_METHODS, METHODS
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations.processes import run_isolated
 
 log = logging.getLogger(__name__)
-
-FEDERATED_METHODS = ("fedavg", "fedprox", "fedadam", "fedbn", "fedmi")
-BASELINES = ("pooled", "local")
-METHODS = (*FEDERATED_METHODS, *BASELINES)
 
 
 def quiet_environment() -> None:

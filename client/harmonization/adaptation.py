@@ -38,7 +38,6 @@ from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import predict
 from fedmi.shared import contract
 from fedmi.shared.harmonization import (
-    HARMONIZED_METHODS,
     ClassMoments,
     FeatureMoments,
     HarmonizedNet,
@@ -46,6 +45,7 @@ from fedmi.shared.harmonization import (
     moment_distance,
     reference_from_config,
 )
+from fedmi.shared.methods import HARMONIZED_METHODS
 from fedmi.shared.model import ModelSpec, load_federated_state
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,12 @@ from fedmi.server.federation.collect import collect_from_training_sites
 from fedmi.server.history import RunHistory
 from fedmi.shared import contract
 from fedmi.shared.harmonization import ClassMoments, FeatureMoments, pool_moments, reference_config
+from fedmi.shared.methods import get_method
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
 
 #: Methods for which the server collects and forwards pooled moments.
-ADAPTING_METHODS = ("fedmi",)
 
 
 def _reply_moments(r: dict, suffix: str = "") -> FeatureMoments:
@@ -77,7 +77,7 @@ def collect_feature_reference(
     Returns an empty mapping for other methods, or when no site could answer (the holdout
     sites then evaluate with identity layers).
     """
-    if cfg.method not in ADAPTING_METHODS:
+    if not get_method(cfg.method).adapts:
         return {}
     answers = collect_from_training_sites(
         grid, arrays, instruction, cfg, history, contract.FEATURES

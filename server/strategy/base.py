@@ -12,12 +12,11 @@ from collections.abc import Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedmi.server.history import RunHistory
 from fedmi.server.ingress import Verdict, check_content, check_inbound
 from fedmi.shared import contract
-from fedmi.shared.run_config import RunConfig
 from fedmi.shared.stats import pool_statistics
 
 log = logging.getLogger(__name__)
@@ -182,48 +181,3 @@ class FedmiFedProx(FedmiMixin, FedProx):
 
 class FedmiFedAdam(FedmiMixin, FedAdam):
     """FedAdam (Reddi et al. 2021): server-side Adam on the averaged update."""
-
-
-def make_strategy(
-    cfg: RunConfig,
-    *,
-    train_nodes: Iterable[int],
-    history: RunHistory,
-    expected_arrays: Mapping[str, tuple[tuple[int, ...], str]],
-) -> Strategy:
-    """The strategy named by ``cfg.method``, ready to ``start``."""
-    train_nodes = list(train_nodes)
-    n = max(1, len(train_nodes))
-    # every connected node is sampled (configure_* then keeps the training sites); the
-    # minimums stay at 1 so that a site that dropped out never makes Flower's sampling
-    # wait for it forever (min-train-replies guards the aggregation instead)
-    common = dict(
-        fraction_train=1.0,
-        fraction_evaluate=1.0,
-        min_train_nodes=1,
-        min_evaluate_nodes=1,
-        min_available_nodes=1,
-    )
-    strategy: FedmiMixin
-    if cfg.method in ("fedavg", "fedbn", "fedmi"):  # fedbn/fedmi: local layers never arrive
-        strategy = FedmiFedAvg(**common)
-    elif cfg.method == "fedprox":
-        strategy = FedmiFedProx(proximal_mu=cfg.proximal_mu, **common)
-    elif cfg.method == "fedadam":
-        strategy = FedmiFedAdam(
-            eta=cfg.server_learning_rate, eta_l=cfg.effective_learning_rate, **common
-        )
-    else:  # validated in RunConfig
-        raise ValueError(cfg.method)
-    strategy.setup_fedmi(
-        train_nodes=train_nodes,
-        history=history,
-        expected_arrays=expected_arrays,
-        max_examples=cfg.max_examples,
-        min_train_replies=cfg.min_train_replies,
-    )
-    if cfg.central_dp != "off":  # client-level DP at the server (server/central_dp.py)
-        from fedmi.server.strategy.central_dp import wrap_central_dp
-
-        return wrap_central_dp(strategy, cfg, n)  # type: ignore[arg-type]
-    return strategy  # type: ignore[return-value]

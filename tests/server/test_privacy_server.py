@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import build_report
-from fedmi.server.strategy.base import make_strategy
+from fedmi.server.strategy import make_strategy
 from fedmi.server.strategy.central_dp import FedmiServerSideFixedClipping, central_epsilon
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig, RunConfigError

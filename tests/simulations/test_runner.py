@@ -9,7 +9,7 @@ from fedmi.server.app import array_shapes, model_arrays
 from fedmi.server.federation import resume
 from fedmi.server.history import RunHistory
 from fedmi.server.report.document import save_arrays
-from fedmi.server.strategy.base import make_strategy
+from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations import runner

@@ -13,7 +13,7 @@ from fedmi.client.runtime import with_evaluation
 from fedmi.server.federation import resume
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import save_arrays
-from fedmi.server.strategy.base import make_strategy
+from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 
