@@ -211,6 +211,7 @@ def fedavg_draw(
     from fedmi.client.privacy.rounds import private_round
     from fedmi.client.privacy.settings import PrivacySettings
     from fedmi.client.training.loop import TrainSettings, predict, train_local
+    from fedmi.shared.instructions import round_seed
     from fedmi.shared.model import (
         ModelSpec,
         build_model,
@@ -234,7 +235,7 @@ def fedavg_draw(
                 learning_rate=d.learning_rate,
                 optimizer=d.optimizer,
                 augment=d.augment,
-                seed=seed * 100_003 + r,
+                seed=round_seed(seed, r),
             )
             if eps is None:
                 train_local(model, x, y, ts)

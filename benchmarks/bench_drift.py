@@ -72,6 +72,7 @@ def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict
     from fedmi.client.data import load_site_data
     from fedmi.client.ingest.report import load_accepted
     from fedmi.client.training.loop import TrainSettings, predict, train_local
+    from fedmi.shared.instructions import round_seed
     from fedmi.shared.model import (
         ModelSpec,
         build_model,
@@ -99,7 +100,7 @@ def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict
             learning_rate=cfg.effective_learning_rate,
             optimizer=cfg.effective_optimizer,
             augment=cfg.effective_augment,
-            seed=seed * 100_003 + salt,
+            seed=round_seed(seed, salt),
         )
 
     torch.manual_seed(seed)

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_training [--threads 1] [--batch 16] [--steps 20]
 
 Plain training (:func:`fedmi.client.training.loop.train_local`, bf16 autocast on a GPU) and DP-SGD
-(:func:`fedmi.client.privacy.dp_sgd.train_private`: Poisson sampling, per-sample clipping, noise,
+(:func:`fedmi.client.training.loop.train_local` with :class:`fedmi.client.privacy.dp_sgd.DPSGD`: Poisson sampling, per-sample clipping, noise,
 the model's own ``grad_sample_mode``). Synthetic inputs on the task grid; the numbers are
 for comparing later changes, not a test.
 """
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from fedmi.client.privacy.dp_sgd import train_private
+from fedmi.client.privacy.dp_sgd import DPSGD
 from fedmi.client.training.loop import TrainSettings, train_local
 from fedmi.shared.model import ARCHITECTURES, ModelSpec, build_model
 
@@ -31,13 +31,20 @@ def throughput(
     if arch == "regional":
         x = x.abs() + 0.5  # regional ratios are positive
     y = (torch.rand(n) > 0.5).float()
-    settings = TrainSettings(epochs=1, batch_size=batch, augment=False)
+    settings = TrainSettings(
+        epochs=1, batch_size=batch, augment=False, learning_rate=1e-3, optimizer="adamw"
+    )
 
     def once(xs: torch.Tensor, ys: torch.Tensor) -> None:
         model = build_model(spec)
         if dp:
-            train_private(
-                model, xs, ys, settings, noise_multiplier=1.0, max_grad_norm=1.0, device=device
+            train_local(
+                model,
+                xs,
+                ys,
+                settings,
+                privacy=DPSGD(noise_multiplier=1.0, max_grad_norm=1.0),
+                device=device,
             )
         else:
             train_local(model, xs, ys, settings, device=device)

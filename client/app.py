@@ -1,8 +1,22 @@
-"""The fedmi ClientApp: thin Flower handlers over :mod:`fedmi.client.runtime`.
+"""The fedmi ClientApp: thin Flower handlers over plain functions, one per message type.
 
-Every reply passes the egress check (:mod:`fedmi.client.egress`) before it is returned; a
-handler that fails replies with a declared, content-free ``error`` status instead of
+Each handler resolves the site (:func:`fedmi.client.site.settings.resolve_site`), parses
+the server's typed instruction (:mod:`fedmi.shared.instructions`), calls the plain function
+that does the work, and passes the reply through the egress check
+(:mod:`fedmi.client.egress`). A site that has not ingested its DICOM answers ``no-data``;
+a handler that fails replies with a declared, content-free ``error`` status instead of
 crashing the SuperNode.
+
+====================  ===============================================================
+message type          plain function
+====================  ===============================================================
+``query``             :func:`fedmi.client.site.query.handle_query`
+``train``             :func:`fedmi.client.training.handler.handle_train`
+``evaluate``          :func:`fedmi.client.evaluation.handler.handle_evaluate`
+``evaluate.external`` :func:`fedmi.client.evaluation.handler.handle_evaluate`
+``query.features``    :func:`fedmi.client.harmonization.features.handle_features`
+``query.ood``         :func:`fedmi.client.evaluation.ood.handle_ood_statistics`
+====================  ===============================================================
 """
 
 from __future__ import annotations
@@ -15,14 +29,18 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedmi.client import runtime
+from fedmi.client.data import NotIngested
 from fedmi.client.egress import check_outbound
+from fedmi.client.evaluation.handler import handle_evaluate
 from fedmi.client.evaluation.ood import handle_ood_statistics
-from fedmi.client.harmonization.adaptation import arrays_to_state, handle_features
-from fedmi.client.harmonization.state import method_of
+from fedmi.client.harmonization.features import handle_features
 from fedmi.client.privacy.settings import resolve_privacy
-from fedmi.client.site.settings import resolve_site
+from fedmi.client.replies import error_reply, expected_arrays, status_reply
+from fedmi.client.site.query import handle_query
+from fedmi.client.site.settings import SiteSettings, resolve_site
+from fedmi.client.training.handler import handle_train
 from fedmi.shared import contract
+from fedmi.shared.instructions import INSTRUCTIONS, Instruction
 from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec
 
@@ -32,23 +50,27 @@ log = logging.getLogger(__name__)
 _TIMED = (contract.TRAIN, contract.EVALUATE)
 _EXPECTED: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], str]]] = {}
 
+#: what a handler gets: the site, the parsed instruction, the message content and context
+Work = Callable[[SiteSettings, Instruction, RecordDict, Context], RecordDict]
 
-def _expected(config: object) -> dict[str, tuple[tuple[int, ...], str]]:
+
+def _expected(ins: Instruction) -> dict[str, tuple[tuple[int, ...], str]]:
     """Federated arrays a train reply may carry: those of the run's method and model."""
-    values = dict(config or {})  # type: ignore[call-overload]
-    method, arch = method_of(values), str(values.get("model", "regional"))
-    if (method, arch) not in _EXPECTED:
-        model = build_method_model(method, ModelSpec(arch=arch))
-        _EXPECTED[(method, arch)] = runtime.expected_arrays(model)
-    return _EXPECTED[(method, arch)]
+    if (ins.method, ins.model) not in _EXPECTED:
+        model = build_method_model(ins.method, ModelSpec(arch=ins.model))
+        _EXPECTED[(ins.method, ins.model)] = expected_arrays(model)
+    return _EXPECTED[(ins.method, ins.model)]
+
+
+def _arrays(content: RecordDict) -> ArrayRecord:
+    arrays = content.get(contract.ARRAYS)
+    if not isinstance(arrays, ArrayRecord):
+        raise ValueError("instruction without model weights")
+    return arrays
 
 
 def _reply(
-    msg: Message,
-    context: Context,
-    message_type: str,
-    work: Callable[..., RecordDict],
-    defaults: Mapping[str, object],
+    msg: Message, context: Context, message_type: str, work: Work, defaults: Mapping[str, object]
 ) -> Message:
     # the one-machine runner's settings win: Flower may fill context.run_config with the
     # pyproject defaults (empty sim-* values) even in a simulation
@@ -56,21 +78,27 @@ def _reply(
     # several ClientApps share a few cores in simulation: one torch thread each by default
     torch.set_num_threads(int(run_config.get("client-threads", 1) or 1))
     config = msg.content.get(contract.CONFIG)
-    task = str(dict(config or {}).get("task", "fdg-ad"))
+    task = str(dict(config or {}).get("task", "unknown"))
     site_id, role = "unknown", "train"
     started = time.perf_counter()
     try:
         site = resolve_site(dict(context.node_config), run_config)
         site_id, role = site.site_id, site.role
-        content = work(site, msg.content, config)
+        ins = INSTRUCTIONS[message_type].from_record(config)
+        task = ins.task
+        try:
+            content = work(site, ins, msg.content, context)
+        except NotIngested as exc:
+            log.warning("%s", exc)
+            content = status_reply(site, ins.task, "no-data")
         metrics = content.get(contract.METRICS)
         if message_type in _TIMED and isinstance(metrics, MetricRecord):
             metrics["site-seconds"] = time.perf_counter() - started
-        expected = _expected(config) if message_type == contract.TRAIN else None
+        expected = _expected(ins) if message_type == contract.TRAIN else None
         content = check_outbound(message_type, content, expected)
     except Exception as exc:  # one bad site must not crash the run: report a status
         log.error("%s failed at this site: %s: %s", message_type, type(exc).__name__, exc)
-        content = runtime.error_reply(site_id if site_id else "unknown", role, task)
+        content = error_reply(site_id, role, task if len(task) <= 64 else "unknown")
     return Message(content, reply_to=msg)
 
 
@@ -83,78 +111,33 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
     defaults = dict(defaults or {})
     app = ClientApp()
 
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg, context, contract.QUERY, lambda s, c, cfg: runtime.handle_query(s, cfg), defaults
-        )
+    def train(site: SiteSettings, ins: Instruction, content: RecordDict, ctx: Context):
+        privacy = resolve_privacy(site, dict(ctx.node_config), {**dict(ctx.run_config), **defaults})
+        return handle_train(site, _arrays(content), ins, privacy=privacy, run_id=ctx.run_id)  # type: ignore[arg-type]
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg,
-            context,
-            contract.TRAIN,
-            lambda s, c, cfg: runtime.handle_train(
-                s,
-                _arrays(c),
-                cfg,
-                run_id=context.run_id,
-                privacy=resolve_privacy(
-                    s, dict(context.node_config), {**dict(context.run_config), **defaults}
-                ),
-            ),
-            defaults,
-        )
+    work: dict[str, Work] = {
+        contract.QUERY: lambda site, ins, content, ctx: handle_query(site, ins),  # type: ignore[arg-type]
+        contract.TRAIN: train,
+        contract.EVALUATE: lambda site, ins, c, ctx: handle_evaluate(site, _arrays(c), ins),  # type: ignore[arg-type]
+        contract.EXTERNAL: lambda site, ins, c, ctx: handle_evaluate(site, _arrays(c), ins),  # type: ignore[arg-type]
+        contract.FEATURES: lambda site, ins, c, ctx: handle_features(site, _arrays(c), ins),  # type: ignore[arg-type]
+        contract.OOD_STATS: lambda site, ins, c, ctx: handle_ood_statistics(site, _arrays(c), ins),  # type: ignore[arg-type]
+    }
 
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg,
-            context,
-            contract.EVALUATE,
-            lambda s, c, cfg: runtime.handle_evaluate(s, _arrays(c), cfg, contract.EVALUATE),
-            defaults,
-        )
+    def handler(message_type: str) -> Callable[[Message, Context], Message]:
+        def handle(msg: Message, context: Context) -> Message:
+            return _reply(msg, context, message_type, work[message_type], defaults)
 
-    @app.query("features")
-    def features(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg,
-            context,
-            contract.FEATURES,
-            lambda s, c, cfg: handle_features(s, arrays_to_state(_arrays(c)), cfg),
-            defaults,
-        )
+        return handle
 
-    @app.query("ood")
-    def ood_statistics(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg,
-            context,
-            contract.OOD_STATS,
-            lambda s, c, cfg: handle_ood_statistics(s, arrays_to_state(_arrays(c)), cfg),
-            defaults,
-        )
-
-    @app.evaluate("external")
-    def external(msg: Message, context: Context) -> Message:
-        return _reply(
-            msg,
-            context,
-            contract.EXTERNAL,
-            lambda s, c, cfg: runtime.handle_evaluate(s, _arrays(c), cfg, contract.EXTERNAL),
-            defaults,
-        )
-
+    # Flower routes by decorator: one registration per message type
+    app.query()(handler(contract.QUERY))
+    app.train()(handler(contract.TRAIN))
+    app.evaluate()(handler(contract.EVALUATE))
+    app.evaluate("external")(handler(contract.EXTERNAL))
+    app.query("features")(handler(contract.FEATURES))
+    app.query("ood")(handler(contract.OOD_STATS))
     return app
-
-
-def _arrays(content: RecordDict) -> ArrayRecord:
-    arrays = content.get(contract.ARRAYS)
-    if not isinstance(arrays, ArrayRecord):
-        raise ValueError("instruction without model weights")
-    return arrays
 
 
 app = build_client_app()

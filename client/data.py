@@ -1,6 +1,9 @@
 """The site's labelled dataset: ingested volumes in memory and a fixed site-local split.
 
-Volumes come from the ingest cache (:mod:`fedmi.client.ingest`); nothing here reads DICOM.
+Volumes come from the ingest cache (:mod:`fedmi.client.ingest`); nothing here reads DICOM,
+and nothing here ingests: ingest is an explicit step (``fedmi-site ingest``, or the
+one-machine runner before a run). A site asked for its data before it has ingested gets
+:class:`NotIngested`, which the ClientApp answers with the declared ``no-data`` status.
 The train/test split is per patient, stratified by class and fixed by a seed, so every
 method (local, pooled, federated) sees the same test scans at a site.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +20,9 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from fedmi.shared.tasks import TaskSpec
+from fedmi.client.ingest.report import REPORT_FILE, load_accepted
+from fedmi.client.site.settings import SiteSettings
+from fedmi.shared.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +128,38 @@ def load_site_data(rows: list[dict], task: TaskSpec, seed: int) -> SiteData:
 
 def rows_fingerprint(state_dir: Path) -> str:
     """Cheap fingerprint of the ingest report, to know when in-memory data is stale."""
-    report = state_dir / "ingest_report.json"
+    report = state_dir / REPORT_FILE
     st = report.stat() if report.exists() else None
     return f"{report}:{st.st_mtime_ns if st else 0}:{st.st_size if st else 0}"
+
+
+class NotIngested(RuntimeError):
+    """The site has no ingest report for its cache folder: ``fedmi-site ingest`` first."""
+
+
+_DATA_CACHE: dict[tuple[str, str, int, str], SiteData] = {}
+_LOCK = threading.Lock()
+
+
+def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
+    """The site's labelled scans for ``task_name`` with the split of ``split_seed``.
+
+    Read from the site's ingest cache and kept in memory until the ingest report changes.
+
+    Raises
+    ------
+    NotIngested
+        When the cache folder has no ingest report (the site has not run
+        ``fedmi-site ingest`` for its state folder).
+    """
+    if not (site.cache_dir / REPORT_FILE).is_file():
+        raise NotIngested(
+            f"site {site.site_id} has not ingested its DICOM for this state folder: run "
+            "`fedmi-site ingest --site-dir SITE --task TASK --state-dir STATE` first"
+        )
+    task = get_task(task_name)
+    with _LOCK:
+        key = (str(site.cache_dir), task_name, split_seed, rows_fingerprint(site.cache_dir))
+        if key not in _DATA_CACHE:
+            _DATA_CACHE[key] = load_site_data(load_accepted(site.cache_dir), task, split_seed)
+        return _DATA_CACHE[key]

@@ -23,6 +23,9 @@ import numpy as np
 
 from fedmi.shared.contract import OPERATING_THRESHOLD, REFERRAL_RATES
 
+#: Stochastic passes per scan (the ``evaluate.external`` instruction's ``mc-passes``).
+DEFAULT_MC_PASSES = 20
+
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """Entropy in bits of a Bernoulli(``p``) prediction (0 at p ∈ {0, 1}, 1 at 0.5)."""

@@ -48,3 +48,21 @@ def tiny_fdg(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-fdg") / "data"
     generate_federation(root, task="fdg-ad", preset="tiny", seed=0)
     return root
+
+
+@pytest.fixture
+def ingested():
+    """Ingest a site's DICOM into ``state_dir/ingest``, where its ClientApp reads it.
+
+    Ingest is an explicit step in fedmi (``fedmi-site ingest``): a site that has not
+    ingested answers ``no-data``.
+    """
+    from pathlib import Path
+
+    from fedmi.client.ingest.pipeline import ingest_site
+
+    def ingest(site_dir, state_dir, task: str = "fdg-ad"):
+        ingest_site(Path(site_dir), task, Path(state_dir) / "ingest")
+        return Path(state_dir)
+
+    return ingest

@@ -15,7 +15,6 @@ Each family is optional: one that fails is logged and left out, never the whole 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -27,15 +26,11 @@ from fedmi.client.evaluation.biomarker import (
     meta_roi_weights,
 )
 from fedmi.client.evaluation.ood import embeddings, ood_metrics
-from fedmi.client.evaluation.uncertainty import (
-    DEFAULT_MC_PASSES,
-    mc_dropout_probabilities,
-    uncertainty_metrics,
-)
+from fedmi.client.evaluation.uncertainty import mc_dropout_probabilities, uncertainty_metrics
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import predict
 from fedmi.shared.biomarker import CONVERTER
-from fedmi.shared.ood import description_from_config
+from fedmi.shared.instructions import ExternalInstruction
 from fedmi.shared.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -43,8 +38,7 @@ log = logging.getLogger(__name__)
 
 def external_extras(
     site: SiteSettings,
-    task_name: str,
-    config: Mapping[str, object] | None,
+    ins: ExternalInstruction,
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -52,26 +46,23 @@ def external_extras(
     harmonized: bool = False,
 ) -> dict[str, object]:
     """Declared uncertainty, OOD and biomarker metrics (``shared.contract.EXTERNAL_METRICS``)."""
-    c = dict(config or {})
     k = site.min_cell_count
     out: dict[str, object] = {}
     try:
-        passes = max(1, int(c.get("mc-passes", DEFAULT_MC_PASSES)))  # type: ignore[call-overload]
-        seed = int(c.get("seed", 0))  # type: ignore[call-overload]
-        probs = mc_dropout_probabilities(model, x, passes, seed=seed)
+        probs = mc_dropout_probabilities(model, x, ins.mc_passes, seed=ins.seed)
         out |= uncertainty_metrics(probs, y.numpy(), k)
     except Exception as exc:  # noqa: BLE001 - an optional family
         log.warning("MC-dropout uncertainty failed: %s: %s", type(exc).__name__, exc)
-    description = description_from_config(c)
+    description = ins.ood
     if description is not None:
         try:
             out |= ood_metrics(embeddings(model, x), description, k)
         except Exception as exc:  # noqa: BLE001
             log.warning("OOD scoring failed: %s: %s", type(exc).__name__, exc)
-    task = get_task(task_name)
+    task = get_task(ins.task)
     if CONVERTER in task.other_labels and not harmonized:
         try:
-            out |= _biomarker(site, task_name, model, k)
+            out |= _biomarker(site, ins.task, model, k)
         except Exception as exc:  # noqa: BLE001
             log.warning("biomarker evaluation failed: %s: %s", type(exc).__name__, exc)
     return out

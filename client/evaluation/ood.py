@@ -14,17 +14,19 @@ Two steps, both on aggregates only (:mod:`fedmi.shared.ood`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
+from fedmi.client.data import site_data
 from fedmi.client.evaluation.suppression import merge_groups
+from fedmi.client.harmonization.adaptation import site_model
+from fedmi.client.replies import to_state
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared import contract
-from fedmi.shared.model import ModelSpec, build_model, load_federated_state
+from fedmi.shared.instructions import OodQuery
 from fedmi.shared.ood import (
     FeatureDescription,
     class_feature_statistics,
@@ -98,32 +100,20 @@ def ood_statistics_metrics(
     }
 
 
-def handle_ood_statistics(
-    site: SiteSettings, arrays_state: Mapping[str, torch.Tensor], config: ConfigRecord | None
-) -> RecordDict:
+def handle_ood_statistics(site: SiteSettings, arrays: ArrayRecord, ins: OodQuery) -> RecordDict:
     """``query.ood``: per-class embedding sums of the final model over the train split.
 
     A holdout site, or a site whose train split holds fewer than ``k`` scans of every
     class, answers with counts only (status ``no-data`` / ``suppressed``).
     """
-    from fedmi.client.harmonization.adaptation import evaluation_model
-    from fedmi.client.runtime import Instruction, site_data
-
-    ins = Instruction.from_record(config)
     record = {"site-id": site.site_id, "role": site.role, "task": ins.task}
     metrics: dict[str, object] = {"num-examples": 0}
     status = "ok"
     if site.role != "train":
         status = "no-data"
     else:
-        data = site_data(site, ins.task, ins.split_seed)
-        harmonized = evaluation_model(site, ins.task, arrays_state, config, data, "train")
-        if harmonized is not None:
-            model, x, y, _ = harmonized
-        else:
-            model = build_model(ModelSpec(arch=ins.model))
-            load_federated_state(model, dict(arrays_state))
-            x, y = data.subset("train")
+        data = site_data(site, ins.task, ins.seed)
+        model, x, y, _ = site_model(site, ins, to_state(arrays), data, "train")
         k = site.min_cell_count
         counts = np.bincount(y.numpy().astype(np.int64), minlength=contract.OOD_CLASSES)
         if len(y) == 0 or (counts < k).all():

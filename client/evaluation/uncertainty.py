@@ -18,12 +18,9 @@ from torch import nn
 from fedmi.client.evaluation.suppression import merge_calibration_bins
 from fedmi.shared.contract import REFERRAL_RATES
 from fedmi.shared.stats import calibration_statistics
-from fedmi.shared.uncertainty import mc_summary, referral_statistics
+from fedmi.shared.uncertainty import DEFAULT_MC_PASSES, mc_summary, referral_statistics
 
 log = logging.getLogger(__name__)
-
-#: Stochastic passes per scan unless the instruction's ``mc-passes`` says otherwise.
-DEFAULT_MC_PASSES = 20
 
 
 def _dropouts(model: nn.Module) -> list[nn.Module]:

@@ -30,23 +30,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmi.client.data import SiteData
-from fedmi.client.harmonization.state import SiteHarmonization, load_site_harmonization, method_of
+from fedmi.client.harmonization.state import SiteHarmonization, load_site_harmonization
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import predict
-from fedmi.shared import contract
 from fedmi.shared.harmonization import (
     ClassMoments,
     FeatureMoments,
     HarmonizedNet,
     LocalAffine,
     moment_distance,
-    reference_from_config,
 )
-from fedmi.shared.methods import HARMONIZED_METHODS
-from fedmi.shared.model import ModelSpec, load_federated_state
+from fedmi.shared.instructions import Instruction
+from fedmi.shared.methods import HARMONIZED_METHODS, get_method
+from fedmi.shared.model import ModelSpec, build_model, load_federated_state
 
 log = logging.getLogger(__name__)
 
@@ -300,41 +298,37 @@ def _match_affine(
         affine.dbias.weight[int(g)] = (rm - scale * z.mean(0)).to(affine.dbias.weight.dtype)
 
 
-def local_layers(
-    site: SiteSettings, task: str, config: Mapping[str, object] | None, data: SiteData
-) -> SiteHarmonization | None:
+def local_layers(site: SiteSettings, ins: Instruction, data: SiteData) -> SiteHarmonization | None:
     """The site's harmonized model for the run's method, or ``None`` for plain methods."""
-    method = method_of(config)
-    if method not in HARMONIZED_METHODS:
+    if ins.method not in HARMONIZED_METHODS:
         return None
-    arch = str(dict(config or {}).get("model", "regional"))
-    return load_site_harmonization(site, task, method, data, ModelSpec(arch=arch))
+    return load_site_harmonization(site, ins.task, ins.method, data, ModelSpec(arch=ins.model))
 
 
 def evaluation_model(
     site: SiteSettings,
-    task: str,
+    ins: Instruction,
     arrays_state: Mapping[str, torch.Tensor],
-    config: Mapping[str, object] | None,
     data: SiteData,
     which: str,
 ) -> tuple[HarmonizedNet, torch.Tensor, torch.Tensor, str] | None:
     """Model, inputs, labels and ``harmonization`` state to evaluate a harmonized method.
 
     A site whose layers were never trained fits them label-free on all its scans when the
-    config carries pooled moments (``adapted``) and otherwise keeps identity layers.
+    instruction carries the federation's pooled moments (``evaluate.external`` of a method
+    that adapts: ``adapted``) and otherwise keeps identity layers.
     """
-    hz = local_layers(site, task, config, data)
+    hz = local_layers(site, ins, data)
     if hz is None:
         return None
     load_federated_state(hz.model, dict(arrays_state))
     x, y = hz.subset(data, which)
     status = hz.status
     if status != "trained":
-        ref, classes = reference_from_config(config)
-        if ref is not None and hz.method == "fedmi":
+        ref = getattr(ins, "reference", None)
+        if ref is not None and get_method(hz.method).adapts:
             xa, _ = hz.subset(data, "all")  # unlabelled use only
-            result = adapt_to_reference(hz.model, xa, ref, classes=classes)
+            result = adapt_to_reference(hz.model, xa, ref, classes=getattr(ins, "classes", None))
             status = "adapted" if result.adapted else "identity"
             if result.adapted:
                 hz.save("adapted")
@@ -343,50 +337,23 @@ def evaluation_model(
     return hz.model, x, y, status
 
 
-def handle_features(
-    site: SiteSettings, arrays_state: Mapping[str, torch.Tensor], config: ConfigRecord | None
-) -> RecordDict:
-    """``query.features``: embedding moments of the final model over all the site's scans.
+def site_model(
+    site: SiteSettings,
+    ins: Instruction,
+    arrays_state: Mapping[str, torch.Tensor],
+    data: SiteData,
+    which: str,
+) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, str | None]:
+    """The received model as this site evaluates it, with the scans of ``which``.
 
-    Only a training site with trained local layers answers with moments, and only over at
-    least ``min-cell-count`` scans; otherwise the reply carries counts only. The moments
-    per class are added when each class holds at least ``min-cell-count`` scans.
+    Harmonized methods use :func:`evaluation_model` (the fourth value says which local
+    layers: ``trained``, ``adapted`` or ``identity``); plain methods the federated model
+    alone (``None``).
     """
-    from fedmi.client.runtime import Instruction, site_data
-
-    ins = Instruction.from_record(config)
-    record = {"site-id": site.site_id, "role": site.role, "task": ins.task}
-    data = site_data(site, ins.task, ins.split_seed)
-    hz = local_layers(site, ins.task, config, data)
-    n = len(data)
-    status = "ok"
-    metrics: dict[str, object] = {"num-examples": n}
-    if site.role != "train" or hz is None or hz.status != "trained":
-        status = "no-data"
-    elif n < site.min_cell_count:
-        status = "suppressed"
-    else:
-        load_federated_state(hz.model, dict(arrays_state))
-        x, y = hz.subset(data, "all")
-        m = feature_moments(hz.model, x)
-        metrics["feat-mean"] = [float(v) for v in m.mean]
-        metrics["feat-var"] = [float(v) for v in m.var]
-        positive = y.bool()
-        n_pos = int(positive.sum())
-        if min(n_pos, len(y) - n_pos) >= site.min_cell_count:  # each class a releasable cell
-            metrics["num-positive"] = n_pos
-            for suffix, mask in (("-neg", ~positive), ("-pos", positive)):
-                c = feature_moments(hz.model, x[mask])
-                metrics[f"feat-mean{suffix}"] = [float(v) for v in c.mean]
-                metrics[f"feat-var{suffix}"] = [float(v) for v in c.var]
-    return RecordDict(
-        {
-            contract.METRICS: MetricRecord(metrics),  # type: ignore[arg-type]
-            contract.SITE: ConfigRecord({**record, "status": status}),
-        }
-    )
-
-
-def arrays_to_state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
-    """ArrayRecord → name → tensor (copies)."""
-    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in arrays.items()}
+    harmonized = evaluation_model(site, ins, arrays_state, data, which)
+    if harmonized is not None:
+        return harmonized
+    model = build_model(ModelSpec(arch=ins.model))
+    load_federated_state(model, dict(arrays_state))
+    x, y = data.subset(which)
+    return model, x, y, None

@@ -55,11 +55,6 @@ def clear_caches() -> None:
         _FILE_CACHE.clear()
 
 
-def method_of(config: Mapping[str, object] | None) -> str:
-    """The run's ``method`` from the server's instruction (``fedavg`` when absent)."""
-    return str(dict(config or {}).get("method", "fedavg"))
-
-
 def scan_group_keys(rows: list[dict], task_name: str) -> list[str]:
     """Group key of each scan, aligned with :func:`fedmi.client.data.load_site_data` of ``rows``.
 

@@ -1,10 +1,11 @@
-"""DP-SGD local training (Opacus): Poisson sampling, per-sample clipping, Gaussian noise.
+"""DP-SGD for the training loop (Opacus): Poisson sampling, per-sample clipping, Gaussian noise.
 
-The same optimiser, loss and augmentation as :func:`fedmi.client.training.loop.train_local`, made
+:class:`DPSGD` is the optional wrapper of :func:`fedmi.client.training.loop.train_local`, the
+one training loop: with it, the same optimiser, loss and augmentation are made
 differentially private at the sample level with Opacus' ``PrivacyEngine.make_private``
 (``poisson_sampling=True``). Privacy *accounting* is not done here: the caller charges the
-steps to the site's ledger (:mod:`fedmi.client.privacy.settings`), and this module only reports the steps
-it took.
+steps to the site's ledger (:mod:`fedmi.client.privacy.rounds`), and the loop only reports
+the steps it took.
 
 Every trainable parameter is trained with DP-SGD, including the site-local
 (:class:`fedmi.shared.model.SiteLocal`) harmonization modules: they never leave the site, but
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 from opacus import PrivacyEngine
@@ -31,15 +34,7 @@ from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedmi.client.training.loop import (
-    TrainResult,
-    TrainSettings,
-    _backbone,
-    augment_batch,
-    make_optimizer,
-    pick_device,
-    proximal_reference,
-)
+from fedmi.client.training.loop import ProximalTerm, Tally, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -102,101 +97,116 @@ def poisson_plan(n: int, batch_size: int) -> tuple[float, int]:
     return float(dl.sample_rate), len(dl)
 
 
-def train_private(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    settings: TrainSettings,
-    *,
-    noise_multiplier: float,
-    max_grad_norm: float,
-    global_params: list[torch.Tensor] | None = None,
-    device: torch.device | None = None,
-    grad_sample_mode: str | None = None,
-    noise_generator: torch.Generator | None = None,
-) -> TrainResult:
-    """Train ``model`` in place with DP-SGD for ``settings.epochs`` epochs.
+@dataclass(frozen=True)
+class DPSGD:
+    """DP-SGD at noise multiplier σ and clipping norm C: the ``privacy`` of ``train_local``.
 
     Each step draws a Poisson sample (possibly empty), clips every example's gradient to
     ``max_grad_norm`` (L2 over all trainable parameters), sums, adds
     ``N(0, (noise_multiplier·max_grad_norm)²)`` and divides by the expected batch size.
     An empty sample still takes a noise-only step, as the accounting assumes. The
     FedProx term's gradient ``mu·(w − w_global)`` does not depend on data and is added
-    after the noise.
+    after the noise. The loop takes ``epochs × steps_per_epoch`` steps of
+    :func:`poisson_plan`.
 
-    Returns
-    -------
-    TrainResult
-        ``steps`` is the number of DP-SGD steps taken (``epochs × steps_per_epoch`` of
-        :func:`poisson_plan`); loss and accuracy are site-internal.
+    Attributes
+    ----------
+    grad_sample_mode
+        Opacus' per-sample gradient engine (default: :func:`grad_sample_mode_for`).
+    noise_generator
+        The noise stream (default: seeded from the OS, :func:`secret_generator`).
     """
-    device = device or pick_device()
-    t0 = time.perf_counter()
-    n = int(y.shape[0])
-    if n == 0:
-        return TrainResult(0, 0.0, 0.0, 0, 0.0)
-    model.to(device).train()
-    aug_gen = torch.Generator().manual_seed(settings.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = make_optimizer(params, settings)
-    mode = grad_sample_mode or grad_sample_mode_for(model)
-    prox = proximal_reference(settings, global_params, device)
-    backbone_params = [p for p in _backbone(model).parameters() if p.requires_grad]
-    with warnings.catch_warnings():
+
+    noise_multiplier: float
+    max_grad_norm: float
+    grad_sample_mode: str | None = None
+    noise_generator: torch.Generator | None = None
+
+    def stepper(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        settings: TrainSettings,
+        device: torch.device,
+    ) -> PrivateSteps:
+        return PrivateSteps(self, model, optimizer, x, y, settings, device)
+
+
+class PrivateSteps:
+    """The DP-SGD stepper: Opacus wraps the model, optimiser and loader on entry."""
+
+    def __init__(
+        self,
+        dp: DPSGD,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        settings: TrainSettings,
+        device: torch.device,
+    ) -> None:
+        self.dp, self.model, self.optimizer, self.x, self.y = dp, model, optimizer, x, y
+        self.settings, self.device = settings, device
+        self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
+        self.taken = self.empty = 0
+        self._exit = ExitStack()
+
+    def __enter__(self) -> PrivateSteps:
+        self._exit.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
         warnings.filterwarnings("ignore", message=".*Full backward hook.*")
         warnings.filterwarnings("ignore", message=".*[Oo]ptimal order.*")
-        engine = PrivacyEngine(accountant="rdp")
-        gsm, dp_opt, loader = engine.make_private(
-            module=model,
-            optimizer=opt,
-            data_loader=_base_loader(x, y, settings.batch_for(int(y.shape[0])), secret_generator()),
-            noise_multiplier=noise_multiplier,
-            max_grad_norm=max_grad_norm,
+        self.engine = PrivacyEngine(accountant="rdp")
+        batch = self.settings.batch_for(int(self.y.shape[0]))
+        self.gsm, self.dp_opt, self.loader = self.engine.make_private(
+            module=self.model,
+            optimizer=self.optimizer,
+            data_loader=_base_loader(self.x, self.y, batch, secret_generator()),
+            noise_multiplier=self.dp.noise_multiplier,
+            max_grad_norm=self.dp.max_grad_norm,
             poisson_sampling=True,
-            grad_sample_mode=mode,
+            grad_sample_mode=self.dp.grad_sample_mode or grad_sample_mode_for(self.model),
             loss_reduction="mean",
-            noise_generator=noise_generator or secret_generator(device),
+            noise_generator=self.dp.noise_generator or secret_generator(self.device),
         )
-        loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
-        total_loss, correct, seen, steps, empty = 0.0, 0, 0, 0, 0
-        for _ in range(settings.epochs):
-            for xb, yb in loader:
-                dp_opt.zero_grad(set_to_none=True)
-                if xb.shape[0] == 0:
-                    # empty Poisson sample: zero clipped sum, noise only
-                    empty += 1
-                    for p in dp_opt.params:
-                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
-                else:
-                    if settings.augment:
-                        xb = augment_batch(xb, aug_gen)
-                    xb, yb = xb.to(device), yb.to(device)
-                    logits = gsm(xb).float()
-                    loss = loss_fn(logits, yb)
-                    loss.backward()
-                    total_loss += float(loss.detach()) * len(yb)
-                    correct += int(((logits.detach() > 0).float() == yb).sum())
-                    seen += len(yb)
-                if dp_opt.pre_step():  # clip, sum, add noise, scale (Opacus)
-                    if prox is not None:
-                        with torch.no_grad():
-                            for p, g in zip(backbone_params, prox, strict=True):
-                                p.grad.add_(p.detach() - g, alpha=settings.proximal_mu)
-                    dp_opt.original_optimizer.step()
-                steps += 1
-    history = list(engine.accountant.history)
-    if sum(s for _, _, s in history) != steps:  # pragma: no cover - Opacus invariant
-        raise RuntimeError(f"Opacus counted {history} but {steps} steps were taken")
-    close = getattr(gsm, "_close", None)
-    if callable(close):
-        close()
-    if empty:
-        log.debug("%d empty Poisson sample(s) took noise-only steps", empty)
-    return TrainResult(
-        num_examples=n,
-        loss=total_loss / max(seen, 1),
-        accuracy=correct / max(seen, 1),
-        steps=steps,
-        seconds=time.perf_counter() - t0,
-    )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+        if exc[0] is None:
+            history = list(self.engine.accountant.history)
+            if sum(s for _, _, s in history) != self.taken:  # pragma: no cover - Opacus invariant
+                raise RuntimeError(f"Opacus counted {history} but {self.taken} steps were taken")
+        close = getattr(self.gsm, "_close", None)
+        if callable(close):
+            close()
+        if self.empty:
+            log.debug("%d empty Poisson sample(s) took noise-only steps", self.empty)
+
+    def batches(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Opacus' Poisson samples (its own OS-seeded stream; ``gen`` is not used)."""
+        yield from self.loader
+
+    def step(
+        self, xb: torch.Tensor, yb: torch.Tensor, proximal: ProximalTerm | None, tally: Tally
+    ) -> None:
+        self.dp_opt.zero_grad(set_to_none=True)
+        if xb.shape[0] == 0:
+            # empty Poisson sample: zero clipped sum, noise only
+            self.empty += 1
+            for p in self.dp_opt.params:
+                p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+        else:
+            xb, yb = xb.to(self.device), yb.to(self.device)
+            logits = self.gsm(xb).float()
+            loss = self.loss_fn(logits, yb)
+            loss.backward()
+            tally.add(float(loss.detach()) * len(yb), logits, yb)
+        if self.dp_opt.pre_step():  # clip, sum, add noise, scale (Opacus)
+            if proximal is not None:
+                proximal.add_gradient()
+            self.dp_opt.original_optimizer.step()
+        self.taken += 1
+        tally.steps += 1

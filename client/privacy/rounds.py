@@ -14,15 +14,13 @@ from dataclasses import dataclass
 import torch
 
 from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
+from fedmi.client.privacy.dp_sgd import DPSGD, poisson_plan
 from fedmi.client.privacy.ledger import LedgerError, PrivacyLedger
 from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.site.settings import SiteSettings
-from fedmi.client.training.loop import TrainResult, TrainSettings
+from fedmi.client.training.loop import TrainResult, TrainSettings, train_local
 
 log = logging.getLogger(__name__)
-
-#: Rounds assumed when the server's instruction does not say (older coordinators).
-FALLBACK_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,63 @@ def privacy_metrics(
     }
 
 
+def _run_sigma(
+    ledger: PrivacyLedger,
+    settings: PrivacySettings,
+    *,
+    run_id: str,
+    sample_rate: float,
+    steps: int,
+    rounds_left: int,
+    history: list[tuple[float, float, int]],
+    spent: float,
+) -> float:
+    """The run's noise multiplier: the one kept in the ledger, or a new plan for the run.
+
+    A new plan is calibrated (and kept) on the run's first round, or when anything that
+    shapes it changed (sample rate, steps, clipping norm, δ, budget, accountant).
+
+    Raises
+    ------
+    BudgetExhausted
+        When no noise multiplier fits the rounds left in the remaining budget.
+    """
+    plan = ledger.run_plan(run_id)
+    wanted = {
+        "sample_rate": sample_rate,
+        "steps_per_round": steps,
+        "max_grad_norm": settings.max_grad_norm,
+        "delta": settings.delta,
+        "epsilon_budget": settings.epsilon,
+        "accountant": settings.accountant,
+    }
+    if plan is not None and all(plan.get(k) == v for k, v in wanted.items()):
+        return float(plan["noise_multiplier"])
+    sigma = calibrate_noise(
+        epsilon=settings.epsilon,
+        delta=settings.delta,
+        sample_rate=sample_rate,
+        steps=steps * rounds_left,
+        prior=history,
+        accountant=settings.accountant,
+    )
+    ledger.set_run_plan(
+        run_id, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
+    )
+    log.info(
+        "DP-SGD planned: σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g at δ %g "
+        "(ε %.3f already spent)",
+        sigma,
+        sample_rate,
+        steps * rounds_left,
+        rounds_left,
+        settings.epsilon,
+        settings.delta,
+        spent,
+    )
+    return sigma
+
+
 def private_round(
     site: SiteSettings,
     settings: PrivacySettings,
@@ -69,8 +124,6 @@ def private_round(
     global_params: list[torch.Tensor] | None = None,
 ) -> PrivateRound:
     """Charge the ledger and train one round with DP-SGD, or refuse."""
-    from fedmi.client.privacy.dp_sgd import poisson_plan, train_private
-
     try:
         ledger = PrivacyLedger.open(settings.ledger_folder(site), site_id=site.site_id)
     except LedgerError as exc:
@@ -81,45 +134,20 @@ def private_round(
     spent = epsilon_of(history, settings.delta, settings.accountant)
     q, per_epoch = poisson_plan(int(y.shape[0]), train.batch_for(int(y.shape[0])))
     steps = per_epoch * train.epochs
-    plan = ledger.run_plan(run_id)
-    wanted = {
-        "sample_rate": q,
-        "steps_per_round": steps,
-        "max_grad_norm": settings.max_grad_norm,
-        "delta": settings.delta,
-        "epsilon_budget": settings.epsilon,
-        "accountant": settings.accountant,
-    }
-    if plan is None or any(plan.get(k) != v for k, v in wanted.items()):
-        rounds_left = max(1, planned_rounds - server_round + 1)
-        try:
-            sigma = calibrate_noise(
-                epsilon=settings.epsilon,
-                delta=settings.delta,
-                sample_rate=q,
-                steps=steps * rounds_left,
-                prior=history,
-                accountant=settings.accountant,
-            )
-        except BudgetExhausted as exc:
-            log.warning("privacy budget exhausted, refusing to train: %s", exc)
-            return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
-        ledger.set_run_plan(
-            run_id, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
+    try:
+        sigma = _run_sigma(
+            ledger,
+            settings,
+            run_id=run_id,
+            sample_rate=q,
+            steps=steps,
+            rounds_left=max(1, planned_rounds - server_round + 1),
+            history=history,
+            spent=spent,
         )
-        log.info(
-            "DP-SGD planned: σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g at δ %g "
-            "(ε %.3f already spent)",
-            sigma,
-            q,
-            steps * rounds_left,
-            rounds_left,
-            settings.epsilon,
-            settings.delta,
-            spent,
-        )
-    else:
-        sigma = float(plan["noise_multiplier"])
+    except BudgetExhausted as exc:
+        log.warning("privacy budget exhausted, refusing to train: %s", exc)
+        return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
     after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
     if after > settings.epsilon * (1 + 1e-9):
         log.warning(
@@ -139,15 +167,8 @@ def private_round(
         delta=settings.delta,
         epsilon=after,
     )
-    result = train_private(
-        model,
-        x,
-        y,
-        train,
-        noise_multiplier=sigma,
-        max_grad_norm=settings.max_grad_norm,
-        global_params=global_params,
-    )
+    dp = DPSGD(noise_multiplier=sigma, max_grad_norm=settings.max_grad_norm)
+    result = train_local(model, x, y, train, privacy=dp, global_params=global_params)
     if result.steps != steps:  # pragma: no cover - poisson_plan mirrors Opacus
         raise RuntimeError(f"charged {steps} DP steps but took {result.steps}")
     log.info("round %d: DP-SGD ε %.3f of %g spent", server_round, after, settings.epsilon)

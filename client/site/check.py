@@ -38,13 +38,12 @@ def site_check(
     SiteConfigError
         When site.toml, the labels or the DICOM give nothing usable (message names the fix).
     """
-    from flwr.app import ConfigRecord
-
-    from fedmi.client import runtime
     from fedmi.client.egress import check_outbound
     from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.privacy.settings import resolve_privacy
+    from fedmi.client.site.query import handle_query
     from fedmi.client.site.settings import resolve_site
+    from fedmi.shared.instructions import QueryInstruction
 
     site_dir = Path(site_dir).resolve()
     state_dir = Path(state_dir).resolve()
@@ -75,8 +74,7 @@ def site_check(
             f"no usable series for task {task} under {site_dir / 'dicom'}: see "
             f"{site.cache_dir / 'ingest_report.json'} for each file's reason"
         )
-    config = ConfigRecord({"task": task, "seed": 0})
-    content = check_outbound(contract.QUERY, runtime.handle_query(site, config), None)
+    content = check_outbound(contract.QUERY, handle_query(site, QueryInstruction(task=task)), None)
     shared = {name: dict(rec) for name, rec in content.items()}
     m = shared[contract.METRICS]
     spec = get_task(task)

@@ -1,16 +1,28 @@
-"""Local training and evaluation of the model at one site (plain functions, no Flower)."""
+"""Local training of the model at one site: one loop, with or without DP-SGD.
+
+:func:`train_local` is the only training loop. How a batch is drawn and how one gradient
+step is taken is a :class:`Stepper`: :class:`PlainSteps` here (shuffled mini-batches, the
+summed loss, optional bf16 autocast on a GPU), or the DP-SGD stepper of
+:class:`fedmi.client.privacy.dp_sgd.DPSGD` (Poisson sampling, per-sample clipping and
+Gaussian noise with Opacus), which the loop receives as its ``privacy`` argument. The
+optimiser, the augmentation stream, the FedProx term and the reported aggregates are the
+same for both. Plain functions, no Flower.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedmi.shared.stats import sufficient_statistics
+from fedmi.shared.instructions import TrainInstruction
 
 log = logging.getLogger(__name__)
 
@@ -20,32 +32,41 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainSettings:
-    """Hyper-parameters of one local training call (sent by the server each round)."""
+    """Hyper-parameters of one local training call.
 
-    epochs: int = 1
+    At a site they come from the server's :class:`~fedmi.shared.instructions.TrainInstruction`
+    (:meth:`from_instruction`); the recipe has no defaults of its own, so there is one
+    place for them (the run config and each model's defaults).
+    """
+
+    epochs: int
     #: 0 = the whole split in one batch (full-batch gradient descent)
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    proximal_mu: float = 0.0
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    augment: bool
     seed: int = 0
-    augment: bool = True
-    optimizer: str = "adamw"
+    proximal_mu: float = 0.0
+    weight_decay: float = 1e-4
+
+    @classmethod
+    def from_instruction(cls, ins: TrainInstruction) -> TrainSettings:
+        """The settings of a train instruction (its round's seed, :func:`round_seed`)."""
+        return cls(
+            epochs=ins.local_epochs,
+            batch_size=ins.batch_size,
+            learning_rate=ins.learning_rate,
+            optimizer=ins.optimizer,
+            augment=ins.augment,
+            proximal_mu=ins.proximal_mu,
+            seed=ins.round_seed,
+        )
 
     def batch_for(self, n: int) -> int:
         """The batch size for ``n`` training scans (``batch_size`` 0: all of them)."""
         return self.batch_size if self.batch_size > 0 else max(1, n)
-
-
-def proximal_reference(
-    settings: TrainSettings, global_params: list[torch.Tensor] | None, device: torch.device
-) -> list[torch.Tensor] | None:
-    """The received backbone weights FedProx pulls towards (``None`` without the term)."""
-    if settings.proximal_mu <= 0 or global_params is None:
-        return None
-    return [g.detach().to(device) for g in global_params]
 
 
 @dataclass(frozen=True)
@@ -62,7 +83,7 @@ class TrainResult:
 def make_optimizer(
     params: list[torch.nn.Parameter], settings: TrainSettings
 ) -> torch.optim.Optimizer:
-    """``adamw`` (default) or ``sgd`` (momentum 0.9; steadier under DP-SGD's noise)."""
+    """``adamw`` or ``sgd`` (momentum 0.9; steadier under DP-SGD's noise)."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay
@@ -88,12 +109,151 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=shifts, dims=(2, 3, 4))
 
 
+def backbone(model: nn.Module) -> nn.Module:
+    """The federated backbone of ``model`` (inside an Opacus wrapper too)."""
+    inner = getattr(model, "_module", model)
+    return getattr(inner, "backbone", inner)
+
+
+@dataclass
+class Tally:
+    """Running sums of one training call: loss, correct calls, scans seen and steps."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    steps: int = 0
+
+    def add(self, loss_sum: float, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss_sum
+        self.correct += int(((logits.detach() > 0).float() == y).sum())
+        self.seen += len(y)
+
+    def result(self, n: int, started: float) -> TrainResult:
+        return TrainResult(
+            num_examples=n,
+            loss=self.loss / max(self.seen, 1),
+            accuracy=self.correct / max(self.seen, 1),
+            steps=self.steps,
+            seconds=time.perf_counter() - started,
+        )
+
+
+class Stepper(AbstractContextManager, Protocol):
+    """How :func:`train_local` draws its batches and takes one gradient step."""
+
+    def batches(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``(x, y)`` batches on the CPU (``gen``: the shuffling stream)."""
+        ...
+
+    def step(
+        self, xb: torch.Tensor, yb: torch.Tensor, proximal: ProximalTerm | None, tally: Tally
+    ) -> None:
+        """One optimiser step on the batch (already augmented); add its loss to ``tally``."""
+        ...
+
+
+class DPWrapper(Protocol):
+    """What :func:`train_local` needs of a DP-SGD wrapper (its ``privacy`` argument)."""
+
+    def stepper(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        settings: TrainSettings,
+        device: torch.device,
+    ) -> Stepper: ...
+
+
+@dataclass(frozen=True)
+class ProximalTerm:
+    """FedProx's ``mu/2·||w − w_global||²`` over the trainable backbone parameters."""
+
+    mu: float
+    params: list[torch.nn.Parameter]
+    reference: list[torch.Tensor]
+
+    def value(self) -> torch.Tensor:
+        """The term itself (the plain step adds it to the objective)."""
+        sq = sum(((p - g) ** 2).sum() for p, g in zip(self.params, self.reference, strict=True))
+        return 0.5 * self.mu * sq
+
+    @torch.no_grad()
+    def add_gradient(self) -> None:
+        """Add its gradient ``mu·(w − w_global)`` (after DP-SGD's noise: it is data-free)."""
+        for p, g in zip(self.params, self.reference, strict=True):
+            p.grad.add_(p.detach() - g, alpha=self.mu)
+
+
+def proximal_term(
+    model: nn.Module,
+    settings: TrainSettings,
+    global_params: list[torch.Tensor] | None,
+    device: torch.device,
+) -> ProximalTerm | None:
+    """The FedProx term towards the received weights (``None`` without one)."""
+    if settings.proximal_mu <= 0 or global_params is None:
+        return None
+    params = [p for p in backbone(model).parameters() if p.requires_grad]
+    reference = [g.detach().to(device) for g in global_params]
+    return ProximalTerm(settings.proximal_mu, params, reference)
+
+
+class PlainSteps(AbstractContextManager):
+    """Non-private steps: shuffled mini-batches and the mean loss of each batch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        settings: TrainSettings,
+        device: torch.device,
+    ) -> None:
+        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
+        self.batch = settings.batch_for(int(y.shape[0]))
+        self.device = device
+        self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def batches(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = int(self.y.shape[0])
+        order = torch.randperm(n, generator=gen)
+        for start in range(0, n, self.batch):
+            idx = order[start : start + self.batch]
+            yield self.x[idx], self.y[idx]
+
+    def step(
+        self, xb: torch.Tensor, yb: torch.Tensor, proximal: ProximalTerm | None, tally: Tally
+    ) -> None:
+        xb = xb.to(self.device, non_blocking=True)
+        yb = yb.to(self.device, non_blocking=True)
+        amp = self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = self.model(xb).float()
+        loss = self.loss_fn(logits, yb)
+        objective = loss / len(yb)
+        if proximal is not None:
+            objective = objective + proximal.value()
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        tally.steps += 1
+        tally.add(float(loss.detach()), logits, yb)
+
+
 def train_local(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     settings: TrainSettings,
     *,
+    privacy: DPWrapper | None = None,
     global_params: list[torch.Tensor] | None = None,
     device: torch.device | None = None,
 ) -> TrainResult:
@@ -101,60 +261,42 @@ def train_local(
 
     Parameters
     ----------
+    privacy
+        A DP-SGD wrapper (:class:`fedmi.client.privacy.dp_sgd.DPSGD`): every step then
+        draws a Poisson sample, clips per-sample gradients and adds noise. ``None``: plain
+        shuffled mini-batches. Accounting is the caller's (the site's ledger).
     global_params
         The federated parameters received this round, for the FedProx proximal term
         ``mu/2 · ||w − w_global||²`` (used when ``settings.proximal_mu > 0``), in the
-        order of ``[p for p in model.parameters() if p.requires_grad]`` restricted to
-        the backbone.
+        order of the backbone's trainable parameters.
+
+    Returns
+    -------
+    TrainResult
+        Loss and accuracy over the scans seen (site-internal under DP), the steps taken.
     """
     device = device or pick_device()
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     n = int(y.shape[0])
     if n == 0:
         return TrainResult(0, 0.0, 0.0, 0, 0.0)
     model.to(device).train()
+    # one seeded stream for shuffling and augmentation (DP-SGD samples from the OS instead)
     gen = torch.Generator().manual_seed(settings.seed)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    prox = proximal_reference(settings, global_params, device)
-    backbone_params = [p for p in _backbone(model).parameters() if p.requires_grad]
-    use_amp = device.type == "cuda"
-    total_loss, correct, seen, steps = 0.0, 0, 0, 0
-    for _ in range(settings.epochs):
-        order = torch.randperm(n, generator=gen)
-        batch = settings.batch_for(n)
-        for start in range(0, n, batch):
-            idx = order[start : start + batch]
-            xb, yb = x[idx], y[idx]
-            if settings.augment:
-                xb = augment_batch(xb, gen)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(xb).float()
-            loss = loss_fn(logits, yb)
-            objective = loss / len(idx)
-            if prox is not None:
-                sq = sum(((p - g) ** 2).sum() for p, g in zip(backbone_params, prox, strict=True))
-                objective = objective + 0.5 * settings.proximal_mu * sq
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
-            steps += 1
-            total_loss += float(loss.detach())
-            correct += int(((logits.detach() > 0).float() == yb).sum())
-            seen += len(idx)
-    return TrainResult(
-        num_examples=n,
-        loss=total_loss / max(seen, 1),
-        accuracy=correct / max(seen, 1),
-        steps=steps,
-        seconds=time.perf_counter() - t0,
-    )
-
-
-def _backbone(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "_module", model)
-    return getattr(inner, "backbone", inner)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
+    proximal = proximal_term(model, settings, global_params, device)
+    if privacy is None:
+        stepper: Stepper = PlainSteps(model, optimizer, x, y, settings, device)
+    else:
+        stepper = privacy.stepper(model, optimizer, x, y, settings, device)
+    tally = Tally()
+    with stepper:
+        for _ in range(settings.epochs):
+            for xb, yb in stepper.batches(gen):
+                if settings.augment and len(yb):
+                    xb = augment_batch(xb, gen)
+                stepper.step(xb, yb, proximal, tally)
+    return tally.result(n, started)
 
 
 @torch.no_grad()
@@ -169,21 +311,3 @@ def predict(
         logits = model(x[start : start + batch_size].to(device)).float()
         out.append(torch.sigmoid(logits).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-
-
-def evaluate_local(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device | None = None
-) -> dict[str, list[int] | int | float]:
-    """Sufficient statistics of the model on ``(x, y)`` plus the summed log-loss."""
-    t0 = time.perf_counter()
-    scores = predict(model, x, device=device)
-    labels = y.numpy().astype(np.int64)
-    eps = 1e-7
-    p = np.clip(scores.astype(np.float64), eps, 1 - eps)
-    loss_sum = (
-        float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).sum()) if labels.size else 0.0
-    )
-    stats: dict[str, list[int] | int | float] = dict(sufficient_statistics(scores, labels))
-    stats["loss-sum"] = loss_sum
-    stats["compute-seconds"] = time.perf_counter() - t0
-    return stats

@@ -8,14 +8,14 @@ checked against the contract, and only accepted replies from the sites asked com
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedmi.server.history import RunHistory
 from fedmi.server.ingress import check_inbound
 from fedmi.shared import contract
+from fedmi.shared.instructions import Instruction
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -24,22 +24,20 @@ log = logging.getLogger(__name__)
 def collect_from_training_sites(
     grid: Grid,
     arrays: ArrayRecord,
-    instruction: Mapping[str, object],
+    instruction: Instruction,
     cfg: RunConfig,
     history: RunHistory,
-    message_type: str,
 ) -> list[tuple[int, dict]]:
     """``(node_id, metrics)`` of every accepted reply of the training sites that are up.
 
     A failing round (transport error) is logged and gives an empty list: the run goes on
     without what the round would have added.
     """
+    message_type = instruction.message_type
     targets = [n for n, s in history.sites.items() if s.role == "train" and s.status == "ok"]
     msgs = [
         Message(
-            content=RecordDict(
-                {contract.ARRAYS: arrays, contract.CONFIG: ConfigRecord(dict(instruction))}  # type: ignore[arg-type]
-            ),
+            content=RecordDict({contract.ARRAYS: arrays, contract.CONFIG: instruction.to_record()}),
             dst_node_id=n,
             message_type=message_type,
         )

@@ -5,7 +5,7 @@ After the last round the server sends the final model to the training sites in a
 embedding over at least its min cell count of scans, and per class when each class
 reaches it (declared in :mod:`fedmi.shared.contract`). The pooled moments go to every site with
 the final model in the ``evaluate.external`` config, where a site without trained local
-layers fits its local layers to them (``client.adaptation``).
+layers fits its local layers to them (:mod:`fedmi.client.harmonization.adaptation`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from flwr.serverapp import Grid
 
 from fedmi.server.federation.collect import collect_from_training_sites
 from fedmi.server.history import RunHistory
-from fedmi.shared import contract
-from fedmi.shared.harmonization import ClassMoments, FeatureMoments, pool_moments, reference_config
+from fedmi.shared.harmonization import ClassMoments, FeatureMoments, pool_moments
+from fedmi.shared.instructions import FeaturesQuery
 from fedmi.shared.methods import get_method
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
-
-#: Methods for which the server collects and forwards pooled moments.
 
 
 def _reply_moments(r: dict, suffix: str = "") -> FeatureMoments:
@@ -66,27 +64,21 @@ def pooled_classes(replies: list[dict]) -> ClassMoments | None:
 
 
 def collect_feature_reference(
-    grid: Grid,
-    arrays: ArrayRecord,
-    instruction: dict[str, object],
-    cfg: RunConfig,
-    history: RunHistory,
-) -> dict[str, object]:
-    """Ask the training sites for embedding moments; the pooled moments as config values.
+    grid: Grid, arrays: ArrayRecord, cfg: RunConfig, history: RunHistory
+) -> tuple[FeatureMoments | None, ClassMoments | None]:
+    """Ask the training sites for embedding moments; the pooled moments (and per class).
 
-    Returns an empty mapping for other methods, or when no site could answer (the holdout
-    sites then evaluate with identity layers).
+    ``(None, None)`` for methods that do not adapt, or when no site could answer (the
+    holdout sites then evaluate with identity layers).
     """
     if not get_method(cfg.method).adapts:
-        return {}
-    answers = collect_from_training_sites(
-        grid, arrays, instruction, cfg, history, contract.FEATURES
-    )
-    good = [metrics for _, metrics in answers]
+        return None, None
+    query = FeaturesQuery.from_run_config(cfg)
+    good = [m for _, m in collect_from_training_sites(grid, arrays, query, cfg, history)]
     ref = pooled_reference(good)
     if ref is None:
         log.warning("no training site sent feature moments: unseen sites use identity layers")
-        return {}
+        return None, None
     classes = pooled_classes(good)
     log.info(
         "pooled embedding moments of %d site(s), %d scans (%s)",
@@ -94,4 +86,4 @@ def collect_feature_reference(
         ref.count,
         "per class too" if classes is not None else "not per class",
     )
-    return reference_config(ref, classes)
+    return ref, classes

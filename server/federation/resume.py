@@ -1,10 +1,8 @@
-"""Resumable training rounds: a coordinator that is restarted continues where it stopped.
+"""Resume points: a coordinator that is restarted continues where it stopped.
 
 Flower 1.42 has no checkpointing: ``Strategy.start`` always counts rounds 1..N from the
-arrays it is given. fedmi therefore runs its own round loop (:func:`run_rounds`, the same
-sequence of ``configure_train`` → ``send_and_receive`` → ``aggregate_train`` →
-``configure_evaluate`` → ``send_and_receive`` → ``aggregate_evaluate`` as ``Strategy.start``,
-with Flower's strategies doing every aggregation) that can start at any round, and after
+arrays it is given. fedmi therefore runs its own round loop
+(:func:`fedmi.server.federation.rounds.run_rounds`) that can start at any round, and after
 every completed round it persists in the run folder
 
 * ``checkpoints/round-NNN.npz``: the global weights (written by the ServerApp's checkpoint),
@@ -17,13 +15,6 @@ When the same ``out-dir`` is given again with the same settings, :func:`load_res
 returns the state after the last completed round and the run continues with the next round
 (its true number: FedAdam's bias correction depends on it). A folder holding a different
 run is refused rather than overwritten.
-
-The loop also guards against dropouts: every instruction carries its round as ``group_id``,
-only replies to the instructions of the current round are used (Flower's ``send_and_receive``
-pulls replies by message id, so a late reply to an earlier round is never returned; the
-check here makes that explicit), each site counts once, and the sites that were sent an
-instruction but did not answer before ``round-timeout`` or answered with an error are
-listed per round under ``missing``.
 """
 
 from __future__ import annotations
@@ -33,13 +24,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedmi.server.history import RunHistory
@@ -88,7 +78,7 @@ def config_fingerprint(cfg: RunConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _inner(strategy: Strategy) -> object:
+def inner_strategy(strategy: Strategy) -> object:
     """The aggregating strategy inside Flower's DP wrappers (``.strategy``)."""
     seen = 0
     while hasattr(strategy, "strategy") and seen < 4:
@@ -99,7 +89,7 @@ def _inner(strategy: Strategy) -> object:
 
 def strategy_state(strategy: Strategy) -> dict[str, dict[str, np.ndarray]]:
     """The strategy's server-side optimiser state (empty for FedAvg / FedProx)."""
-    inner = _inner(strategy)
+    inner = inner_strategy(strategy)
     out: dict[str, dict[str, np.ndarray]] = {}
     for attr in _STRATEGY_STATE:
         value = getattr(inner, attr, None)
@@ -110,7 +100,7 @@ def strategy_state(strategy: Strategy) -> dict[str, dict[str, np.ndarray]]:
 
 def restore_strategy(strategy: Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
     """Put saved optimiser state back into ``strategy`` (the inverse of :func:`strategy_state`)."""
-    inner = _inner(strategy)
+    inner = inner_strategy(strategy)
     for attr, value in state.items():
         if attr in _STRATEGY_STATE and hasattr(inner, attr):
             setattr(inner, attr, {k: np.array(v) for k, v in value.items()})
@@ -236,137 +226,3 @@ def load_resume_point(
                 state.setdefault(attr, {})[name] = data[key]
     rounds = {int(e["round"]): e for e in doc.get("rounds", [])}
     return ResumePoint(last_round=last, arrays=arrays, strategy_state=state, rounds=rounds)
-
-
-def _send(
-    grid: Grid,
-    messages: Iterable[Message],
-    server_round: int,
-    stage: str,
-    timeout: float,
-    history: RunHistory,
-) -> list[Message]:
-    """Send one round's instructions; keep only this round's replies, one per site.
-
-    Sites that were sent an instruction but gave no reply before ``timeout``, or replied
-    with a Flower error, are recorded in ``history.rounds[r]["missing"]``.
-    """
-    sent = list(messages)
-    if not sent:
-        return []
-    for msg in sent:
-        msg.metadata.group_id = str(server_round)
-    replies = list(grid.send_and_receive(sent, timeout=timeout))
-    # Flower's grid gives each pushed message its id; a grid that does not (tests) is
-    # matched by the replying node instead
-    ids = {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
-    targets = {m.metadata.dst_node_id for m in sent}
-    kept: list[Message] = []
-    answered: set[int] = set()
-    for reply in replies:
-        if ids:
-            node = ids.get(reply.metadata.reply_to_message_id)
-        else:
-            node = reply.metadata.src_node_id if reply.metadata.src_node_id in targets else None
-        if node is None or node in answered:
-            log.warning(
-                "round %d: ignored a %s reply that belongs to no open request", server_round, stage
-            )
-            continue
-        answered.add(node)
-        if reply.has_error():
-            _missing(history, server_round, node, stage, f"error: {reply.error.reason[:120]}")
-            # kept: the strategy records the failed reply like any other
-        kept.append(reply)
-    for node in sorted(targets):
-        if node not in answered:
-            _missing(history, server_round, node, stage, "no reply before the round timeout")
-    return kept
-
-
-def _missing(history: RunHistory, server_round: int, node: int, stage: str, reason: str) -> None:
-    site = history.site_name(node)
-    log.warning("round %d: %s missing from %s (%s)", server_round, site, stage, reason)
-    entry = history._round(server_round)
-    entry.setdefault("missing", []).append({"site_id": site, "stage": stage, "reason": reason})
-
-
-def _error_statuses(history: RunHistory, server_round: int) -> None:
-    """Sites whose train reply was a declared ``error`` status are missing too."""
-    entry = history._round(server_round)
-    listed = {(m["site_id"], m["stage"]) for m in entry.get("missing", [])}
-    for site, rec in entry["train"].items():
-        if rec.get("status") == "error" and (site, "train") not in listed:
-            entry.setdefault("missing", []).append(
-                {"site_id": site, "stage": "train", "reason": "the site reported an error"}
-            )
-
-
-def run_rounds(
-    strategy: Strategy,
-    grid: Grid,
-    *,
-    arrays: ArrayRecord,
-    first_round: int,
-    num_rounds: int,
-    timeout: float,
-    train_config: ConfigRecord,
-    evaluate_config: ConfigRecord,
-    history: RunHistory,
-    on_round: Callable[[int, ArrayRecord], object] | None = None,
-    fuse_evaluation: bool = True,
-) -> ArrayRecord:
-    """Rounds ``first_round..num_rounds`` of ``strategy``; returns the final global arrays.
-
-    ``on_round(r, arrays)`` runs before the first round when ``first_round == 1`` (with
-    ``r = 0``, as ``Strategy.start``'s ``evaluate_fn``) and after every round's training.
-
-    With ``fuse_evaluation`` (the default) each site evaluates the global model of round
-    ``r`` on its test split at the start of round ``r + 1``, before training it, and sends
-    that evaluation with its train reply (``evaluate-received``): one message per site and
-    round instead of two. Only the last round's model is evaluated by a separate
-    ``evaluate`` message. The numbers are those of the two-message sequence (same weights,
-    same split, local layers as they were after round ``r``); they are recorded under round
-    ``r`` when round ``r + 1``'s replies arrive.
-    """
-    fused = fuse_evaluation and hasattr(_inner(strategy), "aggregate_received_evaluations")
-    if first_round == 1 and on_round is not None:
-        on_round(0, arrays)
-    for r in range(first_round, num_rounds + 1):
-        log.info("[ROUND %d/%d]", r, num_rounds)
-        history._round(r).setdefault("missing", [])
-        config = train_config
-        if fused and r > 1:  # a resumed run re-evaluates the last checkpoint: harmless
-            config = ConfigRecord({**dict(train_config), "evaluate-received": True})
-        msgs = strategy.configure_train(r, arrays, config, grid)
-        replies = _send(grid, msgs, r, "train", timeout, history)
-        if fused and r > 1:
-            _inner(strategy).aggregate_received_evaluations(r - 1, replies)  # type: ignore[attr-defined]
-        new_arrays, _ = strategy.aggregate_train(r, replies)
-        _error_statuses(history, r)
-        if new_arrays is not None:
-            arrays = new_arrays
-        if not fused or r == num_rounds:
-            msgs = strategy.configure_evaluate(r, arrays, evaluate_config, grid)
-            replies = _send(grid, msgs, r, "evaluate", timeout, history)
-            strategy.aggregate_evaluate(r, replies)
-        if on_round is not None:
-            on_round(r, arrays)
-    return arrays
-
-
-def progress_logging() -> None:
-    """Send fedmi's INFO lines (round progress, dropouts) to stderr when nothing else does.
-
-    A ServerApp started by a SuperLink has no logging configured, so ``flwr run --stream``
-    would show only Flower's own lines; simulations and tests configure logging themselves
-    and are left alone.
-    """
-    root = logging.getLogger()
-    fedmi = logging.getLogger("fedmi.server")
-    if root.handlers or fedmi.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s fedmi: %(message)s"))
-    fedmi.addHandler(handler)
-    fedmi.setLevel(logging.INFO)

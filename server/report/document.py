@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import ArrayRecord
 
-from fedmi.server.federation.ood import ood_section
 from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
+from fedmi.server.report.ood import ood_section
 from fedmi.server.report.privacy import privacy_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section

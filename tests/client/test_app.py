@@ -5,17 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 
-from fedmi.client import runtime
 from fedmi.client.app import build_client_app
+from fedmi.client.evaluation import handler as evaluation_handler
+from fedmi.client.replies import expected_arrays
 from fedmi.shared import contract
+from fedmi.shared.instructions import INSTRUCTIONS, TrainInstruction
 from fedmi.shared.model import build_model, federated_state_dict
 
 
 @pytest.fixture
-def context_for(tiny_fdg, tmp_path):
+def context_for(tiny_fdg, tmp_path, ingested):
     def make(site: str, min_cell_count: int | None = 1) -> Context:
+        if not (tmp_path / site / "ingest").exists():
+            ingested(tiny_fdg / site, tmp_path / site)
         # tiny sites have a handful of test scans: k = 1 unless a test checks suppression
         node_config: dict[str, object] = {
             "data-dir": str(tiny_fdg / site),
@@ -32,19 +36,20 @@ def context_for(tiny_fdg, tmp_path):
 
 def _instruction(flower_identity, message_type: str, with_arrays: bool = True) -> Message:
     torch.manual_seed(0)
-    content = RecordDict(
-        {
-            contract.CONFIG: ConfigRecord(
-                {"task": "fdg-ad", "local-epochs": 1, "batch-size": 4, "seed": 0, "server-round": 1}
-            )
-        }
-    )
+    if message_type == contract.TRAIN:
+        # 20 planned rounds: the tests train several times within the site's DP budget
+        ins = TrainInstruction(
+            task="fdg-ad", local_epochs=1, batch_size=4, server_round=1, num_server_rounds=20
+        )
+    else:
+        ins = INSTRUCTIONS[message_type](task="fdg-ad")
+    content = RecordDict({contract.CONFIG: ins.to_record()})
     if with_arrays:
         content[contract.ARRAYS] = contract.array_record(federated_state_dict(build_model()))
     return Message(content=content, dst_node_id=7, message_type=message_type)
 
 
-EXPECTED = runtime.expected_arrays(build_model())
+EXPECTED = expected_arrays(build_model())
 
 
 def test_query_reports_counts_only(flower_identity, context_for):
@@ -117,7 +122,7 @@ def test_train_can_carry_the_evaluation_of_the_received_weights(
         contract.EVALUATION not in app(_instruction(flower_identity, contract.TRAIN), ctx).content
     )
     # a failing evaluation is reported as such; the site still trains
-    monkeypatch.setattr(runtime, "evaluate_site", _raise)
+    monkeypatch.setattr(evaluation_handler, "evaluate_site", _raise)
     failed = app(msg, ctx).content
     assert failed[contract.SITE]["status"] == "ok" and contract.ARRAYS in failed
     assert failed[contract.SITE]["evaluation-status"] == "error"
@@ -144,14 +149,16 @@ def test_holdout_evaluates_all_scans_and_refuses_to_train(flower_identity, conte
 
 def test_nothing_undeclared_leaves_the_client(flower_identity, context_for, monkeypatch):
     """A handler that tries to send a per-patient value gets an error status instead."""
-    real = runtime.handle_evaluate
+    from fedmi.client import app as client_app
 
-    def leaky(site, arrays, config, message_type):
-        content = real(site, arrays, config, message_type)
+    real = client_app.handle_evaluate
+
+    def leaky(site, arrays, ins):
+        content = real(site, arrays, ins)
         content[contract.METRICS]["patient-scores"] = [0.1, 0.9]
         return content
 
-    monkeypatch.setattr(runtime, "handle_evaluate", leaky)
+    monkeypatch.setattr(client_app, "handle_evaluate", leaky)
     reply = build_client_app()(
         _instruction(flower_identity, contract.EVALUATE), context_for("site-a")
     )
@@ -209,3 +216,26 @@ def test_query_sends_suppressed_counts_per_tracer_and_scanner(flower_identity, c
     assert contract.check_reply(contract.QUERY, big) == []
     inv = big[contract.INVENTORY]
     assert list(inv["tracer-names"]) == [] and big[contract.METRICS]["suppressed-cells"] == 3
+
+
+def test_a_site_that_has_not_ingested_answers_no_data(flower_identity, tiny_fdg, tmp_path):
+    """Ingest is an explicit step: no surprise ingest on a message, a declared no-data."""
+    node_config = {"data-dir": str(tiny_fdg / "site-a"), "state-dir": str(tmp_path / "s")}
+    ctx = Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+    app = build_client_app()
+    for message_type in (contract.QUERY, contract.TRAIN, contract.EVALUATE):
+        reply = app(
+            _instruction(flower_identity, message_type, message_type != contract.QUERY), ctx
+        )
+        assert reply.content[contract.SITE]["status"] == "no-data"
+        assert contract.check_reply(message_type, reply.content, EXPECTED) == []
+    assert not (tmp_path / "s" / "ingest").exists(), "a message must not start an ingest"
+
+
+def test_a_malformed_instruction_gets_an_error_reply(flower_identity, context_for):
+    """The site parses the server's instruction strictly: an unknown key is not guessed at."""
+    msg = _instruction(flower_identity, contract.TRAIN)
+    msg.content[contract.CONFIG]["local-epochz"] = 5
+    reply = build_client_app()(msg, context_for("site-a"))
+    assert reply.content[contract.SITE]["status"] == "error"
+    assert contract.ARRAYS not in reply.content

@@ -107,6 +107,7 @@ def test_report_privacy_section_shows_spend_and_refusals():
 
 
 def test_sites_are_told_the_planned_rounds():
-    from fedmi.server.app import instruction
+    from fedmi.shared.instructions import TrainInstruction
 
-    assert instruction(RunConfig(num_server_rounds=7))["num-server-rounds"] == 7
+    record = TrainInstruction.from_run_config(RunConfig(num_server_rounds=7)).to_record()
+    assert record["num-server-rounds"] == 7

@@ -27,6 +27,7 @@ from fedmi.shared.harmonization import (
     reference_config,
     with_groups,
 )
+from fedmi.shared.instructions import INSTRUCTIONS, TrainInstruction
 from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec, federated_state_dict, local_state_dict
 from fedmi.shared.tasks import get_task
@@ -34,23 +35,22 @@ from fedmi.shared.tasks import get_task
 SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")
 
 
-def _config(method: str, **extra: object) -> ConfigRecord:
-    return ConfigRecord(
-        {
-            "task": "fdg-ad",
-            "local-epochs": 1,
-            "batch-size": 4,
-            "seed": 0,
-            "server-round": 1,
-            "method": method,
-            **extra,  # type: ignore[dict-item]
-        }
-    )
+def _config(method: str, message_type: str) -> ConfigRecord:
+    """The instruction of ``message_type`` for ``method`` (one local epoch, batch 4)."""
+    if message_type == contract.TRAIN:
+        ins = TrainInstruction(
+            task="fdg-ad", method=method, local_epochs=1, batch_size=4, server_round=1
+        )
+    else:
+        ins = INSTRUCTIONS[message_type](task="fdg-ad", method=method)
+    return ins.to_record()
 
 
 @pytest.fixture
-def context_for(tiny_fdg, tmp_path):
+def context_for(tiny_fdg, tmp_path, ingested):
     def make(site: str) -> Context:
+        if not (tmp_path / site / "ingest").exists():
+            ingested(tiny_fdg / site, tmp_path / site)
         node_config = {
             "data-dir": str(tiny_fdg / site),
             "state-dir": str(tmp_path / site),
@@ -69,7 +69,9 @@ def test_fedmi_train_reply_never_carries_local_layers(flower_identity, context_f
     torch.manual_seed(0)
     sent = contract.array_record(federated_state_dict(build_method_model("fedmi")))
     msg = Message(
-        content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: sent}),
+        content=RecordDict(
+            {contract.CONFIG: _config("fedmi", contract.TRAIN), contract.ARRAYS: sent}
+        ),
         dst_node_id=7,
         message_type=contract.TRAIN,
     )
@@ -96,7 +98,9 @@ def test_fedmi_train_reply_never_carries_local_layers(flower_identity, context_f
 
     # the site's evaluation then says it used its trained layers
     ev = Message(
-        content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: arrays}),
+        content=RecordDict(
+            {contract.CONFIG: _config("fedmi", contract.EXTERNAL), contract.ARRAYS: arrays}
+        ),
         dst_node_id=7,
         message_type=contract.EXTERNAL,
     )
@@ -278,7 +282,7 @@ def test_feature_reply_adds_class_moments_only_for_releasable_classes(
 
     def ask(kind: str, ctx: Context, arrays=sent) -> RecordDict:
         msg = Message(
-            content=RecordDict({contract.CONFIG: _config("fedmi"), contract.ARRAYS: arrays}),
+            content=RecordDict({contract.CONFIG: _config("fedmi", kind), contract.ARRAYS: arrays}),
             dst_node_id=7,
             message_type=kind,
         )

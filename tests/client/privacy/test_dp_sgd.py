@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
-from fedmi.client.privacy.dp_sgd import grad_sample_mode_for, poisson_plan, train_private
-from fedmi.client.training.loop import TrainSettings
+from fedmi.client.privacy.dp_sgd import DPSGD, grad_sample_mode_for, poisson_plan
+from fedmi.client.training.loop import TrainSettings, train_local
 from fedmi.shared.model import SiteLocal, build_model, federated_state_dict
 from tests.client.privacy.helpers import tiny_data, tiny_model
 
@@ -101,12 +101,16 @@ def test_poisson_plan_is_opacus_own():
     assert poisson_plan(10, 16) == (1.0, 1)
 
 
-def test_train_private_takes_noise_only_steps_on_empty_samples():
+def test_dp_sgd_takes_noise_only_steps_on_empty_samples():
     x, y = tiny_data(30)
     model = tiny_model()
     before = federated_state_dict(model)
-    settings = TrainSettings(epochs=1, batch_size=1, seed=3, augment=False)
-    result = train_private(model, x, y, settings, noise_multiplier=1.0, max_grad_norm=1.0)
+    settings = TrainSettings(
+        epochs=1, batch_size=1, seed=3, augment=False, learning_rate=1e-3, optimizer="adamw"
+    )
+    result = train_local(
+        model, x, y, settings, privacy=DPSGD(noise_multiplier=1.0, max_grad_norm=1.0)
+    )
     q, steps = poisson_plan(30, 1)
     assert result.steps == steps == 30 and q == pytest.approx(1 / 30)
     after = federated_state_dict(model)
@@ -116,12 +120,14 @@ def test_train_private_takes_noise_only_steps_on_empty_samples():
 
 def test_noise_is_not_derived_from_the_server_seed():
     x, y = tiny_data(12)
-    settings = TrainSettings(epochs=1, batch_size=4, seed=5)
+    settings = TrainSettings(
+        epochs=1, batch_size=4, seed=5, learning_rate=1e-3, optimizer="adamw", augment=True
+    )
     states = []
     for _ in range(2):
         torch.manual_seed(0)
         model = tiny_model()
-        train_private(model, x, y, settings, noise_multiplier=1.0, max_grad_norm=1.0)
+        train_local(model, x, y, settings, privacy=DPSGD(noise_multiplier=1.0, max_grad_norm=1.0))
         states.append(federated_state_dict(model))
     assert any(not torch.equal(states[0][k], states[1][k]) for k in states[0])
 

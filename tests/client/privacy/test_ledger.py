@@ -16,7 +16,9 @@ from fedmi.client.privacy.settings import PrivacyConfigError, PrivacySettings, r
 from fedmi.client.training.loop import TrainSettings
 from tests.client.privacy.helpers import fake_site, tiny_data, tiny_model
 
-TRAIN = TrainSettings(epochs=1, batch_size=4, seed=1, augment=False)
+TRAIN = TrainSettings(
+    epochs=1, batch_size=4, seed=1, augment=False, learning_rate=1e-3, optimizer="adamw"
+)
 
 
 def _round(site, settings, run_id, server_round, planned):

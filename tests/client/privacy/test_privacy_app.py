@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 
-from fedmi.client import runtime
 from fedmi.client.app import build_client_app
 from fedmi.client.privacy.ledger import LEDGER_FILE
+from fedmi.client.replies import expected_arrays
 from fedmi.shared import contract
+from fedmi.shared.instructions import TrainInstruction
 from fedmi.shared.model import build_model, federated_state_dict
 
-EXPECTED = runtime.expected_arrays(build_model())
+EXPECTED = expected_arrays(build_model())
 PRIVACY_KEYS = {"epsilon", "epsilon-budget", "delta", "noise-multiplier", "sample-rate"}
 
 
 @pytest.fixture
-def ctx(tiny_fdg, tmp_path):
+def ctx(tiny_fdg, tmp_path, ingested):
+    ingested(tiny_fdg / "site-a", tmp_path / "state")
+
     def make(**node: object) -> Context:
         node_config = {
             "data-dir": str(tiny_fdg / "site-a"),
@@ -33,17 +36,16 @@ def ctx(tiny_fdg, tmp_path):
 
 def _train(flower_identity, server_round: int, rounds: int) -> Message:
     torch.manual_seed(0)
-    config = {
-        "task": "fdg-ad",
-        "local-epochs": 1,
-        "batch-size": 4,
-        "seed": 0,
-        "server-round": server_round,
-        "num-server-rounds": rounds,
-    }
+    ins = TrainInstruction(
+        task="fdg-ad",
+        local_epochs=1,
+        batch_size=4,
+        server_round=server_round,
+        num_server_rounds=rounds,
+    )
     content = RecordDict(
         {
-            contract.CONFIG: ConfigRecord(config),
+            contract.CONFIG: ins.to_record(),
             contract.ARRAYS: contract.array_record(federated_state_dict(build_model())),
         }
     )

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from fedmi.client.training.loop import TrainSettings, evaluate_local, train_local
+from fedmi.client.evaluation.statistics import evaluation_statistics
+from fedmi.client.training.loop import TrainSettings, predict, train_local
 from fedmi.shared.model import ModelSpec, build_model
 
 SPEC = ModelSpec(
@@ -24,7 +25,7 @@ def _distance_from_start(mu: float) -> float:
     start = [p.detach().clone() for p in model.backbone.parameters()]
     x, y = _data()
     settings = TrainSettings(
-        epochs=3, batch_size=8, learning_rate=1e-2, proximal_mu=mu, augment=False
+        epochs=3, batch_size=8, learning_rate=1e-2, proximal_mu=mu, augment=False, optimizer="adamw"
     )
     train_local(model, x, y, settings, global_params=start, device=torch.device("cpu"))
     return float(
@@ -43,7 +44,13 @@ def test_training_is_deterministic_for_a_seed():
         model = build_model(SPEC)
         x, y = _data()
         train_local(
-            model, x, y, TrainSettings(epochs=1, batch_size=8, seed=3), device=torch.device("cpu")
+            model,
+            x,
+            y,
+            TrainSettings(
+                epochs=1, batch_size=8, seed=3, learning_rate=1e-3, optimizer="adamw", augment=True
+            ),
+            device=torch.device("cpu"),
         )
         return [p.detach().numpy().copy() for p in model.parameters()]
 
@@ -51,29 +58,46 @@ def test_training_is_deterministic_for_a_seed():
         np.testing.assert_array_equal(a, b)
 
 
+def _evaluate(model, x, y):
+    scores = predict(model, x, device=torch.device("cpu"))
+    return evaluation_statistics(scores, y.numpy(), min_cell_count=1)[0]
+
+
 def test_training_reduces_loss_and_evaluation_counts_every_scan():
     torch.manual_seed(0)
     model = build_model(SPEC)
     x, y = _data()
-    before = evaluate_local(model, x, y, device=torch.device("cpu"))
+    before = _evaluate(model, x, y)
     train_local(
         model,
         x,
         y,
-        TrainSettings(epochs=8, batch_size=8, learning_rate=3e-3, augment=False),
+        TrainSettings(epochs=8, batch_size=8, learning_rate=3e-3, augment=False, optimizer="adamw"),
         device=torch.device("cpu"),
     )
-    after = evaluate_local(model, x, y, device=torch.device("cpu"))
+    after = _evaluate(model, x, y)
     assert after["loss-sum"] < before["loss-sum"]
     assert sum(after["hist-pos"]) == 12 and sum(after["hist-neg"]) == 12
     assert after["num-examples"] == 24 and after["num-positive"] == 12
 
 
 def test_batch_size_zero_is_full_batch_gradient_descent():
-    assert TrainSettings(batch_size=0).batch_for(23) == 23
-    assert TrainSettings(batch_size=8).batch_for(23) == 8
+    assert (
+        TrainSettings(
+            batch_size=0, epochs=1, learning_rate=1e-3, optimizer="adamw", augment=True
+        ).batch_for(23)
+        == 23
+    )
+    assert (
+        TrainSettings(
+            batch_size=8, epochs=1, learning_rate=1e-3, optimizer="adamw", augment=True
+        ).batch_for(23)
+        == 8
+    )
     torch.manual_seed(0)
     x, y = _data(20)
-    settings = TrainSettings(epochs=3, batch_size=0, learning_rate=1e-2, augment=False)
+    settings = TrainSettings(
+        epochs=3, batch_size=0, learning_rate=1e-2, augment=False, optimizer="adamw"
+    )
     result = train_local(build_model(SPEC), x, y, settings, device=torch.device("cpu"))
     assert result.steps == 3 and result.num_examples == 20

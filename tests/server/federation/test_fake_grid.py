@@ -15,7 +15,7 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedmi.client.evaluation.statistics import evaluation_statistics
-from fedmi.server.app import run_federation
+from fedmi.server.federation.run import run_federation
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedmi.server.app import round_progress
+from fedmi.server.federation.run import round_progress
 
 
 def _entry(r: int, evaluate: dict) -> dict:

@@ -9,12 +9,14 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedmi.client.evaluation.statistics import evaluation_statistics
-from fedmi.client.runtime import with_evaluation
+from fedmi.client.training.handler import with_evaluation
 from fedmi.server.federation import resume
+from fedmi.server.federation.rounds import run_rounds
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import save_arrays
 from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
+from fedmi.shared.instructions import EvaluateInstruction, TrainInstruction
 from fedmi.shared.run_config import RunConfig
 
 SITES = {1: "site-a", 2: "site-b"}
@@ -97,15 +99,15 @@ def _setup(method: str = "fedadam", **kw):
 
 
 def _run(strategy, grid, arrays, first, history, on_round=None, fuse=True):
-    return resume.run_rounds(
+    return run_rounds(
         strategy,
         grid,
         arrays=arrays,
         first_round=first,
         num_rounds=3,
         timeout=5.0,
-        train_config=ConfigRecord({"task": "fdg-ad"}),
-        evaluate_config=ConfigRecord({"task": "fdg-ad"}),
+        train=TrainInstruction(),
+        evaluate=EvaluateInstruction(),
         history=history,
         on_round=on_round,
         fuse_evaluation=fuse,

@@ -9,10 +9,11 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from fedmi.client.evaluation.biomarker import biomarker_metrics
 from fedmi.client.evaluation.ood import ood_statistics_metrics
 from fedmi.client.evaluation.uncertainty import uncertainty_metrics
-from fedmi.server.federation.ood import ood_section, statistics_from_metrics
+from fedmi.server.federation.ood import statistics_from_metrics
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.biomarker import biomarker_section
 from fedmi.server.report.html import render_html
+from fedmi.server.report.ood import ood_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.shared import contract
 from fedmi.shared.ood import class_feature_statistics

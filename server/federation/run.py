@@ -1,0 +1,204 @@
+"""One whole run at the coordinator: who takes part, training, validation, outputs.
+
+Flow of :func:`run_federation`:
+
+1. wait for the expected number of sites, send each a ``query`` and check the replies:
+   site pseudonym, role and counts (:mod:`fedmi.server.federation.sites`);
+2. run the method's Flower strategy on the *training* sites only
+   (:mod:`fedmi.server.strategy`), with per-round evaluation on their local test splits;
+   every round's weights are checkpointed and a restarted coordinator resumes
+   (:mod:`fedmi.server.federation.rounds`, :mod:`fedmi.server.federation.resume`);
+3. collect the aggregates the final evaluation needs (pooled embedding moments for
+   label-free adaptation, the OOD description) and send the final model in an
+   evaluation-only round to every site (:mod:`fedmi.server.federation.external`);
+4. write the final model, the model card and ``report.json`` to the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedmi.server.federation import resume
+from fedmi.server.federation.external import external_validation
+from fedmi.server.federation.harmonization import collect_feature_reference
+from fedmi.server.federation.ood import collect_ood_description
+from fedmi.server.federation.rounds import run_rounds
+from fedmi.server.federation.sites import query_sites, wait_for_nodes
+from fedmi.server.history import RunHistory
+from fedmi.server.report.document import (
+    build_report,
+    model_card,
+    save_arrays,
+    summary_table,
+    write_json,
+    write_report,
+)
+from fedmi.server.strategy import make_strategy
+from fedmi.shared import contract
+from fedmi.shared.instructions import EvaluateInstruction, ExternalInstruction, TrainInstruction
+from fedmi.shared.methods import build_method_model
+from fedmi.shared.model import ModelSpec, federated_state_dict
+from fedmi.shared.run_config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> str:
+    """One terminal line per round: sites trained, mean train loss, test AUC per site.
+
+    ``evaluated`` is the newest round whose model has been evaluated (the sites evaluate
+    round r's model at the start of round r + 1, see :func:`fedmi.server.federation.rounds.run_rounds`);
+    by default ``entry`` itself.
+    """
+    evaluated = entry if evaluated is None else evaluated
+    trained = {k: v for k, v in entry["train"].items() if v.get("status") == "ok"}
+    losses = [v["train-loss"] for v in trained.values() if "train-loss" in v]
+    # the site's exact AUC when it sent one (k-merged histogram bins can flatten to 0.5)
+    shown = {k: v.get("auc_exact", v.get("auc")) for k, v in evaluated["evaluate"].items()}
+    aucs = ", ".join(f"{k} {a:.2f}" for k, a in sorted(shown.items()) if a is not None)
+    which = "" if evaluated is entry else f" of round {evaluated['round']}"
+    loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"
+    dropped = f", dropped {len(entry['dropped'])}" if entry["dropped"] else ""
+    return (
+        f"round {entry['round']}/{total}: {len(trained)} site(s) trained, loss {loss}{dropped}; "
+        f"test AUC{which} {aucs or '—'} ({entry.get('seconds', 0):.1f} s)"
+    )
+
+
+def array_shapes(arrays: ArrayRecord) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, dtype) of every array: what replies and checkpoints must match."""
+    return {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()}
+
+
+def model_arrays(cfg: RunConfig) -> ArrayRecord:
+    """The federated weights of a fresh model of ``cfg`` (shapes only matter to callers)."""
+    return contract.array_record(
+        federated_state_dict(build_method_model(cfg.method, ModelSpec(arch=cfg.model)))
+    )
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share."""
+
+    cfg: RunConfig
+    out_dir: Path
+    history: RunHistory = field(default_factory=RunHistory)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _training_nodes(grid: Grid, run: _Run) -> list[int]:
+    """Wait for the sites, query them; the node ids of the training sites with data."""
+    nodes = wait_for_nodes(grid, run.cfg.min_nodes, run.cfg.node_wait)
+    log.info("%d site(s) connected", len(nodes))
+    query_sites(grid, nodes, run.cfg, run.history)
+    train_nodes = [
+        n
+        for n, s in run.history.sites.items()
+        if s.role == "train" and s.status == "ok" and s.num_train > 0
+    ]
+    if not train_nodes:
+        raise RuntimeError("no training site is available: check the sites' roles and data")
+    return train_nodes
+
+
+def _checkpointer(run: _Run, strategy: Strategy):
+    """The per-round hook: checkpoint, progress line, report so far, resume point."""
+    started = {"t": time.perf_counter()}
+    cfg, history = run.cfg, run.history
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        save_arrays(resume.checkpoint_path(run.out_dir, server_round), arrays)
+        now = time.perf_counter()
+        if server_round > 0:
+            entry = history._round(server_round)
+            entry["seconds"] = round(now - started["t"], 3)
+            evaluated = [
+                e for k, e in history.rounds.items() if k <= server_round and e["evaluate"]
+            ]
+            newest = max(evaluated, key=lambda e: e["round"]) if evaluated else entry
+            log.info("%s", round_progress(entry, cfg.num_server_rounds, newest))
+            write_report(run.out_dir, build_report(cfg, history, run.timing))
+            resume.save_resume_point(run.out_dir, cfg, server_round, strategy, history)
+        started["t"] = now
+        return None
+
+    return checkpoint
+
+
+def _train(grid: Grid, run: _Run, train_nodes: list[int], model: torch.nn.Module) -> ArrayRecord:
+    """Every round of the strategy (continuing after a resume point); the final weights."""
+    cfg = run.cfg
+    initial = contract.array_record(federated_state_dict(model))
+    expected = array_shapes(initial)
+    strategy = make_strategy(
+        cfg, train_nodes=train_nodes, history=run.history, expected_arrays=expected
+    )
+    # a restarted coordinator continues after the last completed round
+    point = resume.load_resume_point(run.out_dir, cfg, expected)
+    start_arrays, first_round = initial, 1
+    if point is not None:
+        start_arrays, first_round = point.arrays, point.last_round + 1
+        run.history.rounds.update(point.rounds)
+        resume.restore_strategy(strategy, point.strategy_state)
+        run.timing["resumed_after_round"] = point.last_round
+        log.info("resuming after round %d of %d", point.last_round, cfg.num_server_rounds)
+    return run_rounds(
+        strategy,
+        grid,
+        arrays=start_arrays,
+        first_round=first_round,
+        num_rounds=cfg.num_server_rounds,
+        timeout=cfg.round_timeout,
+        train=TrainInstruction.from_run_config(cfg),
+        evaluate=EvaluateInstruction.from_run_config(cfg),
+        history=run.history,
+        on_round=_checkpointer(run, strategy),
+    )
+
+
+def _validate(grid: Grid, run: _Run, final: ArrayRecord) -> None:
+    """The aggregates the final evaluation needs, then the evaluation-only round."""
+    reference, classes = collect_feature_reference(grid, final, run.cfg, run.history)
+    # the training data's feature description, for the sites' OOD scores
+    ood = collect_ood_description(grid, final, run.cfg, run.history)
+    instruction = ExternalInstruction.from_run_config(
+        run.cfg, reference=reference, classes=classes, ood=ood
+    )
+    external_validation(grid, final, run.cfg, run.history, instruction)
+
+
+def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
+    """The whole run; returns the report document (also written to ``out_dir``)."""
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(cfg, out_dir)
+    train_nodes = _training_nodes(grid, run)
+    torch.manual_seed(cfg.seed)
+    spec = ModelSpec(arch=cfg.model)
+    model = build_method_model(cfg.method, spec)
+    t_train = time.perf_counter()
+    final = _train(grid, run, train_nodes, model)
+    run.timing["training_seconds"] = time.perf_counter() - t_train
+    save_arrays(out_dir / "final_model.npz", final)
+    t_val = time.perf_counter()
+    _validate(grid, run, final)
+    run.timing["validation_seconds"] = time.perf_counter() - t_val
+    run.timing["total_seconds"] = time.perf_counter() - t0
+    write_json(out_dir / "model_card.json", model_card(cfg, run.history, spec, model))
+    report = build_report(cfg, run.history, run.timing)
+    write_report(out_dir, report)
+    log.info(
+        "run finished in %.0f s: report.json, model_card.json and final_model.npz written",
+        run.timing["total_seconds"],
+    )
+    log.debug("final results\n%s", summary_table(report))
+    return report
