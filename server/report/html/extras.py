@@ -10,14 +10,8 @@ from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, site_colors
 from fedmi.server.report.html.svg import Plot, figure, legend
 
 
-def section_uncertainty(report: dict) -> str:
-    """Referral curve chart (accuracy of kept scans vs referral rate) and an ECE table."""
-    u = report.get("uncertainty")
-    if not u:
-        return ""
-    rates = list(u.get("referral_rates") or [])
-    per_site = u.get("per_site") or {}
-    pooled = u.get("pooled") or {}
+def _referral_chart(rates: list[float], per_site: dict, pooled: dict) -> tuple[str, dict]:
+    """The referral curves per site and pooled (black), and the sites' colours."""
     curves = {k: v.get("accuracy") or [] for k, v in per_site.items()}
     values = [a for acc in curves.values() for a in acc if a is not None]
     values += [a for g in pooled.values() for a in (g.get("accuracy") or []) if a is not None]
@@ -41,6 +35,11 @@ def section_uncertainty(report: dict) -> str:
             (r, a) for r, a in zip(rates, pooled["all"]["accuracy"], strict=False) if a is not None
         ]
         p.line(pts, "#000", 2.6, title="pooled")
+    return p.svg("Referral curve"), colors
+
+
+def _referral_table(rates: list[float], per_site: dict, pooled: dict) -> str:
+    """ECE and Brier score, plain and MC, and the accuracy at each referral rate."""
     head = (
         "<tr><th class='l'>site</th><th class='l'>role</th><th>n</th><th>ECE plain</th>"
         "<th>ECE MC</th><th>Brier plain</th><th>Brier MC</th>"
@@ -59,17 +58,29 @@ def section_uncertainty(report: dict) -> str:
             + "".join(f"<td>{fmt_num(a)}</td>" for a in v.get("accuracy") or [])
             + "</tr>"
         )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def section_uncertainty(report: dict) -> str:
+    """Referral curve chart (accuracy of kept scans vs referral rate) and an ECE table."""
+    u = report.get("uncertainty")
+    if not u:
+        return ""
+    rates = list(u.get("referral_rates") or [])
+    per_site = u.get("per_site") or {}
+    pooled = u.get("pooled") or {}
+    chart, colors = _referral_chart(rates, per_site, pooled)
     passes = next((v.get("mc_passes") for v in per_site.values()), None)
     return (
         '<h2 id="uncertainty">Uncertainty and referral</h2>'
         + figure(
-            p.svg("Referral curve"),
+            chart,
             "Accuracy at the operating threshold of the scans the model keeps when the most "
             f"uncertain fraction is referred (MC dropout, {esc(passes)} passes; uncertainty = "
             "predictive entropy of the mean probability). Black: pooled over all sites.",
             legend(colors, [("pooled", "#000")]),
         )
-        + f"<table>{head}{''.join(rows)}</table>"
+        + _referral_table(rates, per_site, pooled)
         + '<p class="muted">ECE from fixed calibration bins of the plain prediction and of the '
         "MC-dropout mean; both computed from the sites' bin aggregates.</p>"
     )
@@ -91,7 +102,8 @@ def section_ood(report: dict) -> str:
         rows.append(
             f"<tr><td class='l'>{esc(r['site_id'])}</td><td class='l'>{esc(r.get('role'))}</td>"
             f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('flagged_fraction'))}</td>"
-            f"<td>{fmt_num(r.get('detection_auroc'))}</td><td>{fmt_num(r.get('detection_auroc_bound'))}</td>"
+            f"<td>{fmt_num(r.get('detection_auroc'))}</td>"
+            f"<td>{fmt_num(r.get('detection_auroc_bound'))}</td>"
             f"<td class='l'>{ref if r.get('reference_sites') else '—'}</td></tr>"
         )
     desc = o.get("description") or {}

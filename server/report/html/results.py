@@ -9,48 +9,62 @@ from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, meta_text, sit
 from fedmi.server.report.html.svg import Plot, figure, forest_plot, legend, roc_chart
 
 
-def section_sites(report: dict) -> str:
-    final = report.get("final", {})
-    rows = []
-    for r in final.get("per_site", []):
-        status = r.get("status", "ok")
-        if status == "suppressed":
-            rows.append(
-                f'<tr><td class="l">{esc(r["site_id"])}</td><td class="l">{esc(r.get("role"))}</td>'
-                f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('n_positive'))}</td>"
-                f'<td class="l warn" colspan="6">suppressed at the site: fewer than '
-                f"{fmt_num(r.get('min_cell_count'))} cases (or of one class); counts only</td></tr>"
-            )
-            continue
-        bound = r.get("auc_bound")
-        rows.append(
+def _site_row(r: dict) -> str:
+    """One site's row: its AUC with interval, operating-point metrics, calibration."""
+    if r.get("status", "ok") == "suppressed":
+        return (
             f'<tr><td class="l">{esc(r["site_id"])}</td><td class="l">{esc(r.get("role"))}</td>'
             f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('n_positive'))}</td>"
-            f"<td>{fmt_num(r.get('auc_exact'))}{fmt_ci(r.get('auc_ci'))}"
-            f'<br><span class="muted">histogram {fmt_num(r.get("auc"))} ± {fmt_num(bound)}</span></td>'
-            f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
-            f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
-            f"<td>{fmt_num(r.get('brier'))}</td><td>{fmt_num(r.get('ece'))}</td>"
-            f"<td>{fmt_num(r.get('suppressed_cells', 0))}</td></tr>"
+            f'<td class="l warn" colspan="6">suppressed at the site: fewer than '
+            f"{fmt_num(r.get('min_cell_count'))} cases (or of one class); counts only</td></tr>"
         )
-    for role, pooled in (report.get("validation", {}).get("pooled") or {}).items():
-        if not pooled:
-            continue
-        rows.append(
-            f'<tr style="font-weight:600"><td class="l">pooled ({esc(role)})</td>'
-            f'<td class="l">{esc(", ".join(pooled.get("sites", [])))}</td>'
-            f"<td>{fmt_num(pooled.get('n'))}</td><td>{fmt_num(pooled.get('n_positive'))}</td>"
-            f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc"))}'
-            f'<br><span class="muted">± {fmt_num(pooled.get("auc_bound"))}</span></td>'
-            f"<td>{fmt_num(pooled.get('sensitivity'))}</td><td>{fmt_num(pooled.get('specificity'))}</td>"
-            f"<td>{fmt_num(pooled.get('brier'))}</td><td>{fmt_num(pooled.get('ece'))}</td><td></td></tr>"
-        )
-    for m in final.get("missing", []):
-        rows.append(
-            f'<tr><td class="l">{esc(m["site_id"])}</td><td class="l">{esc(m.get("role", "?"))}</td>'
-            f'<td class="l bad" colspan="8">missing from the validation: {esc(m.get("reason", ""))}'
-            "</td></tr>"
-        )
+    bound = r.get("auc_bound")
+    return (
+        f'<tr><td class="l">{esc(r["site_id"])}</td><td class="l">{esc(r.get("role"))}</td>'
+        f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('n_positive'))}</td>"
+        f"<td>{fmt_num(r.get('auc_exact'))}{fmt_ci(r.get('auc_ci'))}"
+        f'<br><span class="muted">histogram {fmt_num(r.get("auc"))} '
+        f"± {fmt_num(bound)}</span></td>"
+        f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
+        f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
+        f"<td>{fmt_num(r.get('brier'))}</td><td>{fmt_num(r.get('ece'))}</td>"
+        f"<td>{fmt_num(r.get('suppressed_cells', 0))}</td></tr>"
+    )
+
+
+def _pooled_row(role: str, pooled: dict) -> str:
+    """The row of the sites of one role pooled (histogram AUC only: no site scores)."""
+    return (
+        f'<tr style="font-weight:600"><td class="l">pooled ({esc(role)})</td>'
+        f'<td class="l">{esc(", ".join(pooled.get("sites", [])))}</td>'
+        f"<td>{fmt_num(pooled.get('n'))}</td><td>{fmt_num(pooled.get('n_positive'))}</td>"
+        f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc"))}'
+        f'<br><span class="muted">± {fmt_num(pooled.get("auc_bound"))}</span></td>'
+        f"<td>{fmt_num(pooled.get('sensitivity'))}</td>"
+        f"<td>{fmt_num(pooled.get('specificity'))}</td>"
+        f"<td>{fmt_num(pooled.get('brier'))}</td><td>{fmt_num(pooled.get('ece'))}</td>"
+        "<td></td></tr>"
+    )
+
+
+def _missing_row(m: dict) -> str:
+    return (
+        f'<tr><td class="l">{esc(m["site_id"])}</td><td class="l">{esc(m.get("role", "?"))}</td>'
+        f'<td class="l bad" colspan="8">missing from the validation: '
+        f"{esc(m.get('reason', ''))}</td></tr>"
+    )
+
+
+def section_sites(report: dict) -> str:
+    """Results per site: one row per site, the pooled rows, then the missing sites."""
+    final = report.get("final", {})
+    rows = [_site_row(r) for r in final.get("per_site", [])]
+    rows += [
+        _pooled_row(role, pooled)
+        for role, pooled in (report.get("validation", {}).get("pooled") or {}).items()
+        if pooled
+    ]
+    rows += [_missing_row(m) for m in final.get("missing", [])]
     thr = report.get("validation", {}).get("threshold", 0.5)
     return (
         '<h2 id="sites">Results per site</h2>'
@@ -68,6 +82,7 @@ def section_sites(report: dict) -> str:
 
 
 def section_roc(report: dict) -> str:
+    """ROC curves per site from the released histograms, pooled over all sites and per role."""
     val = report.get("validation", {})
     roc = val.get("roc", {})
     per_site = roc.get("per_site", {})
@@ -99,6 +114,7 @@ def section_roc(report: dict) -> str:
 
 
 def _role_of(report: dict, site: str) -> str | None:
+    """The role of ``site`` in the final per-site results, or ``None``."""
     for r in report.get("final", {}).get("per_site", []):
         if r["site_id"] == site:
             return r.get("role")
@@ -106,6 +122,7 @@ def _role_of(report: dict, site: str) -> str | None:
 
 
 def section_forest(report: dict) -> str:
+    """Forest plot of the site AUCs and the random-effects meta-analysis per group."""
     val = report.get("validation", {})
     rows = [
         r
@@ -134,6 +151,7 @@ def section_forest(report: dict) -> str:
 
 
 def section_calibration(report: dict) -> str:
+    """Reliability diagram per site and pooled ("" without calibration bins)."""
     cal = report.get("validation", {}).get("calibration", {})
     per_site = {k: v for k, v in (cal.get("per_site") or {}).items() if v}
     if not per_site:
@@ -163,11 +181,15 @@ def section_calibration(report: dict) -> str:
 
 
 def section_predictive(report: dict) -> str:
+    """PPV and NPV per site at its own and at the given prevalences ("" without any)."""
     pv = report.get("validation", {}).get("predictive_values", {})
     table = pv.get("per_site") or []
     if not table:
         return ""
-    head = "<tr><th class='l'>site</th><th>prevalence</th><th>PPV (range)</th><th>NPV (range)</th></tr>"
+    head = (
+        "<tr><th class='l'>site</th><th>prevalence</th><th>PPV (range)</th>"
+        "<th>NPV (range)</th></tr>"
+    )
     rows = []
     for site in table:
         for i, v in enumerate(site["values"]):

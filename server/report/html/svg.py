@@ -116,6 +116,7 @@ class Plot:
 
 
 def legend(colors: dict[str, str], extra: Sequence[tuple[str, str]] = ()) -> str:
+    """Colour swatches with names, for ``colors`` and then the ``extra`` pairs."""
     items = [(n, c) for n, c in colors.items()] + list(extra)
     return " ".join(
         f'<span><span class="sw" style="background:{c}"></span>{esc(n)}</span>' for n, c in items
@@ -123,11 +124,13 @@ def legend(colors: dict[str, str], extra: Sequence[tuple[str, str]] = ()) -> str
 
 
 def figure(svg: str, caption: str, legend: str = "") -> str:
+    """A chart in a ``<figure>`` with its legend and caption."""
     leg = f"<div>{legend}</div>" if legend else ""
     return f"<figure>{svg}{leg}<figcaption>{caption}</figcaption></figure>"
 
 
 def roc_chart(title: str, curves: dict[str, list], colors: dict[str, str], pooled=None) -> str:
+    """ROC curves (one per site, coloured) on the chance diagonal, ``pooled`` in black."""
     p = Plot()
     ticks = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     p.axes("1 − specificity", "sensitivity", ticks, ticks)
@@ -137,6 +140,46 @@ def roc_chart(title: str, curves: dict[str, list], colors: dict[str, str], poole
     if pooled:
         p.line(pooled, "#000", 2.6, title="pooled")
     return p.svg(title)
+
+
+def _forest_site(p: Plot, r: dict, yv: float, nmax: int) -> None:
+    """One site's square (size ∝ cases), its interval and its label at height ``yv``."""
+    lo, hi = (r.get("auc_ci") or [None, None])[:2]
+    if lo is not None and hi is not None:
+        p.line([(lo, yv), (hi, yv)], "#333", 1.5, title=f"{r['site_id']} 95 % CI")
+    auc = r.get("auc_exact") if r.get("auc_exact") is not None else r["auc"]
+    size = 3 + 5 * math.sqrt(max(r.get("n", 1), 1) / nmax)
+    p.raw(
+        f'<rect x="{p.x(auc) - size:.1f}" y="{p.y(yv) - size:.1f}" width="{2 * size:.1f}" '
+        f'height="{2 * size:.1f}" fill="#1f77b4"><title>{esc(r["site_id"])}</title></rect>'
+    )
+    ci_txt = f"{lo:.2f}–{hi:.2f}" if lo is not None and hi is not None else ""
+    p.raw(
+        f'<text x="6" y="{p.y(yv) + 4:.1f}" font-size="12">{esc(r["site_id"])} '
+        f"({esc(r.get('role', ''))})</text>"
+        f'<text x="{p.w - 4}" y="{p.y(yv) - 8:.1f}" font-size="10" text-anchor="end" '
+        f'fill="#555">{auc:.2f} {ci_txt}</text>'
+    )
+
+
+def _forest_meta(p: Plot, meta: dict) -> None:
+    """The random-effects diamond, its prediction interval (dashed) and label, at the bottom."""
+    yv = 1.0
+    est, lo, hi = meta["estimate"], meta["ci_low"], meta["ci_high"]
+    d = (
+        f"{p.x(lo):.1f},{p.y(yv):.1f} {p.x(est):.1f},{p.y(yv) - 8:.1f} "
+        f"{p.x(hi):.1f},{p.y(yv):.1f} {p.x(est):.1f},{p.y(yv) + 8:.1f}"
+    )
+    p.raw(f'<polygon points="{d}" fill="#d62728"><title>random-effects AUC</title></polygon>')
+    if meta.get("pi_low") is not None:
+        pl, ph = max(0.0, meta["pi_low"]), min(1.0, meta["pi_high"])
+        p.line([(pl, yv - 0.45), (ph, yv - 0.45)], "#d62728", 2, "5 3", "prediction interval")
+    p.raw(
+        f'<text x="6" y="{p.y(yv) + 4:.1f}" font-size="12" font-weight="600">'
+        "random effects (DL)</text>"
+        f'<text x="{p.w - 4}" y="{p.y(yv) - 10:.1f}" font-size="10" text-anchor="end" '
+        f'fill="#555">{est:.2f} {lo:.2f}–{hi:.2f}</text>'
+    )
 
 
 def forest_plot(rows: Sequence[dict], meta: dict | None, title: str) -> str:
@@ -153,39 +196,9 @@ def forest_plot(rows: Sequence[dict], meta: dict | None, title: str) -> str:
     ticks = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     p.axes("AUC", "", ticks, [], xfmt="{:.1f}")
     p.line([(0.5, 0.2), (0.5, n + 0.8)], "#bbb", 1, "4 3", "chance")
+    nmax = max(max(x.get("n", 1) for x in rows), 1)
     for i, r in enumerate(rows):
-        yv = n - i
-        lo, hi = (r.get("auc_ci") or [None, None])[:2]
-        if lo is not None and hi is not None:
-            p.line([(lo, yv), (hi, yv)], "#333", 1.5, title=f"{r['site_id']} 95 % CI")
-        auc = r.get("auc_exact") if r.get("auc_exact") is not None else r["auc"]
-        size = 3 + 5 * math.sqrt(max(r.get("n", 1), 1) / max(max(x.get("n", 1) for x in rows), 1))
-        p.raw(
-            f'<rect x="{p.x(auc) - size:.1f}" y="{p.y(yv) - size:.1f}" width="{2 * size:.1f}" '
-            f'height="{2 * size:.1f}" fill="#1f77b4"><title>{esc(r["site_id"])}</title></rect>'
-        )
-        ci_txt = f"{lo:.2f}–{hi:.2f}" if lo is not None and hi is not None else ""
-        p.raw(
-            f'<text x="6" y="{p.y(yv) + 4:.1f}" font-size="12">{esc(r["site_id"])} '
-            f"({esc(r.get('role', ''))})</text>"
-            f'<text x="{p.w - 4}" y="{p.y(yv) - 8:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#555">{auc:.2f} {ci_txt}</text>'
-        )
+        _forest_site(p, r, n - i, nmax)
     if meta:
-        yv = 1.0
-        est, lo, hi = meta["estimate"], meta["ci_low"], meta["ci_high"]
-        d = (
-            f"{p.x(lo):.1f},{p.y(yv):.1f} {p.x(est):.1f},{p.y(yv) - 8:.1f} "
-            f"{p.x(hi):.1f},{p.y(yv):.1f} {p.x(est):.1f},{p.y(yv) + 8:.1f}"
-        )
-        p.raw(f'<polygon points="{d}" fill="#d62728"><title>random-effects AUC</title></polygon>')
-        if meta.get("pi_low") is not None:
-            pl, ph = max(0.0, meta["pi_low"]), min(1.0, meta["pi_high"])
-            p.line([(pl, yv - 0.45), (ph, yv - 0.45)], "#d62728", 2, "5 3", "prediction interval")
-        p.raw(
-            f'<text x="6" y="{p.y(yv) + 4:.1f}" font-size="12" font-weight="600">'
-            "random effects (DL)</text>"
-            f'<text x="{p.w - 4}" y="{p.y(yv) - 10:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#555">{est:.2f} {lo:.2f}–{hi:.2f}</text>'
-        )
+        _forest_meta(p, meta)
     return p.svg(title)

@@ -17,8 +17,8 @@ from fedmi.server.report.html.common import (
 from fedmi.server.report.html.svg import Plot, figure, forest_plot, legend
 
 
-def section_training(report: dict) -> str:
-    rounds = report.get("rounds") or []
+def _round_series(rounds: list[dict]) -> tuple[dict, dict, dict]:
+    """Per site, ``(round, value)`` points of train loss, test log-loss and test AUC."""
     loss: dict[str, list] = {}
     test_loss: dict[str, list] = {}
     auc: dict[str, list] = {}
@@ -32,14 +32,45 @@ def section_training(report: dict) -> str:
                 auc.setdefault(site, []).append((r["round"], value))
             if e.get("mean_loss") is not None:
                 test_loss.setdefault(site, []).append((r["round"], e["mean_loss"]))
-    if not loss and not auc and not test_loss:
-        return ""
-    colors = site_colors(set(loss) | set(auc) | set(test_loss))
+    return loss, test_loss, auc
+
+
+def _round_axis(rounds: list[dict]) -> tuple[tuple[float, float], list[int]]:
+    """x limits and at most about 8 integer ticks for the rounds reported."""
     last = max(r["round"] for r in rounds)
     first = min(r["round"] for r in rounds)
     xlim = (float(first) - 0.5, float(last) + 0.5) if first == last else (float(first), float(last))
     step = max(1, math.ceil((last - first + 1) / 8))
-    xticks = list(range(first, last + 1, step))
+    return xlim, list(range(first, last + 1, step))
+
+
+def _curves(
+    series: dict[str, list],
+    colors: dict[str, str],
+    axis: tuple[tuple[float, float], list[int]],
+    ylabel: str,
+    ylim: tuple[float, float],
+    yticks: list[float],
+    yfmt: str,
+) -> Plot:
+    """One line with points per site over the rounds."""
+    xlim, xticks = axis
+    p = Plot(xlim=xlim, ylim=ylim)
+    p.axes("round", ylabel, xticks, yticks, yfmt, "{:.0f}")
+    for name, pts in series.items():
+        p.line(pts, colors[name], title=name)
+        p.points(pts, colors[name], 2.5, name)
+    return p
+
+
+def section_training(report: dict) -> str:
+    """Training loss, test log-loss and test AUC per round and site."""
+    rounds = report.get("rounds") or []
+    loss, test_loss, auc = _round_series(rounds)
+    if not loss and not auc and not test_loss:
+        return ""
+    colors = site_colors(set(loss) | set(auc) | set(test_loss))
+    axis = _round_axis(rounds)
     figs = []
     for series, ylabel, caption in (
         (loss, "train loss", "Mean training loss per round and site (as each site reported it)."),
@@ -48,22 +79,17 @@ def section_training(report: dict) -> str:
         if not series:
             continue
         top = max(v for pts in series.values() for _, v in pts) * 1.1 or 1.0
-        p = Plot(xlim=xlim, ylim=(0.0, top))
-        p.axes("round", ylabel, xticks, linear_ticks(0, top), "{:.2f}", "{:.0f}")
-        for name, pts in series.items():
-            p.line(pts, colors[name], title=name)
-            p.points(pts, colors[name], 2.5, name)
+        p = _curves(series, colors, axis, ylabel, (0.0, top), linear_ticks(0, top), "{:.2f}")
         figs.append(figure(p.svg(ylabel), caption))
     if auc:
-        p = Plot(xlim=xlim)
-        p.axes("round", "test AUC", xticks, [0, 0.2, 0.4, 0.6, 0.8, 1.0], "{:.1f}", "{:.0f}")
-        for name, pts in auc.items():
-            p.line(pts, colors[name], title=name)
-            p.points(pts, colors[name], 2.5, name)
+        p = _curves(
+            auc, colors, axis, "test AUC", (0.0, 1.0), [0, 0.2, 0.4, 0.6, 0.8, 1.0], "{:.1f}"
+        )
         figs.append(
             figure(
                 p.svg("Test AUC"),
-                "AUC of the global model on each training site's test split (computed at the site).",
+                "AUC of the global model on each training site's test split "
+                "(computed at the site).",
             )
         )
     return (
@@ -103,6 +129,7 @@ def _generic_table(value: object) -> str:
 
 
 def section_privacy(report: dict) -> str:
+    """``report["privacy"]`` as nested tables."""
     privacy = report.get("privacy")
     body = (
         _generic_table(privacy)
@@ -113,6 +140,7 @@ def section_privacy(report: dict) -> str:
 
 
 def section_data(report: dict) -> str:
+    """Scans per site, and the released counts per tracer, manufacturer and scanner model."""
     dc = report.get("data_counts") or {}
     per_site = {k: v for k, v in (dc.get("per_site") or {}).items()}
     k_of = {s["site_id"]: s.get("min_cell_count") for s in report.get("sites", [])}
@@ -138,7 +166,8 @@ def section_data(report: dict) -> str:
         )
     sites = {s["site_id"]: s for s in report.get("sites", [])}
     counts_rows = "".join(
-        f"<tr><td class='l'>{esc(k)}</td><td>{s.get('num_examples')}</td><td>{s.get('num_train')}</td>"
+        f"<tr><td class='l'>{esc(k)}</td><td>{s.get('num_examples')}</td>"
+        f"<td>{s.get('num_train')}</td>"
         f"<td>{s.get('num_test')}</td><td>{s.get('num_positive')}</td></tr>"
         for k, s in sorted(sites.items())
     )
@@ -147,9 +176,8 @@ def section_data(report: dict) -> str:
         "<table><tr><th class='l'>site</th><th>labelled scans</th><th>train</th><th>test</th>"
         f"<th>positive</th></tr>{counts_rows}</table>"
         "<table><tr><th class='l'>site</th><th class='l'>role</th><th class='l'>tracer</th>"
-        "<th class='l'>manufacturer</th><th class='l'>scanner model</th><th>min cell count</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        "<th class='l'>manufacturer</th><th class='l'>scanner model</th>"
+        "<th>min cell count</th></tr>" + "".join(rows) + "</table>"
         '<p class="muted">Accepted series per tracer and scanner (DICOM (0008,0070) Manufacturer, '
         "(0008,1090) Manufacturer's Model Name) as released by each site; categories with fewer "
         "scans than the site's min cell count are pooled into “other” or withheld.</p>"
@@ -157,6 +185,7 @@ def section_data(report: dict) -> str:
 
 
 def section_suppression(report: dict) -> str:
+    """What the sites suppressed (small cells) and which sites are missing."""
     val = report.get("validation", {})
     items = val.get("suppressed") or []
     missing = report.get("final", {}).get("missing") or []
@@ -174,6 +203,7 @@ def section_suppression(report: dict) -> str:
 
 
 def section_loso(report: dict) -> str:
+    """Leave-one-site-out folds: table, forest plot and meta-analysis ("" without LOSO)."""
     loso = report.get("loso")
     if not loso:
         return ""
