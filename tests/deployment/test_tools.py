@@ -30,7 +30,7 @@ from fedmi.server.deploy.certs import (
     issued_by,
     make_certificates,
 )
-from fedmi.server.deploy.superlink import write_connection
+from fedmi.server.deploy.flower import write_connection
 
 
 @pytest.fixture(scope="module")
