@@ -131,6 +131,25 @@ def make_certificates(
     """
     paths = CertPaths(Path(out_dir))
     sans = subject_alt_names(addresses)
+    _refuse_existing(paths, overwrite)
+    paths.folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    validity = (now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
+
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmi federation CA")])
+    ca_cert = _ca_certificate(ca_key, ca_name, validity)
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = _server_certificate(server_key, common_name, sans, ca_key, ca_name, validity)
+
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths.ca_key, ca_key)
+    _write_private(paths.server_key, server_key)
+    return paths
+
+
+def _refuse_existing(paths: CertPaths, overwrite: bool) -> None:
     existing = [
         p for p in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key) if p.exists()
     ]
@@ -139,14 +158,16 @@ def make_certificates(
             f"{existing[0]} already exists: choose an empty --out folder or pass --overwrite "
             "(the sites then need the new ca.crt)"
         )
-    paths.folder.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    not_before = now - dt.timedelta(minutes=5)
-    not_after = now + dt.timedelta(days=days)
 
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmi federation CA")])
-    ca_cert = (
+
+def _ca_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    validity: tuple[dt.datetime, dt.datetime],
+) -> x509.Certificate:
+    """The self-signed CA: may sign certificates (no intermediate CA below it)."""
+    not_before, not_after = validity
+    return (
         x509.CertificateBuilder()
         .subject_name(ca_name)
         .issuer_name(ca_name)
@@ -175,8 +196,18 @@ def make_certificates(
         .sign(ca_key, hashes.SHA384())
     )
 
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    server_cert = (
+
+def _server_certificate(
+    server_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    validity: tuple[dt.datetime, dt.datetime],
+) -> x509.Certificate:
+    """The SuperLink's TLS server certificate for ``sans``, signed by the CA."""
+    not_before, not_after = validity
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_name)
@@ -193,12 +224,6 @@ def make_certificates(
         )
         .sign(ca_key, hashes.SHA384())
     )
-
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(paths.ca_key, ca_key)
-    _write_private(paths.server_key, server_key)
-    return paths
 
 
 def load_certificate(path: Path, what: str) -> x509.Certificate:

@@ -14,18 +14,16 @@ import sys
 from pathlib import Path
 
 from fedmi.server.deploy.certs import CertificateError, check_public_key, make_certificates
-from fedmi.server.deploy.superlink import (
+from fedmi.server.deploy.flower import (
     CONNECTION,
-    DEFAULT_PORT,
     DeploymentError,
     flower_env,
     list_nodes,
     list_runs,
     register_site,
     run_command,
-    start_superlink,
-    stop_superlink,
 )
+from fedmi.server.deploy.superlink import DEFAULT_PORT, start_superlink, stop_superlink
 
 
 def _fail(message: str) -> int:

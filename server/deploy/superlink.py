@@ -1,4 +1,4 @@
-"""Running the coordinator's Flower SuperLink and the ``flwr`` commands around it.
+"""Running the coordinator's Flower SuperLink.
 
 ``fedmi-server start`` launches ``flower-superlink`` with TLS, SuperNode authentication, a
 state database, no runtime dependency installation and no telemetry, and records the
@@ -6,26 +6,19 @@ connection in ``$FLWR_HOME/config.toml`` (entry ``[superlink.fedmi]``) so that `
 (and ``fedmi-server register / run / status``) reach it. Everything the SuperLink keeps
 lives in the state folder: ``state.db`` (registered site keys, runs), ``superlink.pid``,
 ``superlink.log`` and ``superlink.json`` (how it was started).
+
+The ``flwr`` commands around it are in :mod:`fedmi.server.deploy.flower`, the process and
+port helpers in :mod:`fedmi.server.deploy.processes`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from fedmi.server.deploy.certs import (
     CertPaths,
@@ -33,80 +26,15 @@ from fedmi.server.deploy.certs import (
     check_server_certs,
     load_certificate,
 )
+from fedmi.server.deploy.flower import CONNECTION, DeploymentError, flower_env, write_connection
+from fedmi.server.deploy.processes import port_open, read_pid, stop_process_group
 
 log = logging.getLogger(__name__)
 
-CONNECTION = "fedmi"
 DEFAULT_PORT = 8000
 PID_FILE = "superlink.pid"
 LOG_FILE = "superlink.log"
 INFO_FILE = "superlink.json"
-#: environment of every Flower process we start: no telemetry, no update check
-QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
-
-
-class DeploymentError(RuntimeError):
-    """A deployment step cannot go on; the message names the cause and the fix."""
-
-
-def flower_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``os.environ`` with telemetry and update checks off."""
-    return {**os.environ, **QUIET_ENV, **dict(extra or {})}
-
-
-def flwr_home() -> Path:
-    """Flower's configuration folder: ``$FLWR_HOME`` or ``~/.flwr``."""
-    return Path(os.environ.get("FLWR_HOME") or Path.home() / ".flwr").expanduser()
-
-
-def _toml_value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def _dump_toml(doc: Mapping[str, object], prefix: str = "") -> str:
-    scalars = [(k, v) for k, v in doc.items() if not isinstance(v, Mapping)]
-    tables = [(k, v) for k, v in doc.items() if isinstance(v, Mapping)]
-    out = []
-    if scalars:
-        if prefix:
-            out.append(f"[{prefix}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in scalars]
-        out.append("")
-    for k, v in tables:
-        out.append(_dump_toml(v, f"{prefix}.{k}" if prefix else k))  # type: ignore[arg-type]
-    return "\n".join(out)
-
-
-def write_connection(
-    address: str, ca_cert: Path, *, name: str = CONNECTION, home: Path | None = None
-) -> Path:
-    """Add or replace ``[superlink.NAME]`` in ``$FLWR_HOME/config.toml`` (TLS with ``ca_cert``).
-
-    Other connections are kept; ``NAME`` becomes the default when none is set.
-    """
-    home = home or flwr_home()
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / "config.toml"
-    doc: dict[str, object] = {}
-    if path.is_file():
-        try:
-            doc = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise DeploymentError(
-                f"{path} is not valid TOML ({exc}): fix or remove it, then start again"
-            ) from None
-    links = dict(doc.get("superlink", {}))  # type: ignore[call-overload]
-    links.setdefault("default", name)
-    links[name] = {"address": address, "root-certificates": str(Path(ca_cert).resolve())}
-    doc["superlink"] = links
-    path.write_text(_dump_toml(doc))
-    return path
 
 
 def superlink_command(certs: CertPaths, state_dir: Path, host: str, port: int) -> list[str]:
@@ -129,37 +57,6 @@ def superlink_command(certs: CertPaths, state_dir: Path, host: str, port: int) -
         "--port",
         str(port),
     ]
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True
-    return fields[0] != "Z"
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
-
-
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _last_lines(path: Path, n: int = 5) -> str:
@@ -199,32 +96,10 @@ def start_superlink(
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_path = state_dir / PID_FILE
-    running = read_pid(pid_path)
-    if running is not None:
-        raise DeploymentError(
-            f"a SuperLink of {state_dir} is already running (PID {running}): "
-            f"`fedmi-server stop --state {state_dir}` first"
-        )
-    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    if port_open(probe, port):
-        raise DeploymentError(f"port {port} on {host} is in use: pass another --port")
+    probe = _refuse_busy(pid_path, state_dir, host, port)
     cmd = superlink_command(certs, state_dir, host, port)
     log_path = state_dir / LOG_FILE
-    address = f"{connect_host(certs, host)}:{port}"
-    config = write_connection(address, certs.ca_cert)
-    (state_dir / INFO_FILE).write_text(
-        json.dumps(
-            {
-                "address": address,
-                "host": host,
-                "port": port,
-                "certs": str(Path(certs_dir).resolve()),
-                "connection": CONNECTION,
-                "flwr_config": str(config),
-            },
-            indent=1,
-        )
-    )
+    _record_connection(certs, Path(certs_dir), state_dir, host, port)
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen(
             cmd,
@@ -236,13 +111,60 @@ def start_superlink(
         )
     pid_path.write_text(f"{proc.pid}\n")
     if not background:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            stop_process_group(proc.pid)
-            return 130
-        finally:
-            pid_path.unlink(missing_ok=True)
+        return _run_in_foreground(proc, pid_path)
+    return _await_port(proc, probe, port, wait, pid_path, log_path)
+
+
+def _refuse_busy(pid_path: Path, state_dir: Path, host: str, port: int) -> str:
+    """Refuse a second SuperLink of ``state_dir`` or a taken port; returns the host to probe."""
+    running = read_pid(pid_path)
+    if running is not None:
+        raise DeploymentError(
+            f"a SuperLink of {state_dir} is already running (PID {running}): "
+            f"`fedmi-server stop --state {state_dir}` first"
+        )
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if port_open(probe, port):
+        raise DeploymentError(f"port {port} on {host} is in use: pass another --port")
+    return probe
+
+
+def _record_connection(
+    certs: CertPaths, certs_dir: Path, state_dir: Path, host: str, port: int
+) -> None:
+    """Write the ``flwr`` connection and ``superlink.json`` (how the SuperLink was started)."""
+    address = f"{connect_host(certs, host)}:{port}"
+    config = write_connection(address, certs.ca_cert)
+    (state_dir / INFO_FILE).write_text(
+        json.dumps(
+            {
+                "address": address,
+                "host": host,
+                "port": port,
+                "certs": str(certs_dir.resolve()),
+                "connection": CONNECTION,
+                "flwr_config": str(config),
+            },
+            indent=1,
+        )
+    )
+
+
+def _run_in_foreground(proc: subprocess.Popen, pid_path: Path) -> int:
+    """Wait for the SuperLink; Ctrl-C stops its whole process tree (exit status 130)."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_process_group(proc.pid)
+        return 130
+    finally:
+        pid_path.unlink(missing_ok=True)
+
+
+def _await_port(
+    proc: subprocess.Popen, probe: str, port: int, wait: float, pid_path: Path, log_path: Path
+) -> int:
+    """The PID once the port opens; raises when the SuperLink stops or ``wait`` s pass."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -259,55 +181,6 @@ def start_superlink(
     raise DeploymentError(f"the SuperLink did not open port {port} in {wait:.0f} s: see {log_path}")
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (from /proc; empty where there is none).
-
-    Flower's SuperLink starts its SuperExec in a session of its own, so killing the
-    SuperLink's process group alone would leave the SuperExec and the ServerApp running.
-    """
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out: list[int] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        out.append(child)
-        todo.extend(children.get(child, []))
-    return out
-
-
-def _signal_tree(pids: list[int], sig: int) -> None:
-    for p in pids:
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(p, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def stop_process_group(pid: int, timeout: float = 10.0) -> bool:
-    """SIGTERM the process group led by ``pid`` and every descendant's group (then SIGKILL).
-
-    Returns True when something was running.
-    """
-    if not pid_alive(pid):
-        return False
-    tree = [pid, *descendants(pid)]
-    _signal_tree(tree, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(pid_alive(p) for p in tree):
-            return True
-        time.sleep(0.2)
-    _signal_tree(tree, signal.SIGKILL)
-    return True
-
-
 def stop_superlink(state_dir: Path) -> int | None:
     """Stop the SuperLink recorded in ``state_dir``; returns its PID, or None if none ran."""
     pid_path = Path(state_dir) / PID_FILE
@@ -318,91 +191,3 @@ def stop_superlink(state_dir: Path) -> int | None:
     stop_process_group(pid)
     pid_path.unlink(missing_ok=True)
     return pid
-
-
-def flwr(
-    args: Sequence[str], *, capture: bool = True, timeout: float | None = 120
-) -> subprocess.CompletedProcess:
-    """Run the ``flwr`` command line quietly (telemetry off)."""
-    exe = shutil.which("flwr")
-    cmd = [exe] if exe else [sys.executable, "-m", "flwr.cli.app"]
-    return subprocess.run(
-        [*cmd, *args],
-        capture_output=capture,
-        text=True,
-        env=flower_env(),
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _json_output(proc: subprocess.CompletedProcess, what: str) -> dict:
-    text = proc.stdout or ""
-    start = text.find("{")
-    try:
-        doc = json.loads(text[start:]) if start >= 0 else {}
-    except json.JSONDecodeError:
-        doc = {}
-    if proc.returncode != 0 or not doc.get("success", False):
-        detail = (doc.get("error-message") if doc else None) or _tail(proc)
-        raise DeploymentError(f"{what} failed: {detail}")
-    return doc
-
-
-def _tail(proc: subprocess.CompletedProcess) -> str:
-    text = ((proc.stderr or "") + "\n" + (proc.stdout or "")).strip().splitlines()
-    return " ".join(text[-3:]) or f"exit {proc.returncode}"
-
-
-def register_site(public_key: Path, connection: str = CONNECTION) -> str:
-    """Register a site's ``site.pub`` with the SuperLink; returns its node id."""
-    doc = _json_output(
-        flwr(["supernode", "register", str(public_key), connection, "--format", "json"]),
-        f"registering {public_key}",
-    )
-    return str(doc.get("node-id", doc.get("node_id", "?")))
-
-
-def list_nodes(connection: str = CONNECTION) -> list[dict]:
-    """``flwr supernode list``: every registered node with its status."""
-    doc = _json_output(
-        flwr(["supernode", "list", connection, "--format", "json"]), "listing the sites"
-    )
-    return list(doc.get("nodes", []))
-
-
-def list_runs(connection: str = CONNECTION) -> list[dict]:
-    """``flwr ls``: the runs the SuperLink knows."""
-    doc = _json_output(flwr(["ls", connection, "--format", "json"]), "listing the runs")
-    return list(doc.get("runs", []))
-
-
-def app_dir() -> Path:
-    """The fedmi Flower app (the folder holding fedmi's pyproject.toml)."""
-    root = Path(__file__).resolve().parents[1]
-    if (root / "pyproject.toml").is_file():
-        return root
-    raise DeploymentError(
-        "fedmi's pyproject.toml was not found beside the installed package: run from a fedmi "
-        "checkout or pass --app /path/to/fedmi"
-    )
-
-
-def run_command(
-    out_dir: Path, run_config: str = "", *, app: Path | None = None, connection: str = CONNECTION
-) -> list[str]:
-    """The ``flwr run`` command that starts fedmi on the federation, outputs in ``out_dir``."""
-    out = Path(out_dir).expanduser().resolve()
-    if '"' in str(out):
-        raise DeploymentError(f"--out {out}: choose a folder without quotes in its path")
-    settings = " ".join(x for x in (run_config.strip(), f'out-dir="{out}"') if x)
-    exe = shutil.which("flwr") or "flwr"
-    return [
-        exe,
-        "run",
-        str(app or app_dir()),
-        connection,
-        "--stream",
-        "--run-config",
-        settings,
-    ]

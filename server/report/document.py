@@ -148,7 +148,7 @@ def build_report(
 
 def write_report(out_dir: Path, report: dict[str, object]) -> Path:
     """Write ``report.json`` and its human-readable, self-contained ``report.html``."""
-    from fedmi.server.report.html import render_html
+    from fedmi.server.report.html.page import render_html
 
     path = out_dir / "report.json"
     text = json.dumps(report, indent=2, default=_json_default)

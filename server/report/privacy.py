@@ -20,6 +20,67 @@ _FIELDS = {
 }
 
 
+def _new_row(name: str) -> dict[str, object]:
+    return {
+        "site_id": name,
+        "dp": "off",
+        "steps": 0,
+        "rounds_trained": 0,
+        "refused_rounds": {},
+        **{v: None for v in _FIELDS.values()},
+    }
+
+
+def _record(row: dict[str, object], r: int, entry: dict) -> None:
+    """Fold one round's train entry of a site into its row."""
+    status = str(entry.get("status", "unknown"))
+    row["status"] = status
+    if "epsilon" in entry:
+        row["dp"] = "on"
+        for key, field in _FIELDS.items():
+            if key in entry and (status == "ok" or field in ("epsilon", "epsilon_budget", "delta")):
+                row[field] = entry[key]
+    if status == "ok":
+        row["rounds_trained"] = int(row["rounds_trained"]) + 1
+        row["steps"] = int(row["steps"]) + int(entry.get("dp-steps", 0) or 0)
+    else:
+        row["refused_rounds"].setdefault(status, []).append(r)  # type: ignore[union-attr]
+
+
+def _finish(row: dict[str, object]) -> None:
+    """Mark a site that never trained as ``unknown``; warn about exhausted budgets."""
+    if row["dp"] == "off" and row.get("status") != "ok":
+        row["dp"] = "unknown"  # never trained here: its DP setting was not reported
+    if "budget-exhausted" in row["refused_rounds"]:  # type: ignore[operator]
+        log.warning(
+            "site %s refused rounds %s: privacy budget exhausted",
+            row["site_id"],
+            row["refused_rounds"]["budget-exhausted"],  # type: ignore[index]
+        )
+
+
+def _central(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
+    """Client-level central DP: its settings and ε over the rounds that released a model."""
+    if cfg.central_dp == "off":
+        return {"mode": cfg.central_dp}
+    from fedmi.server.strategy.central_dp import central_epsilon
+
+    released = sum(
+        1
+        for r in history.rounds.values()
+        if any(e.get("status") == "ok" for e in r.get("train", {}).values())
+    )
+    return {
+        "mode": cfg.central_dp,
+        "level": "client (a whole site)",
+        "noise_multiplier": cfg.central_noise_multiplier,
+        "clipping_norm": cfg.central_clipping_norm,
+        "released_rounds": released,
+        "delta": 1e-5,
+        "epsilon": central_epsilon(cfg.central_noise_multiplier, released, 1e-5),
+    }
+
+
 def privacy_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     """Per training site: DP on/off, ε spent (cumulative, the site's dataset across runs),
     its budget, δ, σ, q, DP-SGD steps this run, clipping norm, last status and the rounds
@@ -27,60 +88,11 @@ def privacy_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     sites: dict[str, dict[str, object]] = {}
     for r in sorted(history.rounds):
         for name, entry in history.rounds[r].get("train", {}).items():
-            row = sites.setdefault(
-                name,
-                {
-                    "site_id": name,
-                    "dp": "off",
-                    "steps": 0,
-                    "rounds_trained": 0,
-                    "refused_rounds": {},
-                    **{v: None for v in _FIELDS.values()},
-                },
-            )
-            status = str(entry.get("status", "unknown"))
-            row["status"] = status
-            if "epsilon" in entry:
-                row["dp"] = "on"
-                for key, field in _FIELDS.items():
-                    if key in entry and (
-                        status == "ok" or field in ("epsilon", "epsilon_budget", "delta")
-                    ):
-                        row[field] = entry[key]
-            if status == "ok":
-                row["rounds_trained"] = int(row["rounds_trained"]) + 1
-                row["steps"] = int(row["steps"]) + int(entry.get("dp-steps", 0) or 0)
-            else:
-                row["refused_rounds"].setdefault(status, []).append(r)  # type: ignore[union-attr]
+            _record(sites.setdefault(name, _new_row(name)), r, entry)
     for row in sites.values():
-        if row["dp"] == "off" and row.get("status") != "ok":
-            row["dp"] = "unknown"  # never trained here: its DP setting was not reported
-        if "budget-exhausted" in row["refused_rounds"]:  # type: ignore[operator]
-            log.warning(
-                "site %s refused rounds %s: privacy budget exhausted",
-                row["site_id"],
-                row["refused_rounds"]["budget-exhausted"],  # type: ignore[index]
-            )
-    out: dict[str, object] = {
+        _finish(row)
+    return {
         "level": "sample (DP-SGD at each site, each site's own budget)",
         "per_site": [sites[k] for k in sorted(sites)],
-        "central": {"mode": cfg.central_dp},
+        "central": _central(cfg, history),
     }
-    if cfg.central_dp != "off":
-        from fedmi.server.strategy.central_dp import central_epsilon
-
-        released = sum(
-            1
-            for r in history.rounds.values()
-            if any(e.get("status") == "ok" for e in r.get("train", {}).values())
-        )
-        out["central"] = {
-            "mode": cfg.central_dp,
-            "level": "client (a whole site)",
-            "noise_multiplier": cfg.central_noise_multiplier,
-            "clipping_norm": cfg.central_clipping_norm,
-            "released_rounds": released,
-            "delta": 1e-5,
-            "epsilon": central_epsilon(cfg.central_noise_multiplier, released, 1e-5),
-        }
-    return out

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmi.server.deploy.superlink import descendants
+from fedmi.server.deploy.processes import descendants
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ from fedmi.server.deploy.certs import (
     issued_by,
     make_certificates,
 )
-from fedmi.server.deploy.superlink import write_connection
+from fedmi.server.deploy.flower import write_connection
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +202,11 @@ def test_flwr_connection_entry_keeps_other_connections(tmp_path):
         "address": "127.0.0.1:9000",
         "root-certificates": str((tmp_path / "ca.crt").resolve()),
     }
+
+
+def test_the_flower_app_is_the_checkout_holding_pyproject():
+    from fedmi.server.deploy.flower import app_dir
+
+    root = app_dir()
+    assert (root / "pyproject.toml").is_file()
+    assert 'serverapp = "fedmi.server.app:app"' in (root / "pyproject.toml").read_text()

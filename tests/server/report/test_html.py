@@ -11,7 +11,7 @@ import pytest
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import build_report, write_report
-from fedmi.server.report.html import render_html
+from fedmi.server.report.html.page import render_html
 from fedmi.shared.run_config import RunConfig
 
 

@@ -12,7 +12,7 @@ from fedmi.client.evaluation.uncertainty import uncertainty_metrics
 from fedmi.server.federation.ood import statistics_from_metrics
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.biomarker import biomarker_section
-from fedmi.server.report.html import render_html
+from fedmi.server.report.html.page import render_html
 from fedmi.server.report.ood import ood_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.shared import contract

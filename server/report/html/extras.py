@@ -1,26 +1,17 @@
-"""HTML sections of ``report.html`` for uncertainty, OOD detection and the MCI biomarker.
+"""Sections of ``report.html`` for uncertainty, OOD detection and the MCI biomarker.
 
-Drawn with the helpers of :mod:`fedmi.server.report.html` from ``report["uncertainty"]``,
-``report["ood"]`` and ``report["biomarker"]`` (each may be ``None``: the section is then
-left out).
+Drawn from ``report["uncertainty"]``, ``report["ood"]`` and ``report["biomarker"]`` (each may be
+``None``: the section is then left out).
 """
 
 from __future__ import annotations
 
-from fedmi.server.report.html import Plot, _ci, _colors, _e, _figure, _legend, _num
-
-#: (anchor, navigation label) of the sections below, in page order.
-NAV = (("uncertainty", "Uncertainty"), ("ood", "OOD"), ("biomarker", "Biomarker"))
+from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, site_colors
+from fedmi.server.report.html.svg import Plot, figure, legend
 
 
-def section_uncertainty(report: dict) -> str:
-    """Referral curve chart (accuracy of kept scans vs referral rate) and an ECE table."""
-    u = report.get("uncertainty")
-    if not u:
-        return ""
-    rates = list(u.get("referral_rates") or [])
-    per_site = u.get("per_site") or {}
-    pooled = u.get("pooled") or {}
+def _referral_chart(rates: list[float], per_site: dict, pooled: dict) -> tuple[str, dict]:
+    """The referral curves per site and pooled (black), and the sites' colours."""
     curves = {k: v.get("accuracy") or [] for k, v in per_site.items()}
     values = [a for acc in curves.values() for a in acc if a is not None]
     values += [a for g in pooled.values() for a in (g.get("accuracy") or []) if a is not None]
@@ -34,7 +25,7 @@ def section_uncertainty(report: dict) -> str:
         fmt="{:.2f}",
         xfmt="{:.1f}",
     )
-    colors = _colors(curves)
+    colors = site_colors(curves)
     for name, acc in curves.items():
         pts = [(r, a) for r, a in zip(rates, acc, strict=False) if a is not None]
         p.line(pts, colors[name], 1.3, title=name)
@@ -44,6 +35,11 @@ def section_uncertainty(report: dict) -> str:
             (r, a) for r, a in zip(rates, pooled["all"]["accuracy"], strict=False) if a is not None
         ]
         p.line(pts, "#000", 2.6, title="pooled")
+    return p.svg("Referral curve"), colors
+
+
+def _referral_table(rates: list[float], per_site: dict, pooled: dict) -> str:
+    """ECE and Brier score, plain and MC, and the accuracy at each referral rate."""
     head = (
         "<tr><th class='l'>site</th><th class='l'>role</th><th>n</th><th>ECE plain</th>"
         "<th>ECE MC</th><th>Brier plain</th><th>Brier MC</th>"
@@ -55,24 +51,36 @@ def section_uncertainty(report: dict) -> str:
     entries += [(f"pooled {g}", v | {"role": g}) for g, v in pooled.items()]
     for name, v in entries:
         rows.append(
-            f"<tr><td class='l'>{_e(name)}</td><td class='l'>{_e(v.get('role', ''))}</td>"
-            f"<td>{_num(v.get('n'))}</td><td>{_num(v.get('ece_plain'))}</td>"
-            f"<td>{_num(v.get('ece_mc'))}</td><td>{_num(v.get('brier_plain'))}</td>"
-            f"<td>{_num(v.get('brier_mc'))}</td>"
-            + "".join(f"<td>{_num(a)}</td>" for a in v.get("accuracy") or [])
+            f"<tr><td class='l'>{esc(name)}</td><td class='l'>{esc(v.get('role', ''))}</td>"
+            f"<td>{fmt_num(v.get('n'))}</td><td>{fmt_num(v.get('ece_plain'))}</td>"
+            f"<td>{fmt_num(v.get('ece_mc'))}</td><td>{fmt_num(v.get('brier_plain'))}</td>"
+            f"<td>{fmt_num(v.get('brier_mc'))}</td>"
+            + "".join(f"<td>{fmt_num(a)}</td>" for a in v.get("accuracy") or [])
             + "</tr>"
         )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def section_uncertainty(report: dict) -> str:
+    """Referral curve chart (accuracy of kept scans vs referral rate) and an ECE table."""
+    u = report.get("uncertainty")
+    if not u:
+        return ""
+    rates = list(u.get("referral_rates") or [])
+    per_site = u.get("per_site") or {}
+    pooled = u.get("pooled") or {}
+    chart, colors = _referral_chart(rates, per_site, pooled)
     passes = next((v.get("mc_passes") for v in per_site.values()), None)
     return (
         '<h2 id="uncertainty">Uncertainty and referral</h2>'
-        + _figure(
-            p.svg("Referral curve"),
+        + figure(
+            chart,
             "Accuracy at the operating threshold of the scans the model keeps when the most "
-            f"uncertain fraction is referred (MC dropout, {_e(passes)} passes; uncertainty = "
+            f"uncertain fraction is referred (MC dropout, {esc(passes)} passes; uncertainty = "
             "predictive entropy of the mean probability). Black: pooled over all sites.",
-            _legend(colors, [("pooled", "#000")]),
+            legend(colors, [("pooled", "#000")]),
         )
-        + f"<table>{head}{''.join(rows)}</table>"
+        + _referral_table(rates, per_site, pooled)
         + '<p class="muted">ECE from fixed calibration bins of the plain prediction and of the '
         "MC-dropout mean; both computed from the sites' bin aggregates.</p>"
     )
@@ -92,9 +100,10 @@ def section_ood(report: dict) -> str:
     for r in o.get("per_site") or []:
         ref = "other training sites" if r.get("role") == "train" else "all training sites"
         rows.append(
-            f"<tr><td class='l'>{_e(r['site_id'])}</td><td class='l'>{_e(r.get('role'))}</td>"
-            f"<td>{_num(r.get('n'))}</td><td>{_num(r.get('flagged_fraction'))}</td>"
-            f"<td>{_num(r.get('detection_auroc'))}</td><td>{_num(r.get('detection_auroc_bound'))}</td>"
+            f"<tr><td class='l'>{esc(r['site_id'])}</td><td class='l'>{esc(r.get('role'))}</td>"
+            f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('flagged_fraction'))}</td>"
+            f"<td>{fmt_num(r.get('detection_auroc'))}</td>"
+            f"<td>{fmt_num(r.get('detection_auroc_bound'))}</td>"
             f"<td class='l'>{ref if r.get('reference_sites') else '—'}</td></tr>"
         )
     desc = o.get("description") or {}
@@ -103,8 +112,8 @@ def section_ood(report: dict) -> str:
         f"<table>{head}{''.join(rows)}</table>"
         '<p class="muted">OOD score: smallest Mahalanobis distance of a scan\'s embedding to the '
         "training classes' means under a pooled, shrinkage-regularised covariance, learned from "
-        f"aggregates of {_e(sum(desc.get('scans_per_class') or []))} training scans. A scan is "
-        f"flagged above {_num(thr.get('distance'), 2)} (the {_num(thr.get('quantile'), 2)} "
+        f"aggregates of {esc(sum(desc.get('scans_per_class') or []))} training scans. A scan is "
+        f"flagged above {fmt_num(thr.get('distance'), 2)} (the {fmt_num(thr.get('quantile'), 2)} "
         "quantile of the training sites' own test scans). Detection AUROC: a site's scans "
         "against the training sites' test scans (0.5 = indistinguishable), from fixed-bin "
         "histograms.</p>"
@@ -115,9 +124,9 @@ def _auc(row: dict, marker: str) -> str:
     """The site's exact AUC when sent, else the histogram AUC with its binning bound."""
     exact = row.get(f"auc_{marker}_exact")
     if exact is not None:
-        return _num(exact)
+        return fmt_num(exact)
     bound = row.get(f"auc_{marker}_bound")
-    return f"{_num(row.get(f'auc_{marker}'))} <span class='muted'>±{_num(bound)}</span>"
+    return f"{fmt_num(row.get(f'auc_{marker}'))} <span class='muted'>±{fmt_num(bound)}</span>"
 
 
 def section_biomarker(report: dict) -> str:
@@ -133,38 +142,33 @@ def section_biomarker(report: dict) -> str:
     for r in b.get("per_site") or []:
         if "auc_model" not in r:
             rows.append(
-                f"<tr><td class='l'>{_e(r['site_id'])}</td><td>{_num(r['n'])}</td>"
-                f"<td>{_num(r['n_converters'])}</td>"
+                f"<tr><td class='l'>{esc(r['site_id'])}</td><td>{fmt_num(r['n'])}</td>"
+                f"<td>{fmt_num(r['n_converters'])}</td>"
                 "<td colspan='3' class='l muted'>suppressed (small cells)</td></tr>"
             )
             continue
         rows.append(
-            f"<tr><td class='l'>{_e(r['site_id'])}</td><td>{_num(r['n'])}</td>"
-            f"<td>{_num(r['n_converters'])}</td>"
+            f"<tr><td class='l'>{esc(r['site_id'])}</td><td>{fmt_num(r['n'])}</td>"
+            f"<td>{fmt_num(r['n_converters'])}</td>"
             f"<td>{_auc(r, 'model')}</td><td>{_auc(r, 'suvr')}</td>"
-            f"<td>{_num(r.get('auc_diff'))}{_ci(r.get('auc_diff_ci'))}</td></tr>"
+            f"<td>{fmt_num(r.get('auc_diff'))}{fmt_ci(r.get('auc_diff_ci'))}</td></tr>"
         )
     pooled = b.get("pooled")
     if pooled:
         d = pooled.get("auc_diff") or {}
         ci = [d.get("ci_low"), d.get("ci_high")] if d else None
         rows.append(
-            f"<tr><th class='l'>pooled</th><th>{_num(pooled['n'])}</th>"
-            f"<th>{_num(pooled['n_converters'])}</th>"
-            f"<th>{_num(pooled['auc_model'])}</th><th>{_num(pooled['auc_suvr'])}</th>"
-            f"<th>{_num(d.get('diff'))}{_ci(ci)}</th></tr>"
+            f"<tr><th class='l'>pooled</th><th>{fmt_num(pooled['n'])}</th>"
+            f"<th>{fmt_num(pooled['n_converters'])}</th>"
+            f"<th>{fmt_num(pooled['auc_model'])}</th><th>{fmt_num(pooled['auc_suvr'])}</th>"
+            f"<th>{fmt_num(d.get('diff'))}{fmt_ci(ci)}</th></tr>"
         )
     return (
         '<h2 id="biomarker">The output as a biomarker (MCI conversion)</h2>'
         f"<table>{head}{''.join(rows)}</table>"
-        f'<p class="muted">{_e(b.get("outcome"))}. Model: {_e(b.get("model_score"))}. '
-        f"Baseline: {_e(b.get('baseline'))}. Site AUCs as computed at the site; pooled AUCs "
+        f'<p class="muted">{esc(b.get("outcome"))}. Model: {esc(b.get("model_score"))}. '
+        f"Baseline: {esc(b.get('baseline'))}. Site AUCs as computed at the site; pooled AUCs "
         "from summed fixed-bin histograms; "
         "the difference and its interval are paired DeLong estimates computed at each site, "
         "pooled by inverse variance.</p>"
     )
-
-
-def sections(report: dict) -> list[str]:
-    """All three sections in page order (empty strings where a section has no data)."""
-    return [section_uncertainty(report), section_ood(report), section_biomarker(report)]
