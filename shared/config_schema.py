@@ -78,6 +78,8 @@ class Setting:
     check
         Further rule: returns what the value must be (e.g. ``"must list numbers between 0
         and 1"``) when it breaks the rule, else ``None``.
+    check_doc
+        The rule of ``check`` in a few words, for the reference's "allowed" column.
     default_doc
         How the reference shows a default that is not a fixed value.
     group
@@ -96,6 +98,7 @@ class Setting:
     exclusive_minimum: bool = False
     exclusive_maximum: bool = False
     check: Callable[[Any], str | None] | None = None
+    check_doc: str = ""
     default_doc: str = ""
     group: str = ""
     formerly: tuple[str, ...] = ()
@@ -418,7 +421,8 @@ class Schema:
                 "|---|---|---|---|---|",
             ]
             for s in settings:
-                allowed = ", ".join(f"`{_quote(c)}`" for c in s.allowed()) or s.range_text()
+                allowed = ", ".join(f"`{_quote(c)}`" for c in s.allowed())
+                allowed = allowed or s.range_text() or s.check_doc
                 if s.kind is bool:
                     allowed = '`"on"`, `"off"` (or `true`, `false`)'
                 if s.default_doc or s.default is None:
