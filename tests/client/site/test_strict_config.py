@@ -154,3 +154,25 @@ def test_site_check_reports_a_config_problem_in_one_line(tmp_path, capsys):
         err[0],
     )
     assert not state.exists()  # nothing ingested
+
+
+def test_the_client_app_replies_error_and_logs_a_bad_config(flower_identity, tmp_path, caplog):
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+    from fedmi.client.app import build_client_app
+    from fedmi.shared import contract
+
+    site = _site(tmp_path, GOOD_SITE + "[privacy]\nepsilom = 1\n")
+    node_config = {"data-dir": str(site), "state-dir": str(tmp_path / "state")}
+    context = Context(
+        run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
+    )
+    content = RecordDict({contract.CONFIG: ConfigRecord({"task": "fdg-ad", "seed": 0})})
+    query = Message(content=content, dst_node_id=7, message_type=contract.QUERY)
+    with caplog.at_level("ERROR"):
+        reply = build_client_app()(query, context)
+    assert contract.check_reply(contract.QUERY, reply.content) == []
+    assert reply.content[contract.SITE]["status"] == "error"
+    assert "`epsilom` is not a setting of [privacy]; did you mean `epsilon`?" in caplog.text
+    assert "epsilom" not in str(dict(reply.content[contract.SITE]))  # the reason stays here
+    assert not (tmp_path / "state").exists()
