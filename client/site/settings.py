@@ -182,12 +182,11 @@ def resolve_site(
     site_id = str(node.get("site-id") or toml.site_id)
     role = str(node.get("role") or toml.role)
     k = node.get("min-cell-count", toml.min_cell_count)
-    if "partition-id" in node and "data-dir" not in node:
-        # simulation only: the runner stands in for each site's own settings (leave-one-
-        # site-out folds, tiny test federations); a deployed site never reads these keys
-        role = sim_role_overrides(sim).get(site_id, role)
-        if sim.get("sim-min-cell-count"):
-            k = sim["sim-min-cell-count"]
+    # simulation only (``sim`` is empty in a deployment, which never reads these keys): the
+    # runner stands in for each site's own settings (leave-one-site-out folds, tiny tests)
+    role = sim_role_overrides(sim).get(site_id, role)
+    if sim.get("sim-min-cell-count"):
+        k = sim["sim-min-cell-count"]
     if role not in ROLES:
         raise SiteConfigError(f"role {role!r} for site {site_id}: use one of {', '.join(ROLES)}")
     if "cache-dir" in node:
