@@ -1,7 +1,11 @@
 """The federation-wide run configuration, parsed once into a frozen dataclass.
 
 Keys are the flat kebab-case keys of ``[tool.flwr.app.config]`` in pyproject.toml,
-overridable with ``flwr run --run-config`` (or by the one-machine runner).
+overridable with ``flwr run --run-config``, ``fedmi-server run --run-config`` or
+``fedmi-sim run --config``. :data:`RUN_CONFIG` declares every key once (type, default,
+allowed values, doc); :meth:`RunConfig.from_mapping` is the door: an unknown key, a wrong
+type or a value out of range raises :class:`RunConfigError` naming the key (and the close
+match). docs/configuration.md is generated from the declaration.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from fedmi.shared.methods import FEDERATED_METHODS, METHODS
+from fedmi.shared.config_schema import ConfigError, Schema, Setting
+from fedmi.shared.contract import ROLES
+from fedmi.shared.methods import METHODS
 from fedmi.shared.tasks import TASKS
 
 CENTRAL_DP = ("off", "fixed")
@@ -39,64 +46,323 @@ MODEL_DEFAULTS = {
 }
 
 
-class RunConfigError(ValueError):
+class RunConfigError(ConfigError):
     """A run-config value is unusable; the message names the key and the fix."""
+
+
+def _prevalences(text: str) -> tuple[float, ...] | None:
+    """``"0.05,0.2"`` → (0.05, 0.2); ``None`` when an item is not a number in (0, 1)."""
+    out = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            return None
+        if not 0.0 < value < 1.0:
+            return None
+        out.append(value)
+    return tuple(out)
+
+
+def _check_prevalences(text: str) -> str | None:
+    if _prevalences(text) is None:
+        return 'must list numbers between 0 and 1, comma-separated, e.g. "0.05,0.2"'
+    return None
+
+
+def _check_role_overrides(text: str) -> str | None:
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, role = item.partition("=")
+        if not sep or not name.strip() or role.strip() not in ROLES:
+            return f"must list site-id=role items, comma-separated, with role in {ROLES}"
+    return None
+
+
+def _federated_methods() -> tuple[str, ...]:
+    return tuple(name for name, m in METHODS.items() if m.federated)
+
+
+_SIM = "site side, simulation only (set by `fedmi-sim run`; a deployed site ignores them)"
+_DP = "central DP at the server (docs/privacy.md)"
+
+#: Every run-config key: pyproject's ``[tool.flwr.app.config]`` holds the same keys and
+#: defaults (tests/shared/test_run_config.py).
+RUN_CONFIG = Schema(
+    "run config",
+    {
+        "": (
+            Setting("task", str, "fdg-ad", "clinical task", choices=lambda: tuple(TASKS)),
+            Setting(
+                "model",
+                str,
+                "regional",
+                "regional: atlas pooling + linear head (learns under sample-level DP); "
+                "cnn: 3-D residual CNN (for runs without sample-level DP)",
+                choices=lambda: tuple(MODEL_DEFAULTS),
+            ),
+            Setting("num-server-rounds", int, 6, "federated rounds", minimum=1),
+            Setting(
+                "local-epochs",
+                int,
+                0,
+                "local epochs per round (0: the model's default, 3 regional / 1 cnn)",
+                minimum=0,
+            ),
+            Setting(
+                "batch-size",
+                int,
+                0,
+                "local batch size (0: the model's default: each site's whole train split "
+                "for regional, 16 for cnn)",
+                minimum=0,
+            ),
+            Setting(
+                "learning-rate",
+                float,
+                0.0,
+                "local learning rate (0: the model's default, 0.6 regional / 0.001 cnn)",
+                minimum=0,
+            ),
+            Setting(
+                "optimizer",
+                str,
+                "auto",
+                "local optimizer (auto: the model's default, sgd regional / adamw cnn)",
+                choices=("auto", "sgd", "adamw"),
+            ),
+            Setting(
+                "method",
+                str,
+                "fedavg",
+                "training method (fedmi.shared.methods)",
+                choices=_federated_methods,
+            ),
+            Setting(
+                "proximal-mu", float, 0.01, "FedProx: weight of mu/2·||w − w_global||²", minimum=0
+            ),
+            Setting(
+                "server-learning-rate",
+                float,
+                0.01,
+                "FedAdam: the server optimiser's learning rate",
+                minimum=0,
+                exclusive_minimum=True,
+            ),
+            Setting("seed", int, 0, "seed of splits, initial weights and training", minimum=0),
+            Setting(
+                "round-timeout",
+                float,
+                1800.0,
+                "seconds each round (and the initial query) waits for replies; late sites are skipped",
+                minimum=0,
+                exclusive_minimum=True,
+            ),
+            Setting(
+                "min-nodes",
+                int,
+                1,
+                "sites to wait for (up to node-wait) before starting",
+                minimum=1,
+            ),
+            Setting(
+                "min-train-replies",
+                int,
+                1,
+                "fewer valid updates than this: the round keeps the model unchanged",
+                minimum=1,
+            ),
+            Setting(
+                "max-examples",
+                int,
+                100_000,
+                "largest num-examples the server believes from one site",
+                minimum=1,
+            ),
+            Setting("node-wait", float, 600.0, "seconds to wait for min-nodes sites", minimum=0),
+            Setting(
+                "out-dir",
+                str,
+                "",
+                'run folder, an absolute path (`""`: `~/fedmi-runs/<run id>`)',
+            ),
+            Setting(
+                "validation-timeout",
+                float,
+                600.0,
+                "seconds each site has to answer the final evaluation-only round",
+                minimum=0,
+                exclusive_minimum=True,
+            ),
+            Setting(
+                "report-prevalences",
+                str,
+                "0.05,0.2",
+                "prevalences (comma-separated) at which the report gives PPV and NPV besides "
+                "each site's own",
+                check=_check_prevalences,
+                check_doc="numbers between 0 and 1, comma-separated",
+            ),
+            Setting(
+                "central-dp",
+                str,
+                "off",
+                "client-level central DP at the server (Flower's server-side fixed clipping)",
+                choices=CENTRAL_DP,
+                group=_DP,
+            ),
+            Setting(
+                "central-noise-multiplier",
+                float,
+                1.0,
+                "noise multiplier of central DP",
+                minimum=0,
+                group=_DP,
+            ),
+            Setting(
+                "central-clipping-norm",
+                float,
+                1.0,
+                "clipping norm of central DP",
+                minimum=0,
+                exclusive_minimum=True,
+                group=_DP,
+            ),
+            Setting("client-threads", int, 1, "torch threads per ClientApp", minimum=1, group=_SIM),
+            Setting(
+                "sim-data-root",
+                str,
+                "",
+                "federation root: partition i is its i-th site folder, in sorted order",
+                group=_SIM,
+            ),
+            Setting(
+                "sim-state-root",
+                str,
+                "",
+                'sites\' state folders (`""`: `<sim-data-root>/.fedmi-state/<site>`)',
+                group=_SIM,
+            ),
+            Setting(
+                "sim-cache-root",
+                str,
+                "",
+                "sites' ingest caches (`\"\"`: `ingest/` in each site's state folder)",
+                group=_SIM,
+            ),
+            Setting(
+                "sim-role-overrides",
+                str,
+                "",
+                "roles standing in for the sites' own, e.g. `site-b=holdout` (leave-one-site-out)",
+                check=_check_role_overrides,
+                check_doc="`site-id=role` items, comma-separated",
+                group=_SIM,
+            ),
+            Setting(
+                "sim-min-cell-count",
+                int,
+                0,
+                "small-cell k of every simulated site (0: each site's own)",
+                minimum=0,
+                group=_SIM,
+            ),
+            Setting(
+                "sim-default-epsilon",
+                float,
+                0.0,
+                "ε for sites whose site.toml sets none (0: the built-in 8)",
+                minimum=0,
+                group=_SIM,
+            ),
+            Setting(
+                "sim-default-dp",
+                str,
+                "",
+                'DP for sites whose site.toml sets none (`""`: the built-in default, on)',
+                choices=("", "on", "off"),
+                group=_SIM,
+            ),
+            Setting(
+                "sim-ledger-root",
+                str,
+                "",
+                'sites\' privacy ledgers (`""`: `<data-root>/.fedmi-cache/<site>`)',
+                group=_SIM,
+            ),
+        )
+    },
+    error=RunConfigError,
+)
+
+
+def _default(key: str) -> Any:
+    """The declared default of a run-config key (one source for the dataclass and the docs)."""
+    return RUN_CONFIG.setting(key).default
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Federation-wide settings chosen by the coordinator."""
+    """Federation-wide settings chosen by the coordinator (keys: :data:`RUN_CONFIG`).
 
-    task: str = "fdg-ad"
-    #: ``regional`` (atlas pooling + linear head: learns under sample-level DP) or
-    #: ``cnn`` (3-D residual CNN: for runs without sample-level DP)
-    model: str = "regional"
-    num_server_rounds: int = 6
-    #: 0 = the model's default (see MODEL_DEFAULTS)
-    local_epochs: int = 0
-    #: 0 = the model's default; the instruction's batch-size 0 means a site's whole split
-    batch_size: int = 0
-    #: 0 = the model's default (see MODEL_DEFAULTS)
-    learning_rate: float = 0.0
-    #: "auto" = the model's default (see MODEL_DEFAULTS), else "sgd" or "adamw"
-    optimizer: str = "auto"
-    method: str = "fedavg"
-    proximal_mu: float = 0.01
-    server_learning_rate: float = 0.01
-    seed: int = 0
-    round_timeout: float = 1800.0
-    min_nodes: int = 1
-    min_train_replies: int = 1
-    max_examples: int = 100_000
-    node_wait: float = 600.0
-    out_dir: str = ""
-    #: seconds each site has to answer the final evaluation-only round
-    validation_timeout: float = 600.0
-    #: prevalences (comma-separated) at which the report gives PPV and NPV besides each
-    #: site's own (e.g. screening vs memory clinic)
-    report_prevalences: str = "0.05,0.2"
-    #: optional client-level central DP at the server: "off" or "fixed" (Flower's
-    #: server-side fixed-clipping wrapper; see docs/privacy.md)
-    central_dp: str = "off"
-    central_noise_multiplier: float = 1.0
-    central_clipping_norm: float = 1.0
+    Build it with :meth:`from_mapping`, which validates every key; the effective_*
+    properties fill settings left at 0 / "auto" from :data:`MODEL_DEFAULTS`.
+    """
+
+    task: str = _default("task")
+    model: str = _default("model")
+    num_server_rounds: int = _default("num-server-rounds")
+    local_epochs: int = _default("local-epochs")
+    batch_size: int = _default("batch-size")
+    learning_rate: float = _default("learning-rate")
+    optimizer: str = _default("optimizer")
+    method: str = _default("method")
+    proximal_mu: float = _default("proximal-mu")
+    server_learning_rate: float = _default("server-learning-rate")
+    seed: int = _default("seed")
+    round_timeout: float = _default("round-timeout")
+    min_nodes: int = _default("min-nodes")
+    min_train_replies: int = _default("min-train-replies")
+    max_examples: int = _default("max-examples")
+    node_wait: float = _default("node-wait")
+    out_dir: str = _default("out-dir")
+    validation_timeout: float = _default("validation-timeout")
+    report_prevalences: str = _default("report-prevalences")
+    central_dp: str = _default("central-dp")
+    central_noise_multiplier: float = _default("central-noise-multiplier")
+    central_clipping_norm: float = _default("central-clipping-norm")
+    client_threads: int = _default("client-threads")
+    sim_data_root: str = _default("sim-data-root")
+    sim_state_root: str = _default("sim-state-root")
+    sim_cache_root: str = _default("sim-cache-root")
+    sim_role_overrides: str = _default("sim-role-overrides")
+    sim_min_cell_count: int = _default("sim-min-cell-count")
+    sim_default_epsilon: float = _default("sim-default-epsilon")
+    sim_default_dp: str = _default("sim-default-dp")
+    sim_ledger_root: str = _default("sim-ledger-root")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> RunConfig:
-        """Parse kebab-case keys; unknown keys are ignored (sites' keys share the table)."""
-        kwargs: dict[str, object] = {}
-        for f in fields(cls):
-            key = f.name.replace("_", "-")
-            if key not in values:
-                continue
-            raw = values[key]
-            try:
-                kwargs[f.name] = type(getattr(cls(), f.name))(raw)
-            except (TypeError, ValueError):
-                raise RunConfigError(f"run config {key}={raw!r}: expected a {f.type}") from None
-        cfg = cls(**kwargs)  # type: ignore[arg-type]
-        cfg.validate()
-        return cfg
+    def from_mapping(cls, values: Mapping[str, object], source: str = "run config") -> RunConfig:
+        """Parse and validate kebab-case keys (missing keys take their defaults).
+
+        Parameters
+        ----------
+        values
+            Key → value, typed as TOML / Flower give them (an int where a number is
+            expected is accepted; a string never stands for a number).
+        source
+            Where the values come from, first in every error message (``"--config"``).
+
+        Raises
+        ------
+        RunConfigError
+            An unknown key (with the close match), a wrong type or a value out of range.
+        """
+        typed = RUN_CONFIG.validate(values, source)
+        return cls(**{RUN_CONFIG.setting(k).field: v for k, v in typed.items()})
 
     @property
     def effective_optimizer(self) -> str:
@@ -125,63 +391,18 @@ class RunConfig:
         return self.batch_size or MODEL_DEFAULTS[self.model].batch_size
 
     def validate(self) -> None:
-        """Raise :class:`RunConfigError` on values no run could use."""
-        if self.model not in MODEL_DEFAULTS:
-            raise RunConfigError(
-                f"run config model={self.model!r}: choose one of {', '.join(MODEL_DEFAULTS)}"
-            )
-        if self.optimizer not in ("auto", "sgd", "adamw"):
-            raise RunConfigError(
-                f"run config optimizer={self.optimizer!r}: choose auto, sgd or adamw"
-            )
-        if self.task not in TASKS:
-            raise RunConfigError(f"run config task={self.task!r}: choose one of {', '.join(TASKS)}")
-        if self.method not in METHODS or not METHODS[self.method].federated:
-            raise RunConfigError(
-                f"run config method={self.method!r}: choose one of {', '.join(FEDERATED_METHODS)}"
-            )
-        for key in ("num_server_rounds", "min_train_replies", "max_examples"):
-            if getattr(self, key) < 1:
-                raise RunConfigError(f"run config {key.replace('_', '-')} must be at least 1")
-        for key in ("local_epochs", "batch_size"):
-            if getattr(self, key) < 0:
-                raise RunConfigError(
-                    f"run config {key.replace('_', '-')} must be at least 1 "
-                    "(or 0 for the model's default)"
-                )
-        if self.learning_rate < 0:
-            raise RunConfigError(
-                "run config learning-rate must be positive (or 0 for the model's default)"
-            )
-        if self.central_dp not in CENTRAL_DP:
-            raise RunConfigError(
-                f"run config central-dp={self.central_dp!r}: choose one of {', '.join(CENTRAL_DP)}"
-            )
-        if self.central_noise_multiplier < 0 or self.central_clipping_norm <= 0:
-            raise RunConfigError(
-                "run config central-noise-multiplier must be >= 0 and central-clipping-norm > 0"
-            )
-        if self.validation_timeout <= 0:
-            raise RunConfigError("run config validation-timeout must be positive (seconds)")
-        self.prevalences()
+        """Raise :class:`RunConfigError` on values no run could use (as :meth:`from_mapping`)."""
+        RUN_CONFIG.validate(self.as_dict(), "run config")
 
     def prevalences(self) -> tuple[float, ...]:
         """``report-prevalences`` parsed: each strictly between 0 and 1."""
-        out = []
-        for item in self.report_prevalences.split(","):
-            if not item.strip():
-                continue
-            try:
-                value = float(item)
-            except ValueError:
-                value = -1.0
-            if not 0.0 < value < 1.0:
-                raise RunConfigError(
-                    f"run config report-prevalences={self.report_prevalences!r}: give "
-                    'comma-separated numbers between 0 and 1, e.g. "0.05,0.2"'
-                )
-            out.append(value)
-        return tuple(out)
+        parsed = _prevalences(self.report_prevalences)
+        if parsed is None:
+            raise RunConfigError(
+                f"run config: `report-prevalences` {_check_prevalences(self.report_prevalences)}"
+                f", not {self.report_prevalences!r}"
+            )
+        return parsed
 
     def output_dir(self, run_id: int | str) -> Path:
         """Where this run's checkpoints and reports go (an absolute path)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedmi.shared.methods import METHODS
-from fedmi.shared.run_config import RunConfig
+from fedmi.shared.run_config import RUN_CONFIG, RunConfig
 from fedmi.shared.tasks import TASKS
 
 
@@ -120,12 +120,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
 
     def work() -> None:
-        data = _prepare(args.data)
         extra = _config_pairs(args.config)
         if args.min_cell_count is not None:
             extra["sim-min-cell-count"] = args.min_cell_count
         if args.prevalences is not None:
             extra["report-prevalences"] = args.prevalences
+        _check_run_config(args, extra)
+        data = _prepare(args.data)
         (run_loso if args.validation == "loso" else run)(
             data_root=data,
             task=args.task,
@@ -220,10 +221,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from fedmi.simulations.compare import COMPARE_METHODS, compare
 
     def work() -> None:
+        extra = {"sim-default-dp": "off", **_config_pairs(args.config)}
+        _check_run_config(args, extra)
         data = _prepare(args.data)
         seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
         methods = [m.strip() for m in (args.methods or ",".join(COMPARE_METHODS)).split(",")]
-        extra = {"sim-default-dp": "off", **_config_pairs(args.config)}
         compare(
             data_root=data,
             task=args.task,
@@ -276,21 +278,28 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _config_pairs(items: list[str]) -> dict[str, object]:
-    """``KEY=VALUE`` strings as a run-config mapping (numbers parsed, the rest strings)."""
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--config {item!r}: write KEY=VALUE")
-        parsed: object = value
-        for cast in (int, float):
-            try:
-                parsed = cast(value)
-                break
-            except ValueError:
-                continue
-        out[key.strip()] = parsed
-    return out
+    """``--config KEY=VALUE`` strings as run-config values, each read with its key's type.
+
+    Raises
+    ------
+    fedmi.shared.run_config.RunConfigError
+        An unknown key (with the close match), or a value of the wrong type or out of range.
+    """
+    return RUN_CONFIG.parse_pairs(items, "--config")
+
+
+def _check_run_config(args: argparse.Namespace, extra: dict[str, object]) -> None:
+    """The run config this command would run, validated before any generation or work."""
+    RunConfig.from_mapping(
+        {
+            "task": args.task,
+            "num-server-rounds": args.rounds,
+            "seed": getattr(args, "seed", 0),
+            "local-epochs": args.local_epochs,
+            **extra,
+        },
+        source=f"fedmi-sim {args.command}",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,7 +120,6 @@ def test_package_imports_respect_the_boundary(package):
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-@pytest.mark.xfail(strict=True, reason="the client runtime and report_html cycles are undone next")
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles:\n" + "\n".join(" ↔ ".join(c) for c in found)

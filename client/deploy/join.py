@@ -5,8 +5,10 @@ site key, the site folder and its ``site.toml``, the local port) and then probes
 coordinator over TLS with the CA, so that the common mistakes give one line naming the file
 and the fix instead of a Flower traceback. It then runs ``flower-supernode`` with TLS
 (``--root-certificates``), node authentication (``--auth-supernode-private-key``) and the
-site's ``--node-config`` (``data-dir``, ``state-dir``, optionally ``role``), in the
-foreground or, with ``--background``, detached with a PID file in the state folder.
+site's ``--node-config`` (``data-dir``, ``state-dir``, optionally ``role``, plus the
+extra entries of ``--node-config``, validated like the SuperNode will: same keys as
+site.toml, docs/configuration.md), in the foreground or, with ``--background``, detached
+with a PID file in the state folder.
 
 The SuperNode only makes outbound connections to the coordinator's one port; it opens a
 local port (``--port``, default 9094, bound to 127.0.0.1) for its own ClientApp processes.
@@ -31,7 +33,9 @@ from fedmi.client.deploy.keys import (
     check_private_key,
     generate_site_key,
 )
+from fedmi.client.privacy.settings import resolve_privacy
 from fedmi.client.site.config import ROLES, SiteConfigError, load_site_config
+from fedmi.client.site.settings import node_settings, resolve_site
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
@@ -119,6 +123,36 @@ def _config_value(path: Path, what: str) -> str:
     return f'"{text}"'
 
 
+#: node-config keys ``join`` sets itself from its options
+_JOIN_KEYS = {"data-dir": "--site-dir", "state-dir": "--state-dir", "role": "--role"}
+
+
+def extra_node_config(text: str) -> dict[str, object]:
+    """``--node-config`` entries (Flower's ``key=value`` syntax) parsed and validated.
+
+    Raises
+    ------
+    SiteConfigError
+        Not Flower's syntax, an unknown key (with the close match), a bad value, or a key
+        that ``join`` sets from its own options.
+    """
+    if not text.strip():
+        return {}
+    from flwr.common.config import parse_config_args
+
+    try:
+        values = parse_config_args([text])
+    except Exception as exc:  # click.ClickException (syntax) or ValueError
+        detail = getattr(exc, "message", None) or str(exc)
+        raise SiteConfigError(f"--node-config {text!r}: {detail}") from None
+    for key, option in _JOIN_KEYS.items():
+        if key in values:
+            raise SiteConfigError(
+                f"--node-config: `{key}` is set by join from {option}; remove it from --node-config"
+            )
+    return node_settings(values)
+
+
 def supernode_command(
     superlink: str,
     ca: Path,
@@ -172,9 +206,11 @@ def validate_join(args: argparse.Namespace) -> list[str]:
         raise JoinError(
             f"{site_dir / 'site.toml'} not found: write its [site] table (site-id, role, task)"
         )
-    toml = load_site_config(site_dir)
     if args.role and args.role not in ROLES:
         raise JoinError(f"--role {args.role!r}: use one of {', '.join(ROLES)}")
+    toml = load_site_config(site_dir)
+    extra = extra_node_config(args.node_config or "")
+    _check_site_settings(site_dir, state_dir, args.role, extra)
     if args.role and args.role != toml.role:
         print(
             f"fedmi-site join: --role {args.role} overrides role {toml.role!r} of site.toml",
@@ -201,6 +237,16 @@ def validate_join(args: argparse.Namespace) -> list[str]:
         port=args.port,
         node_config=args.node_config or "",
     )
+
+
+def _check_site_settings(
+    site_dir: Path, state_dir: Path, role: str | None, extra: dict[str, object]
+) -> None:
+    """Resolve the site and its privacy settings exactly as the SuperNode's ClientApp will."""
+    node_config = {"data-dir": str(site_dir), "state-dir": str(state_dir), **extra}
+    if role:
+        node_config["role"] = role
+    resolve_privacy(resolve_site(node_config, {}), node_config, {})
 
 
 def diagnose(log_text: str, args: argparse.Namespace) -> str | None:
@@ -329,7 +375,8 @@ def add_join(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--node-config",
         default="",
-        help="extra node-config entries, e.g. 'epsilon-budget=3.0 dp=\"on\"' (see docs/privacy.md)",
+        help="extra node-config entries, e.g. 'epsilon=3.0 dp=\"on\"' "
+        "(keys: docs/configuration.md)",
     )
     p.add_argument("--background", action="store_true", help="detach (PID file in --state-dir)")
     p.add_argument(

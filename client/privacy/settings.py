@@ -1,23 +1,16 @@
 """Sample-level differential privacy at a site: its settings, accounting and each DP round.
 
 DP-SGD is **on by default**: a site that wants none must say so (``dp = "off"``). The
-budget is the site's own, never the coordinator's:
-
-==================  =============================  =========================================
-setting             deployment ``--node-config``    simulation / site.toml ``[privacy]``
-==================  =============================  =========================================
-DP on or off        ``dp = "on" | "off"``          ``dp = "on" | "off"`` (or true/false)
-ε budget            ``epsilon-budget``             ``epsilon`` (or ``epsilon-budget``)
-δ                   ``delta``                      ``delta``
-clipping norm       ``max-grad-norm``              ``max-grad-norm``
-accountant          ``dp-accountant``              ``accountant`` (``rdp`` or ``prv``)
-ledger folder       ``ledger-dir``                 —
-==================  =============================  =========================================
+budget is the site's own, never the coordinator's. The settings are the keys of site.toml's ``[privacy]`` table, and the SuperNode's
+``--node-config`` takes the same keys under the same names (docs/configuration.md):
+``dp`` (``"on"`` | ``"off"``), ``epsilon``, ``delta``, ``max-grad-norm`` and ``accountant``
+(``rdp`` or ``prv``); node-config adds ``ledger-dir``.
 
 Precedence: node-config, then site.toml ``[privacy]``, then (simulation only) the runner's
 ``sim-default-epsilon`` / ``sim-default-dp`` run-config keys, then the defaults
-(on, ε = 8, δ = 1e-5, clipping norm 1.0, RDP). Only the ``[privacy]`` table of site.toml
-is read (text-cut like ``[site]``; ``[truth]`` never enters the process).
+(on, ε = 8, δ = 1e-5, clipping norm 1.0, RDP). site.toml is validated whole
+(:func:`fedmi.client.site.config.read_site_toml`; ``[truth]`` is cut away as text and never
+enters the process).
 
 Ledger location (:mod:`fedmi.client.privacy.ledger`): deployment ``ledger-dir`` or else ``state-dir``;
 simulation ``sim-ledger-root/<site>`` when the run config names one, else the site's
@@ -38,25 +31,37 @@ Before each round the site charges the round's steps
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from fedmi.client.site.config import SITE_FILE, SiteConfigError, site_table_text
-from fedmi.client.site.settings import SiteSettings
+from fedmi.client.site.config import (
+    ACCOUNTANTS,
+    DEFAULT_DELTA,
+    DEFAULT_EPSILON,
+    DEFAULT_MAX_GRAD_NORM,
+    PRIVACY_SETTINGS,
+    SiteConfigError,
+    read_site_toml,
+)
+from fedmi.client.site.settings import SiteSettings, node_settings, run_settings
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+__all__ = [
+    "ACCOUNTANTS",
+    "DEFAULT_DELTA",
+    "DEFAULT_EPSILON",
+    "DEFAULT_MAX_GRAD_NORM",
+    "PrivacyConfigError",
+    "PrivacySettings",
+    "load_privacy_table",
+    "resolve_privacy",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EPSILON = 8.0
-DEFAULT_DELTA = 1e-5
-DEFAULT_MAX_GRAD_NORM = 1.0
-ACCOUNTANTS = ("rdp", "prv")
+#: the DP keys, named alike in site.toml [privacy] and node-config
+PRIVACY_KEYS = tuple(s.key for s in PRIVACY_SETTINGS)
 
 
 class PrivacyConfigError(SiteConfigError):
@@ -78,94 +83,47 @@ class PrivacySettings:
         return self.ledger_dir if self.ledger_dir is not None else site.state_dir
 
 
-def _parse_dp(value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("on", "true", "yes", "1"):
-        return True
-    if text in ("off", "false", "no", "0"):
-        return False
-    raise PrivacyConfigError(f'{where}: dp must be "on" or "off", not {value!r}')
+def load_privacy_table(site_dir: Path) -> dict[str, Any]:
+    """The ``[privacy]`` settings of ``site_dir/site.toml``, typed (empty when absent).
 
-
-def _positive(value: object, key: str, where: str, upper: float = math.inf) -> float:
-    try:
-        v = float(str(value))
-    except ValueError:
-        v = math.nan
-    if not (0 < v < upper):
-        bound = f" and below {upper}" if math.isfinite(upper) else ""
-        raise PrivacyConfigError(f"{where}: {key} must be a positive number{bound}, not {value!r}")
-    return v
-
-
-def load_privacy_table(site_dir: Path) -> dict[str, object]:
-    """The ``[privacy]`` table of ``site_dir/site.toml`` (empty when absent)."""
-    path = Path(site_dir) / SITE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(site_table_text(path.read_text(encoding="utf-8"), "privacy"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PrivacyConfigError(
-            f"{SITE_FILE}: the [privacy] table cannot be read ({exc})"
-        ) from None
-
-
-def _apply(values: dict[str, object], table: Mapping[str, object], where: str, names: dict) -> None:
-    for key, field in names.items():
-        if key in table and table[key] not in ("", None):
-            values[field] = (table[key], where, key)
+    The whole file is validated; a problem raises :class:`SiteConfigError` naming the file
+    and the key.
+    """
+    return read_site_toml(site_dir)["privacy"]
 
 
 def resolve_privacy(
     site: SiteSettings, node_config: Mapping[str, object], run_config: Mapping[str, object]
 ) -> PrivacySettings:
-    """The site's DP settings from its own configuration (module docstring)."""
-    simulated = "partition-id" in node_config and "data-dir" not in node_config
-    raw: dict[str, tuple[object, str, str]] = {}
+    """The site's DP settings from its own configuration (module docstring).
+
+    Raises
+    ------
+    PrivacyConfigError
+        An unknown node-config key or a bad value in node-config or the run config.
+    SiteConfigError
+        site.toml is unusable (the message names the file and the key).
+    """
+    node = node_settings(node_config, error=PrivacyConfigError)
+    simulated = "partition-id" in node and "data-dir" not in node
+    values: dict[str, Any] = {}
+    sim: dict[str, Any] = {}
     if simulated:
-        if run_config.get("sim-default-dp"):
-            raw["dp"] = (run_config["sim-default-dp"], "run config", "sim-default-dp")
-        if float(str(run_config.get("sim-default-epsilon") or 0)) > 0:
-            raw["epsilon"] = (
-                run_config["sim-default-epsilon"],
-                "run config",
-                "sim-default-epsilon",
-            )
-    toml_names = {
-        "dp": "dp",
-        "epsilon-budget": "epsilon",
-        "epsilon": "epsilon",
-        "delta": "delta",
-        "max-grad-norm": "max_grad_norm",
-        "accountant": "accountant",
-    }
-    _apply(raw, load_privacy_table(site.data_dir), f"{SITE_FILE} [privacy]", toml_names)
-    node_names = {
-        "dp": "dp",
-        "epsilon-budget": "epsilon",
-        "delta": "delta",
-        "max-grad-norm": "max_grad_norm",
-        "dp-accountant": "accountant",
-    }
-    _apply(raw, node_config, "node-config", node_names)
-    kwargs: dict[str, object] = {}
-    for field, (value, where, key) in raw.items():
-        if field == "dp":
-            kwargs["dp"] = _parse_dp(value, where)
-        elif field == "delta":
-            kwargs["delta"] = _positive(value, key, where, upper=1.0)
-        elif field == "accountant":
-            if str(value) not in ACCOUNTANTS:
-                raise PrivacyConfigError(f"{where}: {key} must be one of {ACCOUNTANTS}")
-            kwargs["accountant"] = str(value)
-        else:
-            kwargs[field] = _positive(value, key, where)
-    if "ledger-dir" in node_config:
-        kwargs["ledger_dir"] = Path(str(node_config["ledger-dir"])).expanduser()
+        sim = run_settings(
+            run_config,
+            ("sim-default-dp", "sim-default-epsilon", "sim-ledger-root"),
+            error=PrivacyConfigError,
+        )
+        if sim.get("sim-default-dp"):
+            values["dp"] = sim["sim-default-dp"] == "on"
+        if sim.get("sim-default-epsilon"):
+            values["epsilon"] = sim["sim-default-epsilon"]
+    values.update(load_privacy_table(site.data_dir))  # the site's own file
+    values.update({k: node[k] for k in PRIVACY_KEYS if k in node})  # its SuperNode's
+    kwargs: dict[str, Any] = {k.replace("-", "_"): v for k, v in values.items()}
+    if "ledger-dir" in node:
+        kwargs["ledger_dir"] = Path(node["ledger-dir"]).expanduser()
     elif simulated:
-        root = run_config.get("sim-ledger-root")
-        kwargs["ledger_dir"] = Path(str(root)) / site.data_dir.name if root else site.cache_dir
-    return PrivacySettings(**kwargs)  # type: ignore[arg-type]
+        root = sim.get("sim-ledger-root")
+        kwargs["ledger_dir"] = Path(root) / site.data_dir.name if root else site.cache_dir
+    return PrivacySettings(**kwargs)

@@ -24,6 +24,7 @@ from fedmi.server.deploy.flower import (
     run_command,
 )
 from fedmi.server.deploy.superlink import DEFAULT_PORT, start_superlink, stop_superlink
+from fedmi.shared.run_config import RunConfig, RunConfigError
 
 
 def _fail(message: str) -> int:
@@ -81,7 +82,36 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_run_config(text: str) -> dict[str, object]:
+    """``--run-config`` (Flower's ``key=value`` syntax) parsed and validated before submitting.
+
+    Flower's Control API refuses unknown keys too, but only after the app is packed and
+    sent, and without naming the close match.
+
+    Raises
+    ------
+    RunConfigError
+        Not Flower's syntax, an unknown key (with the close match), a wrong type or a
+        value out of range.
+    """
+    if not text.strip():
+        return {}
+    from flwr.common.config import parse_config_args
+
+    try:
+        values = parse_config_args([text])
+    except Exception as exc:  # click.ClickException (syntax) or ValueError
+        detail = getattr(exc, "message", None) or str(exc)
+        raise RunConfigError(f"--run-config {text!r}: {detail}") from None
+    RunConfig.from_mapping(values, source="--run-config")
+    return values
+
+
 def _run(args: argparse.Namespace) -> int:
+    try:
+        check_run_config(args.run_config or "")
+    except RunConfigError as exc:
+        return _fail(str(exc))
     try:
         cmd = run_command(
             Path(args.out),

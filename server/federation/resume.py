@@ -51,6 +51,11 @@ OPERATIONAL_KEYS = frozenset(
         "min-train-replies",
         "report-prevalences",
         "client-threads",
+        # simulation stand-ins for where sites keep their files and what they release
+        "sim-state-root",
+        "sim-cache-root",
+        "sim-ledger-root",
+        "sim-min-cell-count",
     }
 )
 #: FedOpt-family attributes holding server-side optimiser state (name → prefix in the npz)

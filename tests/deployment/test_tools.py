@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import stat
@@ -210,3 +211,59 @@ def test_the_flower_app_is_the_checkout_holding_pyproject():
     root = app_dir()
     assert (root / "pyproject.toml").is_file()
     assert 'serverapp = "fedmi.server.app:app"' in (root / "pyproject.toml").read_text()
+
+
+def test_server_run_checks_the_run_config_before_submitting(tmp_path, capsys, monkeypatch):
+    from fedmi.server.deploy import cli as deploy_cli
+
+    def submitted(*_a, **_k):
+        raise AssertionError("flwr run must not start")
+
+    monkeypatch.setattr(deploy_cli.subprocess, "call", submitted)
+    out = tmp_path / "run"
+    cases = [
+        (
+            'modle="cnn" num-server-rounds=3',
+            r"fedmi-server: --run-config: `modle` is not a run config setting; "
+            r"did you mean `model`\?",
+        ),
+        (
+            'num-server-rounds="3"',
+            r"fedmi-server: --run-config: `num-server-rounds` must be a whole number "
+            r"\(at least 1\), not '3'",
+        ),
+        ("task=fdg-ad", r"fedmi-server: --run-config 'task=fdg-ad': .*key3=\"string\".*"),
+    ]
+    for text, message in cases:
+        assert server_cli.main(["run", "--out", str(out), "--run-config", text]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.fullmatch(message, err[0]), err
+    assert not out.exists()
+
+
+def test_join_checks_site_toml_and_node_config_before_starting(tmp_path, pki, capsys):
+    good, _ = pki
+    private, _ = generate_site_key(tmp_path / "k")
+    site = tmp_path / "site"
+    site.mkdir()
+    toml = site / "site.toml"
+    base = ["join", "--superlink", "127.0.0.1:1", "--ca", str(good.ca_cert), "--key", str(private)]
+    base += ["--site-dir", str(site), "--state-dir", str(tmp_path / "state")]
+    toml.write_text('role = "holdout"\n')
+    assert site_cli.main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fedmi-site join: {toml}: `role` belongs in [site], not at the top level"], err
+    toml.write_text('[site]\nsite-id = "h1"\n')
+    cases = [
+        (
+            "epsilon-budget=3.0",
+            r"`epsilon-budget` is not a node-config setting; did you mean `epsilon`\?",
+        ),
+        ("delta=2.0", r"`delta` must be a number \(greater than 0 and less than 1\), not 2\.0"),
+        ('data-dir="/elsewhere"', r"`data-dir` is set by join from --site-dir"),
+    ]
+    for extra, message in cases:
+        assert site_cli.main([*base, "--node-config", extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(message, err[0]), err
+    assert not (tmp_path / "state").exists()  # nothing started, nothing written

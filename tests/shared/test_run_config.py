@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from fedmi.shared.run_config import RunConfig, RunConfigError
+from fedmi.shared.config_schema import ConfigError
+from fedmi.shared.run_config import RUN_CONFIG, RunConfig, RunConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,6 +16,8 @@ def test_pyproject_run_config_matches_the_dataclass_defaults():
         assert key in table, f"{key} missing from [tool.flwr.app.config]"
         assert table[key] == value, key
     assert RunConfig.from_mapping(table) == RunConfig()
+    # every key of the table is declared (and nothing else): Flower passes them all
+    assert sorted(table) == sorted(RUN_CONFIG.keys()) == sorted(defaults)
 
 
 @pytest.mark.parametrize(
@@ -41,3 +44,41 @@ def test_model_defaults_fill_settings_left_at_zero():
     assert (cnn.effective_batch_size, cnn.effective_local_epochs) == (16, 1)
     chosen = RunConfig.from_mapping({"batch-size": 8, "local-epochs": 2})
     assert (chosen.effective_batch_size, chosen.effective_local_epochs) == (8, 2)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"modle": "cnn"},
+            r"^run config: `modle` is not a run config setting; did you mean `model`\?$",
+        ),
+        ({"num-server-rounds": "6"}, r"`num-server-rounds` must be a whole number .*, not '6'$"),
+        ({"learning-rate": True}, r"`learning-rate` must be a number"),
+        ({"round-timeout": 0}, r"`round-timeout` must be a number \(greater than 0\), not 0$"),
+        ({"proximal-mu": -1.0}, r"`proximal-mu` must be a number \(at least 0\)"),
+        ({"sim-default-dp": "false"}, r'`sim-default-dp` must be one of "", "on", "off"'),
+        ({"sim-role-overrides": "site-b=boss"}, r"`sim-role-overrides` must list site-id=role"),
+        ({"report-prevalences": "0.05,2"}, r"`report-prevalences` must list numbers between 0"),
+        ({"epsilon-budget": 3}, r"`epsilon-budget` is not a run config setting$"),
+    ],
+)
+def test_strict_run_config_names_the_key_and_the_close_match(values, message):
+    with pytest.raises(RunConfigError, match=message):
+        RunConfig.from_mapping(values)
+
+
+def test_the_source_is_named_and_the_error_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^--run-config: `min-node` .*did you mean `min-nodes`"):
+        RunConfig.from_mapping({"min-node": 3}, source="--run-config")
+    assert issubclass(RunConfigError, ValueError)
+
+
+def test_simulation_keys_are_typed_settings_and_ints_stand_for_floats():
+    cfg = RunConfig.from_mapping(
+        {"sim-default-epsilon": 3, "sim-min-cell-count": 2, "client-threads": 2, "node-wait": 5}
+    )
+    assert (cfg.sim_default_epsilon, cfg.sim_min_cell_count, cfg.client_threads) == (3.0, 2, 2)
+    assert isinstance(cfg.node_wait, float) and cfg.as_dict()["sim-default-epsilon"] == 3.0
+    with pytest.raises(RunConfigError, match="report-prevalences"):
+        RunConfig(report_prevalences="half").validate()

@@ -145,8 +145,8 @@ def test_privacy_settings_come_from_the_site(tmp_path):
     assert (got.dp, got.epsilon, got.delta) == (True, 2.5, 1e-6)  # the site's own wins
     assert str(got.ledger_dir) == f"/x/{site.data_dir.name}"
     assert resolve_privacy(site, sim, {}).ledger_dir == site.cache_dir
-    node = {"data-dir": str(site.data_dir), "dp": "off", "epsilon-budget": 1}
+    node = {"data-dir": str(site.data_dir), "dp": "off", "epsilon": 1}
     assert resolve_privacy(site, node, {"sim-default-epsilon": 9}).dp is False
-    for bad in ({"dp": "maybe"}, {"epsilon-budget": -1}, {"delta": 2}):
+    for bad in ({"dp": "maybe"}, {"epsilon": -1}, {"delta": 2}):
         with pytest.raises(PrivacyConfigError):
             resolve_privacy(site, {"data-dir": "d", **bad}, {})

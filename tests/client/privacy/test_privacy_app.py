@@ -74,9 +74,9 @@ def test_a_site_that_says_off_trains_without_dp(flower_identity, ctx, tmp_path):
 
 def test_budget_exhausted_and_ledger_error_are_declared_replies(flower_identity, ctx, tmp_path):
     app = build_client_app()
-    first = app(_train(flower_identity, 1, 1), ctx(**{"epsilon-budget": 2.0}))
+    first = app(_train(flower_identity, 1, 1), ctx(epsilon=2.0))
     assert first.content[contract.SITE]["status"] == "ok"
-    over = app(_train(flower_identity, 2, 1), ctx(**{"epsilon-budget": 2.0}))
+    over = app(_train(flower_identity, 2, 1), ctx(epsilon=2.0))
     assert contract.check_reply(contract.TRAIN, over.content, EXPECTED) == []
     assert over.content[contract.SITE]["status"] == "budget-exhausted"
     assert contract.ARRAYS not in over.content
