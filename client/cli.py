@@ -26,8 +26,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.site.config import SiteConfigError
 
+    # --state-dir: the SuperNode's state folder, whose ingest/ cache its ClientApp reads
+    out = Path(args.state_dir) / "ingest" if args.state_dir else Path(args.out)
     try:
-        report = ingest_site(args.site_dir, args.task, args.out, workers=args.workers)
+        report = ingest_site(args.site_dir, args.task, out, workers=args.workers)
     except (SiteConfigError, ValueError) as exc:
         print(f"fedmi-site ingest: {exc}", file=sys.stderr)
         return 2
@@ -35,7 +37,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"{s['series_accepted']} series accepted ({s['series_from_cache']} from cache), "
         f"{s['series_rejected']} rejected, {s['files_rejected']} of {s['files_found']} files "
-        f"not used; see {Path(args.out) / 'ingest_report.json'}"
+        f"not used; see {out / 'ingest_report.json'}"
     )
     for reason, n in s["by_reason"].items():
         print(f"  {reason}: {n}")
@@ -52,15 +54,23 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
         description=(
             "Find every DICOM file under SITE_DIR/dicom/, convert PET to SUVbw (QIBA) and SPECT "
             "to counts, put each series on the task's template grid, divide by the reference "
-            "region, cache the result and write OUT/ingest_report.json with a reason for every "
-            "rejected file or series."
+            "region, cache the result and write ingest_report.json with a reason for every "
+            "rejected file or series. Ingest is an explicit step: a site that has not ingested "
+            "answers the coordinator with no-data."
         ),
         epilog="rejection reasons:\n" + codes,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--site-dir", type=Path, required=True, help="site folder (dicom/, labels.csv)")
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="clinical task")
-    p.add_argument("--out", type=Path, required=True, help="state folder (cache and reports)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--state-dir",
+        type=Path,
+        help="the site's state folder (the SuperNode's --state-dir): the cache goes to "
+        "STATE_DIR/ingest, where the site's ClientApp reads it",
+    )
+    where.add_argument("--out", type=Path, help="write the cache and reports to this folder itself")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.set_defaults(handler=_cmd_ingest)
 

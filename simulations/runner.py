@@ -45,6 +45,36 @@ def ingest_all(sites: list[SiteSettings], task: str) -> None:
         log.info("ingested site %d/%d in %.1f s", i, len(sites), time.perf_counter() - t)
 
 
+def _federation(
+    data_root: Path | None,
+    out_dir: Path,
+    task: str,
+    seed: int,
+    site_keys: dict[str, object],
+) -> tuple[Path, list[SiteSettings]]:
+    """The federation's root and its sites, each resolved (site.toml checked) as its ClientApp will.
+
+    A given ``data_root`` is checked before anything is written; without one the default
+    preset is generated into ``out_dir/data``. ``site_keys``: the simulated sites' own
+    settings (``sim-*``: roles for LOSO folds, min cell count, DP defaults).
+    """
+    if data_root is not None:
+        data_root = data_root.resolve()
+        sites = site_settings(data_root, out_dir, site_keys)
+        if not sites:
+            raise FileNotFoundError(f"no site folders (with site.toml) under {data_root}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return data_root, sites
+    from fedmi.simulations.generator import generate_federation
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_root = out_dir / "data"
+    if not list_site_dirs(data_root) if data_root.exists() else True:
+        log.info("no --data given: generating the default %s federation", task)
+        generate_federation(data_root, task=task, preset="default", seed=seed)
+    return data_root.resolve(), site_settings(data_root.resolve(), out_dir, site_keys)
+
+
 def run(
     *,
     data_root: Path | None,
@@ -72,21 +102,8 @@ def run(
     }
     cfg = RunConfig.from_mapping(values)
     out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if data_root is None:
-        from fedmi.simulations.generator import generate_federation
-
-        data_root = out_dir / "data"
-        if not list_site_dirs(data_root) if data_root.exists() else True:
-            log.info("no --data given: generating the default %s federation", task)
-            generate_federation(data_root, task=task, preset="default", seed=seed)
-    data_root = data_root.resolve()
-    sites = site_settings(data_root, out_dir)
-    if not sites:
-        raise FileNotFoundError(f"no site folders (with site.toml) under {data_root}")
     site_keys = {k: v for k, v in (extra or {}).items() if k.startswith("sim-")}
-    if site_keys:  # simulated sites' own settings (roles for LOSO folds, min cell count)
-        sites = site_settings(data_root, out_dir, site_keys)
+    data_root, sites = _federation(data_root, out_dir, task, seed, site_keys)
     ingest_all(sites, task)
     t0 = time.perf_counter()
     if federated:

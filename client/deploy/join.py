@@ -33,6 +33,7 @@ from fedmi.client.deploy.keys import (
     check_private_key,
     generate_site_key,
 )
+from fedmi.client.ingest.report import REPORT_FILE
 from fedmi.client.privacy.settings import resolve_privacy
 from fedmi.client.site.config import ROLES, SiteConfigError, load_site_config
 from fedmi.client.site.settings import node_settings, resolve_site
@@ -246,7 +247,15 @@ def _check_site_settings(
     node_config = {"data-dir": str(site_dir), "state-dir": str(state_dir), **extra}
     if role:
         node_config["role"] = role
-    resolve_privacy(resolve_site(node_config, {}), node_config, {})
+    site = resolve_site(node_config, {})
+    resolve_privacy(site, node_config, {})
+    if not (site.cache_dir / REPORT_FILE).is_file():
+        # ingest is an explicit step: the SuperNode never starts one on a message
+        raise JoinError(
+            f"this site has not ingested its DICOM into {site.cache_dir}: run `fedmi-site "
+            f"check --site-dir {site_dir} --task TASK --state-dir {state_dir}` (or "
+            "`fedmi-site ingest ... --state-dir`) first, then join"
+        )
 
 
 def diagnose(log_text: str, args: argparse.Namespace) -> str | None:

@@ -267,3 +267,17 @@ def test_join_checks_site_toml_and_node_config_before_starting(tmp_path, pki, ca
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and re.search(message, err[0]), err
     assert not (tmp_path / "state").exists()  # nothing started, nothing written
+
+
+def test_join_refuses_a_site_that_has_not_ingested(tmp_path, pki, capsys):
+    """Ingest is an explicit step: join names the command instead of a surprise ingest."""
+    good, _ = pki
+    private, _ = generate_site_key(tmp_path / "k")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "site.toml").write_text('[site]\nsite-id = "h1"\n')
+    args = ["join", "--superlink", "127.0.0.1:1", "--ca", str(good.ca_cert), "--key", str(private)]
+    args += ["--site-dir", str(site), "--state-dir", str(tmp_path / "state")]
+    assert site_cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has not ingested" in err[0] and "fedmi-site check" in err[0], err
