@@ -79,39 +79,27 @@ def _cut_short(path: Path) -> bool:
 
 
 def read_header(path: Path, relpath: str, size: int, mtime_ns: int) -> FileRecord:
-    """Read the grouping attributes of one file (never raises)."""
+    """Read the grouping attributes of one file (never raises).
+
+    Reads the :data:`DISCOVERY_TAGS` (no pixels): (0008,0016) *SOP Class UID*, (0008,0018)
+    *SOP Instance UID*, (0020,000E) *Series Instance UID*, (0008,0060) *Modality*,
+    (0010,0020) *Patient ID* and (0008,0008) *Image Type*; a file that is empty, a
+    DICOMDIR, unreadable, not DICOM, cut short or without UIDs gets a ``reason``.
+    """
     rec = FileRecord(relpath, size, mtime_ns)
     if size == 0:
         rec.reason, rec.message = "not_dicom", f"{relpath} is empty (0 bytes); delete it."
         return rec
     try:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=DISCOVERY_TAGS)
-            raw = False
-        except InvalidDicomError:
-            # No 128-byte preamble + 'DICM': maybe a raw data set (old PACS exports).
-            ds = pydicom.dcmread(
-                path, stop_before_pixels=True, specific_tags=DISCOVERY_TAGS, force=True
-            )
-            raw = True
-        meta = getattr(ds, "file_meta", None)
-        media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-        if media_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in ds:
+        ds, raw = _read_discovery_tags(path)
+        if _is_dicomdir(ds):
             rec.reason = "dicomdir"
             rec.message = (
                 f"{relpath} is a DICOMDIR media index; it is ignored and the image files "
                 "it lists are read directly."
             )
             return rec
-        rec.sop_class = str(ds.get("SOPClassUID", "") or "").strip()
-        rec.sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
-        rec.series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-        rec.modality = str(ds.get("Modality", "") or "").strip().upper()
-        rec.patient_id = str(ds.get("PatientID", "") or "").strip()
-        image_type = ds.get("ImageType") or []
-        if isinstance(image_type, str):
-            image_type = [image_type]
-        rec.image_type = [str(v).strip().upper() for v in image_type]
+        _fill_grouping(rec, ds)
     except EOFError:
         rec.reason = "truncated"
         rec.message = f"{relpath} ends inside its DICOM header; re-copy it from the scanner/PACS."
@@ -123,25 +111,82 @@ def read_header(path: Path, relpath: str, size: int, mtime_ns: int) -> FileRecor
             "DICOM folder if it is not an image."
         )
         return rec
+    _check_identifiers(rec, path, raw)
+    return rec
+
+
+def _read_discovery_tags(path: Path) -> tuple[pydicom.Dataset, bool]:
+    """The :data:`DISCOVERY_TAGS` of a file, without pixels.
+
+    A file without the 128-byte preamble and ``DICM`` prefix (a raw data set, as some old
+    PACS export) is read again with ``force=True``.
+
+    Returns
+    -------
+    tuple
+        ``(dataset, raw)`` with ``raw`` true for the forced read.
+    """
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=DISCOVERY_TAGS)
+        return ds, False
+    except InvalidDicomError:
+        # No 128-byte preamble + 'DICM': maybe a raw data set (old PACS exports).
+        ds = pydicom.dcmread(
+            path, stop_before_pixels=True, specific_tags=DISCOVERY_TAGS, force=True
+        )
+        return ds, True
+
+
+def _is_dicomdir(ds: pydicom.Dataset) -> bool:
+    """Whether (0002,0002) *Media Storage SOP Class UID* is Media Storage Directory Storage
+    or the data set has a (0004,1220) *Directory Record Sequence*."""
+    meta = getattr(ds, "file_meta", None)
+    media_class = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
+    return media_class == MediaStorageDirectoryStorage or "DirectoryRecordSequence" in ds
+
+
+def _fill_grouping(rec: FileRecord, ds: pydicom.Dataset) -> None:
+    """Copy the grouping attributes of ``ds`` into ``rec`` (stripped; modality and
+    image-type values upper-cased): (0008,0016) *SOP Class UID*, (0008,0018) *SOP Instance
+    UID*, (0020,000E) *Series Instance UID*, (0008,0060) *Modality*, (0010,0020) *Patient
+    ID* and (0008,0008) *Image Type*."""
+    rec.sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    rec.sop_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+    rec.series_uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    rec.modality = str(ds.get("Modality", "") or "").strip().upper()
+    rec.patient_id = str(ds.get("PatientID", "") or "").strip()
+    image_type = ds.get("ImageType") or []
+    if isinstance(image_type, str):
+        image_type = [image_type]
+    rec.image_type = [str(v).strip().upper() for v in image_type]
+
+
+def _check_identifiers(rec: FileRecord, path: Path, raw: bool) -> None:
+    """Set ``rec.reason`` when the file cannot be grouped into a series.
+
+    ``not_dicom`` for a raw read without (0008,0016) *SOP Class UID* or (0020,000E)
+    *Series Instance UID*; ``truncated`` when (0020,000E) or (0008,0018) *SOP Instance
+    UID* is missing and a full read finds no (7FE0,0010) *Pixel Data*; ``missing_uid``
+    when either UID is missing otherwise.
+    """
     if raw and not (rec.sop_class and rec.series_uid):
         rec.reason = "not_dicom"
         rec.message = (
-            f"{relpath} is not a DICOM file (no 'DICM' prefix and no DICOM identifiers). "
+            f"{rec.relpath} is not a DICOM file (no 'DICM' prefix and no DICOM identifiers). "
             "Remove it from the DICOM folder if it is not an image."
         )
     elif (not rec.series_uid or not rec.sop_uid) and _cut_short(path):
         rec.reason = "truncated"
         rec.message = (
-            f"{relpath} ends inside its DICOM header (no Series/SOP Instance UID and no pixel "
-            "data); re-copy it from the scanner/PACS."
+            f"{rec.relpath} ends inside its DICOM header (no Series/SOP Instance UID and no "
+            "pixel data); re-copy it from the scanner/PACS."
         )
     elif not rec.series_uid or not rec.sop_uid:
         rec.reason = "missing_uid"
         rec.message = (
-            f"{relpath} has no (0020,000E) Series Instance UID or (0008,0018) SOP Instance UID, "
-            "so it cannot be grouped into a series. Re-export it from the scanner/PACS."
+            f"{rec.relpath} has no (0020,000E) Series Instance UID or (0008,0018) SOP Instance "
+            "UID, so it cannot be grouped into a series. Re-export it from the scanner/PACS."
         )
-    return rec
 
 
 def discover(site_dir: Path, index: dict[str, dict] | None = None) -> tuple[list[FileRecord], int]:

@@ -144,6 +144,40 @@ def order_slices(
     pos = ipps @ normal
     order = np.argsort(pos, kind="stable")
     pos = pos[order]
+    step = _even_gap(pos, series)
+    if expected_slices is not None and expected_slices > n:
+        raise IngestError(
+            "missing_slices",
+            f"{series}: (0054,0081) Number of Slices says {expected_slices} but only {n} files "
+            "were found. Re-send the complete series from the scanner or PACS.",
+        )
+    sorted_ipps = ipps[order]
+    _check_in_plane_drift(sorted_ipps, pos, normal, step, series)
+    return order, (sorted_ipps[-1] - sorted_ipps[0]) / (n - 1)
+
+
+def _even_gap(pos: np.ndarray, series: str) -> float:
+    """The common gap (mm) between sorted slice positions along the normal.
+
+    Parameters
+    ----------
+    pos
+        Sorted ``dot(normal, (0020,0032) Image Position (Patient))`` of each slice.
+    series
+        Series description for error messages.
+
+    Returns
+    -------
+    float
+        The median gap.
+
+    Raises
+    ------
+    IngestError
+        ``conflicting_duplicates`` for two slices at one position; ``missing_slices`` when
+        every gap is a whole multiple of the median and one is at least twice it;
+        ``uneven_spacing`` for any other irregular gap.
+    """
     gaps = np.diff(pos)
     if np.any(gaps < POSITION_ATOL_MM):
         k = int(np.argmin(gaps))
@@ -171,14 +205,32 @@ def order_slices(
             f"{series}: slice gaps vary from {float(gaps.min()):.3f} to {float(gaps.max()):.3f} mm "
             f"(median {step:.3f} mm). Reconstruct or export the series with uniform slice spacing.",
         )
-    if expected_slices is not None and expected_slices > n:
-        raise IngestError(
-            "missing_slices",
-            f"{series}: (0054,0081) Number of Slices says {expected_slices} but only {n} files "
-            "were found. Re-send the complete series from the scanner or PACS.",
-        )
-    sorted_ipps = ipps[order]
-    slice_step = (sorted_ipps[-1] - sorted_ipps[0]) / (n - 1)
+    return step
+
+
+def _check_in_plane_drift(
+    sorted_ipps: np.ndarray, pos: np.ndarray, normal: np.ndarray, step: float, series: str
+) -> None:
+    """Check that the slice origins lie on one line along the normal.
+
+    Parameters
+    ----------
+    sorted_ipps
+        ``(n, 3)`` (0020,0032) *Image Position (Patient)* in slice order.
+    pos
+        Their positions along ``normal`` (mm).
+    normal
+        Unit normal of (0020,0037) *Image Orientation (Patient)*.
+    step
+        The slice gap (mm); the tolerance is 5 % of it, at least 0.05 mm.
+    series
+        Series description for error messages.
+
+    Raises
+    ------
+    IngestError
+        ``inconsistent_geometry`` for origins that drift in-plane (gantry tilt, sheared stack).
+    """
     drift = sorted_ipps - sorted_ipps[0] - np.outer(pos - pos[0], normal)
     if float(np.abs(drift).max()) > max(0.05 * step, 0.05):
         raise IngestError(
@@ -186,4 +238,3 @@ def order_slices(
             f"{series}: slice origins drift in-plane by up to {float(np.abs(drift).max()):.2f} mm "
             "(gantry tilt or a sheared stack). Export the series resampled to an orthogonal grid.",
         )
-    return order, slice_step

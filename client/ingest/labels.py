@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedmi.client.ingest.discovery import FileRecord
+from fedmi.client.ingest.errors import IngestError
 from fedmi.shared.tasks import TaskSpec
 
 
@@ -71,3 +74,55 @@ def read_labels(path: Path, task: TaskSpec) -> Labels:
             f"labels.csv cannot be read ({type(exc).__name__}: {exc}). Save it as UTF-8 CSV."
         )
     return out
+
+
+def label_problem(
+    uid: str, recs: Sequence[FileRecord], labels: Labels, task: str
+) -> IngestError | None:
+    """Why a series cannot be matched to a valid label in labels.csv, if it cannot.
+
+    Reads the (0010,0020) *Patient ID* of every file of the series (from discovery).
+
+    Parameters
+    ----------
+    uid
+        (0020,000E) *Series Instance UID* of the series.
+    recs
+        Its files' discovery records.
+    labels
+        The site's labels (:func:`read_labels`).
+    task
+        Task name, for the message.
+
+    Returns
+    -------
+    IngestError or None
+        ``unlabelled_patient`` (several or no Patient IDs, no usable labels.csv, patient
+        not listed) or ``invalid_label``; ``None`` when the patient has a valid label.
+    """
+    pids = sorted({r.patient_id for r in recs})
+    where = f"series {uid} ({recs[0].relpath})"
+    if len(pids) > 1:
+        return IngestError(
+            "unlabelled_patient",
+            f"{where} mixes (0010,0020) Patient IDs {pids}; a series belongs to one patient. "
+            "Re-export it from the scanner or PACS.",
+        )
+    pid = pids[0]
+    if not pid:
+        return IngestError(
+            "unlabelled_patient",
+            f"{where} has no (0010,0020) Patient ID, so it cannot be matched to labels.csv. "
+            "Fill the Patient ID (pseudonymised is fine) and re-export.",
+        )
+    if labels.error is not None:
+        return IngestError("unlabelled_patient", f"{where}: {labels.error}")
+    if pid in labels.invalid:
+        return IngestError("invalid_label", f"{where}: {labels.invalid[pid]}")
+    if pid not in labels.values:
+        return IngestError(
+            "unlabelled_patient",
+            f"{where}: patient {pid} is not in labels.csv; add a row '{pid},<label>' for task "
+            f"{task} or remove the series.",
+        )
+    return None

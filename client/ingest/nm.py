@@ -19,8 +19,14 @@ from pydicom.uid import NuclearMedicineImageStorage
 
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.geometry import affine_lps, direction_cosines
-from fedmi.client.ingest.tracer import tracer_of
-from fedmi.client.ingest.volume import NativeSeries, read_dataset, stored_pixels, text
+from fedmi.client.ingest.volume import (
+    NativeSeries,
+    native_series,
+    read_dataset,
+    rescale,
+    stored_pixels,
+    text,
+)
 
 #: (0008,0008) *Image Type* value 3 of reconstructed tomograms.
 RECON_TYPES = ("RECON TOMO", "RECON GATED TOMO")
@@ -40,7 +46,64 @@ def nm_image_kind(image_type: object) -> str:
     return "unknown"
 
 
+def nm_object_problem(
+    label: str, kinds: set[str], image_type: str, sop_class: str
+) -> IngestError | None:
+    """Why an NM object is not a reconstructed SPECT volume ingest can read, if it is not.
+
+    The same checks serve the header-only precheck (on discovery records) and the loader
+    (on the data set).
+
+    Parameters
+    ----------
+    label
+        Series description that starts each message.
+    kinds
+        :func:`nm_image_kind` of the (0008,0008) *Image Type* of each object.
+    image_type
+        The (0008,0008) *Image Type* values joined with ``/``, for the message.
+    sop_class
+        (0008,0016) *SOP Class UID*.
+
+    Returns
+    -------
+    IngestError or None
+        ``planar_nm``, ``nm_projections`` or ``unsupported_sop_class`` (in that order of
+        precedence), or ``None``.
+    """
+    if "planar" in kinds:
+        return IngestError(
+            "planar_nm",
+            f"{label} is a planar/whole-body NM image ((0008,0008) Image Type "
+            f"{image_type}); the task needs the reconstructed SPECT volume (RECON TOMO). "
+            "Export the reconstruction instead.",
+        )
+    if "projections" in kinds:
+        return IngestError(
+            "nm_projections",
+            f"{label} holds SPECT projections (Image Type TOMO), not a reconstruction. "
+            "Reconstruct on the workstation and export the RECON TOMO object.",
+        )
+    if sop_class != NuclearMedicineImageStorage:
+        return IngestError(
+            "unsupported_sop_class",
+            f"{label} has (0008,0016) SOP Class UID {sop_class}; reconstructed SPECT must be "
+            "NM Image Storage (1.2.840.10008.5.1.4.1.1.20). Export it as such.",
+        )
+    return None
+
+
 def _geometry_item(ds: Dataset) -> Dataset:
+    """The data set holding (0020,0032)/(0020,0037) *Image Position/Orientation (Patient)*.
+
+    That is the first item of (0054,0022) *Detector Information Sequence* that has both,
+    else the top level.
+
+    Raises
+    ------
+    IngestError
+        ``missing_geometry`` when neither place has both attributes.
+    """
     for item in ds.get("DetectorInformationSequence") or []:
         if "ImagePositionPatient" in item and "ImageOrientationPatient" in item:
             return item
@@ -53,47 +116,22 @@ def _geometry_item(ds: Dataset) -> Dataset:
     )
 
 
-def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
-    """Read a reconstructed SPECT object into a counts volume.
+def _plane(ds: Dataset, label: str) -> tuple[list[float], np.ndarray, list[float], np.ndarray]:
+    """The image plane of the first frame.
 
-    Parameters
-    ----------
-    path
-        The NM multi-frame file.
-    name
-        How to name the file in messages (default: its path).
+    Reads (0020,0037) *Image Orientation (Patient)* and (0020,0032) *Image Position
+    (Patient)* (see :func:`_geometry_item`) and (0028,0030) *Pixel Spacing*.
+
+    Returns
+    -------
+    tuple
+        ``(iop, first_ipp, pixel_spacing, normal)``; ``normal`` is the unit slice normal.
 
     Raises
     ------
     IngestError
-        ``planar_nm`` / ``nm_projections`` for objects that are not reconstructed
-        tomograms, ``missing_geometry``, ``missing_slices``, ``truncated``, ...
+        ``missing_geometry`` when any of them is absent or malformed.
     """
-    path = Path(path)
-    name = name or str(path)
-    ds = read_dataset(path, name)
-    uid = text(ds, "SeriesInstanceUID")
-    label = f"NM series {uid} ({name})"
-    kind = nm_image_kind(ds.get("ImageType"))
-    if kind == "planar":
-        raise IngestError(
-            "planar_nm",
-            f"{label} is a planar/whole-body NM image ((0008,0008) Image Type "
-            f"{'/'.join(map(str, ds.get('ImageType') or []))}); the task needs the reconstructed "
-            "SPECT volume (RECON TOMO). Export the reconstruction instead.",
-        )
-    if kind == "projections":
-        raise IngestError(
-            "nm_projections",
-            f"{label} holds SPECT projections (Image Type TOMO), not a reconstruction. "
-            "Reconstruct on the workstation and export the RECON TOMO object.",
-        )
-    if text(ds, "SOPClassUID") != NuclearMedicineImageStorage:
-        raise IngestError(
-            "unsupported_sop_class",
-            f"{label} has (0008,0016) SOP Class UID {text(ds, 'SOPClassUID')}; reconstructed "
-            "SPECT must be NM Image Storage (1.2.840.10008.5.1.4.1.1.20). Export it as such.",
-        )
     try:
         geo = _geometry_item(ds)
         iop = [float(v) for v in geo.ImageOrientationPatient]
@@ -107,7 +145,21 @@ def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
             f"{label}: the volume cannot be placed in space ({msg}). Re-export the SPECT "
             "reconstruction with its geometry.",
         ) from None
-    notes: list[str] = []
+    return iop, ipp, spacing, normal
+
+
+def _slice_step(ds: Dataset, label: str, notes: list[str]) -> float:
+    """Signed distance (mm) between frames along the normal.
+
+    (0018,0088) *Spacing Between Slices*, else (0018,0050) *Slice Thickness* (noted as
+    ``slice_step_from_slice_thickness``); a negative spacing (frames run against the
+    normal) is noted as ``negative_slice_spacing``.
+
+    Raises
+    ------
+    IngestError
+        ``missing_geometry`` when both are missing or the step is zero.
+    """
     step = ds.get("SpacingBetweenSlices")
     if step in (None, ""):
         step = ds.get("SliceThickness")
@@ -120,6 +172,23 @@ def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
         )
     if float(step) < 0:
         notes.append("negative_slice_spacing")
+    return float(step)
+
+
+def _frames(ds: Dataset, name: str, label: str, notes: list[str]) -> np.ndarray:
+    """Stored frames ``[frame, row, column]`` in slice order.
+
+    Reads (7FE0,0010) *Pixel Data* (see :func:`fedmi.client.ingest.volume.stored_pixels`),
+    checks the frame count against (0054,0081) *Number of Slices* and sorts the frames by
+    (0054,0080) *Slice Vector* when it has one entry per frame (noted as
+    ``frames_reordered_by_slice_vector`` when that changes the order).
+
+    Raises
+    ------
+    IngestError
+        ``missing_slices`` for fewer than two frames or a count that disagrees with
+        Number of Slices; ``truncated`` / ``unsupported_pixels`` from the pixel data.
+    """
     frames = stored_pixels(ds, name)
     n = frames.shape[0]
     if n < 2:
@@ -141,26 +210,56 @@ def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
         if not np.array_equal(order, np.arange(n)):
             frames = frames[order]
             notes.append("frames_reordered_by_slice_vector")
-    slope = ds.get("RescaleSlope")
-    icpt = ds.get("RescaleIntercept")
+    return frames
+
+
+def _counts(ds: Dataset, frames: np.ndarray) -> np.ndarray:
+    """float32 counts: frames times (0028,1053) *Rescale Slope* plus (0028,1052) *Rescale
+    Intercept*, each applied only when it is not the identity (1 and 0)."""
+    slope, icpt = rescale(ds)
     vol = frames.astype(np.float32)
-    if slope not in (None, "") and float(slope) != 1.0:
-        vol *= np.float32(float(slope))
-    if icpt not in (None, "") and float(icpt) != 0.0:
-        vol += np.float32(float(icpt))
-    tracer, tracer_text = tracer_of(ds)
-    return NativeSeries(
-        volume=vol.transpose(2, 1, 0),
-        affine_lps=affine_lps(iop, spacing, ipp, float(step) * normal),
-        suv_factor=None,
+    if slope != 1.0:
+        vol *= np.float32(slope)
+    if icpt != 0.0:
+        vol += np.float32(icpt)
+    return vol
+
+
+def load_nm_series(path: Path, name: str | None = None) -> NativeSeries:
+    """Read a reconstructed SPECT object into a counts volume.
+
+    Parameters
+    ----------
+    path
+        The NM multi-frame file.
+    name
+        How to name the file in messages (default: its path).
+
+    Raises
+    ------
+    IngestError
+        ``planar_nm`` / ``nm_projections`` for objects that are not reconstructed
+        tomograms, ``missing_geometry``, ``missing_slices``, ``truncated``, ...
+    """
+    path = Path(path)
+    name = name or str(path)
+    ds = read_dataset(path, name)
+    label = f"NM series {text(ds, 'SeriesInstanceUID')} ({name})"
+    image_type = "/".join(map(str, ds.get("ImageType") or []))
+    kind = nm_image_kind(ds.get("ImageType"))
+    err = nm_object_problem(label, {kind}, image_type, text(ds, "SOPClassUID"))
+    if err is not None:
+        raise err
+    iop, ipp, spacing, normal = _plane(ds, label)
+    notes: list[str] = []
+    step = _slice_step(ds, label, notes)
+    frames = _frames(ds, name, label, notes)
+    return native_series(
+        ds,
         modality="NM",
-        tracer=tracer,
-        tracer_text=tracer_text,
-        series_uid=uid,
-        patient_id=text(ds, "PatientID"),
-        manufacturer=text(ds, "Manufacturer"),
-        model=text(ds, "ManufacturerModelName"),
-        reconstruction=text(ds, "ReconstructionMethod"),
+        volume=_counts(ds, frames),
+        affine=affine_lps(iop, spacing, ipp, step * normal),
+        suv_factor=None,
         files=[path],
         notes=notes,
     )

@@ -12,18 +12,20 @@ import multiprocessing
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedmi.client.ingest import cache
 from fedmi.client.ingest.discovery import FileRecord, discover, group_series
 from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.labels import Labels, read_labels
+from fedmi.client.ingest.labels import Labels, label_problem, read_labels
 from fedmi.client.ingest.report import IngestReport
 from fedmi.client.ingest.series import check_tracer, load_series, precheck
-from fedmi.client.ingest.template import to_template
+from fedmi.client.ingest.template import TemplateResult, to_template
 from fedmi.client.ingest.version import PIPELINE_VERSION
-from fedmi.client.site.config import SiteConfigError, load_site_config
-from fedmi.shared.tasks import get_task
+from fedmi.client.ingest.volume import NativeSeries
+from fedmi.client.site.config import SiteConfig, SiteConfigError, load_site_config
+from fedmi.shared.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +44,64 @@ def process_series(
     spec = get_task(task)
     files = [Path(site_dir) / r for r in relpaths]
     try:
-        native = load_series(files, relpaths)
-        name = f"{native.modality} series {native.series_uid} ({relpaths[0]})"
-        check_tracer(native, spec, name)
-        result = to_template(native.volume, native.affine_ras, spec, name=name)
+        native, result = _native_on_grid(files, relpaths, spec)
         cache.save_volume(Path(state_dir), key, result.volume, spec.grid)
     except IngestError as exc:
-        return {"status": "rejected", "task": task, "reason": exc.reason, "message": exc.message}
+        return _rejected_entry(task, exc.reason, exc.message)
     except Exception as exc:  # noqa: BLE001 - one bad series must never stop the site
-        return {
-            "status": "rejected",
-            "task": task,
-            "reason": "read_error",
-            "message": (
-                f"Series with {relpaths[0]} could not be ingested ({type(exc).__name__}: {exc}). "
-                "Please report this with the file to the fedmi maintainers."
-            ),
-        }
+        return _rejected_entry(
+            task,
+            "read_error",
+            f"Series with {relpaths[0]} could not be ingested ({type(exc).__name__}: {exc}). "
+            "Please report this with the file to the fedmi maintainers.",
+        )
     rel = {str(f): r for f, r in zip(files, relpaths, strict=True)}
-    entry = {
+    entry = _accepted_entry(task, key, native, result, rel)
+    cache.save_entry(Path(state_dir), key, entry)
+    return entry
+
+
+def _native_on_grid(
+    files: Sequence[Path], relpaths: Sequence[str], spec: TaskSpec
+) -> tuple[NativeSeries, TemplateResult]:
+    """Files of one series → native volume → the task's template grid.
+
+    The series' (0054,0016) radiopharmaceutical must fit the task
+    (:func:`~fedmi.client.ingest.series.check_tracer`) before it is resampled.
+
+    Raises
+    ------
+    IngestError
+        Whatever makes the series unusable.
+    """
+    native = load_series(files, relpaths)
+    name = f"{native.modality} series {native.series_uid} ({relpaths[0]})"
+    check_tracer(native, spec, name)
+    return native, to_template(native.volume, native.affine_ras, spec, name=name)
+
+
+def _rejected_entry(task: str, reason: str, message: str) -> dict:
+    """The cache entry of a series that was read and rejected."""
+    return {"status": "rejected", "task": task, "reason": reason, "message": message}
+
+
+def _accepted_entry(
+    task: str, key: str, native: NativeSeries, result: TemplateResult, rel: dict[str, str]
+) -> dict:
+    """The cache entry of an accepted series: its report row and the files it used.
+
+    The row carries what the loader read from the header ((0020,000E) *Series Instance
+    UID*, (0010,0020) *Patient ID*, (0008,0060) *Modality*, the (0054,0016) tracer,
+    (0008,0070) *Manufacturer*, (0008,1090) *Manufacturer's Model Name*, (0054,1103)
+    *Reconstruction Method*), the voxel size, the SUV factor, the cached volume's path,
+    notes and the template QC figures.
+
+    Parameters
+    ----------
+    rel
+        Absolute file path (as a string) → path relative to the site folder.
+    """
+    return {
         "status": "accepted",
         "task": task,
         "used": [rel[str(f)] for f in native.files],
@@ -84,17 +125,38 @@ def process_series(
             },
         },
     }
-    cache.save_entry(Path(state_dir), key, entry)
-    return entry
 
 
 def _reject(files: Sequence[FileRecord], uid: str | None, err: IngestError) -> dict:
+    """A rejected row of the report: the files, the series and why."""
     return {
         "files": [r.relpath for r in files],
         "series_uid": uid,
         "reason": err.reason,
         "message": err.message,
     }
+
+
+@dataclass
+class _Plan:
+    """What ingest does with each series of a site, decided from headers and the cache.
+
+    Attributes
+    ----------
+    early
+        Series UID → rejection found before any pixel is read (headers, labels).
+    keys
+        Series UID → cache key, for every series worth reading.
+    outcome
+        Series UID → ``(cache entry, from_cache)``; filled from the cache, then by processing.
+    todo
+        Series UID → ``(relative paths, cache key)`` of the series still to process.
+    """
+
+    early: dict[str, IngestError] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    outcome: dict[str, tuple[dict, bool]] = field(default_factory=dict)
+    todo: dict[str, tuple[list[str], str]] = field(default_factory=dict)
 
 
 def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) -> IngestReport:
@@ -124,6 +186,46 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
     """
     spec = get_task(task)
     site_dir, state_dir = Path(site_dir), Path(state_dir)
+    config = _site_config(site_dir, spec)
+    cache.cache_dir(state_dir)
+    records, n_read = discover(site_dir, cache.load_index(state_dir))
+    cache.save_index(state_dir, records)
+    labels = read_labels(site_dir / "labels.csv", spec)
+    groups = group_series(records)
+    log.info("found %d files in %d series (%d headers read)", len(records), len(groups), n_read)
+
+    file_rows = _file_rows(records)
+    plan = _plan(groups, labels, spec, state_dir)
+    _process(plan, spec.name, site_dir, state_dir, workers, len(groups))
+    accepted, series_rows = _series_rows(groups, plan, labels, spec)
+    rejected = [*file_rows, *series_rows]
+    cache.prune(state_dir, spec.name, set(plan.keys.values()))
+    report = IngestReport(
+        task=spec.name,
+        site_id=config.site_id,
+        pipeline_version=PIPELINE_VERSION,
+        summary=_summary(records, n_read, groups, accepted, rejected),
+        accepted=accepted,
+        rejected=rejected,
+    )
+    report.write(state_dir)
+    log.info(
+        "ingest done: %d series accepted, %d rejected, %d files not used",
+        report.summary["series_accepted"],
+        report.summary["series_rejected"],
+        report.summary["files_rejected"],
+    )
+    return report
+
+
+def _site_config(site_dir: Path, spec: TaskSpec) -> SiteConfig:
+    """The site's site.toml, checked against the folder layout and the task.
+
+    Raises
+    ------
+    SiteConfigError
+        No ``dicom/`` folder, or a site.toml whose ``task`` is not ``spec.name``.
+    """
     if not (site_dir / "dicom").is_dir():
         raise SiteConfigError(
             f"{site_dir / 'dicom'} is not a folder: put the site's DICOM export under "
@@ -134,54 +236,81 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
         raise SiteConfigError(
             f"site.toml says this site's data is for task {config.task!r}, not {spec.name!r}"
         )
-    cache.cache_dir(state_dir)
-    records, n_read = discover(site_dir, cache.load_index(state_dir))
-    cache.save_index(state_dir, records)
-    labels = read_labels(site_dir / "labels.csv", spec)
-    groups = group_series(records)
-    log.info("found %d files in %d series (%d headers read)", len(records), len(groups), n_read)
+    return config
 
-    rejected: list[dict] = [
-        _reject([r], r.series_uid or None, IngestError(r.reason, r.message or r.reason))
-        for r in records
-        if r.reason is not None
-    ]
-    outcome: dict[str, tuple[dict, bool]] = {}
-    todo: dict[str, tuple[list[str], str]] = {}
-    keys: dict[str, str] = {}
-    early: dict[str, IngestError] = {}
+
+def _plan(
+    groups: dict[str, list[FileRecord]], labels: Labels, spec: TaskSpec, state_dir: Path
+) -> _Plan:
+    """Reject series on their headers and labels, take the rest from the cache or queue them.
+
+    Uses the discovery headers ((0008,0060) *Modality*, (0008,0016) *SOP Class UID*,
+    (0008,0008) *Image Type*, (0010,0020) *Patient ID*; see
+    :func:`~fedmi.client.ingest.series.precheck` and
+    :func:`~fedmi.client.ingest.labels.label_problem`).
+    """
+    plan = _Plan()
     for uid, recs in groups.items():
         err = precheck(recs, spec)
         if err is None:
-            err = _label_problem(uid, recs, labels, spec.name)
+            err = label_problem(uid, recs, labels, spec.name)
         if err is not None:
-            early[uid] = err
+            plan.early[uid] = err
             continue
         key = cache.series_key(uid, recs, spec.name)
-        keys[uid] = key
+        plan.keys[uid] = key
         entry = cache.load_entry(state_dir, key)
         if entry is not None:
-            outcome[uid] = (entry, True)
+            plan.outcome[uid] = (entry, True)
         else:
-            todo[uid] = ([r.relpath for r in recs], key)
+            plan.todo[uid] = ([r.relpath for r in recs], key)
+    return plan
 
-    n_total, done = len(groups), len(early) + len(outcome)
+
+def _process(
+    plan: _Plan, task: str, site_dir: Path, state_dir: Path, workers: int, n_total: int
+) -> None:
+    """Process the plan's queued series into ``plan.outcome``, logging progress."""
+    done = len(plan.early) + len(plan.outcome)
     if done:
-        log.info("ingested %d/%d series (%d from cache)", done, n_total, len(outcome))
-    for uid, entry in _run(spec.name, site_dir, state_dir, todo, workers):
-        outcome[uid] = (entry, False)
+        log.info("ingested %d/%d series (%d from cache)", done, n_total, len(plan.outcome))
+    for uid, entry in _run(task, site_dir, state_dir, plan.todo, workers):
+        plan.outcome[uid] = (entry, False)
         done += 1
         step = max(1, n_total // 10)
         if done % step == 0 or done == n_total or entry.get("reason"):
             log.info("ingested %d/%d series (%s)", done, n_total, entry.get("reason", "accepted"))
 
+
+def _file_rows(records: Sequence[FileRecord]) -> list[dict]:
+    """Rejected rows of the files discovery could not use (not DICOM, DICOMDIR, ...)."""
+    return [
+        _reject([r], r.series_uid or None, IngestError(r.reason, r.message or r.reason))
+        for r in records
+        if r.reason is not None
+    ]
+
+
+def _series_rows(
+    groups: dict[str, list[FileRecord]],
+    plan: _Plan,
+    labels: Labels,
+    spec: TaskSpec,
+) -> tuple[list[dict], list[dict]]:
+    """The report's accepted rows and the rejected rows of series.
+
+    Series are taken in discovery order; an accepted series with exact copies is followed
+    by a ``duplicate_instance`` row. Accepted rows get the label of their (0010,0020)
+    *Patient ID*, and the note ``patient_has_several_series`` when that patient has more
+    than one accepted series.
+    """
     accepted: list[dict] = []
-    patients: Counter[str] = Counter()
+    rejected: list[dict] = []
     for uid, recs in groups.items():
-        if uid in early:
-            rejected.append(_reject(recs, uid, early[uid]))
+        if uid in plan.early:
+            rejected.append(_reject(recs, uid, plan.early[uid]))
             continue
-        entry, from_cache = outcome[uid]
+        entry, from_cache = plan.outcome[uid]
         if entry["status"] != "accepted":
             rejected.append(_reject(recs, uid, IngestError(entry["reason"], entry["message"])))
             continue
@@ -194,31 +323,43 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
             from_cache=from_cache,
         )
         accepted.append(row)
-        patients[row["patient_id"]] += 1
         if entry["duplicates"]:
-            rejected.append(
-                {
-                    "files": list(entry["duplicates"]),
-                    "series_uid": uid,
-                    "reason": "duplicate_instance",
-                    "message": (
-                        f"{', '.join(entry['duplicates'])}: exact copies of images already read "
-                        f"for series {uid} (same (0008,0018) SOP Instance UID and pixels); "
-                        "ignored, the series itself was ingested. Delete the copies."
-                    ),
-                }
-            )
+            rejected.append(_duplicates_row(uid, entry["duplicates"]))
+    patients = Counter(row["patient_id"] for row in accepted)
     for row in accepted:
         if patients[row["patient_id"]] > 1:
             row["notes"] = [*row["notes"], "patient_has_several_series"]
-    cache.prune(state_dir, spec.name, set(keys.values()))
+    return accepted, rejected
 
-    files_accepted = sum(r["n_files"] for r in accepted)
+
+def _duplicates_row(uid: str, duplicates: list[str]) -> dict:
+    """The ``duplicate_instance`` row for exact copies (same (0008,0018) *SOP Instance UID*
+    and pixels) of images of an accepted series."""
+    return {
+        "files": list(duplicates),
+        "series_uid": uid,
+        "reason": "duplicate_instance",
+        "message": (
+            f"{', '.join(duplicates)}: exact copies of images already read "
+            f"for series {uid} (same (0008,0018) SOP Instance UID and pixels); "
+            "ignored, the series itself was ingested. Delete the copies."
+        ),
+    }
+
+
+def _summary(
+    records: Sequence[FileRecord],
+    n_read: int,
+    groups: dict[str, list[FileRecord]],
+    accepted: list[dict],
+    rejected: list[dict],
+) -> dict:
+    """The report's ``summary``: file and series counts and rejected rows per reason."""
     rejected_series = {r["series_uid"] for r in rejected if r["reason"] != "duplicate_instance"}
-    summary = {
+    return {
         "files_found": len(records),
         "files_read": n_read,
-        "files_accepted": files_accepted,
+        "files_accepted": sum(r["n_files"] for r in accepted),
         "files_rejected": sum(len(r["files"]) for r in rejected),
         "series_found": len(groups),
         "series_accepted": len(accepted),
@@ -226,53 +367,6 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
         "series_from_cache": sum(1 for r in accepted if r["from_cache"]),
         "by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
     }
-    report = IngestReport(
-        task=spec.name,
-        site_id=config.site_id,
-        pipeline_version=PIPELINE_VERSION,
-        summary=summary,
-        accepted=accepted,
-        rejected=rejected,
-    )
-    report.write(state_dir)
-    log.info(
-        "ingest done: %d series accepted, %d rejected, %d files not used",
-        summary["series_accepted"],
-        summary["series_rejected"],
-        summary["files_rejected"],
-    )
-    return report
-
-
-def _label_problem(
-    uid: str, recs: Sequence[FileRecord], labels: Labels, task: str
-) -> IngestError | None:
-    pids = sorted({r.patient_id for r in recs})
-    where = f"series {uid} ({recs[0].relpath})"
-    if len(pids) > 1:
-        return IngestError(
-            "unlabelled_patient",
-            f"{where} mixes (0010,0020) Patient IDs {pids}; a series belongs to one patient. "
-            "Re-export it from the scanner or PACS.",
-        )
-    pid = pids[0]
-    if not pid:
-        return IngestError(
-            "unlabelled_patient",
-            f"{where} has no (0010,0020) Patient ID, so it cannot be matched to labels.csv. "
-            "Fill the Patient ID (pseudonymised is fine) and re-export.",
-        )
-    if labels.error is not None:
-        return IngestError("unlabelled_patient", f"{where}: {labels.error}")
-    if pid in labels.invalid:
-        return IngestError("invalid_label", f"{where}: {labels.invalid[pid]}")
-    if pid not in labels.values:
-        return IngestError(
-            "unlabelled_patient",
-            f"{where}: patient {pid} is not in labels.csv; add a row '{pid},<label>' for task "
-            f"{task} or remove the series.",
-        )
-    return None
 
 
 def _run(

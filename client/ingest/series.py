@@ -13,13 +13,12 @@ from pathlib import Path
 from pydicom.uid import (
     EnhancedPETImageStorage,
     LegacyConvertedEnhancedPETImageStorage,
-    NuclearMedicineImageStorage,
     PositronEmissionTomographyImageStorage,
 )
 
 from fedmi.client.ingest.discovery import FileRecord
 from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.nm import load_nm_series, nm_image_kind
+from fedmi.client.ingest.nm import load_nm_series, nm_image_kind, nm_object_problem
 from fedmi.client.ingest.pet import load_pet_series
 from fedmi.client.ingest.volume import NativeSeries, read_dataset
 from fedmi.shared.tasks import TRACERS, TaskSpec
@@ -30,8 +29,8 @@ ENHANCED_PET = {EnhancedPETImageStorage, LegacyConvertedEnhancedPETImageStorage}
 def precheck(records: Sequence[FileRecord], task: TaskSpec) -> IngestError | None:
     """Header-only checks that reject a series before any pixel is read.
 
-    Uses (0008,0060) *Modality*, (0008,0016) *SOP Class UID* and (0008,0008) *Image Type*
-    from discovery.
+    Uses (0008,0060) *Modality*, (0008,0016) *SOP Class UID*, (0008,0018) *SOP Instance
+    UID* and (0008,0008) *Image Type* from discovery.
 
     Returns
     -------
@@ -51,55 +50,72 @@ def precheck(records: Sequence[FileRecord], task: TaskSpec) -> IngestError | Non
     modality, sop_class = modalities[0], classes[0]
     label = f"{modality or 'unknown-modality'} series {uid} ({names})"
     if modality != task.modality:
-        want = "PET (PT)" if task.modality == "PT" else "reconstructed SPECT (NM)"
-        return IngestError(
-            "wrong_modality",
-            f"{label}: task {task.name} uses {want} images; this is {modality or 'no modality'}. "
-            "Nothing to fix if it is e.g. the attenuation CT; otherwise export the "
-            f"{want} series.",
-        )
+        return _wrong_modality(label, modality, task)
     if modality == "PT":
-        if sop_class in ENHANCED_PET:
-            return IngestError(
-                "enhanced_multiframe",
-                f"{label} is an Enhanced/Legacy Converted Enhanced PET object ({sop_class}); "
-                "ingest reads classic PET Image Storage (one slice per file). Export the series "
-                "as classic PET images (1.2.840.10008.5.1.4.1.1.128).",
-            )
-        if sop_class != PositronEmissionTomographyImageStorage:
-            return IngestError(
-                "unsupported_sop_class",
-                f"{label} has (0008,0016) SOP Class UID {sop_class}; ingest reads PET Image "
-                "Storage (1.2.840.10008.5.1.4.1.1.128). Export the original PET reconstruction.",
-            )
-    else:  # NM
-        kinds = {nm_image_kind(r.image_type) for r in records}
-        if "planar" in kinds:
-            return IngestError(
-                "planar_nm",
-                f"{label} is a planar/whole-body NM image ((0008,0008) Image Type "
-                f"{'/'.join(records[0].image_type)}); the task needs the reconstructed SPECT "
-                "volume (RECON TOMO). Export the reconstruction instead.",
-            )
-        if "projections" in kinds:
-            return IngestError(
-                "nm_projections",
-                f"{label} holds SPECT projections (Image Type TOMO), not a reconstruction. "
-                "Reconstruct on the workstation and export the RECON TOMO object.",
-            )
-        if sop_class != NuclearMedicineImageStorage:
-            return IngestError(
-                "unsupported_sop_class",
-                f"{label} has (0008,0016) SOP Class UID {sop_class}; reconstructed SPECT must be "
-                "NM Image Storage (1.2.840.10008.5.1.4.1.1.20). Export it as such.",
-            )
-        if len({r.sop_uid for r in records}) > 1:
-            return IngestError(
-                "conflicting_duplicates",
-                f"{label} holds {len({r.sop_uid for r in records})} different NM objects under one "
-                "Series Instance UID; ingest expects one reconstruction per series. Export "
-                "each reconstruction as its own series.",
-            )
+        return _pet_class_problem(label, sop_class)
+    return _nm_problem(label, records, sop_class)
+
+
+def _wrong_modality(label: str, modality: str, task: TaskSpec) -> IngestError:
+    """The rejection of a series whose (0008,0060) *Modality* is not the task's."""
+    want = "PET (PT)" if task.modality == "PT" else "reconstructed SPECT (NM)"
+    return IngestError(
+        "wrong_modality",
+        f"{label}: task {task.name} uses {want} images; this is {modality or 'no modality'}. "
+        "Nothing to fix if it is e.g. the attenuation CT; otherwise export the "
+        f"{want} series.",
+    )
+
+
+def _pet_class_problem(label: str, sop_class: str) -> IngestError | None:
+    """Reject a PET series whose (0008,0016) *SOP Class UID* is not classic PET Image Storage.
+
+    Returns
+    -------
+    IngestError or None
+        ``enhanced_multiframe`` for (Legacy Converted) Enhanced PET, ``unsupported_sop_class``
+        for any other class, ``None`` for PET Image Storage.
+    """
+    if sop_class in ENHANCED_PET:
+        return IngestError(
+            "enhanced_multiframe",
+            f"{label} is an Enhanced/Legacy Converted Enhanced PET object ({sop_class}); "
+            "ingest reads classic PET Image Storage (one slice per file). Export the series "
+            "as classic PET images (1.2.840.10008.5.1.4.1.1.128).",
+        )
+    if sop_class != PositronEmissionTomographyImageStorage:
+        return IngestError(
+            "unsupported_sop_class",
+            f"{label} has (0008,0016) SOP Class UID {sop_class}; ingest reads PET Image "
+            "Storage (1.2.840.10008.5.1.4.1.1.128). Export the original PET reconstruction.",
+        )
+    return None
+
+
+def _nm_problem(label: str, records: Sequence[FileRecord], sop_class: str) -> IngestError | None:
+    """Reject an NM series that is not one reconstructed SPECT object.
+
+    Checks (0008,0008) *Image Type* and (0008,0016) *SOP Class UID* (see
+    :func:`fedmi.client.ingest.nm.nm_object_problem`), then that all files share one
+    (0008,0018) *SOP Instance UID*.
+
+    Returns
+    -------
+    IngestError or None
+        ``planar_nm``, ``nm_projections``, ``unsupported_sop_class`` or
+        ``conflicting_duplicates``; ``None`` when the series is worth reading.
+    """
+    kinds = {nm_image_kind(r.image_type) for r in records}
+    err = nm_object_problem(label, kinds, "/".join(records[0].image_type), sop_class)
+    if err is not None:
+        return err
+    if len({r.sop_uid for r in records}) > 1:
+        return IngestError(
+            "conflicting_duplicates",
+            f"{label} holds {len({r.sop_uid for r in records})} different NM objects under one "
+            "Series Instance UID; ingest expects one reconstruction per series. Export "
+            "each reconstruction as its own series.",
+        )
     return None
 
 
@@ -126,18 +142,32 @@ def load_series(files: Sequence[Path], names: Sequence[str] | None = None) -> Na
     if modality == "NM":
         native = load_nm_series(files[0], names[0])
         if len(files) > 1:
-            pixels = read_dataset(files[0], names[0]).get("PixelData")
-            for f, n in zip(files[1:], names[1:], strict=True):
-                if read_dataset(f, n).get("PixelData") != pixels:
-                    raise IngestError(
-                        "conflicting_duplicates",
-                        f"NM series {native.series_uid}: {names[0]} and {n} carry the same "
-                        "(0008,0018) SOP Instance UID but different images. Remove the wrong "
-                        "copy or re-export the series.",
-                    )
+            _check_nm_copies(files, names, native.series_uid)
             native.duplicates = files[1:]
         return native
     return load_pet_series(files, names)
+
+
+def _check_nm_copies(files: Sequence[Path], names: Sequence[str], series_uid: str) -> None:
+    """Check that every further file of an NM series is an exact copy of the first.
+
+    The files share one (0008,0018) *SOP Instance UID* (see :func:`precheck`); their
+    (7FE0,0010) *Pixel Data* must be identical.
+
+    Raises
+    ------
+    IngestError
+        ``conflicting_duplicates`` for the first copy whose pixels differ.
+    """
+    pixels = read_dataset(files[0], names[0]).get("PixelData")
+    for f, n in zip(files[1:], names[1:], strict=True):
+        if read_dataset(f, n).get("PixelData") != pixels:
+            raise IngestError(
+                "conflicting_duplicates",
+                f"NM series {series_uid}: {names[0]} and {n} carry the same "
+                "(0008,0018) SOP Instance UID but different images. Remove the wrong "
+                "copy or re-export the series.",
+            )
 
 
 def check_tracer(native: NativeSeries, task: TaskSpec, name: str) -> None:

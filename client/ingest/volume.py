@@ -13,6 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.geometry import lps_to_ras, voxel_sizes
+from fedmi.client.ingest.tracer import tracer_of
 
 #: Transfer syntaxes whose pixel data is raw little-endian bytes, read with ``np.frombuffer``
 #: (about 20× faster than pydicom's decoder dispatch for many small slices).
@@ -100,7 +101,7 @@ def stored_pixels(ds: Dataset, name: str) -> np.ndarray:
     Raises
     ------
     IngestError
-        ``truncated`` when the pixel data is shorter than (0028,0010) *Rows* ×
+        ``truncated`` when the pixel data is absent or shorter than (0028,0010) *Rows* ×
         (0028,0011) *Columns* × frames needs; ``unsupported_pixels`` when it cannot be decoded.
     """
     if "PixelData" not in ds:
@@ -109,6 +110,30 @@ def stored_pixels(ds: Dataset, name: str) -> np.ndarray:
             f"{name} has no (7FE0,0010) Pixel Data (header only or cut short). "
             "Re-copy the file from the scanner or PACS.",
         )
+    rows, cols, frames, bits, signed = _pixel_layout(ds, name)
+    if _is_raw_little_endian(ds) and bits in (8, 16, 32):
+        return _raw_pixels(ds, name, (frames, rows, cols), bits, signed)
+    return _decoded_pixels(ds, name, (frames, rows, cols))
+
+
+def _pixel_layout(ds: Dataset, name: str) -> tuple[int, int, int, int, bool]:
+    """The pixel matrix of a greyscale image.
+
+    Reads (0028,0010) *Rows*, (0028,0011) *Columns*, (0028,0008) *Number of Frames*
+    (default 1), (0028,0100) *Bits Allocated*, (0028,0002) *Samples per Pixel* (default 1)
+    and (0028,0103) *Pixel Representation* (default 0, unsigned).
+
+    Returns
+    -------
+    tuple
+        ``(rows, columns, frames, bits_allocated, signed)``.
+
+    Raises
+    ------
+    IngestError
+        ``unsupported_pixels`` when Rows, Columns or Bits Allocated is missing or not a
+        number, or when there is more than one sample per pixel (colour).
+    """
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(ds.get("NumberOfFrames") or 1)
@@ -125,23 +150,70 @@ def stored_pixels(ds: Dataset, name: str) -> np.ndarray:
             "unsupported_pixels",
             f"{name} has {spp} samples per pixel (colour); quantitative images are greyscale.",
         )
+    return rows, cols, frames, bits, signed
+
+
+def _is_raw_little_endian(ds: Dataset) -> bool:
+    """Whether (0002,0010) *Transfer Syntax UID* is uncompressed little endian (or absent)."""
     meta = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    raw = tsyntax in _RAW_LE or tsyntax is None
-    if raw and bits in (8, 16, 32):
-        data = ds.PixelData
-        need = rows * cols * frames * bits // 8
-        if len(data) < need:
-            raise IngestError(
-                "truncated",
-                f"{name}: (7FE0,0010) Pixel Data holds {len(data)} bytes but "
-                f"{rows}×{cols}×{frames} {bits}-bit pixels need {need}; the file is cut short. "
-                "Re-copy it.",
-            )
-        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
-        return np.frombuffer(data, dtype=dtype, count=rows * cols * frames).reshape(
-            frames, rows, cols
+    return tsyntax in _RAW_LE or tsyntax is None
+
+
+def _raw_pixels(
+    ds: Dataset, name: str, shape: tuple[int, int, int], bits: int, signed: bool
+) -> np.ndarray:
+    """(7FE0,0010) *Pixel Data* of uncompressed little-endian data, read with ``np.frombuffer``.
+
+    Parameters
+    ----------
+    ds
+        The data set.
+    name
+        How to name the file in messages.
+    shape
+        ``(frames, rows, columns)`` from (0028,0008), (0028,0010) and (0028,0011).
+    bits
+        (0028,0100) *Bits Allocated*: 8, 16 or 32.
+    signed
+        (0028,0103) *Pixel Representation* is 1 (two's complement).
+
+    Raises
+    ------
+    IngestError
+        ``truncated`` when the pixel data holds fewer bytes than ``shape`` needs.
+    """
+    frames, rows, cols = shape
+    data = ds.PixelData
+    need = rows * cols * frames * bits // 8
+    if len(data) < need:
+        raise IngestError(
+            "truncated",
+            f"{name}: (7FE0,0010) Pixel Data holds {len(data)} bytes but "
+            f"{rows}×{cols}×{frames} {bits}-bit pixels need {need}; the file is cut short. "
+            "Re-copy it.",
         )
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return np.frombuffer(data, dtype=dtype, count=rows * cols * frames).reshape(frames, rows, cols)
+
+
+def _decoded_pixels(ds: Dataset, name: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """(7FE0,0010) *Pixel Data* decoded by pydicom (compressed or big-endian data).
+
+    Parameters
+    ----------
+    ds
+        The data set.
+    name
+        How to name the file in messages.
+    shape
+        ``(frames, rows, columns)`` from (0028,0008), (0028,0010) and (0028,0011).
+
+    Raises
+    ------
+    IngestError
+        ``unsupported_pixels`` when pydicom cannot decode the data.
+    """
     try:
         arr = ds.pixel_array
     except Exception as exc:  # pydicom raises many kinds for undecodable data
@@ -150,7 +222,75 @@ def stored_pixels(ds: Dataset, name: str) -> np.ndarray:
             f"{name}: pixel data cannot be decoded ({type(exc).__name__}: {exc}). Export it "
             "uncompressed (Explicit VR Little Endian).",
         ) from None
-    return np.asarray(arr).reshape(frames, rows, cols)
+    return np.asarray(arr).reshape(shape)
+
+
+def rescale(ds: Dataset) -> tuple[float, float]:
+    """(0028,1053) *Rescale Slope* and (0028,1052) *Rescale Intercept* (defaults 1 and 0).
+
+    Returns
+    -------
+    tuple of float
+        ``(slope, intercept)``; an absent or empty value gives the identity default.
+    """
+    slope = ds.get("RescaleSlope")
+    icpt = ds.get("RescaleIntercept")
+    return (
+        1.0 if slope in (None, "") else float(slope),
+        0.0 if icpt in (None, "") else float(icpt),
+    )
+
+
+def native_series(
+    ds: Dataset,
+    *,
+    modality: str,
+    volume: np.ndarray,
+    affine: np.ndarray,
+    suv_factor: float | None,
+    files: list[Path],
+    duplicates: list[Path] | None = None,
+    notes: list[str],
+) -> NativeSeries:
+    """A :class:`NativeSeries` whose descriptive fields come from the header of ``ds``.
+
+    Reads (0020,000E) *Series Instance UID*, (0010,0020) *Patient ID*, (0008,0070)
+    *Manufacturer*, (0008,1090) *Manufacturer's Model Name*, (0054,1103) *Reconstruction
+    Method* and the radiopharmaceutical of (0054,0016) *Radiopharmaceutical Information
+    Sequence* (see :func:`fedmi.client.ingest.tracer.tracer_of`).
+
+    Parameters
+    ----------
+    ds
+        The (first) data set of the series.
+    modality
+        ``PT`` or ``NM`` (the loader that read the series).
+    volume
+        float32 ``[slice, row, column]`` stack; stored transposed to ``[i, j, k]``.
+    affine
+        Voxel ``[i, j, k]`` → LPS mm affine.
+    suv_factor
+        The SUVbw factor applied (PET) or ``None`` (NM counts).
+    files, duplicates, notes
+        See :class:`NativeSeries`.
+    """
+    tracer, tracer_text = tracer_of(ds)
+    return NativeSeries(
+        volume=volume.transpose(2, 1, 0),
+        affine_lps=affine,
+        suv_factor=suv_factor,
+        modality=modality,
+        tracer=tracer,
+        tracer_text=tracer_text,
+        series_uid=text(ds, "SeriesInstanceUID"),
+        patient_id=text(ds, "PatientID"),
+        manufacturer=text(ds, "Manufacturer"),
+        model=text(ds, "ManufacturerModelName"),
+        reconstruction=text(ds, "ReconstructionMethod"),
+        files=files,
+        duplicates=[] if duplicates is None else duplicates,
+        notes=notes,
+    )
 
 
 def text(ds: Dataset, keyword: str) -> str:
