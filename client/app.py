@@ -40,8 +40,8 @@ from fedmi.client.site.query import handle_query
 from fedmi.client.site.settings import SiteSettings, resolve_site
 from fedmi.client.training.handler import handle_train
 from fedmi.shared import contract
+from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import INSTRUCTIONS, Instruction
-from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -40,18 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedmi.shared.contract import HARMONIZATION_STATES  # noqa: F401 - re-exported
-from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal
+from fedmi.shared.methods import HarmonizationSpec, get_method
+from fedmi.shared.model import FedmiNet, IdentityHarmonizer, ModelSpec, SiteLocal, build_model
 
 #: Ingest-row fields that define a harmonization group (see the module docstring).
 GROUP_FIELDS = ("tracer", "manufacturer", "model", "reconstruction")
-
-
-@dataclass(frozen=True)
-class HarmonizationSpec:
-    """Which local layers a method's model has (the methods: :mod:`fedmi.shared.methods`)."""
-
-    adapter: bool
-    norm: str  # "local" (γ, β replaced by local ones) or "residual" (local correction)
 
 
 def group_key(row: Mapping[str, object]) -> str:
@@ -234,6 +227,19 @@ def _localise_norms(root: nn.Module, mode: str, n_groups: int, context: GroupCon
         else:
             new = nn.Sequential(module, LocalAffine(module.num_channels, n_groups, context))
         setattr(parent, attr, new)
+
+
+def build_method_model(method: str, spec: ModelSpec | None = None, n_groups: int = 1) -> FedmiNet:
+    """The model of the method named ``method``: plain unless the method is harmonized.
+
+    The federated part does not depend on ``n_groups`` (only the local layers do), so the
+    server builds its initial weights with ``n_groups=1``.
+    """
+    spec = spec or ModelSpec()
+    hspec = get_method(method).harmonization
+    if hspec is None:
+        return build_model(spec)
+    return HarmonizedNet(spec, hspec, max(1, int(n_groups)))
 
 
 def with_groups(x: torch.Tensor, groups: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:

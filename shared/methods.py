@@ -5,8 +5,9 @@ Adding a method is one :class:`Method` in :data:`METHODS`. What an entry says:
 * ``aggregator``: how the coordinator combines the sites' updates — a key of
   :data:`fedmi.server.strategy.AGGREGATORS` (Flower's FedAvg, FedProx or FedAdam with
   fedmi's inbound checks);
-* ``harmonization``: which site-local layers the model has
-  (:class:`fedmi.shared.harmonization.HarmonizationSpec`; ``None``: the plain model);
+* ``harmonization``: which site-local layers the model has (:class:`HarmonizationSpec`,
+  built by :func:`fedmi.shared.harmonization.build_method_model`; ``None``: the plain
+  model);
 * ``adapts``: a site without trained local layers (a holdout) fits them label-free to the
   federation's embedding moments before it evaluates (``query.features``);
 * ``federated``: ``False`` for the baselines every federated number stands beside, which the
@@ -22,8 +23,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedmi.shared.harmonization import HarmonizationSpec, HarmonizedNet
-from fedmi.shared.model import FedmiNet, ModelSpec, build_model
+
+@dataclass(frozen=True)
+class HarmonizationSpec:
+    """Which site-local layers a method's model has (:mod:`fedmi.shared.harmonization`).
+
+    Attributes
+    ----------
+    adapter
+        A per-group input adapter (intensity affine and sharpening) before the backbone.
+    norm
+        ``"local"``: every GroupNorm's affine (γ, β) becomes site-local; ``"residual"``: a
+        site-local per-group correction after every federated norm.
+    """
+
+    adapter: bool
+    norm: str
 
 
 @dataclass(frozen=True)
@@ -36,17 +51,6 @@ class Method:
     harmonization: HarmonizationSpec | None = None
     adapts: bool = False
     federated: bool = True
-
-    def build_model(self, spec: ModelSpec | None = None, n_groups: int = 1) -> FedmiNet:
-        """The method's model: plain :func:`~fedmi.shared.model.build_model` unless harmonized.
-
-        The federated part does not depend on ``n_groups`` (only the local layers do), so
-        the server builds its initial weights with ``n_groups=1``.
-        """
-        spec = spec or ModelSpec()
-        if self.harmonization is None:
-            return build_model(spec)
-        return HarmonizedNet(spec, self.harmonization, max(1, int(n_groups)))
 
 
 METHODS: dict[str, Method] = {
@@ -93,8 +97,3 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}: choose one of {', '.join(METHODS)}") from None
-
-
-def build_method_model(method: str, spec: ModelSpec | None = None, n_groups: int = 1) -> FedmiNet:
-    """The model of the method named ``method`` (see :meth:`Method.build_model`)."""
-    return get_method(method).build_model(spec, n_groups)

@@ -19,6 +19,7 @@ import logging
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedmi.server.report.document import write_json
@@ -169,6 +170,49 @@ def run_config(run_dir: Path, extra: dict[str, object] | None) -> dict[str, obje
     return {"sim-ledger-root": str((run_dir / "site-ledgers").resolve()), **dict(extra or {})}
 
 
+def _reused(report_path: Path, method: str, seed: int) -> dict | None:
+    """A finished run of ``method`` at ``seed`` left by an earlier compare, else ``None``."""
+    if not report_path.exists():
+        return None
+    report = json.loads(report_path.read_text())
+    # only runs that compare itself finished (a killed run leaves a partial report)
+    if not report.get("compare_finished") or report.get("method") != method:
+        return None
+    return report if int(report.get("seed", -1)) == int(seed) else None
+
+
+@dataclass
+class _Results:
+    """What the runs so far gave: per-seed AUCs, site roles, fedmi's local layers, runs."""
+
+    per_seed: dict[str, dict[str, list[float | None]]]
+    roles: dict[str, str] = field(default_factory=dict)
+    harmonization: dict[str, str] = field(default_factory=dict)
+    runs: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, method: str, seed: int, report: dict, report_path: Path) -> None:
+        aucs, site_roles, used = _results(report)
+        self.roles.update(site_roles)
+        if method == "fedmi":
+            for site, state in used.items():
+                self.harmonization[f"{site} seed {seed}"] = state
+        for col, auc in aucs.items():
+            self.per_seed[method].setdefault(col, []).append(auc)
+        self.runs.append({"method": method, "seed": int(seed), "report": str(report_path)})
+
+
+def _federation(data_root: Path | None, out_dir: Path, task: str, preset: str, seed: int) -> Path:
+    """The federation to compare on (generated into ``out_dir/data`` when none is given)."""
+    if data_root is None:
+        from fedmi.simulations.generator import generate_federation
+
+        data_root = out_dir / "data"
+        if not (data_root / "federation.json").exists():
+            log.info("no --data given: generating the %s %s federation", preset, task)
+            generate_federation(data_root, task=task, preset=preset, seed=seed)
+    return data_root.resolve()
+
+
 def compare(
     *,
     data_root: Path | None,
@@ -190,46 +234,17 @@ def compare(
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if data_root is None:
-        from fedmi.simulations.generator import generate_federation
-
-        data_root = out_dir / "data"
-        if not (data_root / "federation.json").exists():
-            log.info("no --data given: generating the %s %s federation", preset, task)
-            generate_federation(data_root, task=task, preset=preset, seed=int(seeds[0]))
-    data_root = data_root.resolve()
-    per_seed: dict[str, dict[str, list[float | None]]] = {m: {} for m in methods}
-    roles: dict[str, str] = {}
-    harmonization: dict[str, str] = {}
-    runs: list[dict[str, object]] = []
+    data_root = _federation(data_root, out_dir, task, preset, int(seeds[0]))
+    results = _Results({m: {} for m in methods})
 
     def document() -> dict:
-        return _document(
-            data_root,
-            task,
-            rounds,
-            local_epochs,
-            seeds,
-            methods,
-            extra,
-            roles,
-            per_seed,
-            harmonization,
-            runs,
-        )
+        return _document(data_root, task, rounds, local_epochs, seeds, methods, extra, results)
 
     for seed in seeds:
         for method in methods:
             run_dir = _run_dir(out_dir, method, int(seed))
             report_path = run_dir / "report.json"
-            report = None
-            if reuse and report_path.exists():
-                report = json.loads(report_path.read_text())
-                # only runs that compare itself finished (a killed run leaves a partial report)
-                if not report.get("compare_finished") or report.get("method") != method:
-                    report = None
-                elif int(report.get("seed", -1)) != int(seed):
-                    report = None
+            report = _reused(report_path, method, int(seed)) if reuse else None
             if report is None:
                 log.info("compare: %s, seed %d", method, seed)
                 report = run(
@@ -245,14 +260,7 @@ def compare(
                 report["seed"] = int(seed)
                 report["compare_finished"] = True
                 write_json(report_path, report)
-            aucs, site_roles, used = _results(report)
-            roles.update(site_roles)
-            if method == "fedmi":
-                for site, state in used.items():
-                    harmonization[f"{site} seed {seed}"] = state
-            for col, auc in aucs.items():
-                per_seed[method].setdefault(col, []).append(auc)
-            runs.append({"method": method, "seed": int(seed), "report": str(report_path)})
+            results.add(method, int(seed), report, report_path)
             # after every run, so a long comparison can be read (and resumed) part-way
             _write(out_dir, document(), final=False)
     doc = document()
@@ -269,11 +277,9 @@ def _document(
     seeds: Sequence[int],
     methods: Sequence[str],
     extra: dict[str, object] | None,
-    roles: dict[str, str],
-    per_seed: dict[str, dict[str, list[float | None]]],
-    harmonization: dict[str, str],
-    runs: list[dict],
+    results: _Results,
 ) -> dict:
+    roles, per_seed = results.roles, results.per_seed
     sites = sorted(roles, key=lambda s: (roles[s] != "train", s))
     columns = [*sites, TRAIN, HOLDOUT]
     summary: dict[str, dict[str, dict]] = {}
@@ -294,9 +300,9 @@ def _document(
         "roles": roles,
         "summary": summary,
         "gap_closed": pooled_gap["closed"],
-        "harmonization": harmonization,
+        "harmonization": results.harmonization,
         "extra_config": dict(extra or {}),
-        "runs": runs,
+        "runs": results.runs,
         "notes": [],
     }
     holdouts = [c for c in sites if roles[c] == "holdout"]

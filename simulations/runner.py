@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fedmi.client.site.settings import SiteSettings, list_site_dirs, resolve_site
 from fedmi.server.report.document import summary_table, write_report
+from fedmi.server.report.validation import meta_analysis, site_auc
 from fedmi.shared.methods import get_method
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations.baselines import run_baseline
@@ -141,8 +142,6 @@ def run_loso(
     section with per-fold results and a summary (mean, range and a DerSimonian–Laird
     pooling of the left-out AUCs).
     """
-    from fedmi.server.report.validation import meta_analysis, site_auc
-
     extra = dict(extra or {})
     common = dict(
         task=task, rounds=rounds, method=method, seed=seed, local_epochs=local_epochs, serial=serial
@@ -156,40 +155,44 @@ def run_loso(
     folds = []
     for i, site in enumerate(train_sites, 1):
         log.info("leave-one-site-out fold %d/%d: %s left out", i, len(train_sites), site)
-        fold_dir = out_dir.resolve() / "loso" / site
         roles = ",".join(x for x in (base, f"{site}=holdout") if x)
+        fold_dir = out_dir.resolve() / "loso" / site
         fold = run(
             data_root=data_root,
             out_dir=fold_dir,
             extra={**extra, "sim-role-overrides": roles},
             **common,  # type: ignore[arg-type]
         )
-        row = next((r for r in fold["final"]["per_site"] if r["site_id"] == site), None)
-        gap = next((m for m in fold["final"]["missing"] if m["site_id"] == site), None)
-        status = "missing" if row is None else str(row.get("status", "ok"))
-        folds.append(
-            {
-                "left_out": site,
-                "status": status,
-                "reason": gap["reason"] if gap else None,
-                "trained_on": sorted(s["site_id"] for s in fold["sites"] if s["role"] == "train"),
-                "result": row,
-                "report": str(Path("loso") / site / "report.json"),
-            }
-        )
-    rows = [f["result"] | {"site_id": f["left_out"]} for f in folds if f["status"] == "ok"]
-    aucs = [a for a in (site_auc(r) for r in rows) if a is not None]
+        folds.append(_fold_entry(site, fold))
     report["validation_scheme"] = "loso"
-    report["loso"] = {
-        "folds": folds,
-        "summary": {
-            "folds": len(folds),
-            "folds_with_auc": len(aucs),
-            "mean_auc": sum(aucs) / len(aucs) if aucs else None,
-            "min_auc": min(aucs) if aucs else None,
-            "max_auc": max(aucs) if aucs else None,
-            "meta_analysis": meta_analysis(rows),
-        },
-    }
+    report["loso"] = {"folds": folds, "summary": _loso_summary(folds)}
     write_report(out_dir.resolve(), report)
     return report
+
+
+def _fold_entry(site: str, fold: dict) -> dict[str, object]:
+    """One leave-one-site-out fold: how the left-out site fared on the model trained without it."""
+    row = next((r for r in fold["final"]["per_site"] if r["site_id"] == site), None)
+    gap = next((m for m in fold["final"]["missing"] if m["site_id"] == site), None)
+    return {
+        "left_out": site,
+        "status": "missing" if row is None else str(row.get("status", "ok")),
+        "reason": gap["reason"] if gap else None,
+        "trained_on": sorted(s["site_id"] for s in fold["sites"] if s["role"] == "train"),
+        "result": row,
+        "report": str(Path("loso") / site / "report.json"),
+    }
+
+
+def _loso_summary(folds: list[dict]) -> dict[str, object]:
+    """Mean, range and a DerSimonian–Laird pooling of the left-out sites' AUCs."""
+    rows = [f["result"] | {"site_id": f["left_out"]} for f in folds if f["status"] == "ok"]
+    aucs = [a for a in (site_auc(r) for r in rows) if a is not None]
+    return {
+        "folds": len(folds),
+        "folds_with_auc": len(aucs),
+        "mean_auc": sum(aucs) / len(aucs) if aucs else None,
+        "min_auc": min(aucs) if aucs else None,
+        "max_auc": max(aucs) if aucs else None,
+        "meta_analysis": meta_analysis(rows),
+    }

@@ -58,3 +58,17 @@ def test_installed_fedmi_has_no_bare_top_level_packages(tmp_path):
         [sys.executable, "-c", "import server"], cwd=tmp_path, env=env, capture_output=True
     )
     assert failed.returncode != 0
+
+
+def test_the_command_lines_start_without_torch_or_flower(tmp_path):
+    """``fedmi-site --help``, ``keygen`` and the config checks stay fast: the heavy libraries
+    are imported by the commands that need them, not by the command-line modules."""
+    code = (
+        "import sys\n"
+        "import fedmi.client.cli, fedmi.server.cli, fedmi.simulations.cli\n"
+        "import fedmi.shared.run_config, fedmi.shared.methods\n"
+        "print(sorted(m for m in ('torch', 'flwr', 'monai', 'opacus') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

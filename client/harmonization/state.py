@@ -31,10 +31,11 @@ from fedmi.client.data import SiteData, rows_fingerprint
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.harmonization import (
     HarmonizedNet,
+    build_method_model,
     group_key,
     with_groups,
 )
-from fedmi.shared.methods import HARMONIZED_METHODS, build_method_model
+from fedmi.shared.methods import HARMONIZED_METHODS
 from fedmi.shared.model import ModelSpec, load_local_state, local_state_dict
 from fedmi.shared.tasks import get_task
 

@@ -15,38 +15,27 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from fedmi.client.ingest.report import REPORT_FILE
 from fedmi.client.site.config import SiteConfigError, load_site_config
 from fedmi.shared import contract
 from fedmi.shared.tasks import TASKS, get_task
 
+if TYPE_CHECKING:
+    from fedmi.client.privacy.settings import PrivacySettings
+    from fedmi.client.site.settings import SiteSettings
+
 log = logging.getLogger(__name__)
 
 
-def site_check(
-    site_dir: Path, task: str, state_dir: Path, role: str | None = None
-) -> tuple[dict[str, object], list[str]]:
-    """Validate the site and build its query reply.
-
-    Returns
-    -------
-    (dict, list[str])
-        The reply's content as plain values (record → key → value) and the report lines.
-
-    Raises
-    ------
-    SiteConfigError
-        When site.toml, the labels or the DICOM give nothing usable (message names the fix).
-    """
-    from fedmi.client.egress import check_outbound
-    from fedmi.client.ingest.pipeline import ingest_site
+def _resolve(
+    site_dir: Path, task: str, state_dir: Path, role: str | None
+) -> tuple[SiteSettings, PrivacySettings]:
+    """The site and its DP settings exactly as its SuperNode's ClientApp resolves them."""
     from fedmi.client.privacy.settings import resolve_privacy
-    from fedmi.client.site.query import handle_query
     from fedmi.client.site.settings import resolve_site
-    from fedmi.shared.instructions import QueryInstruction
 
-    site_dir = Path(site_dir).resolve()
-    state_dir = Path(state_dir).resolve()
     if not site_dir.is_dir():
         raise SiteConfigError(f"--site-dir {site_dir} does not exist: give the site folder")
     toml = load_site_config(site_dir)
@@ -59,27 +48,35 @@ def site_check(
     if role:
         node_config["role"] = role
     site = resolve_site(node_config, {})
-    privacy = resolve_privacy(site, node_config, {})
-    report = ingest_site(site.data_dir, task, site.cache_dir)
-    s = report.summary
+    return site, resolve_privacy(site, node_config, {})
+
+
+def _ingest_lines(site: SiteSettings, task: str) -> list[str]:
+    """Ingest the site's DICOM into its cache (explicitly) and summarise the outcome."""
+    from fedmi.client.ingest.pipeline import ingest_site
+
+    s = ingest_site(site.data_dir, task, site.cache_dir).summary
+    report = site.cache_dir / REPORT_FILE
     lines = [
         f"site {site.site_id}: role {site.role}, task {task}, small-cell rule k={site.min_cell_count}",
         f"DICOM: {s['files_found']} files, {s['series_accepted']} series accepted, "
-        f"{s['series_rejected']} rejected (details: {site.cache_dir / 'ingest_report.json'})",
+        f"{s['series_rejected']} rejected (details: {report})",
     ]
-    for reason, n in s["by_reason"].items():
-        lines.append(f"  rejected {reason}: {n}")
+    lines += [f"  rejected {reason}: {n}" for reason, n in s["by_reason"].items()]
     if s["series_accepted"] == 0:
         raise SiteConfigError(
-            f"no usable series for task {task} under {site_dir / 'dicom'}: see "
-            f"{site.cache_dir / 'ingest_report.json'} for each file's reason"
+            f"no usable series for task {task} under {site.data_dir / 'dicom'}: see "
+            f"{report} for each file's reason"
         )
-    content = check_outbound(contract.QUERY, handle_query(site, QueryInstruction(task=task)), None)
-    shared = {name: dict(rec) for name, rec in content.items()}
+    return lines
+
+
+def _shared_lines(shared: dict[str, dict], site: SiteSettings, task: str) -> list[str]:
+    """What the query reply would release, in words."""
     m = shared[contract.METRICS]
     spec = get_task(task)
     n, pos = int(m["num-examples"]), int(m["num-positive"])
-    lines += [
+    lines = [
         "",
         "What this site would send to the coordinator when asked (nothing is sent now):",
         f"  site: {dict(shared[contract.SITE])}",
@@ -95,6 +92,34 @@ def site_check(
         f"  small cells pooled or withheld: {int(m.get('suppressed-cells', 0))} "
         f"(categories with fewer than {site.min_cell_count} scans)"
     )
+    return lines
+
+
+def site_check(
+    site_dir: Path, task: str, state_dir: Path, role: str | None = None
+) -> tuple[dict[str, object], list[str]]:
+    """Validate the site, ingest its DICOM and build its query reply.
+
+    Returns
+    -------
+    (dict, list[str])
+        The reply's content as plain values (record → key → value) and the report lines.
+
+    Raises
+    ------
+    SiteConfigError
+        When site.toml, the labels or the DICOM give nothing usable (message names the fix).
+    """
+    # imported here: `fedmi-site --help` and keygen need neither torch nor Flower
+    from fedmi.client.egress import check_outbound
+    from fedmi.client.site.query import handle_query
+    from fedmi.shared.instructions import QueryInstruction
+
+    site, privacy = _resolve(Path(site_dir).resolve(), task, Path(state_dir).resolve(), role)
+    lines = _ingest_lines(site, task)
+    content = check_outbound(contract.QUERY, handle_query(site, QueryInstruction(task=task)), None)
+    shared = {name: dict(rec) for name, rec in content.items()}
+    lines += _shared_lines(shared, site, task)
     lines += [
         "During training it sends model weights and declared metrics only; evaluation sends "
         "score histograms and counts, suppressed below k. Never: images, DICOM headers, "

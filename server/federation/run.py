@@ -43,8 +43,8 @@ from fedmi.server.report.document import (
 )
 from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
+from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import EvaluateInstruction, ExternalInstruction, TrainInstruction
-from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec, federated_state_dict
 from fedmi.shared.run_config import RunConfig
 

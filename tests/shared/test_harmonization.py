@@ -11,6 +11,7 @@ from fedmi.shared import contract
 from fedmi.shared.harmonization import (
     ClassMoments,
     FeatureMoments,
+    build_method_model,
     group_key,
     moment_distance,
     pool_moments,
@@ -18,7 +19,6 @@ from fedmi.shared.harmonization import (
     reference_from_config,
     with_groups,
 )
-from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, local_state_dict
 
 SPEC = ModelSpec(in_shape=(1, 16, 16, 16), channels=(4, 8), strides=(2, 2), embedding=8, arch="cnn")

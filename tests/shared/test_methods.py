@@ -6,8 +6,7 @@ import pytest
 
 from fedmi.server.history import RunHistory
 from fedmi.server.strategy import AGGREGATORS, make_strategy
-from fedmi.shared import methods
-from fedmi.shared.harmonization import HarmonizedNet
+from fedmi.shared.harmonization import HarmonizedNet, build_method_model
 from fedmi.shared.methods import BASELINES, FEDERATED_METHODS, METHODS, Method, get_method
 from fedmi.shared.model import FedmiNet, ModelSpec
 from fedmi.shared.run_config import RunConfig
@@ -30,8 +29,8 @@ def test_the_strategy_follows_the_registry(name):
 
 def test_harmonized_methods_build_local_layers():
     spec = ModelSpec(arch="regional")
-    assert type(get_method("fedavg").build_model(spec)) is FedmiNet
-    assert isinstance(get_method("fedmi").build_model(spec, n_groups=2), HarmonizedNet)
+    assert type(build_method_model("fedavg", spec)) is FedmiNet
+    assert isinstance(build_method_model("fedmi", spec, n_groups=2), HarmonizedNet)
     assert get_method("fedmi").adapts and not get_method("fedbn").adapts
 
 
@@ -47,4 +46,4 @@ def test_adding_a_method_is_one_entry(monkeypatch):
     cfg = RunConfig.from_mapping({"method": "fedavg-copy"})
     strategy = make_strategy(cfg, train_nodes=[1], history=RunHistory(), expected_arrays={})
     assert type(strategy).__name__ == "FedmiFedAvg"
-    assert type(methods.build_method_model("fedavg-copy")) is FedmiNet
+    assert type(build_method_model("fedavg-copy")) is FedmiNet

@@ -23,12 +23,12 @@ from fedmi.shared.harmonization import (
     ClassMoments,
     FeatureMoments,
     HarmonizedNet,
+    build_method_model,
     moment_distance,
     reference_config,
     with_groups,
 )
 from fedmi.shared.instructions import INSTRUCTIONS, TrainInstruction
-from fedmi.shared.methods import build_method_model
 from fedmi.shared.model import ModelSpec, federated_state_dict, local_state_dict
 from fedmi.shared.tasks import get_task
 
