@@ -69,6 +69,9 @@ class InstructionError(ValueError):
     """An instruction is malformed; the message names the message type and the key."""
 
 
+_KINDS = {str: "text", int: "a whole number", float: "a finite number", bool: "true or false"}
+
+
 def _check(name: str, kind: type, value: object, where: str) -> object:
     """``value`` as ``kind`` (int, float, str or bool), or :class:`InstructionError`."""
     if kind is bool:
@@ -82,7 +85,7 @@ def _check(name: str, kind: type, value: object, where: str) -> object:
         ok = isinstance(value, kind)
     if not ok:
         raise InstructionError(
-            f"{where}: {name} must be a {kind.__name__}, not {type(value).__name__} {value!r}"
+            f"{where}: {name} must be {_KINDS[kind]}, not {type(value).__name__} {value!r}"
         )
     return float(value) if kind is float else value  # type: ignore[arg-type]
 
