@@ -182,6 +182,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed for splits, initial weights and training"
     )
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """``run``'s options beyond the federation and the training recipe."""
     p.add_argument(
         "--serial",
         action="store_true",
@@ -214,7 +220,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="extra run-config key (repeatable), e.g. central-dp=fixed, sim-default-epsilon=3, "
         "sim-default-dp=off, sim-ledger-root=/abs/dir (see pyproject [tool.flwr.app.config])",
     )
-    p.set_defaults(func=_cmd_run)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

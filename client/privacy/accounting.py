@@ -70,26 +70,47 @@ def calibrate_noise(
     if epsilon - spent < max(tolerance, MIN_REMAINING * epsilon):
         raise BudgetExhausted(f"ε {spent:.3f} already spent of a budget of {epsilon:g}")
     if not prior:
-        from opacus.accountants.utils import get_noise_multiplier
+        return _opacus_sigma(epsilon, delta, sample_rate, steps, accountant, tolerance)
+    return _bisect_sigma(epsilon, delta, sample_rate, steps, prior, accountant, tolerance, spent)
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                sigma = float(
-                    get_noise_multiplier(
-                        target_epsilon=epsilon,
-                        target_delta=delta,
-                        sample_rate=sample_rate,
-                        steps=steps,
-                        accountant=accountant,
-                        epsilon_tolerance=tolerance,
-                    )
+
+def _opacus_sigma(
+    epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str, tolerance: float
+) -> float:
+    """σ for an empty ledger: Opacus' own ``get_noise_multiplier``."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            sigma = float(
+                get_noise_multiplier(
+                    target_epsilon=epsilon,
+                    target_delta=delta,
+                    sample_rate=sample_rate,
+                    steps=steps,
+                    accountant=accountant,
+                    epsilon_tolerance=tolerance,
                 )
-        except ValueError as exc:
-            raise BudgetExhausted(str(exc)) from None
-        if sigma > MAX_NOISE_MULTIPLIER:
-            raise BudgetExhausted(f"σ {sigma:.1f} needed for ε {epsilon:g}")
-        return sigma
+            )
+    except ValueError as exc:
+        raise BudgetExhausted(str(exc)) from None
+    if sigma > MAX_NOISE_MULTIPLIER:
+        raise BudgetExhausted(f"σ {sigma:.1f} needed for ε {epsilon:g}")
+    return sigma
+
+
+def _bisect_sigma(
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    prior: list[tuple[float, float, int]],
+    accountant: str,
+    tolerance: float,
+    spent: float,
+) -> float:
+    """σ composed with what the ledger already holds: bisection over Opacus' accountant."""
 
     def eps(sigma: float) -> float:
         return epsilon_of([*prior, (sigma, sample_rate, steps)], delta, accountant)

@@ -110,6 +110,38 @@ def _run_sigma(
     return sigma
 
 
+def _charged(
+    ledger: PrivacyLedger,
+    settings: PrivacySettings,
+    run_id: str,
+    server_round: int,
+    sigma: float,
+    sample_rate: float,
+    steps: int,
+    after: float,
+) -> bool:
+    """Charge the round's steps before they are taken (write-ahead), unless over budget."""
+    if after > settings.epsilon * (1 + 1e-9):
+        log.warning(
+            "round %d would spend ε to %.3f, over the budget %g: refusing to train",
+            server_round,
+            after,
+            settings.epsilon,
+        )
+        return False
+    ledger.charge(
+        run_id=run_id,
+        server_round=server_round,
+        noise_multiplier=sigma,
+        sample_rate=sample_rate,
+        steps=steps,
+        max_grad_norm=settings.max_grad_norm,
+        delta=settings.delta,
+        epsilon=after,
+    )
+    return True
+
+
 def private_round(
     site: SiteSettings,
     settings: PrivacySettings,
@@ -149,24 +181,8 @@ def private_round(
         log.warning("privacy budget exhausted, refusing to train: %s", exc)
         return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
     after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
-    if after > settings.epsilon * (1 + 1e-9):
-        log.warning(
-            "round %d would spend ε to %.3f, over the budget %g: refusing to train",
-            server_round,
-            after,
-            settings.epsilon,
-        )
+    if not _charged(ledger, settings, run_id, server_round, sigma, q, steps, after):
         return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
-    ledger.charge(
-        run_id=run_id,
-        server_round=server_round,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        max_grad_norm=settings.max_grad_norm,
-        delta=settings.delta,
-        epsilon=after,
-    )
     dp = DPSGD(noise_multiplier=sigma, max_grad_norm=settings.max_grad_norm)
     result = train_local(model, x, y, train, privacy=dp, global_params=global_params)
     if result.steps != steps:  # pragma: no cover - poisson_plan mirrors Opacus
