@@ -32,7 +32,7 @@ from fedmi.shared.contract.records import (
 )
 
 #: (shape, dtype string) of each federated array, by name
-ExpectedArrays = Mapping[str, tuple[tuple[int, ...], str]]
+_ExpectedArrays = Mapping[str, tuple[tuple[int, ...], str]]
 
 
 def _token_ok(value: str) -> bool:
@@ -86,7 +86,7 @@ def _record_kind(record: object) -> str:
 def check_reply(
     message_type: str,
     content: Mapping[str, object],
-    expected_arrays: ExpectedArrays | None = None,
+    expected_arrays: _ExpectedArrays | None = None,
 ) -> list[str]:
     """Check one reply's RecordDict against the contract.
 
@@ -174,7 +174,7 @@ def _reply_metric_problems(
     return problems
 
 
-def _train_array_problems(arrays: object, expected_arrays: ExpectedArrays | None) -> list[str]:
+def _train_array_problems(arrays: object, expected_arrays: _ExpectedArrays | None) -> list[str]:
     """The weights an ``ok`` train reply must carry (checked when ``expected_arrays`` is given)."""
     if arrays is None:
         return ["train reply without weights"]
@@ -253,7 +253,7 @@ def _ood_stats_problems(metrics: Mapping[str, object]) -> list[str]:
     return []
 
 
-def check_arrays(arrays: Mapping[str, object], expected: ExpectedArrays) -> list[str]:
+def check_arrays(arrays: Mapping[str, object], expected: _ExpectedArrays) -> list[str]:
     """Names, shapes, dtypes and finiteness of an ArrayRecord against ``expected``."""
     problems: list[str] = []
     names = set(arrays.keys())

@@ -107,7 +107,7 @@ OOD_CLASSES = 2
 
 
 #: Declared string facts a site may send (ConfigRecord ``site``) and their allowed values
-#: (``None``: a short free token, checked by :func:`fedmi.shared.contract.check._token_ok`).
+#: (``None``: a short free token, as :mod:`fedmi.shared.contract.check` checks it).
 SITE_FIELDS: dict[str, tuple[str, ...] | None] = {
     "site-id": None,
     "role": ROLES,
