@@ -1,0 +1,215 @@
+"""The declared metrics: :class:`MetricSpec` and, per message type, every metric a reply may hold.
+
+A key that is not declared here for its message type does not leave a site
+(:data:`REPLY_METRICS`); the names, bins and thresholds the declarations use come from
+:mod:`fedmi.shared.contract.records`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedmi.shared.contract.records import (
+    CALIBRATION_BINS,
+    EVALUATE,
+    EXTERNAL,
+    FEATURE_LISTS,
+    FEATURES,
+    HIST_BINS,
+    MAX_EXAMPLES,
+    OOD_BINS,
+    OOD_CLASSES,
+    OOD_STATS,
+    QUERY,
+    REFERRAL_RATES,
+    SUVR_BINS,
+    THRESHOLDS,
+    TRAIN,
+)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One declared metric: its kind, bounds and (for lists) length."""
+
+    kind: str  # "int", "float", "int-list", "float-list"
+    low: float = -math.inf
+    high: float = math.inf
+    length: int | None = None
+
+    def problems(self, name: str, value: object) -> list[str]:
+        """Reasons ``value`` violates this spec (empty when it conforms)."""
+        out: list[str] = []
+        values: list[object]
+        if self.kind.endswith("-list"):
+            if not isinstance(value, list):
+                return [f"{name}: expected a list, got {type(value).__name__}"]
+            if self.length is not None and len(value) != self.length:
+                out.append(f"{name}: expected {self.length} values, got {len(value)}")
+            values = value
+        else:
+            if isinstance(value, list):
+                return [f"{name}: expected a single number, got a list"]
+            values = [value]
+        want_int = self.kind.startswith("int")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                out.append(f"{name}: {type(v).__name__} is not a number")
+                break
+            if want_int and not float(v).is_integer():
+                out.append(f"{name}: {v!r} is not an integer")
+                break
+            if not math.isfinite(float(v)):
+                out.append(f"{name}: non-finite value")
+                break
+            if not (self.low <= float(v) <= self.high):
+                out.append(f"{name}: {v!r} outside [{self.low}, {self.high}]")
+                break
+        return out
+
+
+_COUNT = MetricSpec("int", 0, MAX_EXAMPLES)
+_NONNEG = MetricSpec("float", 0.0)
+_PROB = MetricSpec("float", 0.0, 1.0)
+_NT = len(THRESHOLDS)
+_NR = len(REFERRAL_RATES)
+
+TRAIN_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "train-loss": _NONNEG,
+    "train-accuracy": _PROB,
+    "local-epochs": MetricSpec("int", 0, 10_000),
+    "local-steps": MetricSpec("int", 0, 10_000_000),
+    "compute-seconds": _NONNEG,  # the training loop alone
+    # the whole instruction at the site (model build, weights in and out, checks, ledger,
+    # and the received model's evaluation when asked): what the coordinator waits for
+    "site-seconds": _NONNEG,
+    # --- sample-level DP-SGD at the site (absent when the site trains without DP) -------
+    "epsilon": _NONNEG,  # cumulative ε of the site's dataset (all runs) after this round
+    "epsilon-budget": _NONNEG,  # the site's own ε budget
+    "delta": _PROB,
+    "noise-multiplier": _NONNEG,  # σ of this round's DP-SGD steps
+    "sample-rate": _PROB,  # Poisson sampling rate q
+    "dp-steps": MetricSpec("int", 0, 10_000_000),  # DP-SGD steps charged this round
+    "max-grad-norm": _NONNEG,  # per-sample clipping norm
+}
+
+EVAL_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "num-positive": _COUNT,
+    "loss-sum": _NONNEG,
+    "hist-pos": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    "hist-neg": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    "tp": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
+    "fp": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
+    "tn": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
+    "fn": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
+    "compute-seconds": _NONNEG,  # scoring the scans and the statistics
+    "site-seconds": _NONNEG,  # the whole instruction at the site (see TRAIN_METRICS)
+    # --- computed at the site from its own scores; only these values leave -------------
+    "sq-error-sum": _NONNEG,  # Σ (p − y)²: Brier score = sq-error-sum / num-examples
+    "cal-count": MetricSpec("int-list", 0, MAX_EXAMPLES, CALIBRATION_BINS),
+    "cal-sum-prob": MetricSpec("float-list", 0.0, MAX_EXAMPLES, CALIBRATION_BINS),
+    "cal-sum-label": MetricSpec("int-list", 0, MAX_EXAMPLES, CALIBRATION_BINS),
+    # the AUC of the site's unbinned scores with its DeLong s.e. and 95 % interval (the
+    # interval's centre: a summary of >= k cases, unlike the scores it comes from)
+    "auc-exact": _PROB,
+    "auc-se": MetricSpec("float", 0.0, 1.0),
+    "auc-ci-low": _PROB,
+    "auc-ci-high": _PROB,
+    # 95 % Wilson intervals of sensitivity and specificity at OPERATING_THRESHOLD
+    "sens-ci-low": _PROB,
+    "sens-ci-high": _PROB,
+    "spec-ci-low": _PROB,
+    "spec-ci-high": _PROB,
+    # small-cell suppression: the k applied, and how many bins were merged away
+    "min-cell-count": MetricSpec("int", 1, 10_000),
+    "suppressed-cells": _COUNT,
+}
+
+QUERY_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,  # labelled scans usable for the task
+    "num-train": _COUNT,
+    "num-test": _COUNT,
+    "num-positive": _COUNT,
+    "min-cell-count": MetricSpec("int", 1, 10_000),
+    "suppressed-cells": _COUNT,  # scan-count categories pooled or withheld (< k)
+}
+
+#: ``query.features`` replies: see :data:`fedmi.shared.contract.records.FEATURE_DIM_MAX`.
+FEATURE_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "num-positive": _COUNT,
+    **{
+        k: MetricSpec("float-list", 0.0, 1e18)
+        if "var" in k
+        else MetricSpec("float-list", -1e9, 1e9)
+        for k in FEATURE_LISTS
+    },
+}
+
+# --- uncertainty, out-of-distribution scores, the output as a biomarker -----------------
+#: ``evaluate.external`` only. Everything below is an aggregate computed at the site from
+#: its own scans (shared/uncertainty.py, shared/ood.py, shared/biomarker.py), subject to
+#: the site's small-cell rule: histogram and calibration bins are merged, a family is left
+#: out entirely when its cases (or either class) number fewer than the site's k.
+UNCERTAINTY_METRICS: dict[str, MetricSpec] = {
+    "mc-passes": MetricSpec("int", 1, 10_000),  # T stochastic passes (dropout on)
+    # calibration of the MC-dropout mean probability (same bins as cal-*)
+    "mc-sq-error-sum": _NONNEG,
+    "mc-cal-count": MetricSpec("int-list", 0, MAX_EXAMPLES, CALIBRATION_BINS),
+    "mc-cal-sum-prob": MetricSpec("float-list", 0.0, MAX_EXAMPLES, CALIBRATION_BINS),
+    "mc-cal-sum-label": MetricSpec("int-list", 0, MAX_EXAMPLES, CALIBRATION_BINS),
+    # per REFERRAL_RATES: scans kept after referral, and correct calls among them
+    "referral-retained": MetricSpec("int-list", 0, MAX_EXAMPLES, _NR),
+    "referral-correct": MetricSpec("int-list", 0, MAX_EXAMPLES, _NR),
+}
+OOD_METRICS: dict[str, MetricSpec] = {
+    "ood-num-examples": _COUNT,  # scans scored (the evaluated scans)
+    "ood-hist": MetricSpec("int-list", 0, MAX_EXAMPLES, OOD_BINS),
+}
+BIOMARKER_METRICS: dict[str, MetricSpec] = {
+    "bio-num-examples": _COUNT,  # MCI scans with a conversion outcome
+    "bio-num-converters": _COUNT,
+    # per outcome (pos = converter): the model's probability and the meta-ROI SUVR
+    "bio-hist-model-pos": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    "bio-hist-model-neg": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    "bio-hist-suvr-pos": MetricSpec("int-list", 0, MAX_EXAMPLES, SUVR_BINS),
+    "bio-hist-suvr-neg": MetricSpec("int-list", 0, MAX_EXAMPLES, SUVR_BINS),
+    # each marker's AUC on the site's unbinned values (a summary of >= k per outcome)
+    "bio-auc-model-exact": _PROB,
+    "bio-auc-suvr-exact": _PROB,
+    # AUC(model) − AUC(SUVR) with its paired DeLong s.e. and 95 % interval (site's scans)
+    "bio-auc-diff": MetricSpec("float", -1.0, 1.0),
+    "bio-auc-diff-se": MetricSpec("float", 0.0, 1.0),
+    "bio-auc-diff-ci-low": MetricSpec("float", -1.0, 1.0),
+    "bio-auc-diff-ci-high": MetricSpec("float", -1.0, 1.0),
+}
+EXTERNAL_METRICS: dict[str, MetricSpec] = {
+    **EVAL_METRICS,
+    **UNCERTAINTY_METRICS,
+    **OOD_METRICS,
+    **BIOMARKER_METRICS,
+}
+
+#: ``query.ood`` replies: see :data:`fedmi.shared.contract.records.OOD_STATS`.
+OOD_STATS_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "min-cell-count": MetricSpec("int", 1, 10_000),
+    "ood-class-count": MetricSpec("int-list", 0, MAX_EXAMPLES, OOD_CLASSES),
+    "ood-feat-sum": MetricSpec("float-list", -1e12, 1e12),  # C·d, class-major
+    "ood-feat-outer": MetricSpec("float-list", -1e15, 1e15),  # C·d·d, class-major
+}
+
+#: Per message type: the metrics of its reply's MetricRecord.
+REPLY_METRICS: dict[str, dict[str, MetricSpec]] = {
+    TRAIN: TRAIN_METRICS,
+    EVALUATE: EVAL_METRICS,
+    EXTERNAL: EXTERNAL_METRICS,
+    QUERY: QUERY_METRICS,
+    FEATURES: FEATURE_METRICS,
+    OOD_STATS: OOD_STATS_METRICS,
+}
