@@ -34,7 +34,7 @@ import numpy as np
 
 from fedmi.shared.tasks import get_task
 from fedmi.simulations import phantom
-from fedmi.simulations.dicom_writer import (
+from fedmi.simulations.dicom import (
     NmMeta,
     PetMeta,
     nm_sop_instance_uid,

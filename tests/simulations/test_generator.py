@@ -12,7 +12,7 @@ import pytest
 
 from fedmi.simulations import phantom as P
 from fedmi.simulations.cli import main
-from fedmi.simulations.dicom_writer import read_pet_suv
+from fedmi.simulations.dicom import read_pet_suv
 from fedmi.simulations.generator import generate_federation
 from fedmi.simulations.sites import PRESETS, make_sites
 
