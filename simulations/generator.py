@@ -33,7 +33,8 @@ import os
 import time
 from pathlib import Path
 
-from fedmi.shared.tasks import get_task
+from fedmi.shared.grid import Grid
+from fedmi.shared.tasks import TaskSpec, get_task
 from fedmi.simulations.identities import site_identifiers
 from fedmi.simulations.phantom.basis import Basis
 from fedmi.simulations.phantom.tasks import build_basis
@@ -87,28 +88,18 @@ def generate_federation(
     dict
         The manifest also written to ``out/federation.json``.
     """
-    unknown = set(overrides) - _ALLOWED_OVERRIDES
-    if unknown:
-        raise ValueError(
-            f"unknown options {sorted(unknown)}; allowed: {sorted(_ALLOWED_OVERRIDES)}"
-        )
-    spec = get_task(task)
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: choose a new --out folder or empty this one")
-    n_sites, scale, workers = _options(overrides)
+    spec, out, n_sites, scale, workers = _arguments(out, task, preset, overrides)
     t0 = time.perf_counter()
     sites = make_sites(task, preset, seed, n_sites, scale)
     grid = PRESETS[preset].working_grid
     base = build_basis(task, grid)
+    n_subjects = sum(s.n_subjects for s in sites)
     logger.info(
         "generating %s federation: preset %s, %d sites, %d subjects",
         task,
         preset,
         len(sites),
-        sum(s.n_subjects for s in sites),
+        n_subjects,
     )
     (out / "_truth").mkdir(parents=True, exist_ok=True)
     manifest_sites = [
@@ -122,12 +113,8 @@ def generate_federation(
         "preset": preset,
         "seed": seed,
         "options": {"n_sites": len(sites), "subjects_scale": scale},
-        "working_grid": {
-            "shape": list(grid.shape),
-            "spacing": list(grid.spacing),
-            "origin": list(grid.origin),
-        },
-        "n_subjects": sum(s.n_subjects for s in sites),
+        "working_grid": _grid_entry(grid),
+        "n_subjects": n_subjects,
         "sites": manifest_sites,
     }
     (out / "federation.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -137,12 +124,31 @@ def generate_federation(
     return manifest
 
 
-def _options(overrides: dict[str, object]) -> tuple[int | None, float, int]:
-    """``(n_sites or None, subjects_scale, workers)`` from the (checked) overrides."""
+def _grid_entry(grid: Grid) -> dict[str, list]:
+    """The working grid as the manifest records it."""
+    return {"shape": list(grid.shape), "spacing": list(grid.spacing), "origin": list(grid.origin)}
+
+
+def _arguments(
+    out: Path, task: str, preset: str, overrides: dict[str, object]
+) -> tuple[TaskSpec, Path, int | None, float, int]:
+    """Check the arguments (errors name the bad one); returns the task, ``out`` as a Path,
+    ``n_sites`` (or None), ``subjects_scale`` and ``workers``."""
+    unknown = set(overrides) - _ALLOWED_OVERRIDES
+    if unknown:
+        raise ValueError(
+            f"unknown options {sorted(unknown)}; allowed: {sorted(_ALLOWED_OVERRIDES)}"
+        )
+    spec = get_task(task)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: choose a new --out folder or empty this one")
     n_sites = overrides.get("n_sites", overrides.get("sites"))
     scale = float(overrides.get("subjects_scale", 1.0) or 1.0)
     workers = int(overrides.get("workers") or min(2, os.cpu_count() or 1))
-    return None if n_sites is None else int(n_sites), scale, workers
+    return spec, out, None if n_sites is None else int(n_sites), scale, workers
 
 
 def _generate_site(

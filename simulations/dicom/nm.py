@@ -99,6 +99,38 @@ def _rotation(meta: NmMeta) -> Dataset:
     return rot
 
 
+def _nm_header(meta: NmMeta, geom: dict[str, object], affine: np.ndarray, nz: int) -> Dataset:
+    """Common header plus the NM Image, Multi-frame, Detector, Rotation and Energy Window
+    modules of an ``nz``-frame reconstruction, and, last, ``meta.extra``."""
+    nuclide = TRACERS[meta.tracer].nuclide
+    d = image_dataset(
+        meta,
+        "NM",
+        NuclearMedicineImageStorage,
+        geom,
+        image_type=["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
+        corrected_image=meta.corrected_image,
+        frame_duration_ms=int(round(meta.frame_duration_s * 1000)),
+        dose_text=ds(round(meta.injected_dose_mbq, 2)),
+    )
+    d.ImageID = "RECON"
+    d.SpacingBetweenSlices = ds(geom["slice_step"])
+    if meta.units_cnts:
+        d.Units = "CNTS"
+    d.NumberOfFrames = nz
+    d.FrameIncrementPointer = pydicom.tag.Tag(0x0054, 0x0080)
+    d.SliceVector = list(range(1, nz + 1))
+    d.NumberOfSlices = nz
+    d.NumberOfDetectors = 1
+    d.NumberOfRotations = 1
+    d.NumberOfEnergyWindows = 1
+    d.EnergyWindowInformationSequence = DicomSequence([_energy_window(nuclide)])
+    d.DetectorInformationSequence = DicomSequence([_detector(meta, affine, geom)])
+    d.RotationInformationSequence = DicomSequence([_rotation(meta)])
+    apply_extra(d, meta)
+    return d
+
+
 def write_nm_series(
     counts: np.ndarray,
     affine_lps: np.ndarray,
@@ -138,34 +170,7 @@ def write_nm_series(
     if vol.ndim != 3:
         raise ValueError(f"counts must be 3-D [i, j, k], got shape {vol.shape}")
     geom = geometry_from_affine(affine_lps)
-    nuclide = TRACERS[meta.tracer].nuclide
-    nz = vol.shape[2]
-    d = image_dataset(
-        meta,
-        "NM",
-        NuclearMedicineImageStorage,
-        geom,
-        image_type=["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"],
-        corrected_image=meta.corrected_image,
-        frame_duration_ms=int(round(meta.frame_duration_s * 1000)),
-        dose_text=ds(round(meta.injected_dose_mbq, 2)),
-    )
-    d.ImageID = "RECON"
-    d.SpacingBetweenSlices = ds(geom["slice_step"])
-    if meta.units_cnts:
-        d.Units = "CNTS"
-    d.NumberOfFrames = nz
-    d.FrameIncrementPointer = pydicom.tag.Tag(0x0054, 0x0080)
-    d.SliceVector = list(range(1, nz + 1))
-    d.NumberOfSlices = nz
-    d.NumberOfDetectors = 1
-    d.NumberOfRotations = 1
-    d.NumberOfEnergyWindows = 1
-    d.EnergyWindowInformationSequence = DicomSequence([_energy_window(nuclide)])
-    aff = np.asarray(affine_lps, dtype=np.float64)
-    d.DetectorInformationSequence = DicomSequence([_detector(meta, aff, geom)])
-    d.RotationInformationSequence = DicomSequence([_rotation(meta)])
-    apply_extra(d, meta)
+    d = _nm_header(meta, geom, np.asarray(affine_lps, dtype=np.float64), vol.shape[2])
     # Multi-frame pixel data: [frames, rows, cols] = [k, j, i].
     frames = np.clip(np.rint(np.moveaxis(vol, 2, 0).transpose(0, 2, 1)), 0, 65535)
     d.set_pixel_data(np.ascontiguousarray(frames.astype(np.uint16)), "MONOCHROME2", 16)

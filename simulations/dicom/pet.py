@@ -101,6 +101,21 @@ def _file_name(meta: PetMeta, index: int, sop_uid: str, rng: np.random.Generator
     raise ValueError(f"unknown file_naming {meta.file_naming!r}: use instance, im, uid or slice")
 
 
+def _series_rng(base: Dataset) -> np.random.Generator:
+    """A generator seeded from the series UID (deterministic random file names)."""
+    return np.random.default_rng(int(base.SeriesInstanceUID.replace(".", "")[-18:]))
+
+
+def _unique_file_name(
+    meta: PetMeta, index: int, sop_uid: str, rng: np.random.Generator, used: set[str]
+) -> str:
+    """:func:`_file_name`, drawn again while it is one of ``used``."""
+    name = _file_name(meta, index, sop_uid, rng)
+    while name in used:
+        name = _file_name(meta, index, sop_uid, rng)
+    return name
+
+
 def _pet_header(meta: PetMeta, geom: dict[str, object], n_slices: int) -> Dataset:
     """The attributes every slice shares: common header plus the PET Image and PET Series
     modules ((0054,1001) *Units* ``BQML``, (0054,1102) *Decay Correction* ``START``, frame
@@ -215,18 +230,14 @@ def write_pet_series(
     bqml = vol * (meta.calibration_factor / suv_factor(meta))
     aff = np.asarray(affine_lps, dtype=np.float64)
     base = _pet_header(meta, geom, vol.shape[2])
-    if rng is None:
-        seed_text = base.SeriesInstanceUID.replace(".", "")[-18:]
-        rng = np.random.default_rng(int(seed_text))
+    rng = _series_rng(base) if rng is None else rng
     paths: list[Path] = []
     used: set[str] = set()
     for k in range(vol.shape[2]):
         d = _slice_dataset(base, bqml[:, :, k].T, k, aff, geom["normal"])  # [rows=j, cols=i]
         sop = uid(meta, "sop", str(meta.series_number), str(k))
         finish(d, sop)
-        name = _file_name(meta, k + 1, sop, rng)
-        while name in used:
-            name = _file_name(meta, k + 1, sop, rng)
+        name = _unique_file_name(meta, k + 1, sop, rng, used)
         used.add(name)
         path = out_dir / name
         d.save_as(path, enforce_file_format=True)
