@@ -31,7 +31,7 @@ from fedmi.client.ingest.template import template_brain  # noqa: E402
 from fedmi.shared.anatomy import region_weights, tissue_on_grid  # noqa: E402
 from fedmi.shared.grid import Grid  # noqa: E402
 from fedmi.shared.tasks import get_task  # noqa: E402
-from fedmi.simulations.dicom_writer import PetMeta, write_pet_series  # noqa: E402
+from fedmi.simulations.dicom import PetMeta, write_pet_series  # noqa: E402
 
 TASK = "fdg-ad"
 

@@ -1,4 +1,4 @@
-"""Small phantoms and site folders for the ingest tests (written with simulations.dicom_writer)."""
+"""Small phantoms and site folders for the ingest tests (written with simulations.dicom)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from fedmi.client.ingest.geometry import LPS_TO_RAS
 from fedmi.shared.anatomy import tissue_on_grid
 from fedmi.shared.grid import Grid
-from fedmi.simulations.dicom_writer import NmMeta, PetMeta, write_nm_series, write_pet_series
+from fedmi.simulations.dicom import NmMeta, PetMeta, write_nm_series, write_pet_series
 
 #: Brain centre (RAS mm) the test fields of view are centred on.
 BRAIN_CENTRE = (0.0, -18.0, 12.0)

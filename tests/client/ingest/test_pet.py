@@ -17,7 +17,7 @@ from fedmi.client.ingest.series import load_series
 from fedmi.client.ingest.template import head_shift, to_template
 from fedmi.shared.anatomy import region_weights
 from fedmi.shared.tasks import get_task
-from fedmi.simulations.dicom_writer import PetMeta, write_pet_series
+from fedmi.simulations.dicom import PetMeta, write_pet_series
 from tests.client.ingest.helpers import brain, write_pet
 
 

@@ -1,4 +1,4 @@
-"""PET/NM DICOM writer: tags, geometry and the SUV round trip (PHANTOM_SPEC §4)."""
+"""PET writer: tags, geometry and the SUV round trip (PHANTOM_SPEC §4)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from fedmi.simulations.dicom_writer import (
-    NmMeta,
-    PetMeta,
-    geometry_from_affine,
-    read_pet_suv,
-    suv_factor,
-    write_nm_series,
-    write_pet_series,
-)
+from fedmi.simulations.dicom.pet import PetMeta, read_pet_suv, suv_factor, write_pet_series
+from tests.simulations.dicom.helpers import all_ds_values
 
 
 def _phantom(shape: tuple[int, int, int]) -> np.ndarray:
@@ -26,14 +19,6 @@ def _phantom(shape: tuple[int, int, int]) -> np.ndarray:
     c = [(s - 1) / 2 for s in shape]
     r2 = ((i - c[0]) / shape[0]) ** 2 + ((j - c[1]) / shape[1]) ** 2 + ((k - c[2]) / shape[2]) ** 2
     return 6.0 * np.exp(-8 * r2) + 0.5 * (i / shape[0]) + 0.01 * k
-
-
-def _all_ds_values(d: pydicom.Dataset):
-    for elem in d.iterall():
-        if elem.VR == "DS" and elem.value is not None:
-            values = elem.value if elem.VM > 1 else [elem.value]
-            for v in values:
-                yield elem.keyword, str(v.original_string if hasattr(v, "original_string") else v)
 
 
 def test_default_meta_just_works(tmp_path: Path) -> None:
@@ -89,7 +74,7 @@ def test_pet_round_trip_suv_and_geometry(tmp_path: Path) -> None:
     assert d.SeriesDate == d.AcquisitionDate == "20250603"
     assert d.SeriesTime == d.AcquisitionTime == "003007"
     assert len(d.ConvolutionKernel) <= 16
-    for keyword, text in _all_ds_values(d):
+    for keyword, text in all_ds_values(d):
         assert len(text) <= 16, keyword
     # Each slice has its own slope.
     slopes = {pydicom.dcmread(p).RescaleSlope for p in paths}
@@ -118,46 +103,3 @@ def test_pet_calibration_and_uids(tmp_path: Path) -> None:
 def test_file_naming(tmp_path: Path, naming: str) -> None:
     paths = write_pet_series(np.ones((4, 4, 3)), np.eye(4), PetMeta(file_naming=naming), tmp_path)
     assert len({p.name for p in paths}) == 3
-
-
-def test_tilted_affine_is_rejected() -> None:
-    aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    aff[1, 2] = 0.5
-    with pytest.raises(ValueError, match="parallel"):
-        geometry_from_affine(aff)
-
-
-def test_nm_multiframe_structure(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    counts = rng.poisson(50, size=(12, 10, 7)).astype(np.uint16)
-    aff = np.array([[4.4, 0, 0, -30.0], [0, 4.4, 0, -20.0], [0, 0, -4.4, 80.0], [0, 0, 0, 1]])
-    path = write_nm_series(counts, aff, NmMeta(units_cnts=True), tmp_path / "x" / "nm.dcm")
-    d = pydicom.dcmread(path)
-    assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.20" and d.Modality == "NM"
-    assert list(d.ImageType) == ["ORIGINAL", "PRIMARY", "RECON TOMO", "EMISSION"]
-    assert d.NumberOfFrames == 7 and d.NumberOfSlices == 7
-    assert d.FrameIncrementPointer == pydicom.tag.Tag(0x0054, 0x0080)
-    assert list(d.SliceVector) == list(range(1, 8))
-    assert "ImagePositionPatient" not in d and "ImageOrientationPatient" not in d
-    det = d.DetectorInformationSequence[0]
-    np.testing.assert_allclose([float(v) for v in det.ImagePositionPatient], [-30, -20, 80])
-    assert [float(v) for v in det.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
-    assert float(d.SpacingBetweenSlices) == -4.4  # slices run head→feet
-    assert [float(v) for v in d.PixelSpacing] == [4.4, 4.4]
-    assert d.Units == "CNTS"
-    rp = d.RadiopharmaceuticalInformationSequence[0]
-    assert float(rp.RadionuclideTotalDose) == 185.0  # MBq for NM
-    assert rp.RadiopharmaceuticalCodeSequence[0].CodeValue == "429296007"
-    win = d.EnergyWindowInformationSequence[0].EnergyWindowRangeSequence[0]
-    assert float(win.EnergyWindowLowerLimit) < 159 < float(win.EnergyWindowUpperLimit)
-    arr = d.pixel_array  # [frames, rows, cols] = [k, j, i]
-    assert arr.shape == (7, 10, 12) and arr.dtype == np.uint16
-    np.testing.assert_array_equal(arr, counts.transpose(2, 1, 0))
-    for keyword, text in _all_ds_values(d):
-        assert len(text) <= 16, keyword
-
-
-def test_nm_units_absent_by_default(tmp_path: Path) -> None:
-    path = write_nm_series(np.ones((4, 4, 3)), np.eye(4), NmMeta(), tmp_path / "nm.dcm")
-    d = pydicom.dcmread(path)
-    assert "Units" not in d and float(d.SpacingBetweenSlices) == 1.0

@@ -1,8 +1,23 @@
-"""The ``ood`` preset: a seen-resolution control holdout and an unseen-resolution holdout."""
+"""Presets: site counts and sizes; ``ood`` (a seen-resolution control holdout and an
+unseen-resolution holdout) and ``harmonization`` (resolutions 3.5–14 mm)."""
 
 from __future__ import annotations
 
-from fedmi.simulations.sites import PET_SCANNERS, make_sites
+from fedmi.simulations.sites.profiles import make_sites
+from fedmi.simulations.sites.scanners import PET_SCANNERS
+
+
+def test_presets_site_counts() -> None:
+    tiny = make_sites("fdg-ad", "tiny", seed=0)
+    assert [s.role for s in tiny] == ["train", "train", "holdout"]
+    for task in ("fdg-ad", "amyloid", "dat-pd"):
+        sites = make_sites(task, "default", seed=0)
+        assert [s.role for s in sites] == ["train"] * 4 + ["holdout"]
+        assert 300 <= sum(s.n_subjects for s in sites) <= 450
+    amy = make_sites("amyloid", "default", seed=0)
+    assert len({s.tracer for s in amy if s.role == "train"}) == 4
+    assert all(s.modality == "NM" for s in make_sites("dat-pd", "default", seed=0))
+    assert len(make_sites("fdg-ad", "tiny", seed=0, n_sites=6)) == 6
 
 
 def test_ood_preset_has_an_unseen_resolution_holdout():

@@ -1,0 +1,116 @@
+"""Who the synthetic patients are: names, physicians, birth dates and a site's identifiers.
+
+Patient names, birth dates and referring physicians are drawn on the subject's generator
+(:mod:`fedmi.simulations.subjects` decides when); PatientIDs, accession numbers and study
+folder names come from the site's own stream (``[seed, SITE_STREAM, site]``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+
+from fedmi.simulations.sites.profiles import SITE_STREAM, SiteProfile
+
+_GIVEN_F = (
+    "Anna",
+    "Maria",
+    "Elena",
+    "Sofia",
+    "Ingrid",
+    "Claire",
+    "Joan",
+    "Ruth",
+    "Aiko",
+    "Fatima",
+    "Grace",
+    "Helen",
+    "Irene",
+    "Lucia",
+    "Marta",
+    "Nora",
+)
+_GIVEN_M = (
+    "John",
+    "Peter",
+    "Luca",
+    "Karl",
+    "Omar",
+    "David",
+    "Henri",
+    "Jorge",
+    "Kenji",
+    "Liam",
+    "Marco",
+    "Nils",
+    "Paul",
+    "Samuel",
+    "Tomas",
+    "Victor",
+)
+_FAMILY = (
+    "Smith",
+    "Novak",
+    "Rossi",
+    "Muller",
+    "Garcia",
+    "Dubois",
+    "Jansen",
+    "Kowalski",
+    "Silva",
+    "Tanaka",
+    "Okafor",
+    "Larsen",
+    "Moreau",
+    "Bianchi",
+    "Fischer",
+    "Walsh",
+    "Haddad",
+    "Petrov",
+    "Lindqvist",
+    "Costa",
+)
+_PHYSICIANS = ("Brown^Alice^^Dr", "Keller^Max^^Dr", "Ferri^Paola^^Dr", "Ahmed^Sara^^Dr")
+
+
+def site_identifiers(site: SiteProfile, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """Unique PatientIDs, accession numbers and study folder names of a site."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SITE_STREAM, site.index]))
+    n = site.n_subjects
+    if site.id_style == "prefix":
+        ids = [f"{site.id_prefix}-{j + 1:04d}" for j in range(n)]
+    else:
+        digits = 8 if site.id_style == "mrn" else 7
+        pool = rng.choice(10**digits - 10 ** (digits - 1), size=n, replace=False) + 10 ** (
+            digits - 1
+        )
+        ids = [str(int(v)) if site.id_style == "mrn" else f"H{int(v)}" for v in pool]
+    acc = rng.choice(9 * 10**9, size=n, replace=False) + 10**9
+    accessions = [str(int(a)) for a in acc]
+    folders = []
+    for j in range(n):
+        if site.folder_style == "patient":
+            folders.append(f"{ids[j]}/{accessions[j]}")
+        elif site.folder_style == "opaque":
+            folders.append(f"{int(rng.integers(16**8)):08X}/{int(rng.integers(16**8)):08X}")
+        else:
+            folders.append(f"study_{j + 1:04d}")
+    return ids, accessions, folders
+
+
+def birth_date(scan: _dt.datetime, age: float, rng: np.random.Generator) -> str:
+    """DA birth date of someone ``age`` years old at ``scan`` (plus 0–364 random days)."""
+    days = int(round(age * 365.25)) + int(rng.integers(0, 365))
+    return (scan.date() - _dt.timedelta(days=days)).strftime("%Y%m%d")
+
+
+def patient_name(sex: str, rng: np.random.Generator) -> str:
+    """PN ``Family^Given`` (family name drawn first, then a given name matching ``sex``)."""
+    given = _GIVEN_F if sex == "F" else _GIVEN_M
+    return f"{_FAMILY[int(rng.integers(len(_FAMILY)))]}^{given[int(rng.integers(len(given)))]}"
+
+
+def referring_physician(rng: np.random.Generator) -> str:
+    """PN of one of the site's referring physicians."""
+    return _PHYSICIANS[int(rng.integers(len(_PHYSICIANS)))]
