@@ -236,6 +236,28 @@ class Schema:
         return markdown_table(chosen)
 
 
+def flower_pairs(text: str, option: str, error: type[ConfigError]) -> dict[str, object]:
+    """Flower's ``key=value ...`` syntax (``--run-config``, ``--node-config``) as a mapping.
+
+    Only the syntax is read here (with Flower's own parser); the keys are then validated by
+    the caller's schema. An empty text gives ``{}``.
+
+    Raises
+    ------
+    ConfigError
+        Of class ``error``, naming ``option`` and the text, when it is not Flower's syntax.
+    """
+    if not text.strip():
+        return {}
+    from flwr.common.config import parse_config_args
+
+    try:
+        return dict(parse_config_args([text]))
+    except Exception as exc:  # click.ClickException (syntax) or ValueError
+        detail = getattr(exc, "message", None) or str(exc)
+        raise error(f"{option} {text!r}: {detail}") from None
+
+
 def _closest(word: str, candidates: Sequence[str]) -> str | None:
     lower = {c.lower(): c for c in candidates}
     if word.lower() in lower:

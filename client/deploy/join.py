@@ -37,6 +37,7 @@ from fedmi.client.ingest.report import REPORT_FILE
 from fedmi.client.privacy.settings import resolve_privacy
 from fedmi.client.site.config import ROLES, SiteConfigError, load_site_config
 from fedmi.client.site.settings import node_settings, resolve_site
+from fedmi.shared.config_schema import flower_pairs
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
@@ -137,15 +138,7 @@ def extra_node_config(text: str) -> dict[str, object]:
         Not Flower's syntax, an unknown key (with the close match), a bad value, or a key
         that ``join`` sets from its own options.
     """
-    if not text.strip():
-        return {}
-    from flwr.common.config import parse_config_args
-
-    try:
-        values = parse_config_args([text])
-    except Exception as exc:  # click.ClickException (syntax) or ValueError
-        detail = getattr(exc, "message", None) or str(exc)
-        raise SiteConfigError(f"--node-config {text!r}: {detail}") from None
+    values = flower_pairs(text, "--node-config", SiteConfigError)
     for key, option in _JOIN_KEYS.items():
         if key in values:
             raise SiteConfigError(

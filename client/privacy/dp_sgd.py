@@ -34,7 +34,7 @@ from opacus.data_loader import DPDataLoader
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedmi.client.training.loop import ProximalTerm, Tally, TrainSettings
+from fedmi.client.training.loop import ProximalTerm, Tally, TrainingCall
 
 log = logging.getLogger(__name__)
 
@@ -122,33 +122,17 @@ class DPSGD:
     grad_sample_mode: str | None = None
     noise_generator: torch.Generator | None = None
 
-    def stepper(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        settings: TrainSettings,
-        device: torch.device,
-    ) -> PrivateSteps:
-        return PrivateSteps(self, model, optimizer, x, y, settings, device)
+    def stepper(self, call: TrainingCall) -> PrivateSteps:
+        return PrivateSteps(self, call)
 
 
 class PrivateSteps:
     """The DP-SGD stepper: Opacus wraps the model, optimiser and loader on entry."""
 
-    def __init__(
-        self,
-        dp: DPSGD,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        settings: TrainSettings,
-        device: torch.device,
-    ) -> None:
-        self.dp, self.model, self.optimizer, self.x, self.y = dp, model, optimizer, x, y
-        self.settings, self.device = settings, device
+    def __init__(self, dp: DPSGD, call: TrainingCall) -> None:
+        self.dp = dp
+        self.model, self.optimizer, self.x, self.y = call.model, call.optimizer, call.x, call.y
+        self.settings, self.device = call.settings, call.device
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
         self.taken = self.empty = 0
         self._exit = ExitStack()

@@ -139,6 +139,19 @@ class Tally:
         )
 
 
+@dataclass(frozen=True)
+class TrainingCall:
+    """What one call of :func:`train_local` trains: the model and its optimiser, the scans,
+    the settings and the device (what a :class:`Stepper` is built from)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    y: torch.Tensor
+    settings: TrainSettings
+    device: torch.device
+
+
 class Stepper(AbstractContextManager, Protocol):
     """How :func:`train_local` draws its batches and takes one gradient step."""
 
@@ -156,15 +169,7 @@ class Stepper(AbstractContextManager, Protocol):
 class DPWrapper(Protocol):
     """What :func:`train_local` needs of a DP-SGD wrapper (its ``privacy`` argument)."""
 
-    def stepper(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        settings: TrainSettings,
-        device: torch.device,
-    ) -> Stepper: ...
+    def stepper(self, call: TrainingCall) -> Stepper: ...
 
 
 @dataclass(frozen=True)
@@ -204,18 +209,10 @@ def proximal_term(
 class PlainSteps(AbstractContextManager):
     """Non-private steps: shuffled mini-batches and the mean loss of each batch."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        settings: TrainSettings,
-        device: torch.device,
-    ) -> None:
-        self.model, self.optimizer, self.x, self.y = model, optimizer, x, y
-        self.batch = settings.batch_for(int(y.shape[0]))
-        self.device = device
+    def __init__(self, call: TrainingCall) -> None:
+        self.model, self.optimizer, self.x, self.y = call.model, call.optimizer, call.x, call.y
+        self.batch = call.settings.batch_for(int(call.y.shape[0]))
+        self.device = call.device
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
 
     def __exit__(self, *exc: object) -> None:
@@ -285,10 +282,8 @@ def train_local(
     gen = torch.Generator().manual_seed(settings.seed)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     proximal = proximal_term(model, settings, global_params, device)
-    if privacy is None:
-        stepper: Stepper = PlainSteps(model, optimizer, x, y, settings, device)
-    else:
-        stepper = privacy.stepper(model, optimizer, x, y, settings, device)
+    call = TrainingCall(model, optimizer, x, y, settings, device)
+    stepper: Stepper = PlainSteps(call) if privacy is None else privacy.stepper(call)
     tally = Tally()
     with stepper:
         for _ in range(settings.epochs):

@@ -24,6 +24,7 @@ from fedmi.server.deploy.flower import (
     run_command,
 )
 from fedmi.server.deploy.superlink import DEFAULT_PORT, start_superlink, stop_superlink
+from fedmi.shared.config_schema import flower_pairs
 from fedmi.shared.run_config import RunConfig, RunConfigError
 
 
@@ -94,16 +95,9 @@ def check_run_config(text: str) -> dict[str, object]:
         Not Flower's syntax, an unknown key (with the close match), a wrong type or a
         value out of range.
     """
-    if not text.strip():
-        return {}
-    from flwr.common.config import parse_config_args
-
-    try:
-        values = parse_config_args([text])
-    except Exception as exc:  # click.ClickException (syntax) or ValueError
-        detail = getattr(exc, "message", None) or str(exc)
-        raise RunConfigError(f"--run-config {text!r}: {detail}") from None
-    RunConfig.from_mapping(values, source="--run-config")
+    values = flower_pairs(text, "--run-config", RunConfigError)
+    if values:
+        RunConfig.from_mapping(values, source="--run-config")
     return values
 
 
