@@ -269,7 +269,10 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     mark("three sites joined")
     run1, out1 = dep.spawn(*run)
 
-    # while it runs: an unregistered key is refused ...
+    # while it runs: an unregistered key is refused (its site has ingested: join refuses
+    # a site that has not, before it reaches the coordinator) ...
+    ingest = ("ingest", "--site-dir", str(sites["a"]), "--task", "fdg-ad")
+    _ok(dep.cli("client", *ingest, "--state-dir", str(tmp_path / "state-x"), timeout=300))
     refused = join("x", sites["a"], site_ports[3])
     assert refused.returncode != 0
     assert _one_line(refused.stderr, "register"), refused.stderr

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from fedmi.server import app as server_app
 from fedmi.server.strategy import base as server_strategy
 from fedmi.shared import contract
 
@@ -75,8 +75,14 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
             received.extend(_strings_of(msg.content))
         return real_check(message_type, msg, *args, **kwargs)
 
-    monkeypatch.setattr(server_strategy, "check_inbound", recording_check)
-    monkeypatch.setattr(server_app, "check_inbound", recording_check)
+    # every server module that checks replies (strategy, sites, collect, external, ...)
+    import fedmi.server.federation.run  # noqa: F401 - loads the federation modules
+
+    users = [m for n, m in sys.modules.items() if n.startswith("fedmi.server.")]
+    users = [m for m in users if getattr(m, "check_inbound", None) is real_check]
+    assert server_strategy in users and len(users) >= 4
+    for module in users:
+        monkeypatch.setattr(module, "check_inbound", recording_check)
     caplog.set_level(logging.DEBUG)
 
     out = tmp_path / "run"
