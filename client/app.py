@@ -34,7 +34,7 @@ from fedmi.client.egress import check_outbound
 from fedmi.client.evaluation.handler import handle_evaluate
 from fedmi.client.evaluation.ood import handle_ood_statistics
 from fedmi.client.harmonization.features import handle_features
-from fedmi.client.privacy.settings import resolve_privacy
+from fedmi.client.privacy.settings import PrivacySettings, resolve_privacy
 from fedmi.client.replies import error_reply, expected_arrays, status_reply
 from fedmi.client.site.query import handle_query
 from fedmi.client.site.settings import SiteSettings, resolve_site
@@ -111,17 +111,30 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
     defaults = dict(defaults or {})
     app = ClientApp()
 
-    def train(site: SiteSettings, ins: Instruction, content: RecordDict, ctx: Context):
-        privacy = resolve_privacy(site, dict(ctx.node_config), {**dict(ctx.run_config), **defaults})
-        return handle_train(site, _arrays(content), ins, privacy=privacy, run_id=ctx.run_id)  # type: ignore[arg-type]
+    def privacy(site: SiteSettings, ctx: Context) -> PrivacySettings:
+        run_config = {**dict(ctx.run_config), **defaults}
+        return resolve_privacy(site, dict(ctx.node_config), run_config)
+
+    def with_weights(handle: Callable[..., RecordDict]) -> Work:
+        """A handler of received weights, told the site's DP settings and the run."""
+
+        def work(site: SiteSettings, ins: Instruction, content: RecordDict, ctx: Context):
+            return handle(
+                site, _arrays(content), ins, privacy=privacy(site, ctx), run_id=ctx.run_id
+            )
+
+        return work
+
+    def query(site: SiteSettings, ins: Instruction, content: RecordDict, ctx: Context):
+        return handle_query(site, ins, privacy=privacy(site, ctx), run_id=ctx.run_id)  # type: ignore[arg-type]
 
     work: dict[str, Work] = {
-        contract.QUERY: lambda site, ins, content, ctx: handle_query(site, ins),  # type: ignore[arg-type]
-        contract.TRAIN: train,
-        contract.EVALUATE: lambda site, ins, c, ctx: handle_evaluate(site, _arrays(c), ins),  # type: ignore[arg-type]
-        contract.EXTERNAL: lambda site, ins, c, ctx: handle_evaluate(site, _arrays(c), ins),  # type: ignore[arg-type]
-        contract.FEATURES: lambda site, ins, c, ctx: handle_features(site, _arrays(c), ins),  # type: ignore[arg-type]
-        contract.OOD_STATS: lambda site, ins, c, ctx: handle_ood_statistics(site, _arrays(c), ins),  # type: ignore[arg-type]
+        contract.QUERY: query,
+        contract.TRAIN: with_weights(handle_train),
+        contract.EVALUATE: with_weights(handle_evaluate),
+        contract.EXTERNAL: with_weights(handle_evaluate),
+        contract.FEATURES: with_weights(handle_features),
+        contract.OOD_STATS: with_weights(handle_ood_statistics),
     }
 
     def handler(message_type: str) -> Callable[[Message, Context], Message]:

@@ -91,6 +91,10 @@ class SiteInfo:
     data_counts: dict[str, dict[str, int]] | None = None
 
 
+#: statuses with which a site declines an instruction on privacy grounds
+REFUSALS = ("refused", "budget-exhausted", "ledger-error")
+
+
 @dataclass
 class RunHistory:
     """Per-round, per-site training and evaluation records of one run."""
@@ -100,6 +104,8 @@ class RunHistory:
     final: dict[str, dict] = field(default_factory=dict)
     final_raw: dict[str, dict] = field(default_factory=dict)
     missing_final: list[dict] = field(default_factory=list)
+    #: statistic releases under DP and refusals: {site_id, kind, round, status, epsilon}
+    releases: list[dict] = field(default_factory=list)
 
     def _round(self, r: int) -> dict:
         return self.rounds.setdefault(r, {"round": r, "train": {}, "evaluate": {}, "dropped": []})
@@ -117,6 +123,27 @@ class RunHistory:
     def record_drop(self, r: int, node_id: int, stage: str, reasons: list[str]) -> None:
         self._round(r)["dropped"].append(
             {"site_id": self.site_name(node_id), "stage": stage, "reasons": reasons}
+        )
+
+    def record_release(
+        self, kind: str, node_id: int, status: str, metrics: dict | None, r: int | None = None
+    ) -> None:
+        """Note a statistic release charged to a site's ledger, or one it refused.
+
+        Only DP releases (their reply carries the site's ``epsilon``) and refusals
+        (``refused``, ``budget-exhausted``, ``ledger-error``) are noted.
+        """
+        eps = (metrics or {}).get("epsilon")
+        if eps is None and status not in REFUSALS:
+            return
+        self.releases.append(
+            {
+                "site_id": self.site_name(node_id),
+                "kind": kind,
+                "round": r,
+                "status": status,
+                "epsilon": None if eps is None else float(eps),
+            }
         )
 
     def record_evaluate(self, r: int, node_id: int, stats: dict) -> None:

@@ -21,11 +21,15 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from torch import nn
 
 from fedmi.client.data import site_data
+from fedmi.client.evaluation.private import EMBEDDING_MECHANISMS, private_class_sums
 from fedmi.client.evaluation.suppression import merge_groups
 from fedmi.client.harmonization.adaptation import site_model
+from fedmi.client.privacy.release import Release, ReleaseRefused, open_release
+from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.replies import to_state
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared import contract
+from fedmi.shared.contract.privacy import FEATURE_CLIP_NORM
 from fedmi.shared.instructions import OodQuery
 from fedmi.shared.ood import (
     FeatureDescription,
@@ -100,7 +104,37 @@ def ood_statistics_metrics(
     }
 
 
-def handle_ood_statistics(site: SiteSettings, arrays: ArrayRecord, ins: OodQuery) -> RecordDict:
+def private_ood_statistics(
+    features: np.ndarray, labels: np.ndarray, release: Release, min_cell_count: int
+) -> dict[str, object]:
+    """The ``query.ood`` metrics under DP: noisy counts and clipped, noisy sums.
+
+    A class whose noisy count is below the site's k is withheld (zeros), as in the exact
+    reply; the number of scans is public.
+    """
+    counts, sums, outers = private_class_sums(
+        features, labels, release, FEATURE_CLIP_NORM, outer=True, n_classes=contract.OOD_CLASSES
+    )
+    small = counts < min_cell_count
+    counts[small], sums[small], outers[small] = 0, 0.0, 0.0
+    return {
+        "num-examples": int(len(labels)),
+        "min-cell-count": int(min_cell_count),
+        "epsilon": release.epsilon,
+        "ood-class-count": [int(v) for v in counts],
+        "ood-feat-sum": [float(v) for v in sums.ravel()],
+        "ood-feat-outer": [float(v) for v in outers.ravel()],
+    }
+
+
+def handle_ood_statistics(
+    site: SiteSettings,
+    arrays: ArrayRecord,
+    ins: OodQuery,
+    *,
+    privacy: PrivacySettings | None = None,
+    run_id: int | str = "local",
+) -> RecordDict:
     """``query.ood``: per-class embedding sums of the final model over the train split.
 
     A holdout site, or a site whose train split holds fewer than ``k`` scans of every
@@ -116,9 +150,24 @@ def handle_ood_statistics(site: SiteSettings, arrays: ArrayRecord, ins: OodQuery
         model, x, y, _ = site_model(site, ins, to_state(arrays), data, "train")
         k = site.min_cell_count
         counts = np.bincount(y.numpy().astype(np.int64), minlength=contract.OOD_CLASSES)
-        if len(y) == 0 or (counts < k).all():
+        dp = privacy is not None and privacy.dp
+        # under DP the decision may use only the public size; the classes are noisy
+        if len(y) < (k if dp else 1) or (not dp and (counts < k).all()):
             status = "suppressed"
             metrics["num-examples"] = int(len(y))
+        elif dp:
+            try:
+                release = open_release(
+                    site,
+                    privacy,
+                    run_id=str(run_id),
+                    kind=ins.message_type,
+                    mechanisms=EMBEDDING_MECHANISMS,
+                )
+            except ReleaseRefused as exc:
+                status = exc.status
+            else:
+                metrics = private_ood_statistics(embeddings(model, x), y.numpy(), release, k)
         else:
             metrics = ood_statistics_metrics(embeddings(model, x), y.numpy(), k)
             log.info("OOD feature statistics of %d train-split scans", metrics["num-examples"])

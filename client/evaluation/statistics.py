@@ -84,11 +84,28 @@ def evaluate_site(
     return stats, status
 
 
-def data_inventory(cache_dir: Path, min_cell_count: int) -> tuple[dict[str, list], int]:
-    """Counts of accepted scans per tracer, manufacturer and model, small cells pooled.
+def inventory_counts(cache_dir: Path) -> dict[str, dict[str, int]]:
+    """Exact scans per tracer, manufacturer and model (stays at the site).
 
     Read from the ingest's counts-only ``data_manifest.json`` (DICOM (0008,0070)
-    *Manufacturer* and (0008,1090) *Manufacturer's Model Name* of each accepted series).
+    *Manufacturer* and (0008,1090) *Manufacturer's Model Name* of each accepted series);
+    empty when no manifest exists.
+    """
+    path = Path(cache_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, int]] = {}
+    for field in INVENTORY_FIELDS:
+        raw: dict[str, int] = {}
+        for name, count in dict(manifest.get(_MANIFEST_KEYS[field], {})).items():
+            raw[_label(name)] = raw.get(_label(name), 0) + int(count)
+        out[field] = raw
+    return out
+
+
+def data_inventory(cache_dir: Path, min_cell_count: int) -> tuple[dict[str, list], int]:
+    """Counts of accepted scans per tracer, manufacturer and model, small cells pooled.
 
     Returns
     -------
@@ -96,16 +113,10 @@ def data_inventory(cache_dir: Path, min_cell_count: int) -> tuple[dict[str, list
         The ``inventory`` record's content (``<field>-names`` / ``<field>-counts``) and the
         number of categories pooled or withheld. Empty when no manifest exists.
     """
-    path = Path(cache_dir) / MANIFEST_FILE
-    if not path.is_file():
-        return {}, 0
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    counts = inventory_counts(cache_dir)
     record: dict[str, list] = {}
     withheld = 0
-    for field in INVENTORY_FIELDS:
-        raw: dict[str, int] = {}
-        for name, count in dict(manifest.get(_MANIFEST_KEYS[field], {})).items():
-            raw[_label(name)] = raw.get(_label(name), 0) + int(count)
+    for field, raw in counts.items():
         released, n = suppress_categories(raw, min_cell_count)
         withheld += n
         record[f"{field}-names"] = list(released)

@@ -8,18 +8,34 @@ local layers to the pooled moments (:mod:`fedmi.client.harmonization.adaptation`
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from fedmi.client.data import site_data
-from fedmi.client.harmonization.adaptation import feature_moments, local_layers
+from fedmi.client.evaluation.private import EMBEDDING_MECHANISMS, private_class_sums
+from fedmi.client.harmonization.adaptation import (
+    evaluated_features,
+    feature_moments,
+    local_layers,
+)
+from fedmi.client.privacy.release import Release, ReleaseRefused, open_release
+from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.replies import to_state
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared import contract
+from fedmi.shared.contract.privacy import FEATURE_CLIP_NORM
 from fedmi.shared.instructions import FeaturesQuery
 from fedmi.shared.model import load_federated_state
 
 
-def handle_features(site: SiteSettings, arrays: ArrayRecord, ins: FeaturesQuery) -> RecordDict:
+def handle_features(
+    site: SiteSettings,
+    arrays: ArrayRecord,
+    ins: FeaturesQuery,
+    *,
+    privacy: PrivacySettings | None = None,
+    run_id: int | str = "local",
+) -> RecordDict:
     """Embedding moments of the final model (``arrays``) over all the site's scans.
 
     Only a training site with trained local layers answers with moments, and only over at
@@ -36,6 +52,22 @@ def handle_features(site: SiteSettings, arrays: ArrayRecord, ins: FeaturesQuery)
         status = "no-data"
     elif n < site.min_cell_count:
         status = "suppressed"
+    elif privacy is not None and privacy.dp:
+        load_federated_state(hz.model, to_state(arrays))
+        x, y = hz.subset(data, "all")
+        try:
+            release = open_release(
+                site,
+                privacy,
+                run_id=str(run_id),
+                kind=ins.message_type,
+                mechanisms=EMBEDDING_MECHANISMS,
+            )
+        except ReleaseRefused as exc:
+            status = exc.status
+        else:
+            feats = evaluated_features(hz.model, x).numpy()
+            metrics |= private_moments(feats, y.numpy(), release, site.min_cell_count)
     else:
         load_federated_state(hz.model, to_state(arrays))
         x, y = hz.subset(data, "all")
@@ -56,3 +88,29 @@ def handle_features(site: SiteSettings, arrays: ArrayRecord, ins: FeaturesQuery)
             contract.SITE: ConfigRecord({**record, "status": status}),
         }
     )
+
+
+def private_moments(
+    features: np.ndarray, labels: np.ndarray, release: Release, min_cell_count: int
+) -> dict[str, object]:
+    """Embedding moments under DP, from noisy per-class sums of clipped embeddings.
+
+    The overall moments use the public number of scans; the per-class ones are added when
+    both noisy class counts reach the site's k.
+    """
+    counts, sums, squares = private_class_sums(
+        features, labels, release, FEATURE_CLIP_NORM, outer=False
+    )
+    n = len(labels)
+    out: dict[str, object] = {"epsilon": release.epsilon}
+    mean = sums.sum(0) / n
+    out["feat-mean"] = [float(v) for v in mean]
+    out["feat-var"] = [float(v) for v in np.maximum(squares.sum(0) / n - mean**2, 0.0)]
+    n_pos = int(min(counts[1], n - 1))
+    if min(n_pos, n - n_pos) >= min_cell_count:
+        out["num-positive"] = n_pos
+        for suffix, c, size in (("-neg", 0, n - n_pos), ("-pos", 1, n_pos)):
+            m = sums[c] / size
+            out[f"feat-mean{suffix}"] = [float(v) for v in m]
+            out[f"feat-var{suffix}"] = [float(v) for v in np.maximum(squares[c] / size - m**2, 0)]
+    return out

@@ -14,13 +14,15 @@ Format (JSON, one file)::
               "budget": {"epsilon": 8.0, "delta": 1e-05},
               "runs": {"<run-id>": {"noise_multiplier", "sample_rate", "planned_steps",
                                      "max_grad_norm", "delta", "epsilon_budget", "created"}},
-              "charges": [{"run_id", "round", "noise_multiplier", "sample_rate", "steps",
-                           "max_grad_norm", "delta", "epsilon", "time"}],
+              "charges": [{"run_id", "kind", "round", "noise_multiplier", "sample_rate",
+                           "steps", "max_grad_norm", "delta", "epsilon", "time"}],
               "resets": [{"time", "previous_ledger_id", "previous_epsilon", "archived_as",
                           "reason"}]}}
 
 ``charges`` is the Opacus accountant history ``(noise_multiplier, sample_rate, steps)``
-with who/when; ``epsilon`` is the cumulative ε after the charge. A charge is written
+with who/when and ``kind``: ``train`` for DP-SGD steps, else the message type of a
+statistic release (one Gaussian mechanism: sample rate 1, one step; see
+:mod:`fedmi.client.privacy.release`); ``epsilon`` is the cumulative ε after the charge. A charge is written
 *before* the steps are taken (write-ahead), so a crash mid-round never under-counts.
 
 Writes are atomic (temporary file, ``fsync``, :func:`os.replace`). A ledger that fails
@@ -204,11 +206,17 @@ class PrivacyLedger:
         max_grad_norm: float,
         delta: float,
         epsilon: float,
+        kind: str = "train",
     ) -> None:
-        """Append one charge (write-ahead: call before taking the steps)."""
+        """Append one charge (write-ahead: call before taking the steps or releasing).
+
+        ``kind``: the message type it pays for (``train``, or a statistic release such as
+        ``evaluate.external``: one Gaussian step, ``sample_rate`` 1).
+        """
         self.body["charges"].append(
             {
                 "run_id": str(run_id),
+                "kind": str(kind),
                 "round": int(server_round),
                 "noise_multiplier": float(noise_multiplier),
                 "sample_rate": float(sample_rate),
@@ -231,6 +239,16 @@ class PrivacyLedger:
             (float(c["noise_multiplier"]), float(c["sample_rate"]), int(c["steps"]))
             for c in self.body["charges"]
             if run_id is None or c["run_id"] == str(run_id)
+        ]
+
+    def charges(self, *, run_id: str | None = None, kind: str | None = None) -> list[dict]:
+        """The charges (copies), optionally of one run and one kind (``train`` for older
+        entries, which predate release charges)."""
+        return [
+            dict(c)
+            for c in self.body["charges"]
+            if (run_id is None or c["run_id"] == str(run_id))
+            and (kind is None or c.get("kind", "train") == kind)
         ]
 
     def run_ids(self) -> list[str]:

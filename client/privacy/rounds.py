@@ -16,6 +16,7 @@ import torch
 from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
 from fedmi.client.privacy.dp_sgd import DPSGD, poisson_plan
 from fedmi.client.privacy.ledger import LedgerError, PrivacyLedger
+from fedmi.client.privacy.release import reserved_releases
 from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import TrainResult, TrainSettings, train_local
@@ -63,11 +64,15 @@ def _run_sigma(
     rounds_left: int,
     history: list[tuple[float, float, int]],
     spent: float,
+    reserved: list[tuple[float, float, int]] = (),  # type: ignore[assignment]
 ) -> float:
     """The run's noise multiplier: the one kept in the ledger, or a new plan for the run.
 
     A new plan is calibrated (and kept) on the run's first round, or when anything that
-    shapes it changed (sample rate, steps, clipping norm, δ, budget, accountant).
+    shapes it changed (sample rate, steps, clipping norm, δ, budget, accountant). It is
+    calibrated with ``reserved`` — the run's statistic releases not yet charged
+    (:func:`fedmi.client.privacy.release.reserved_releases`) — composed in, so that
+    training leaves them their part of the budget.
 
     Raises
     ------
@@ -90,7 +95,7 @@ def _run_sigma(
         delta=settings.delta,
         sample_rate=sample_rate,
         steps=steps * rounds_left,
-        prior=history,
+        prior=[*history, *reserved],
         accountant=settings.accountant,
     )
     ledger.set_run_plan(
@@ -176,6 +181,7 @@ def private_round(
             rounds_left=max(1, planned_rounds - server_round + 1),
             history=history,
             spent=spent,
+            reserved=reserved_releases(ledger, settings, site.role, run_id),
         )
     except BudgetExhausted as exc:
         log.warning("privacy budget exhausted, refusing to train: %s", exc)

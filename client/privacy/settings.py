@@ -68,15 +68,24 @@ class PrivacyConfigError(SiteConfigError):
     """A privacy setting is unusable; the message names the key and the fix."""
 
 
+#: the declared default of every [privacy] key (client/site/config.py): the one place
+_DEFAULTS: dict[str, Any] = {s.key: s.default for s in PRIVACY_SETTINGS}
+
+
 @dataclass(frozen=True)
 class PrivacySettings:
-    """The site's resolved DP settings (see the module docstring)."""
+    """The site's resolved DP settings (see the module docstring; defaults: the schema's)."""
 
-    dp: bool = True
-    epsilon: float = DEFAULT_EPSILON
-    delta: float = DEFAULT_DELTA
-    max_grad_norm: float = DEFAULT_MAX_GRAD_NORM
-    accountant: str = "rdp"
+    dp: bool = _DEFAULTS["dp"]
+    epsilon: float = _DEFAULTS["epsilon"]
+    delta: float = _DEFAULTS["delta"]
+    max_grad_norm: float = _DEFAULTS["max-grad-norm"]
+    accountant: str = _DEFAULTS["accountant"]
+    release_share: float = _DEFAULTS["release-share"]
+    max_queries_per_run: int = _DEFAULTS["max-queries-per-run"]
+    max_evaluations_per_run: int = _DEFAULTS["max-evaluations-per-run"]
+    max_validations_per_run: int = _DEFAULTS["max-validations-per-run"]
+    max_releases_per_day: int = _DEFAULTS["max-releases-per-day"]
     ledger_dir: Path | None = None
 
     def ledger_folder(self, site: SiteSettings) -> Path:

@@ -30,9 +30,12 @@ ROLES = ("train", "holdout")
 #: tables of site.toml that fedmi never reads (generator truth): cut before parsing
 IGNORED_TABLES = ("truth",)
 
-DEFAULT_EPSILON = 8.0
+#: the lifetime budget of a site's data: about 8 for DP-SGD training and a fifth of it
+#: (``release-share``) for the statistics each run releases (docs/privacy.md)
+DEFAULT_EPSILON = 10.0
 DEFAULT_DELTA = 1e-5
 DEFAULT_MAX_GRAD_NORM = 1.0
+DEFAULT_RELEASE_SHARE = 0.2
 ACCOUNTANTS = ("rdp", "prv")
 
 _TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -113,6 +116,45 @@ PRIVACY_SETTINGS = (
         "privacy accountant (Opacus)",
         choices=ACCOUNTANTS,
         formerly=("dp-accountant",),
+    ),
+    Setting(
+        "release-share",
+        float,
+        DEFAULT_RELEASE_SHARE,
+        "share of ε a training site keeps for statistic releases in a run (the rest "
+        "trains); a holdout site may release with its whole budget",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+        exclusive_maximum=True,
+    ),
+    Setting(
+        "max-queries-per-run",
+        int,
+        2,
+        "most query, query.features and query.ood replies (each) in one run",
+        minimum=0,
+    ),
+    Setting(
+        "max-evaluations-per-run",
+        int,
+        0,
+        "most per-round evaluations of the model in one run (0: the final validation only)",
+        minimum=0,
+    ),
+    Setting(
+        "max-validations-per-run",
+        int,
+        1,
+        "most final (evaluate.external) validations in one run",
+        minimum=0,
+    ),
+    Setting(
+        "max-releases-per-day",
+        int,
+        12,
+        "most statistic releases (every kind but training) in one UTC day",
+        minimum=0,
     ),
 )
 

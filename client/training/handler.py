@@ -53,7 +53,7 @@ def handle_train(
             server_round=ins.server_round,
         )
         try:
-            received = handle_evaluate(site, arrays, evaluation)
+            received = handle_evaluate(site, arrays, evaluation, privacy=privacy, run_id=run_id)
         except Exception as exc:  # a failed evaluation must not cost the round's training
             log.error("evaluation of the received model failed: %s: %s", type(exc).__name__, exc)
             received = status_reply(site, ins.task, "error")

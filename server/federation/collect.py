@@ -51,6 +51,11 @@ def collect_from_training_sites(
     out = []
     for msg in replies:
         verdict = check_inbound(message_type, msg, None, cfg.max_examples)
+        if verdict.node_id in targets and not verdict.problems:
+            metrics = msg.content.get(contract.METRICS)
+            history.record_release(
+                message_type, verdict.node_id, verdict.status, dict(metrics or {})
+            )
         if verdict.accepted and verdict.node_id in targets:
             out.append((verdict.node_id, dict(msg.content[contract.METRICS])))
     return out

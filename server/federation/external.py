@@ -79,6 +79,11 @@ def _record_reply(
     if verdict.node_id not in history.sites or verdict.node_id in answered:
         log.warning("ignored an unexpected external-validation reply")
         return None
+    if not verdict.problems:
+        metrics = msg.content.get(contract.METRICS)
+        history.record_release(
+            contract.EXTERNAL, verdict.node_id, verdict.status, dict(metrics or {})
+        )
     if verdict.status == "suppressed" and not verdict.problems:
         history.record_final(verdict.node_id, dict(msg.content[contract.METRICS]))
         return verdict.node_id

@@ -80,6 +80,7 @@ def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistor
             min_cell_count=int(m["min-cell-count"]) if "min-cell-count" in m else None,
             data_counts=inventory_counts(msg.content.get(contract.INVENTORY)),
         )
+        history.record_release(contract.QUERY, verdict.node_id, verdict.status, dict(m))
     for info in sorted(history.sites.values(), key=lambda s: s.site_id):
         log.info(
             "site %s: role %s, status %s, %d labelled scans (%d train / %d test)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from fedmi.server.history import RunHistory
+from fedmi.server.history import REFUSALS, RunHistory
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -94,5 +94,33 @@ def privacy_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     return {
         "level": "sample (DP-SGD at each site, each site's own budget)",
         "per_site": [sites[k] for k in sorted(sites)],
+        "releases": releases_section(history),
         "central": _central(cfg, history),
     }
+
+
+def releases_section(history: RunHistory) -> list[dict[str, object]]:
+    """Per site: the statistic releases charged to its ledger and the ones it refused.
+
+    ``released``: kind → count; ``refused``: kind → status → count (its query policy,
+    ``refused``; its budget, ``budget-exhausted``; its ledger, ``ledger-error``);
+    ``epsilon``: the site's cumulative ε after its last release this run.
+    """
+    rows: dict[str, dict[str, object]] = {}
+    for rel in history.releases:
+        row = rows.setdefault(
+            rel["site_id"],
+            {"site_id": rel["site_id"], "released": {}, "refused": {}, "epsilon": None},
+        )
+        if rel["status"] in REFUSALS:
+            kinds = row["refused"].setdefault(rel["kind"], {})  # type: ignore[union-attr]
+            kinds[rel["status"]] = kinds.get(rel["status"], 0) + 1
+            continue
+        released = row["released"]
+        released[rel["kind"]] = released.get(rel["kind"], 0) + 1  # type: ignore[union-attr]
+        if rel["epsilon"] is not None:
+            row["epsilon"] = max(float(row["epsilon"] or 0.0), rel["epsilon"])
+    for row in rows.values():
+        if any(row["refused"].values()):  # type: ignore[union-attr]
+            log.warning("site %s refused releases: %s", row["site_id"], row["refused"])
+    return [rows[k] for k in sorted(rows)]

@@ -149,6 +149,14 @@ class FedmiMixin:
                     server_round, verdict.node_id, "evaluate", list(verdict.problems)
                 )
                 continue
+            metrics = content.get(contract.METRICS)
+            self.history.record_release(
+                contract.EVALUATE,
+                verdict.node_id,
+                verdict.status,
+                dict(metrics) if metrics is not None else None,
+                server_round,
+            )
             if verdict.status == "suppressed":  # counts only: shown, never pooled
                 stats = dict(content[contract.METRICS])
                 self.history.record_evaluate(server_round, verdict.node_id, stats)

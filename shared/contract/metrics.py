@@ -120,6 +120,10 @@ EVAL_METRICS: dict[str, MetricSpec] = {
     "auc-se": MetricSpec("float", 0.0, 1.0),
     "auc-ci-low": _PROB,
     "auc-ci-high": _PROB,
+    # DP on: the sd of the Gaussian noise on auc-exact (the interval above includes it)
+    "auc-noise-sd": _NONNEG,
+    # DP on: the site's cumulative ε after this release was charged (all runs, all kinds)
+    "epsilon": _NONNEG,
     # 95 % Wilson intervals of sensitivity and specificity at OPERATING_THRESHOLD
     "sens-ci-low": _PROB,
     "sens-ci-high": _PROB,
@@ -132,6 +136,7 @@ EVAL_METRICS: dict[str, MetricSpec] = {
 
 QUERY_METRICS: dict[str, MetricSpec] = {
     "num-examples": _COUNT,  # labelled scans usable for the task
+    "epsilon": _NONNEG,  # DP on: cumulative ε after this release
     "num-train": _COUNT,
     "num-test": _COUNT,
     "num-positive": _COUNT,
@@ -142,6 +147,7 @@ QUERY_METRICS: dict[str, MetricSpec] = {
 #: ``query.features`` replies: see :data:`fedmi.shared.contract.records.FEATURE_DIM_MAX`.
 FEATURE_METRICS: dict[str, MetricSpec] = {
     "num-examples": _COUNT,
+    "epsilon": _NONNEG,  # DP on: cumulative ε after this release
     "num-positive": _COUNT,
     **{
         k: MetricSpec("float-list", 0.0, 1e18)
@@ -198,6 +204,7 @@ EXTERNAL_METRICS: dict[str, MetricSpec] = {
 #: ``query.ood`` replies: see :data:`fedmi.shared.contract.records.OOD_STATS`.
 OOD_STATS_METRICS: dict[str, MetricSpec] = {
     "num-examples": _COUNT,
+    "epsilon": _NONNEG,  # DP on: cumulative ε after this release
     "min-cell-count": MetricSpec("int", 1, 10_000),
     "ood-class-count": MetricSpec("int-list", 0, MAX_EXAMPLES, OOD_CLASSES),
     "ood-feat-sum": MetricSpec("float-list", -1e12, 1e12),  # C·d, class-major

@@ -44,8 +44,18 @@ MAX_EXAMPLES = 1_000_000
 #: ``suppressed``: the site evaluated fewer than its minimum cell count of cases (or of
 #: one class) and sent counts only (see :data:`DEFAULT_MIN_CELL_COUNT`).
 #: ``budget-exhausted``: the next round would exceed the site's DP budget (ε, δ);
-#: ``ledger-error``: the site's privacy ledger is corrupt or missing and a person must act.
-STATUSES = ("ok", "no-data", "budget-exhausted", "error", "suppressed", "ledger-error")
+#: ``ledger-error``: the site's privacy ledger is corrupt or missing and a person must act;
+#: ``refused``: the site's query policy allows no more replies of this kind (per run or
+#: per day, :mod:`fedmi.client.privacy.release`).
+STATUSES = (
+    "ok",
+    "no-data",
+    "budget-exhausted",
+    "error",
+    "suppressed",
+    "ledger-error",
+    "refused",
+)
 ROLES = ("train", "holdout")
 #: Fixed equal-width calibration bins on the predicted probability, shared by all sites.
 CALIBRATION_BINS = 10

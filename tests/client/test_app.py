@@ -21,9 +21,11 @@ def context_for(tiny_fdg, tmp_path, ingested):
         if not (tmp_path / site / "ingest").exists():
             ingested(tiny_fdg / site, tmp_path / site)
         # tiny sites have a handful of test scans: k = 1 unless a test checks suppression
+        # exact statistics (DP off: the site's choice); the DP path: tests/client/privacy
         node_config: dict[str, object] = {
             "data-dir": str(tiny_fdg / site),
             "state-dir": str(tmp_path / site),
+            "dp": "off",
         }
         if min_cell_count is not None:
             node_config["min-cell-count"] = min_cell_count
@@ -153,8 +155,8 @@ def test_nothing_undeclared_leaves_the_client(flower_identity, context_for, monk
 
     real = client_app.handle_evaluate
 
-    def leaky(site, arrays, ins):
-        content = real(site, arrays, ins)
+    def leaky(site, arrays, ins, **kwargs):
+        content = real(site, arrays, ins, **kwargs)
         content[contract.METRICS]["patient-scores"] = [0.1, 0.9]
         return content
 
