@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -63,9 +64,21 @@ def _expected(ins: Instruction) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def _arrays(content: RecordDict) -> ArrayRecord:
+    """The received weights, refused unless every value is finite.
+
+    What a site can check of the weights it is asked to evaluate: that they are the run's
+    model (names and shapes, when loaded) and finite. It cannot check that they are the
+    aggregate of the round's updates (that needs secure aggregation): a coordinator can
+    craft them. The query policy (one validation per run, a daily cap) and the DP noise
+    bound what crafted weights can learn (docs/threat-model.md).
+    """
     arrays = content.get(contract.ARRAYS)
     if not isinstance(arrays, ArrayRecord):
         raise ValueError("instruction without model weights")
+    for name, array in arrays.items():
+        values = array.numpy()
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"received weights {name} hold non-finite values")
     return arrays
 
 

@@ -241,3 +241,13 @@ def test_a_malformed_instruction_gets_an_error_reply(flower_identity, context_fo
     reply = build_client_app()(msg, context_for("site-a"))
     assert reply.content[contract.SITE]["status"] == "error"
     assert contract.ARRAYS not in reply.content
+
+
+def test_non_finite_weights_are_refused(flower_identity, context_for):
+    msg = _instruction(flower_identity, contract.EVALUATE)
+    name = next(iter(msg.content[contract.ARRAYS].keys()))
+    bad = dict(federated_state_dict(build_model()))
+    bad[name] = bad[name] * float("nan")
+    msg.content[contract.ARRAYS] = contract.array_record(bad)
+    reply = build_client_app()(msg, context_for("site-a"))
+    assert reply.content[contract.SITE]["status"] == "error"
