@@ -71,24 +71,31 @@ def pose_rng(seed: int, site: int, subject: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, site, subject, POSE_STREAM]))
 
 
-def write_subject(job: SiteJob, j: int) -> dict[str, object]:
-    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row."""
-    site = job.site
-    rng = subject_rng(job.seed, site.index, j)
+def draw_truth(
+    site: SiteProfile, seed: int, task: str, rng: np.random.Generator, j: int
+) -> phantom.SubjectTruth:
+    """Subject ``j``'s truth, drawn from its own generator ``rng`` (and pose stream)."""
     pose = get_poses(site.poses)
-    truth = phantom.draw_subject(
-        job.task,
+    return phantom.draw_subject(
+        task,
         rng,
         group_probs=site.group_probs,
         label_noise=site.label_noise,
         age_shift=site.age_shift,
         female_frac=site.female_frac,
-        tracer=site.tracer if job.task == "amyloid" else None,
+        tracer=site.tracer if task == "amyloid" else None,
         max_rotation_deg=site.max_rotation_deg,
         max_shift_mm=site.max_shift_mm,
         pose=pose,
-        pose_rng=None if pose.legacy else pose_rng(job.seed, site.index, j),
+        pose_rng=None if pose.legacy else pose_rng(seed, site.index, j),
     )
+
+
+def write_subject(job: SiteJob, j: int) -> dict[str, object]:
+    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row."""
+    site = job.site
+    rng = subject_rng(job.seed, site.index, j)
+    truth = draw_truth(site, job.seed, job.task, rng, j)
     img, affine = _render(job, truth)
     visit = _draw_visit(site, truth, rng)
     common = _common_meta(job, j, truth, visit, rng)
