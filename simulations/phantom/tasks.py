@@ -105,7 +105,10 @@ def draw_subject(
         raise ValueError(f"poses {pose.name!r} need the subject's pose stream (pose_rng)")
     t = draw_person(task, rng, group_probs, age_shift, female_frac)
     draw_anatomy(t, rng, max_rotation_deg, max_shift_mm)
+    atrophy_rng = None
     if pose_rng is not None:
+        # atrophy gets a stream of its own: the same whatever the pose draws consume
+        atrophy_rng = np.random.default_rng(int(pose_rng.integers(2**62)))
         draw_pose(t, pose_rng, pose)
     if task == "fdg-ad":
         fdg.draw(t, rng, label_noise)
@@ -115,8 +118,8 @@ def draw_subject(
         dat.draw(t, rng, label_noise)
     else:
         raise ValueError(f"unknown task {task!r}")
-    if pose_rng is not None:
-        draw_atrophy(t, pose_rng, pose)
+    if atrophy_rng is not None:
+        draw_atrophy(t, atrophy_rng, pose)
     return t
 
 
