@@ -67,7 +67,9 @@ def write_montage(rows: Sequence[dict], spec: TaskSpec, path: Path) -> Path:
             f"tilt {qc.get('rotation_deg', float('nan')):.0f}°",
             fontsize=7,
         )
-    for c in range(len(SLICES)):
+    for c, (axis, _) in enumerate(SLICES):
+        if axis == 0:  # sagittal: anterior on the right, no left/right
+            continue
         axes[0][c].text(0.02, 0.9, "R", color="y", fontsize=7, transform=axes[0][c].transAxes)
     fig.suptitle(f"{spec.name}: normalised scans over the template brain outline", fontsize=9)
     fig.tight_layout()

@@ -5,7 +5,10 @@ SuperNode uses), reads ``site.toml`` ``[site]`` and ``[privacy]`` as the SuperNo
 builds the very reply the site gives to the coordinator's ``query`` (through the same egress
 check as a real reply) and prints it: labelled scans per class, the train/test split, scans
 per tracer / manufacturer / model after the site's small-cell rule, and the site's DP
-settings (which stay at the site). No network connection is made.
+settings (which stay at the site). It also lists the scans whose spatial normalisation was
+flagged (``qc.flags`` of ingest_report.json) and writes ``qc_montage.png`` beside the report: a
+few slices of each normalised scan, flagged ones first, over the template brain outline. No
+network connection is made.
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ from scipy import ndimage
 from fedmi.client.ingest import cache, registration
 from fedmi.client.ingest.errors import FLAGS, REASONS, IngestError
 from fedmi.client.ingest.geometry import LPS_TO_RAS
+from fedmi.client.ingest.montage import montage_rows, write_montage
 from fedmi.client.ingest.pipeline import ingest_site
 from fedmi.client.ingest.quality import QcThresholds, Quality, decompose, judge
 from fedmi.client.ingest.registration import RegistrationSettings
+from fedmi.client.ingest.report import load_accepted
 from fedmi.client.ingest.template import to_template
 from fedmi.shared.anatomy import tissue_on_grid
 from fedmi.shared.grid import Grid
@@ -162,3 +164,9 @@ def test_registration_settings_are_part_of_the_cache_key(tmp_path: Path) -> None
     assert not affine.accepted[0]["from_cache"]
     assert "similarity" in affine.accepted[0]["qc"] and "similarity" not in first.accepted[0]["qc"]
     assert cache.series_key("u", [], "fdg-ad", "a") != cache.series_key("u", [], "fdg-ad", "b")
+    # the QC montage of fedmi-site check: flagged scans first, a PNG
+    rows = load_accepted(state)
+    rows[0]["qc"]["flags"] = ["large_tilt"]
+    assert montage_rows([*rows, *rows], 1) == [rows[0]]
+    png = write_montage(rows, SPEC, tmp_path / "qc" / "montage.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
