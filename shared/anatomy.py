@@ -251,3 +251,24 @@ def tissue_on_grid(grid: Grid) -> dict[str, np.ndarray]:
         arr.setflags(write=False)
         out[key] = arr
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def composite_index(grid: Grid, min_voxels: int = 1) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Per-voxel composite slot on ``grid`` (flat int64, ``-1`` = outside) and slot names.
+
+    AAL3 labels are sampled onto ``grid`` (nearest neighbour) and grouped by
+    :func:`parcellation`; slots follow the sorted composite names; composites with fewer
+    than ``min_voxels`` voxels are left out (slot −1).
+    """
+    labels = resample_to_grid(aal3_labels(), MNI_1MM.affine, grid, order=0).reshape(-1)
+    composite = parcellation()
+    names = np.array([composite.get(int(v), "") for v in range(int(labels.max()) + 1)])
+    voxel_names = names[np.clip(labels, 0, None)]
+    voxel_names[labels <= 0] = ""
+    found, counts = np.unique(voxel_names[voxel_names != ""], return_counts=True)
+    keep = tuple(str(n) for n, c in zip(found, counts, strict=True) if c >= min_voxels)
+    lookup = {name: slot for slot, name in enumerate(keep)}
+    index = np.array([lookup.get(str(n), -1) for n in voxel_names], dtype=np.int64)
+    index.setflags(write=False)
+    return index, keep

@@ -15,14 +15,12 @@ default under DP; the CNN remains for runs without sample-level DP.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 from torch import nn
 
-from fedmi.shared.anatomy import MNI_1MM, aal3_labels, parcellation
-from fedmi.shared.grid import Grid, resample_to_grid
+from fedmi.shared.anatomy import composite_index
+from fedmi.shared.grid import Grid
 from fedmi.shared.tasks import TEMPLATE_GRID_4MM
 
 #: Regions smaller than this many template voxels are left out (merged into the background).
@@ -31,23 +29,13 @@ MIN_REGION_VOXELS = 4
 LOG_SCALE = 5.0
 
 
-@functools.lru_cache(maxsize=4)
 def region_index(grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
     """Per-voxel region slot on ``grid`` (``-1`` = outside every region) and the region names.
 
-    AAL3 labels are sampled onto ``grid`` (nearest neighbour) and grouped by
-    :func:`fedmi.shared.anatomy.parcellation`; slots follow the sorted composite names.
+    :func:`fedmi.shared.anatomy.composite_index` with regions of at least
+    :data:`MIN_REGION_VOXELS` voxels (ingest fills cut fields of view with the same regions).
     """
-    labels = resample_to_grid(aal3_labels(), MNI_1MM.affine, grid, order=0).reshape(-1)
-    composite = parcellation()
-    names = np.array([composite.get(int(v), "") for v in range(int(labels.max()) + 1)])
-    voxel_names = names[np.clip(labels, 0, None)]
-    voxel_names[labels <= 0] = ""
-    found, counts = np.unique(voxel_names[voxel_names != ""], return_counts=True)
-    keep = tuple(str(n) for n, c in zip(found, counts, strict=True) if c >= MIN_REGION_VOXELS)
-    lookup = {name: slot for slot, name in enumerate(keep)}
-    index = np.array([lookup.get(str(n), -1) for n in voxel_names], dtype=np.int64)
-    return index, keep
+    return composite_index(grid, MIN_REGION_VOXELS)
 
 
 class RegionPooling(nn.Module):

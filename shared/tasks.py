@@ -17,6 +17,52 @@ TEMPLATE_GRID_4MM = Grid(shape=(40, 48, 40), spacing=(4.0, 4.0, 4.0), origin=(-7
 
 
 @dataclass(frozen=True)
+class UptakeModel:
+    """A task's typical uptake pattern, from which its registration template is built.
+
+    The template (:func:`fedmi.shared.templates.task_template`) is
+    ``gm·GM + wm·WM + csf·CSF + scalp·shell + Σ value·region`` on the MNI152 tissue maps and
+    AAL3 regions of :mod:`fedmi.shared.anatomy`, blurred to ``fwhm_mm``: design values from
+    the published tissue ratios (PHANTOM_SPEC §2), no patient data.
+
+    Attributes
+    ----------
+    gm, wm, csf
+        Activity of grey matter, white matter and CSF (arbitrary units: only ratios matter).
+    scalp
+        Activity of a scalp shell 4–12 mm outside the brain.
+    regions
+        ``(region, extra activity)`` pairs added on top of the tissue (e.g. the striatum).
+    fwhm_mm
+        Resolution of the template (a typical scan of the task).
+    """
+
+    gm: float
+    wm: float
+    csf: float
+    scalp: float
+    regions: tuple[tuple[str, float], ...] = ()
+    fwhm_mm: float = 8.0
+
+
+#: FDG: grey matter about 3× white matter, low pons and cerebellar cortex.
+FDG_UPTAKE = UptakeModel(
+    gm=3.0,
+    wm=1.0,
+    csf=0.05,
+    scalp=0.25,
+    regions=(("cerebellum_gm", -0.6), ("pons", -0.7)),
+)
+#: Amyloid: halfway between a negative scan (white matter 1.3–1.6× cortex) and a positive
+#: one (cortex close to white matter).
+AMYLOID_UPTAKE = UptakeModel(gm=1.1, wm=1.45, csf=0.05, scalp=0.3)
+#: DaT SPECT: striatum about 6× the background, a warm scalp, 12 mm resolution.
+DAT_UPTAKE = UptakeModel(
+    gm=1.0, wm=1.0, csf=0.2, scalp=0.6, regions=(("striatum", 5.0),), fwhm_mm=12.0
+)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A clinical task.
 
@@ -39,6 +85,8 @@ class TaskSpec:
         Template grid in MNI RAS mm.
     description
         One line for help texts and the model card.
+    uptake
+        The task's typical uptake pattern (its spatial-normalisation template).
     """
 
     name: str
@@ -49,6 +97,7 @@ class TaskSpec:
     reference_region: str
     grid: Grid
     description: str
+    uptake: UptakeModel = FDG_UPTAKE
 
     @property
     def positive_label(self) -> str:
@@ -143,6 +192,7 @@ TASKS: dict[str, TaskSpec] = {
         reference_region="pons",
         grid=TEMPLATE_GRID_4MM,
         description="Alzheimer's disease dementia vs cognitively normal from FDG PET",
+        uptake=FDG_UPTAKE,
     ),
     "amyloid": TaskSpec(
         name="amyloid",
@@ -153,6 +203,7 @@ TASKS: dict[str, TaskSpec] = {
         reference_region="whole_cerebellum",
         grid=TEMPLATE_GRID_4MM,
         description="Amyloid-beta positivity from amyloid PET (PiB, florbetapir, florbetaben, flutemetamol)",
+        uptake=AMYLOID_UPTAKE,
     ),
     "dat-pd": TaskSpec(
         name="dat-pd",
@@ -163,6 +214,7 @@ TASKS: dict[str, TaskSpec] = {
         reference_region="occipital",
         grid=TEMPLATE_GRID_4MM,
         description="Parkinson's disease vs healthy control from 123I-FP-CIT (DaT) SPECT",
+        uptake=DAT_UPTAKE,
     ),
 }
 

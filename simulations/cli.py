@@ -33,6 +33,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         overrides["n_sites"] = args.sites
     if args.workers is not None:
         overrides["workers"] = args.workers
+    overrides["poses"] = args.poses
     try:
         manifest = generate_federation(
             Path(args.out), args.task, args.preset, args.seed, **overrides
@@ -74,6 +75,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--workers", type=int, default=None, help="render processes (default min(2, CPUs))"
+    )
+    p.add_argument(
+        "--poses",
+        default="realistic",
+        choices=("realistic", "legacy", "aligned"),
+        help="head poses, sizes, cut fields of view and atrophy: realistic (default; tilts up "
+        "to 20 deg, sizes +-12%%), legacy (earlier versions' poses, <= 5 deg), aligned "
+        "(no rotation or scaling)",
     )
     p.set_defaults(func=_cmd_generate)
 

@@ -37,6 +37,7 @@ from fedmi.shared.grid import Grid
 from fedmi.shared.tasks import TaskSpec, get_task
 from fedmi.simulations.identities import site_identifiers
 from fedmi.simulations.phantom.basis import Basis
+from fedmi.simulations.phantom.poses import DEFAULT_POSES
 from fedmi.simulations.phantom.tasks import build_basis
 from fedmi.simulations.site_files import write_csv, write_site_toml
 from fedmi.simulations.sites.presets import PRESETS
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
-_ALLOWED_OVERRIDES = {"n_sites", "sites", "subjects_scale", "workers"}
+_ALLOWED_OVERRIDES = {"n_sites", "sites", "subjects_scale", "workers", "poses"}
 
 _JOB: SiteJob | None = None  # inherited by forked workers
 
@@ -81,7 +82,9 @@ def generate_federation(
     **overrides
         ``n_sites`` (or ``sites``): total sites including the holdout; ``subjects_scale``:
         multiplies site sizes; ``workers``: processes used to render subjects (default
-        ``min(2, cpu count)``; the output does not depend on it).
+        ``min(2, cpu count)``; the output does not depend on it); ``poses``: head poses,
+        sizes, cut fields of view and atrophy (:data:`fedmi.simulations.phantom.poses.POSES`,
+        default ``realistic``; ``legacy`` gives the poses of earlier versions).
 
     Returns
     -------
@@ -90,7 +93,8 @@ def generate_federation(
     """
     spec, out, n_sites, scale, workers = _arguments(out, task, preset, overrides)
     t0 = time.perf_counter()
-    sites = make_sites(task, preset, seed, n_sites, scale)
+    poses = str(overrides.get("poses") or DEFAULT_POSES)
+    sites = make_sites(task, preset, seed, n_sites, scale, poses=poses)
     grid = PRESETS[preset].working_grid
     base = build_basis(task, grid)
     n_subjects = sum(s.n_subjects for s in sites)
@@ -112,7 +116,7 @@ def generate_federation(
         "modality": spec.modality,
         "preset": preset,
         "seed": seed,
-        "options": {"n_sites": len(sites), "subjects_scale": scale},
+        "options": {"n_sites": len(sites), "subjects_scale": scale, "poses": poses},
         "working_grid": _grid_entry(grid),
         "n_subjects": n_subjects,
         "sites": manifest_sites,

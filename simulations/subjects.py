@@ -24,6 +24,9 @@ from fedmi.simulations.dicom import (
     write_pet_series,
 )
 from fedmi.simulations.identities import birth_date, patient_name, referring_physician
+from fedmi.simulations.phantom.atrophy import apply_atrophy
+from fedmi.simulations.phantom.poses import POSE_STREAM, get_poses
+from fedmi.simulations.phantom.render import axial_fov_centre
 from fedmi.simulations.sites.profiles import SiteProfile
 
 #: (0028,0051) *Corrected Image* of a SPECT site's correction.
@@ -63,21 +66,36 @@ def subject_rng(seed: int, site: int, subject: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, site, subject]))
 
 
-def write_subject(job: SiteJob, j: int) -> dict[str, object]:
-    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row."""
-    site = job.site
-    rng = subject_rng(job.seed, site.index, j)
-    truth = phantom.draw_subject(
-        job.task,
+def pose_rng(seed: int, site: int, subject: int) -> np.random.Generator:
+    """The subject's pose stream (:data:`~fedmi.simulations.phantom.poses.POSE_STREAM`)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, site, subject, POSE_STREAM]))
+
+
+def draw_truth(
+    site: SiteProfile, seed: int, task: str, rng: np.random.Generator, j: int
+) -> phantom.SubjectTruth:
+    """Subject ``j``'s truth, drawn from its own generator ``rng`` (and pose stream)."""
+    pose = get_poses(site.poses)
+    return phantom.draw_subject(
+        task,
         rng,
         group_probs=site.group_probs,
         label_noise=site.label_noise,
         age_shift=site.age_shift,
         female_frac=site.female_frac,
-        tracer=site.tracer if job.task == "amyloid" else None,
+        tracer=site.tracer if task == "amyloid" else None,
         max_rotation_deg=site.max_rotation_deg,
         max_shift_mm=site.max_shift_mm,
+        pose=pose,
+        pose_rng=None if pose.legacy else pose_rng(seed, site.index, j),
     )
+
+
+def write_subject(job: SiteJob, j: int) -> dict[str, object]:
+    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row."""
+    site = job.site
+    rng = subject_rng(job.seed, site.index, j)
+    truth = draw_truth(site, job.seed, job.task, rng, j)
     img, affine = _render(job, truth)
     visit = _draw_visit(site, truth, rng)
     common = _common_meta(job, j, truth, visit, rng)
@@ -110,12 +128,19 @@ def _render(job: SiteJob, truth: phantom.SubjectTruth) -> tuple[np.ndarray, np.n
         # Camera/correction-dependent loss of striatal contrast (NC < AC < ACSC).
         for name in phantom.DAT_SUBREGIONS:
             coefs[job.basis.index(name)] *= site.sbr_recovery
-    vol = job.basis.combine(coefs)
+    vol = apply_atrophy(job.basis.combine(coefs), job.basis.grid, truth.atrophy)
     shape = (site.matrix, site.matrix, site.n_slices)
     spacing = (site.pixel_mm, site.pixel_mm, site.slice_mm)
-    affine = phantom.scanner_affine(shape, spacing, site.table_offset_lps, site.slice_direction)
     xf = phantom.mni_to_scanner_lps(
         truth.scale, truth.rotation_deg, truth.shift_mm, site.table_offset_lps
+    )
+    centre = {}
+    if not get_poses(site.poses).legacy:  # the head centred in the field of view, or cut
+        centre["fov_centre_mni"] = axial_fov_centre(
+            xf, site.n_slices, site.slice_mm, site.table_offset_lps, truth.fov_cut_mm
+        )
+    affine = phantom.scanner_affine(
+        shape, spacing, site.table_offset_lps, site.slice_direction, **centre
     )
     return phantom.render_on_scanner(vol, job.basis.grid, xf, shape, affine), affine
 

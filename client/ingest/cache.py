@@ -63,10 +63,13 @@ def save_index(state_dir: Path, records: Sequence[FileRecord]) -> None:
     _atomic_write_text(cache_dir(state_dir) / INDEX_FILE, json.dumps(data))
 
 
-def series_key(series_uid: str, records: Sequence[FileRecord], task: str) -> str:
-    """Cache key of a series: hash of version, task, UID and each file's path/size/mtime."""
+def series_key(
+    series_uid: str, records: Sequence[FileRecord], task: str, settings: str = ""
+) -> str:
+    """Cache key of a series: hash of version, task, UID, each file's path/size/mtime and
+    ``settings`` (the spatial normalisation: template recipe, registration, QC levels)."""
     files = sorted((r.relpath, r.size, r.mtime_ns) for r in records)
-    blob = json.dumps([PIPELINE_VERSION, task, series_uid, files]).encode()
+    blob = json.dumps([PIPELINE_VERSION, task, series_uid, files, settings]).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
 
 

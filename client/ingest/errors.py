@@ -34,9 +34,22 @@ REASONS: dict[str, str] = {
     "wrong_tracer": "a tracer that the task does not use",
     "unlabelled_patient": "(0010,0020) Patient ID absent from the header or from labels.csv",
     "invalid_label": "labels.csv gives a label value that is not valid for the task",
-    "incomplete_coverage": "the scan's field of view misses part of the template brain",
+    "incomplete_coverage": "the field of view misses too much of the brain or reference region",
+    "not_brain": "the scan does not look like a brain scan of the task after registration",
+    "registration_failed": "spatial normalisation to the template failed (low correlation)",
+    "implausible_registration": "the registration is no plausible head pose (mirror, size)",
     "empty_reference_region": "the reference region has no positive activity after resampling",
     "read_error": "the file could not be read for another reason (see message)",
+}
+
+
+#: Flag code → what it means: an accepted series that a physicist should look at
+#: (``qc.flags`` of its report row; ``fedmi-site check`` lists them and shows a montage).
+FLAGS: dict[str, str] = {
+    "low_similarity": "the normalised scan correlates less with the template than brain scans do",
+    "partial_coverage": "the field of view cuts part of the brain (the cut is filled, see docs)",
+    "unusual_head_size": "head size differs from the template by more than 15 % along an axis",
+    "large_tilt": "the head was rotated by more than 25 degrees from the template",
 }
 
 

@@ -19,6 +19,8 @@ from fedmi.client.ingest import cache
 from fedmi.client.ingest.discovery import FileRecord, discover, group_series
 from fedmi.client.ingest.errors import IngestError
 from fedmi.client.ingest.labels import Labels, label_problem, read_labels
+from fedmi.client.ingest.quality import QcThresholds
+from fedmi.client.ingest.registration import RegistrationSettings
 from fedmi.client.ingest.report import IngestReport
 from fedmi.client.ingest.series import check_tracer, load_series, precheck
 from fedmi.client.ingest.template import TemplateResult, to_template
@@ -26,14 +28,20 @@ from fedmi.client.ingest.version import PIPELINE_VERSION
 from fedmi.client.ingest.volume import NativeSeries
 from fedmi.client.site.config import SiteConfig, SiteConfigError, load_site_config
 from fedmi.shared.tasks import TaskSpec, get_task
+from fedmi.shared.templates import template_recipe
 
 log = logging.getLogger(__name__)
 
 
 def process_series(
-    task: str, site_dir: str, relpaths: Sequence[str], state_dir: str, key: str
+    task: str,
+    site_dir: str,
+    relpaths: Sequence[str],
+    state_dir: str,
+    key: str,
+    registration: RegistrationSettings | None = None,
 ) -> dict:
-    """Load one series, put it on the task grid and cache it; never raises.
+    """Load one series, normalise it onto the task grid and cache it; never raises.
 
     Returns
     -------
@@ -44,7 +52,7 @@ def process_series(
     spec = get_task(task)
     files = [Path(site_dir) / r for r in relpaths]
     try:
-        native, result = _native_on_grid(files, relpaths, spec)
+        native, result = _native_on_grid(files, relpaths, spec, registration)
         cache.save_volume(Path(state_dir), key, result.volume, spec.grid)
     except IngestError as exc:
         return _rejected_entry(task, exc.reason, exc.message)
@@ -62,7 +70,10 @@ def process_series(
 
 
 def _native_on_grid(
-    files: Sequence[Path], relpaths: Sequence[str], spec: TaskSpec
+    files: Sequence[Path],
+    relpaths: Sequence[str],
+    spec: TaskSpec,
+    registration: RegistrationSettings | None = None,
 ) -> tuple[NativeSeries, TemplateResult]:
     """Files of one series → native volume → the task's template grid.
 
@@ -77,7 +88,8 @@ def _native_on_grid(
     native = load_series(files, relpaths)
     name = f"{native.modality} series {native.series_uid} ({relpaths[0]})"
     check_tracer(native, spec, name)
-    return native, to_template(native.volume, native.affine_ras, spec, name=name)
+    result = to_template(native.volume, native.affine_ras, spec, name=name, settings=registration)
+    return native, result
 
 
 def _rejected_entry(task: str, reason: str, message: str) -> dict:
@@ -118,13 +130,29 @@ def _accepted_entry(
             "suv_factor": native.suv_factor,
             "cached_path": cache.volume_relpath(key),
             "notes": list(native.notes),
-            "qc": {
-                "head_shift_mm": [round(v, 2) for v in result.shift_mm],
-                "brain_coverage": round(result.coverage, 4),
-                "reference_value": result.reference_value,
-            },
+            "qc": _qc(result),
         },
     }
+
+
+def _qc(result: TemplateResult) -> dict:
+    """The report row's ``qc``: head shift, coverage, reference value and, after spatial
+    normalisation, its figures (:class:`~fedmi.client.ingest.quality.Quality`), the
+    template → scan transform (RAS mm) and the registration time."""
+    qc: dict = {
+        "head_shift_mm": [round(v, 2) for v in result.shift_mm],
+        "brain_coverage": round(result.coverage, 4),
+        "reference_value": result.reference_value,
+        "flags": [],
+    }
+    if result.quality is not None and result.registration is not None:
+        qc.update(result.quality.to_json())
+        reg = result.registration
+        qc["template_to_scan"] = [[round(float(v), 5) for v in row] for row in reg.matrix[:3]]
+        qc["nonlinear"] = reg.warp is not None
+        qc["registration_seconds"] = round(result.seconds, 3)
+        qc["registration_iterations"] = reg.iterations
+    return qc
 
 
 def _reject(files: Sequence[FileRecord], uid: str | None, err: IngestError) -> dict:
@@ -159,7 +187,13 @@ class _Plan:
     todo: dict[str, tuple[list[str], str]] = field(default_factory=dict)
 
 
-def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) -> IngestReport:
+def ingest_site(
+    site_dir: Path,
+    task: str,
+    state_dir: Path,
+    workers: int = 1,
+    registration: RegistrationSettings | None = None,
+) -> IngestReport:
     """Ingest every DICOM file under ``site_dir/dicom`` for ``task`` into ``state_dir``.
 
     Parameters
@@ -172,6 +206,10 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
         Where the cache, ``ingest_report.json`` and ``data_manifest.json`` go.
     workers
         Worker processes for series that are not cached (1: in this process).
+    registration
+        Spatial normalisation settings (default: affine,
+        :class:`~fedmi.client.ingest.registration.RegistrationSettings`); they and the
+        task's template are part of every cache key.
 
     Returns
     -------
@@ -195,8 +233,9 @@ def ingest_site(site_dir: Path, task: str, state_dir: Path, workers: int = 1) ->
     log.info("found %d files in %d series (%d headers read)", len(records), len(groups), n_read)
 
     file_rows = _file_rows(records)
-    plan = _plan(groups, labels, spec, state_dir)
-    _process(plan, spec.name, site_dir, state_dir, workers, len(groups))
+    registration = registration or RegistrationSettings()
+    plan = _plan(groups, labels, spec, state_dir, normalisation_key(spec, registration))
+    _process(plan, spec.name, site_dir, state_dir, workers, len(groups), registration)
     accepted, series_rows = _series_rows(groups, plan, labels, spec)
     rejected = [*file_rows, *series_rows]
     cache.prune(state_dir, spec.name, set(plan.keys.values()))
@@ -239,8 +278,18 @@ def _site_config(site_dir: Path, spec: TaskSpec) -> SiteConfig:
     return config
 
 
+def normalisation_key(spec: TaskSpec, settings: RegistrationSettings) -> str:
+    """What the spatial normalisation depends on, as text for the cache key: the template
+    recipe, the registration settings and the QC thresholds."""
+    return f"{template_recipe(spec)} | {settings.fingerprint()} | {QcThresholds()!r}"
+
+
 def _plan(
-    groups: dict[str, list[FileRecord]], labels: Labels, spec: TaskSpec, state_dir: Path
+    groups: dict[str, list[FileRecord]],
+    labels: Labels,
+    spec: TaskSpec,
+    state_dir: Path,
+    normalisation: str = "",
 ) -> _Plan:
     """Reject series on their headers and labels, take the rest from the cache or queue them.
 
@@ -257,7 +306,7 @@ def _plan(
         if err is not None:
             plan.early[uid] = err
             continue
-        key = cache.series_key(uid, recs, spec.name)
+        key = cache.series_key(uid, recs, spec.name, normalisation)
         plan.keys[uid] = key
         entry = cache.load_entry(state_dir, key)
         if entry is not None:
@@ -268,13 +317,19 @@ def _plan(
 
 
 def _process(
-    plan: _Plan, task: str, site_dir: Path, state_dir: Path, workers: int, n_total: int
+    plan: _Plan,
+    task: str,
+    site_dir: Path,
+    state_dir: Path,
+    workers: int,
+    n_total: int,
+    registration: RegistrationSettings | None = None,
 ) -> None:
     """Process the plan's queued series into ``plan.outcome``, logging progress."""
     done = len(plan.early) + len(plan.outcome)
     if done:
         log.info("ingested %d/%d series (%d from cache)", done, n_total, len(plan.outcome))
-    for uid, entry in _run(task, site_dir, state_dir, plan.todo, workers):
+    for uid, entry in _run(task, site_dir, state_dir, plan.todo, workers, registration):
         plan.outcome[uid] = (entry, False)
         done += 1
         step = max(1, n_total // 10)
@@ -365,24 +420,35 @@ def _summary(
         "series_accepted": len(accepted),
         "series_rejected": len(rejected_series & set(groups)),
         "series_from_cache": sum(1 for r in accepted if r["from_cache"]),
+        "series_flagged": sum(1 for r in accepted if r["qc"].get("flags")),
+        "by_flag": dict(
+            sorted(Counter(f for r in accepted for f in r["qc"].get("flags", [])).items())
+        ),
         "by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
     }
 
 
 def _run(
-    task: str, site_dir: Path, state_dir: Path, todo: dict[str, tuple[list[str], str]], workers: int
+    task: str,
+    site_dir: Path,
+    state_dir: Path,
+    todo: dict[str, tuple[list[str], str]],
+    workers: int,
+    registration: RegistrationSettings | None = None,
 ) -> Iterator[tuple[str, dict]]:
     """Yield ``(series_uid, entry)`` for every series to process, serially or in processes."""
     if not todo:
         return
     if workers <= 1 or len(todo) == 1:
         for uid, (rels, key) in todo.items():
-            yield uid, process_series(task, str(site_dir), rels, str(state_dir), key)
+            yield uid, process_series(task, str(site_dir), rels, str(state_dir), key, registration)
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
         futures = {
-            pool.submit(process_series, task, str(site_dir), rels, str(state_dir), key): uid
+            pool.submit(
+                process_series, task, str(site_dir), rels, str(state_dir), key, registration
+            ): uid
             for uid, (rels, key) in todo.items()
         }
         for fut in as_completed(futures):

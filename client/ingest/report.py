@@ -5,12 +5,17 @@ Report schema::
     {"task", "site_id", "pipeline_version",
      "summary": {"files_found", "files_read", "files_accepted", "files_rejected",
                  "series_found", "series_accepted", "series_rejected", "series_from_cache",
-                 "by_reason": {reason: rows}},
+                 "series_flagged", "by_reason": {reason: rows}, "by_flag": {flag: series}},
      "accepted": [{"series_uid", "patient_id", "modality", "tracer", "manufacturer", "model",
                    "reconstruction" ((0054,1103); absent in older caches), "voxel_size_mm": [3 floats], "suv_factor": g/Bq or null,
                    "cached_path": relative to STATE_DIR, "label", "class_index",
                    "n_files", "from_cache", "notes": [...],
-                   "qc": {"head_shift_mm", "brain_coverage", "reference_value"}}],
+                   "qc": {"head_shift_mm", "brain_coverage", "reference_value",
+                          "flags": [flag codes, errors.FLAGS],
+                          # after spatial normalisation (quality.Quality):
+                          "similarity", "reference_coverage", "scales", "rotation_deg",
+                          "anisotropy", "template_to_scan": 3×4 RAS mm, "nonlinear",
+                          "registration_seconds", "registration_iterations"}}],
      "rejected": [{"files": [relative to the site folder], "series_uid": str or null,
                    "reason": code, "message": sentence}]}
 

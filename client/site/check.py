@@ -5,7 +5,10 @@ SuperNode uses), reads ``site.toml`` ``[site]`` and ``[privacy]`` as the SuperNo
 builds the very reply the site gives to the coordinator's ``query`` (through the same egress
 check as a real reply) and prints it: labelled scans per class, the train/test split, scans
 per tracer / manufacturer / model after the site's small-cell rule, and the site's DP
-settings (which stay at the site). No network connection is made.
+settings (which stay at the site). It also lists the scans whose spatial normalisation was
+flagged (``qc.flags`` of ingest_report.json) and writes ``qc_montage.png`` beside the report: a
+few slices of each normalised scan, flagged ones first, over the template brain outline. No
+network connection is made.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
     from fedmi.client.site.settings import SiteSettings
 
 log = logging.getLogger(__name__)
+
+#: The QC montage beside ingest_report.json, and how many scans it shows.
+MONTAGE_FILE = "qc_montage.png"
+MONTAGE_SCANS = 12
 
 
 def _resolve(
@@ -68,6 +75,27 @@ def _ingest_lines(site: SiteSettings, task: str) -> list[str]:
             f"no usable series for task {task} under {site.data_dir / 'dicom'}: see "
             f"{report} for each file's reason"
         )
+    return lines + _qc_lines(site, task)
+
+
+def _qc_lines(site: SiteSettings, task: str, max_scans: int = MONTAGE_SCANS) -> list[str]:
+    """The flagged scans of the last ingest, and the QC montage written beside its report."""
+    from fedmi.client.ingest.montage import montage_rows, write_montage
+    from fedmi.client.ingest.report import load_accepted
+
+    accepted = load_accepted(site.cache_dir)
+    flagged = [r for r in accepted if r["qc"].get("flags")]
+    lines = [f"spatial normalisation: {len(flagged)} of {len(accepted)} accepted scans flagged"]
+    for r in flagged:
+        qc = r["qc"]
+        lines.append(
+            f"  flagged {r['patient_id']} (series {r['series_uid']}): {', '.join(qc['flags'])}; "
+            f"correlation {qc.get('similarity', float('nan')):.2f}, brain coverage "
+            f"{qc['brain_coverage']:.2f}, tilt {qc.get('rotation_deg', float('nan')):.0f} deg"
+        )
+    rows = montage_rows(accepted, max_scans)
+    path = write_montage(rows, get_task(task), site.cache_dir / MONTAGE_FILE)
+    lines.append(f"QC montage ({len(rows)} scans, flagged first): {path}")
     return lines
 
 

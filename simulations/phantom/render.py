@@ -9,12 +9,15 @@ weighted sum with :func:`render_on_scanner`.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 from scipy import ndimage
 
+from fedmi.shared.anatomy import tissue_on_grid
 from fedmi.shared.grid import Grid
+from fedmi.simulations.phantom.atrophy import apply_atrophy
 from fedmi.simulations.phantom.basis import WORKING_GRID_2MM
 from fedmi.simulations.phantom.tasks import build_basis, subject_coefficients
 from fedmi.simulations.phantom.truth import SubjectTruth
@@ -74,6 +77,44 @@ def scanner_affine(
     return a
 
 
+@functools.lru_cache(maxsize=4)
+def brain_surface_points(grid: Grid) -> np.ndarray:
+    """MNI RAS mm (N × 3) of the template brain's boundary voxels (GM + WM ≥ 0.5) on ``grid``."""
+    t = tissue_on_grid(grid)
+    mask = (t["gm"] + t["wm"]) >= 0.5
+    surface = mask & ~ndimage.binary_erosion(mask)
+    pts = grid.world_coordinates()[:, surface].T.copy()
+    pts.setflags(write=False)
+    return pts
+
+
+def axial_fov_centre(
+    mni_to_lps: np.ndarray,
+    n_slices: int,
+    slice_mm: float,
+    table_offset_lps: tuple[float, float, float],
+    fov_cut_mm: float,
+    grid: Grid = WORKING_GRID_2MM,
+) -> tuple[float, float, float]:
+    """``fov_centre_mni`` for :func:`scanner_affine` that centres the posed brain axially.
+
+    The technologist centres the head in the axial field of view; with ``fov_cut_mm`` > 0
+    the field of view instead ends that many mm below the top of the brain (vertex cut),
+    with ``fov_cut_mm`` < 0 that many mm above its bottom (cerebellum cut). In-plane the
+    default centre is kept.
+    """
+    pts = brain_surface_points(grid)
+    z = (np.asarray(mni_to_lps)[2, :3] @ pts.T) + np.asarray(mni_to_lps)[2, 3]
+    half = (n_slices - 1) / 2.0 * slice_mm
+    if fov_cut_mm > 0:
+        centre = float(z.max()) - fov_cut_mm - half
+    elif fov_cut_mm < 0:
+        centre = float(z.min()) - fov_cut_mm + half
+    else:
+        centre = 0.5 * float(z.max() + z.min())
+    return (0.0, -18.0, centre - float(table_offset_lps[2]))
+
+
 def render_on_scanner(
     volume: np.ndarray,
     grid: Grid,
@@ -114,6 +155,6 @@ def subject_volume(
     basis = build_basis(truth.task, grid)
     if fwhm_mm > 0:
         basis = basis.blurred(fwhm_mm)
-    vol = basis.combine(subject_coefficients(truth, basis))
+    vol = apply_atrophy(basis.combine(subject_coefficients(truth, basis)), grid, truth.atrophy)
     xf = mni_to_scanner_lps(truth.scale, truth.rotation_deg, truth.shift_mm, table_offset_lps)
     return render_on_scanner(vol, grid, xf, shape, affine_lps)

@@ -22,7 +22,14 @@ from fedmi.simulations.phantom.basis import (
     stack_basis,
     tissue,
 )
-from fedmi.simulations.phantom.truth import SubjectTruth, draw_anatomy, draw_person
+from fedmi.simulations.phantom.poses import POSES, PoseSettings
+from fedmi.simulations.phantom.truth import (
+    SubjectTruth,
+    draw_anatomy,
+    draw_atrophy,
+    draw_person,
+    draw_pose,
+)
 
 _TASK_MODULES: dict[str, ModuleType] = {"fdg-ad": fdg, "amyloid": amyloid, "dat-pd": dat}
 
@@ -66,6 +73,8 @@ def draw_subject(
     tracer: str | None = None,
     max_rotation_deg: float = 5.0,
     max_shift_mm: float = 8.0,
+    pose: PoseSettings = POSES["legacy"],
+    pose_rng: np.random.Generator | None = None,
 ) -> SubjectTruth:
     """Draw one subject's clinical truth and head pose.
 
@@ -84,9 +93,23 @@ def draw_subject(
         Site covariate shift.
     tracer
         Amyloid tracer key of the site.
+    max_rotation_deg, max_shift_mm
+        Ranges of the legacy pose draws (always made on ``rng``, so the rest of the
+        subject does not depend on ``pose``).
+    pose, pose_rng
+        Pose settings (:mod:`fedmi.simulations.phantom.poses`) and the subject's pose
+        stream; unless ``pose.legacy``, head size, rotation, field-of-view cut and atrophy
+        are drawn from ``pose_rng`` (required then).
     """
+    if not pose.legacy and pose_rng is None:
+        raise ValueError(f"poses {pose.name!r} need the subject's pose stream (pose_rng)")
     t = draw_person(task, rng, group_probs, age_shift, female_frac)
     draw_anatomy(t, rng, max_rotation_deg, max_shift_mm)
+    atrophy_rng = None
+    if pose_rng is not None:
+        # atrophy gets a stream of its own: the same whatever the pose draws consume
+        atrophy_rng = np.random.default_rng(int(pose_rng.integers(2**62)))
+        draw_pose(t, pose_rng, pose)
     if task == "fdg-ad":
         fdg.draw(t, rng, label_noise)
     elif task == "amyloid":
@@ -95,6 +118,8 @@ def draw_subject(
         dat.draw(t, rng, label_noise)
     else:
         raise ValueError(f"unknown task {task!r}")
+    if atrophy_rng is not None:
+        draw_atrophy(t, atrophy_rng, pose)
     return t
 
 

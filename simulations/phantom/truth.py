@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fedmi.simulations.phantom.poses import PoseSettings
+
 #: Region groups used for independent inter-subject variation (CoV 5–8 %).
 VARIATION_GROUPS: dict[str, tuple[str, ...]] = {
     "frontal": ("frontal", "orbitofrontal", "anterior_cingulate"),
@@ -65,6 +67,9 @@ class SubjectTruth:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # pose settings other than ``legacy`` (simulations/sites/poses.py)
+    fov_cut_mm: float = 0.0
+    atrophy: float = 0.0
 
     def row(self) -> dict[str, object]:
         """Flat dict for the truth CSV (nested DaT ratios become ``dat_<region>`` columns)."""
@@ -134,3 +139,52 @@ def draw_anatomy(
     t.rotation_deg = tuple(round(float(rng.uniform(-1, 1) * max_rotation_deg), 3) for _ in range(3))
     t.shift_mm = tuple(round(float(rng.uniform(-1, 1) * max_shift_mm), 3) for _ in range(3))
     t.asymmetry = float(rng.uniform(-0.15, 0.15))
+
+
+def draw_pose(t: SubjectTruth, rng: np.random.Generator, pose: PoseSettings) -> None:
+    """Head size, rotation and field-of-view cut of ``t`` from its *pose* stream ``rng``.
+
+    Replaces the legacy scale and rotation drawn by :func:`draw_anatomy` (the translation
+    stays); nothing is drawn for ``pose.legacy``. Rotations are normals of
+    ``pose.rotation_sd_deg`` truncated at ``pose.max_rotation_deg``; each axis' size is an
+    isotropic factor (sd ``head_size_sd``) times a per-axis one (sd ``axis_size_sd``), kept
+    within ``1 ± max_size_change``. ``fov_cut_mm`` is > 0 for a vertex cut, < 0 for a
+    cerebellum cut, 0 for a whole brain.
+    """
+    if pose.legacy:
+        return
+    rot = []
+    for sd, hi in zip(pose.rotation_sd_deg, pose.max_rotation_deg, strict=True):
+        rot.append(round(trunc_normal(rng, 0.0, sd, -hi, hi), 3) if sd > 0 else 0.0)
+    t.rotation_deg = tuple(rot)
+    lim = pose.max_size_change
+    iso = float(rng.normal(1.0, pose.head_size_sd)) if pose.head_size_sd > 0 else 1.0
+    sizes = []
+    for _ in range(3):
+        f = float(rng.normal(1.0, pose.axis_size_sd)) if pose.axis_size_sd > 0 else 1.0
+        sizes.append(round(float(np.clip(iso * f, 1.0 - lim, 1.0 + lim)), 4))
+    t.scale = tuple(sizes)
+    if rng.random() < pose.fov_cut_fraction:
+        depth = float(rng.uniform(*pose.fov_cut_mm))
+        t.fov_cut_mm = round(depth if rng.random() < 0.5 else -depth, 2)
+
+
+def draw_atrophy(t: SubjectTruth, rng: np.random.Generator, pose: PoseSettings) -> None:
+    """Atrophy index of ``t`` (0 = template brain, 1 = marked atrophy) from age and disease.
+
+    About 0.33 at 75 years without disease, plus 0.5 × FDG AD severity, 0.25 × Centiloid/100
+    (amyloid, capped at 100 CL) or 0.1 × DaT PD severity, plus N(0, 0.08); clipped to
+    [0, 1]. Drawn after the task's disease fields; nothing for ``pose.legacy`` or without
+    ``pose.atrophy``.
+    """
+    if pose.legacy or not pose.atrophy:
+        return
+    a = 0.5 * (t.age - 55.0) / 30.0
+    if t.task == "fdg-ad":
+        a += 0.5 * (t.severity or 0.0)
+    elif t.task == "amyloid":
+        a += 0.25 * float(np.clip((t.centiloid or 0.0) / 100.0, 0.0, 1.0))
+    else:
+        a += 0.1 * (t.severity or 0.0)
+    a += float(rng.normal(0.0, 0.08))
+    t.atrophy = round(float(np.clip(a, 0.0, 1.0)), 4)

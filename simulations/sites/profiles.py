@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fedmi.simulations.phantom.poses import DEFAULT_POSES, get_poses
 from fedmi.simulations.sites.populations import LABEL_NOISE, POPULATIONS
 from fedmi.simulations.sites.presets import (
     DEFAULT_TEMPLATES,
@@ -92,6 +93,7 @@ class SiteProfile:
     sbr_recovery: float = 1.0
     max_rotation_deg: float = 5.0
     max_shift_mm: float = 8.0
+    poses: str = DEFAULT_POSES
     id_style: str = "prefix"
     id_prefix: str = ""
     folder_style: str = "patient"
@@ -124,6 +126,7 @@ def make_sites(
     seed: int = 0,
     n_sites: int | None = None,
     subjects_scale: float = 1.0,
+    poses: str = DEFAULT_POSES,
 ) -> list[SiteProfile]:
     """Draw the site profiles of a preset (last site is the holdout).
 
@@ -139,6 +142,8 @@ def make_sites(
         Total number of sites including the holdout (≥ 2); the preset's when ``None``.
     subjects_scale
         Multiplies every site's subject count.
+    poses
+        Pose settings of every site (:data:`fedmi.simulations.phantom.poses.POSES`).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -150,6 +155,7 @@ def make_sites(
         raise ValueError("a federation needs at least 2 sites (1 train + 1 holdout)")
     if subjects_scale <= 0:
         raise ValueError("subjects_scale must be positive")
+    get_poses(poses)
     top = np.random.default_rng(np.random.SeedSequence([seed, PROFILE_STREAM]))
     n_holdout = sum(t.role == "holdout" for t in site_templates(task, preset))
     if n <= n_holdout:
@@ -160,6 +166,7 @@ def make_sites(
     for i, (tpl, size) in enumerate(zip(templates, sizes, strict=True)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, PROFILE_STREAM, i]))
         profiles.append(_profile(task, p, i, tpl, size, rng))
+        profiles[-1].poses = poses
     return profiles
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmi.client.ingest.geometry import LPS_TO_RAS
-from fedmi.shared.anatomy import tissue_on_grid
+from fedmi.shared.anatomy import region_weights, tissue_on_grid
 from fedmi.shared.grid import Grid
 from fedmi.simulations.dicom import NmMeta, PetMeta, write_nm_series, write_pet_series
 
@@ -17,11 +17,16 @@ BRAIN_CENTRE = (0.0, -18.0, 12.0)
 
 
 @functools.lru_cache(maxsize=8)
-def _tissue(shape: tuple[int, int, int], spacing: float) -> tuple[np.ndarray, Grid]:
+def _tissue(
+    shape: tuple[int, int, int], spacing: float, pattern: str = "fdg"
+) -> tuple[np.ndarray, Grid]:
     origin = tuple(c - (n - 1) * spacing / 2.0 for c, n in zip(BRAIN_CENTRE, shape, strict=True))
     grid = Grid(shape, (spacing,) * 3, origin)
     t = tissue_on_grid(grid)
-    vol = 4.0 * t["gm"] + 1.2 * t["wm"] + 0.2 * t["csf"] + 0.05
+    if pattern == "dat":  # DaT SPECT: striatum ~6× a uniform brain background
+        vol = t["gm"] + t["wm"] + 0.2 * t["csf"] + 5.0 * region_weights("striatum", grid) + 0.05
+    else:
+        vol = 4.0 * t["gm"] + 1.2 * t["wm"] + 0.2 * t["csf"] + 0.05
     vol.setflags(write=False)
     return vol, grid
 
@@ -30,13 +35,15 @@ def brain(
     shape: tuple[int, int, int] = (48, 56, 40),
     spacing: float = 3.5,
     shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    pattern: str = "fdg",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An FDG-like SUV volume on a head-first-supine scanner grid and its voxel → LPS affine.
+    """An FDG-like SUV volume (``pattern="dat"``: DaT-like) on a head-first-supine scanner
+    grid and its voxel → LPS affine.
 
     The array is indexed [column, row, slice] with IOP ``1\\0\\0\\0\\1\\0`` (i → patient
     left, j → posterior), like a real PET. ``shift_mm`` moves the head by that RAS vector.
     """
-    vol, grid = _tissue(shape, spacing)
+    vol, grid = _tissue(shape, spacing, pattern)
     flip = np.eye(4)
     flip[0, 0] = flip[1, 1] = -1.0
     flip[0, 3], flip[1, 3] = shape[0] - 1, shape[1] - 1
@@ -53,8 +60,8 @@ def write_pet(out_dir: Path, patient_id: str = "P01", **meta) -> list[Path]:
 
 
 def write_nm(out_path: Path, patient_id: str = "N01", flip_slices: bool = False, **meta) -> Path:
-    """Write the default brain as counts in one NM object (slices reversed if asked)."""
-    vol, aff = brain()
+    """Write the DaT-like brain as counts in one NM object (slices reversed if asked)."""
+    vol, aff = brain(pattern="dat")
     counts = vol * 100.0
     if flip_slices:
         counts = counts[:, :, ::-1]

@@ -15,7 +15,7 @@ from tests.client.ingest.helpers import brain, write_labels, write_nm
 
 
 def test_counts_and_geometry(tmp_path: Path) -> None:
-    truth, aff = brain()
+    truth, aff = brain(pattern="dat")
     native = load_series([write_nm(tmp_path / "nm")])
     assert native.modality == "NM" and native.suv_factor is None and native.tracer == "fp-cit"
     np.testing.assert_allclose(native.affine_lps, aff, atol=1e-4)
@@ -23,7 +23,7 @@ def test_counts_and_geometry(tmp_path: Path) -> None:
 
 
 def test_negative_spacing_between_slices(tmp_path: Path) -> None:
-    truth, aff = brain()
+    truth, aff = brain(pattern="dat")
     path = write_nm(tmp_path / "nm", flip_slices=True)
     assert float(pydicom.dcmread(path).SpacingBetweenSlices) < 0
     native = load_series([path])
