@@ -133,9 +133,7 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         f"spent ε = {s['epsilon_spent']:.3f} of {s['epsilon_budget']:g}; "
         f"remaining {s['epsilon_remaining']:.3f} ({s['steps']} DP-SGD steps in all)"
     )
-    print(
-        f"sealed with the ledger secret of key id {s['seal_key_id']} (note it in the site's records)"
-    )
+    print(f"sealed with the ledger secret of key id {s['seal_key_id']} (keep it in your records)")
     for reset in s["resets"]:  # type: ignore[union-attr]
         print(f"reset at {reset['time']}: {reset.get('reason', '')}")
     for up in s["upgrades"]:  # type: ignore[union-attr]

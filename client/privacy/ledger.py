@@ -26,31 +26,18 @@ with who/when; ``epsilon`` is the cumulative ε after the charge. A charge is wr
 *before* the steps are taken (write-ahead), so a crash mid-round never under-counts.
 ``revision`` counts the writes.
 
-Integrity (docs/privacy.md, "Ledger integrity"):
-
-* **Sealed** with the site's ledger secret (:mod:`fedmi.client.privacy.seal`,
-  ``ledger.secret`` beside the ledger, 0600, created with the ledger): an edit, even with
-  a recomputed plain checksum, fails the seal.
-* **The site's own**: ``site_id`` is inside the seal and checked against the site opening
-  it; a ledger whose ``site_id`` is empty (after a reset of an unreadable ledger) is
-  claimed by the first site that opens it.
-* **One writer at a time**: :meth:`PrivacyLedger.transaction` holds an exclusive
-  ``flock`` (:mod:`fedmi.client.privacy.lock`) from reading the charges to writing the new
-  one, so concurrent charges are serialised. A change made outside a transaction is
-  written under the lock only if the file is still the revision it was read at.
-* **Never reset silently**: a ledger that cannot be read, fails its seal, belongs to
-  another site, is missing although ``privacy_ledger.id`` or ``ledger.secret`` shows one
-  was kept here, lacks its secret, or whose lock cannot be had, raises
-  :class:`LedgerError` naming the file and the fix; the site then refuses to train
-  (``ledger-error``) until a person restores it or resets it on purpose
-  (``fedmi-site ledger --state-dir DIR --reset --yes``).
-* **Old ledgers** (version 1, an unkeyed SHA-256) are refused until the operator upgrades
-  them once with ``fedmi-site ledger --state-dir DIR --upgrade --yes``
-  (:mod:`fedmi.client.privacy.ledger_admin`): sealing them automatically would also seal
-  an old ledger someone edited and re-checksummed.
-
-Files are written atomically and 0600 (:mod:`fedmi.client.private_files`), in a folder
-created 0700.
+Integrity (docs/privacy.md, "Ledger integrity"): the file is **sealed** with the site's
+ledger secret (:mod:`fedmi.client.privacy.seal`; an edit, even with a recomputed plain
+checksum, fails the seal); ``site_id`` is inside the seal and **checked** against the site
+opening it (an empty one, after a reset of an unverifiable ledger, is claimed by the first
+site); :meth:`PrivacyLedger.transaction` holds an exclusive **lock**
+(:mod:`fedmi.client.privacy.lock`) from reading the charges to writing the new one, and a
+change made outside a transaction is written only if the file is still the revision it
+was read at. Any failure raises :class:`LedgerError` naming the file and the fix, and the
+site refuses to train (``ledger-error``): the ledger is **never reset silently**, and an
+old unsealed ledger (version 1) waits for the operator's one-time
+``fedmi-site ledger --upgrade --yes`` (:mod:`fedmi.client.privacy.ledger_admin`). Files
+are written atomically and 0600 (:mod:`fedmi.client.private_files`).
 """
 
 from __future__ import annotations
@@ -78,7 +65,10 @@ FORMAT = "fedmi-privacy-ledger"
 VERSION = 2
 #: the unkeyed format (a plain SHA-256 of the body), refused until upgraded
 OLD_VERSION = 1
-_RESTORE = "restore it from backup, or reset it on purpose with `fedmi-site ledger --state-dir {d} --reset --yes`"
+_RESTORE = (
+    "restore it from backup, or reset it on purpose with "
+    "`fedmi-site ledger --state-dir {d} --reset --yes`"
+)
 
 
 class LedgerError(RuntimeError):
@@ -139,8 +129,8 @@ def read_document(path: Path) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LedgerError(
-            f"the privacy ledger {path} cannot be read ({type(exc).__name__}): the site will "
-            f"not train until it is restored or reset: {_RESTORE.format(d=path.parent)}"
+            f"the privacy ledger {path} cannot be read ({type(exc).__name__}); the site will "
+            f"not train until a person acts: {_RESTORE.format(d=path.parent)}"
         ) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "body" not in doc:
         raise LedgerError(f"{path} is not a fedmi privacy ledger: {_RESTORE.format(d=path.parent)}")
@@ -292,8 +282,8 @@ class PrivacyLedger:
             secret, _sealed_part(doc["key_id"], body), doc.get("hmac_sha256")
         ):
             raise LedgerError(
-                f"the privacy ledger {path} fails its seal (edited or damaged): the site will "
-                f"not train until it is {_RESTORE.format(d=directory)}"
+                f"the privacy ledger {path} fails its seal (edited or damaged); the site will "
+                f"not train until a person acts: {_RESTORE.format(d=directory)}"
             )
         for key in ("ledger_id", "runs", "charges", "site_id", "revision"):
             if key not in body:
