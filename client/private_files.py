@@ -113,7 +113,22 @@ def create_private(path: Path, data: bytes) -> bool:
             os.link(tmp, path)  # atomic "create if absent" with the full content
         except FileExistsError:
             return False
+        except OSError:  # a file system without hard links: exclusive create in place
+            return _create_in_place(path, data)
         return True
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def _create_in_place(path: Path, data: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), PRIVATE_FILE)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True

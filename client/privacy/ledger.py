@@ -53,27 +53,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedmi.client.privacy import seal
-from fedmi.client.privacy.lock import LockTimeout, ledger_lock
-from fedmi.client.privacy.seal import SECRET_FILE, SealError
+from fedmi.client.privacy.ledger_files import (
+    FORMAT,
+    RESTORE_FIX,
+    LedgerError,
+    load_secret,
+    locked,
+    read_document,
+)
+from fedmi.client.privacy.seal import SECRET_FILE
 from fedmi.client.private_files import write_private
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "privacy_ledger.json"
 MARKER_FILE = "privacy_ledger.id"
-FORMAT = "fedmi-privacy-ledger"
 VERSION = 2
 #: the unkeyed format (a plain SHA-256 of the body), refused until upgraded
 OLD_VERSION = 1
-_RESTORE = (
-    "restore it from backup, or reset it on purpose with "
-    "`fedmi-site ledger --state-dir {d} --reset --yes`"
-)
-
-
-class LedgerError(RuntimeError):
-    """The ledger is unusable, not this site's, or missing although expected: a person
-    must act (the message names the file and the fix)."""
 
 
 def _now() -> str:
@@ -83,58 +80,6 @@ def _now() -> str:
 def _sealed_part(key_id: str, body: dict) -> dict:
     """What the seal covers: everything in the file but the seal itself."""
     return {"format": FORMAT, "version": VERSION, "key_id": key_id, "body": body}
-
-
-@contextlib.contextmanager
-def locked(directory: Path, timeout: float | None = None) -> Iterator[None]:
-    """The ledger folder's exclusive lock (``timeout`` default:
-    :data:`fedmi.client.privacy.lock.LOCK_TIMEOUT`), its timeout as a :class:`LedgerError`."""
-    try:
-        with ledger_lock(directory, timeout):
-            yield
-    except LockTimeout as exc:
-        raise LedgerError(str(exc)) from None
-
-
-def load_secret(directory: Path, *, create: bool = False) -> bytes:
-    """The ledger secret of ``directory`` (created only when ``create``; caller holds the lock).
-
-    Raises
-    ------
-    LedgerError
-        Missing (and not to be created), readable by others, or malformed.
-    """
-    path = Path(directory) / SECRET_FILE
-    try:
-        return seal.create_secret(path) if create else seal.read_secret(path)
-    except FileNotFoundError:
-        raise LedgerError(
-            f"{path} is missing, so the privacy ledger beside it cannot be verified: restore "
-            "ledger.secret from the copy kept when it was created (never make a new one: it "
-            f"could not vouch for the spend already recorded), or {_RESTORE.format(d=path.parent)}"
-        ) from None
-    except SealError as exc:
-        raise LedgerError(str(exc)) from None
-
-
-def read_document(path: Path) -> dict:
-    """The ledger file as JSON, of the right format (any version).
-
-    Raises
-    ------
-    LedgerError
-        Unreadable, not JSON, or not a fedmi privacy ledger.
-    """
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LedgerError(
-            f"the privacy ledger {path} cannot be read ({type(exc).__name__}); the site will "
-            f"not train until a person acts: {_RESTORE.format(d=path.parent)}"
-        ) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "body" not in doc:
-        raise LedgerError(f"{path} is not a fedmi privacy ledger: {_RESTORE.format(d=path.parent)}")
-    return doc
 
 
 @dataclass
@@ -229,7 +174,7 @@ class PrivacyLedger:
             if (directory / name).exists():
                 raise LedgerError(
                     f"the privacy ledger {directory / LEDGER_FILE} is missing but {name} shows "
-                    f"one was kept there: {_RESTORE.format(d=directory)}"
+                    f"one was kept there: {RESTORE_FIX.format(d=directory)}"
                 )
 
     @classmethod
@@ -276,18 +221,18 @@ class PrivacyLedger:
                 f"{path} was sealed with another secret than {directory / SECRET_FILE} (key "
                 f"{doc.get('key_id')!r}, this folder's is {seal.key_id(secret)!r}): restore the "
                 "ledger.secret kept with this ledger; a ledger copied from another site or "
-                f"folder is not this site's: {_RESTORE.format(d=directory)}"
+                f"folder is not this site's: {RESTORE_FIX.format(d=directory)}"
             )
         if not isinstance(body, dict) or not seal.verify(
             secret, _sealed_part(doc["key_id"], body), doc.get("hmac_sha256")
         ):
             raise LedgerError(
                 f"the privacy ledger {path} fails its seal (edited or damaged); the site will "
-                f"not train until a person acts: {_RESTORE.format(d=directory)}"
+                f"not train until a person acts: {RESTORE_FIX.format(d=directory)}"
             )
         for key in ("ledger_id", "runs", "charges", "site_id", "revision"):
             if key not in body:
-                raise LedgerError(f"{path} lacks {key!r}: {_RESTORE.format(d=directory)}")
+                raise LedgerError(f"{path} lacks {key!r}: {RESTORE_FIX.format(d=directory)}")
         cls._check_marker(directory, body["ledger_id"])
         owner = body["site_id"]
         if site_id and owner and owner != site_id:

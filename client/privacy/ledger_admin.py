@@ -26,13 +26,10 @@ from fedmi.client.privacy.ledger import (
     MARKER_FILE,
     OLD_VERSION,
     VERSION,
-    LedgerError,
     PrivacyLedger,
-    load_secret,
-    locked,
-    read_document,
 )
-from fedmi.client.privacy.seal import SECRET_FILE, SealError
+from fedmi.client.privacy.ledger_files import LedgerError, load_secret, locked, read_document
+from fedmi.client.privacy.seal import SECRET_FILE, MalformedSecret, SealError
 from fedmi.client.private_files import PRIVATE_FILE, write_private
 
 log = logging.getLogger(__name__)
@@ -60,10 +57,10 @@ def _usable_secret(directory: Path) -> bytes:
         return seal.read_secret(path)
     except FileNotFoundError:
         pass
-    except SealError as exc:
-        if path.stat().st_mode & 0o077:
-            raise LedgerError(str(exc)) from None  # fix the mode; the secret may be fine
+    except MalformedSecret:
         os.replace(path, _archive_name(directory, "reset", ".secret"))
+    except (SealError, OSError) as exc:  # fix the mode or the owner; the secret may be fine
+        raise LedgerError(str(exc)) from None
     return load_secret(directory, create=True)
 
 

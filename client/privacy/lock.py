@@ -29,9 +29,9 @@ class LockTimeout(TimeoutError):
     """Another process held the ledger's lock for longer than the timeout."""
 
 
-@contextlib.contextmanager
-def ledger_lock(directory: Path, timeout: float | None = None) -> Iterator[Path]:
-    """Hold the exclusive lock of the ledger in ``directory`` for the ``with`` block.
+def acquire(directory: Path, timeout: float | None = None) -> int:
+    """Take the exclusive lock of the ledger in ``directory``; returns the descriptor that
+    holds it (give it to :func:`release`).
 
     ``timeout``: seconds to wait, default :data:`LOCK_TIMEOUT` (read at each call).
 
@@ -39,25 +39,40 @@ def ledger_lock(directory: Path, timeout: float | None = None) -> Iterator[Path]
     ------
     LockTimeout
         When the lock is still held by another process after ``timeout`` seconds.
+    OSError
+        When the lock file cannot be created or opened.
     """
     timeout = LOCK_TIMEOUT if timeout is None else timeout
     path = private_dir(Path(directory)) / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockTimeout(
+                    f"{path}: another process has held the privacy ledger's lock for over "
+                    f"{timeout:g} s (a second SuperNode, ClientApp or `fedmi-site ledger` "
+                    "on this state folder?): let it finish or stop it, then retry; never "
+                    "delete the lock file while fedmi runs"
+                ) from None
+            time.sleep(_POLL)
+
+
+def release(fd: int) -> None:
+    """Release the lock held by ``fd`` (closing the descriptor releases it)."""
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def ledger_lock(directory: Path, timeout: float | None = None) -> Iterator[None]:
+    """Hold the exclusive lock of the ledger in ``directory`` for the ``with`` block
+    (:func:`acquire`, :func:`release`)."""
+    fd = acquire(directory, timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"{path}: another process has held the privacy ledger's lock for over "
-                        f"{timeout:g} s (a second SuperNode, ClientApp or `fedmi-site ledger` "
-                        "on this state folder?): let it finish or stop it, then retry; never "
-                        "delete the lock file while fedmi runs"
-                    ) from None
-                time.sleep(_POLL)
-        yield path
+        yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        release(fd)

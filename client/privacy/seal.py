@@ -32,7 +32,11 @@ _KEY_ID_PREFIX = b"fedmi-ledger-key-id:"
 
 
 class SealError(RuntimeError):
-    """The secret is missing, unusable or the seal does not verify (the message says why)."""
+    """The secret is unusable (the message says why and the fix)."""
+
+
+class MalformedSecret(SealError):
+    """The secret file's content is not a secret (damaged)."""
 
 
 def canonical(obj: object) -> bytes:
@@ -63,7 +67,8 @@ def read_secret(path: Path) -> bytes:
     FileNotFoundError
         No secret there.
     SealError
-        Readable by other users, owned by another account, or not 64 hex digits.
+        Readable by other users or owned by another account; :class:`MalformedSecret`
+        when it is not 64 hex digits.
     """
     path = Path(path)
     st = path.stat()
@@ -80,7 +85,7 @@ def read_secret(path: Path) -> bytes:
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise SealError(
+        raise MalformedSecret(
             f"{path} is not a fedmi ledger secret (64 hex digits): restore it from the copy "
             "kept when it was created"
         )
