@@ -6,6 +6,13 @@ one-machine runner before a run). A site asked for its data before it has ingest
 :class:`NotIngested`, which the ClientApp answers with the declared ``no-data`` status.
 The train/test split is per patient, stratified by class and fixed by a seed, so every
 method (local, pooled, federated) sees the same test scans at a site.
+
+Nothing stale or damaged is trained on: every cached volume is checked against the checksum
+ingest recorded (:func:`fedmi.client.ingest.cache.read_volume`), and the labels ingest copied
+into its report are checked against labels.csv as it is now
+(:func:`fedmi.client.ingest.labels.stale_labels`). Either problem raises :class:`NotIngested`
+with the file and the fix (ingest again: it rebuilds damaged entries and applies the new
+labels from the cache), which the ClientApp answers ``no-data``.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
+from fedmi.client.ingest.cache import DamagedCache, read_volume
+from fedmi.client.ingest.labels import read_labels, stale_labels
 from fedmi.client.ingest.report import REPORT_FILE, load_accepted
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.tasks import TaskSpec, get_task
@@ -96,13 +104,18 @@ def load_site_data(rows: list[dict], task: TaskSpec, seed: int) -> SiteData:
     """Load accepted ingest rows (absolute ``cached_path``, ``label``) into memory.
 
     Rows whose label is not a training class of ``task`` (e.g. MCI) are skipped.
+
+    Raises
+    ------
+    DamagedCache
+        A volume is missing or fails the checksum ingest recorded (``volume_sha256``).
     """
     xs, ys, keys = [], [], []
     for row in rows:
         cls = task.class_index(str(row["label"]))
         if cls is None:
             continue
-        vol = np.asarray(nib.load(str(row["cached_path"])).dataobj, dtype=np.float32)
+        vol = read_volume(Path(row["cached_path"]), row.get("volume_sha256"))
         if vol.shape != task.grid.shape:
             log.warning(
                 "skipping a cached volume with shape %s (expected %s)", vol.shape, task.grid.shape
@@ -137,20 +150,54 @@ class NotIngested(RuntimeError):
     """The site has no ingest report for its cache folder: ``fedmi-site ingest`` first."""
 
 
-_DATA_CACHE: dict[tuple[str, str, int, str], SiteData] = {}
+_DATA_CACHE: dict[tuple[str, str, int, str, str], SiteData] = {}
 _LOCK = threading.Lock()
+
+
+def _labels_fingerprint(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _current_rows(site: SiteSettings, task: TaskSpec) -> list[dict]:
+    """The report's accepted rows, refused when labels.csv changed since ingest.
+
+    Raises
+    ------
+    NotIngested
+        The report cannot be read, or labels.csv no longer gives some row's label.
+    """
+    try:
+        rows = load_accepted(site.cache_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise NotIngested(
+            f"{site.cache_dir / REPORT_FILE} cannot be read ({type(exc).__name__}): run "
+            "`fedmi-site ingest` for this state folder again"
+        ) from None
+    stale = stale_labels(rows, read_labels(site.data_dir / "labels.csv", task))
+    if stale:
+        raise NotIngested(
+            f"{site.data_dir / 'labels.csv'} changed since the last ingest ({stale} ingested "
+            "scan(s) would keep an old label): run `fedmi-site ingest` for this state folder "
+            "again (it applies the new labels from the cache, without reading DICOM)"
+        )
+    return rows
 
 
 def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
     """The site's labelled scans for ``task_name`` with the split of ``split_seed``.
 
-    Read from the site's ingest cache and kept in memory until the ingest report changes.
+    Read from the site's ingest cache and kept in memory until the ingest report or
+    labels.csv changes.
 
     Raises
     ------
     NotIngested
-        When the cache folder has no ingest report (the site has not run
-        ``fedmi-site ingest`` for its state folder).
+        When the cache folder has no readable ingest report (the site has not run
+        ``fedmi-site ingest`` for its state folder), labels.csv changed since, or a cached
+        volume is damaged.
     """
     if not (site.cache_dir / REPORT_FILE).is_file():
         raise NotIngested(
@@ -158,8 +205,19 @@ def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
             "`fedmi-site ingest --site-dir SITE --task TASK --state-dir STATE` first"
         )
     task = get_task(task_name)
+    labels = _labels_fingerprint(site.data_dir / "labels.csv")
     with _LOCK:
-        key = (str(site.cache_dir), task_name, split_seed, rows_fingerprint(site.cache_dir))
+        key = (
+            str(site.cache_dir),
+            task_name,
+            split_seed,
+            rows_fingerprint(site.cache_dir),
+            labels,
+        )
         if key not in _DATA_CACHE:
-            _DATA_CACHE[key] = load_site_data(load_accepted(site.cache_dir), task, split_seed)
+            rows = _current_rows(site, task)
+            try:
+                _DATA_CACHE[key] = load_site_data(rows, task, split_seed)
+            except DamagedCache as exc:
+                raise NotIngested(str(exc)) from None
         return _DATA_CACHE[key]

@@ -1,10 +1,10 @@
 """The site's authentication key pair and the checks of the files a site is handed.
 
 ``fedmi-site keygen --out DIR`` writes ``DIR/site`` (private key, mode 0600, OpenSSH format)
-and ``DIR/site.pub`` (``ecdsa-sha2-nistp384 ...``), the ECDSA P-384 pair Flower's node
-authentication expects (the same files ``ssh-keygen -t ecdsa -b 384`` writes). Only the
-``.pub`` file goes to the coordinator, who registers it; the private key never leaves the
-site. The SuperLink then accepts this SuperNode and no other.
+and ``DIR/site.pub`` (``ecdsa-sha2-nistp384 ...``; also 0600, in ``DIR`` created 0700), the
+ECDSA P-384 pair Flower's node authentication expects (the same files ``ssh-keygen -t ecdsa
+-b 384`` writes). Only the ``.pub`` file goes to the coordinator, who registers it; the
+private key never leaves the site. The SuperLink then accepts this SuperNode and no other.
 
 The ``check_*`` functions validate a file *before* Flower starts and raise
 :class:`KeyFileError` with one sentence naming the file and the fix.
@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedmi.client.private_files import private_dir, write_private
 
 PRIVATE_NAME = "site"
 PUBLIC_NAME = "site.pub"
@@ -46,7 +48,7 @@ def generate_site_key(
             f"{private} already exists: keep using it, or pass --overwrite and send the new "
             f"{public.name} to the coordinator to register again"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)  # 0700 when keygen creates it
     key = ec.generate_private_key(ec.SECP384R1())
     data = key.private_bytes(
         serialization.Encoding.PEM,
@@ -60,7 +62,7 @@ def generate_site_key(
     pub = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    public.write_bytes(pub + f" {comment}\n".encode())
+    write_private(public, pub + f" {comment}\n".encode())  # 0600 like every site file
     return private, public
 
 

@@ -17,7 +17,6 @@ new group from identity. Files are written atomically (temporary file + ``os.rep
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from fedmi.client.data import SiteData, rows_fingerprint
+from fedmi.client.private_files import private_writer
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.harmonization import (
     HarmonizedNet,
@@ -114,14 +114,10 @@ def read_state(path: Path) -> dict | None:
 
 
 def write_state(path: Path, payload: dict) -> None:
-    """Write ``payload`` atomically (same-folder temporary file, fsync, ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
+    """Write ``payload`` atomically (same-folder temporary file, fsync, ``os.replace``),
+    mode 0600 in a folder created 0700 (:mod:`fedmi.client.private_files`)."""
+    with private_writer(path, durable=True) as fh:
         torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     with _LOCK:
         _FILE_CACHE.pop(str(path), None)
 

@@ -126,3 +126,21 @@ def label_problem(
             f"{task} or remove the series.",
         )
     return None
+
+
+def stale_labels(rows: Sequence[dict], labels: Labels) -> int:
+    """How many accepted report rows carry a label that labels.csv no longer gives.
+
+    Ingest copies each patient's label into the report; a later edit of labels.csv (a
+    label changed, a row removed or made invalid, the file gone) makes those copies stale.
+    The caller refuses them (``fedmi-site ingest`` again applies the new labels to the
+    cached volumes without re-reading DICOM).
+
+    Parameters
+    ----------
+    rows
+        Accepted rows of the ingest report (``patient_id``, ``label``).
+    labels
+        labels.csv read now (:func:`read_labels`).
+    """
+    return sum(1 for r in rows if labels.values.get(str(r["patient_id"])) != r["label"])

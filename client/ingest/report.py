@@ -8,7 +8,8 @@ Report schema::
                  "series_flagged", "by_reason": {reason: rows}, "by_flag": {flag: series}},
      "accepted": [{"series_uid", "patient_id", "modality", "tracer", "manufacturer", "model",
                    "reconstruction" ((0054,1103); absent in older caches), "voxel_size_mm": [3 floats], "suv_factor": g/Bq or null,
-                   "cached_path": relative to STATE_DIR, "label", "class_index",
+                   "cached_path": relative to STATE_DIR, "volume_sha256": of that file,
+                   "label" (labels.csv at ingest time), "class_index",
                    "n_files", "from_cache", "notes": [...],
                    "qc": {"head_shift_mm", "brain_coverage", "reference_value",
                           "flags": [flag codes, errors.FLAGS],
@@ -27,10 +28,11 @@ rejected row's ``files`` (exact duplicates of accepted images are rejected rows 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fedmi.client.private_files import private_dir, write_private
 
 REPORT_FILE = "ingest_report.json"
 MANIFEST_FILE = "data_manifest.json"
@@ -68,13 +70,11 @@ class IngestReport:
         }
 
     def write(self, state_dir: Path) -> Path:
-        """Write ``ingest_report.json`` and ``data_manifest.json`` into ``state_dir``."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        """Write ``ingest_report.json`` and ``data_manifest.json`` into ``state_dir`` (0600,
+        atomically; the folder is created 0700)."""
+        state_dir = private_dir(Path(state_dir))
         for name, data in ((REPORT_FILE, self.to_dict()), (MANIFEST_FILE, self.manifest())):
-            tmp = state_dir / f".{name}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, state_dir / name)
+            write_private(state_dir / name, json.dumps(data, indent=1) + "\n")
         return state_dir / REPORT_FILE
 
     @classmethod

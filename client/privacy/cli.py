@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from fedmi.client.privacy.accounting import epsilon_of
-from fedmi.client.privacy.ledger import LEDGER_FILE, LedgerError, PrivacyLedger, reset_ledger
+from fedmi.client.privacy.ledger import LEDGER_FILE, LedgerError, PrivacyLedger
+from fedmi.client.privacy.ledger_admin import read_old_ledger, reset_ledger, upgrade_ledger
+from fedmi.client.privacy.seal import key_id
 from fedmi.client.privacy.settings import DEFAULT_DELTA, DEFAULT_EPSILON
 
 
@@ -47,6 +49,9 @@ def ledger_summary(
     return {
         "ledger": str(ledger.path),
         "ledger_id": ledger.body["ledger_id"],
+        "site_id": ledger.body.get("site_id", ""),
+        "revision": ledger.body.get("revision", 0),
+        "seal_key_id": key_id(ledger.secret) if ledger.secret else None,
         "accountant": accountant,
         "delta": delta,
         "epsilon_budget": eps_budget,
@@ -55,11 +60,34 @@ def ledger_summary(
         "steps": sum(s for _, _, s in ledger.history()),
         "runs": runs,
         "resets": ledger.body.get("resets", []),
+        "upgrades": ledger.body.get("upgrades", []),
     }
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    """``--upgrade``: show what a version-1 ledger spent, and seal it when confirmed."""
+    try:
+        old = read_old_ledger(args.state_dir)
+        if not args.yes:
+            s = ledger_summary(old, accountant=args.accountant)
+            print(
+                f"{old.path} (old unsealed format) shows ε = {s['epsilon_spent']:.3f} spent "
+                f"in {len(s['runs'])} run(s), {s['steps']} DP-SGD steps. If that matches this "
+                "site's records, add --yes to seal it with the site's ledger secret."
+            )
+            return 2
+        archived = upgrade_ledger(args.state_dir)
+    except LedgerError as exc:
+        print(f"fedmi-site ledger: {exc}")
+        return 3
+    print(f"ledger sealed; the old file is kept as {archived.name}")
+    return 0
 
 
 def _cmd_ledger(args: argparse.Namespace) -> int:
     folder: Path = args.state_dir
+    if args.upgrade:
+        return _cmd_upgrade(args)
     if args.reset:
         if not args.yes:
             print(
@@ -67,7 +95,11 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
                 "ledger is archived beside it. Add --yes to confirm."
             )
             return 2
-        archived = reset_ledger(folder, reason=args.reason)
+        try:
+            archived = reset_ledger(folder, reason=args.reason)
+        except LedgerError as exc:
+            print(f"fedmi-site ledger: {exc}")
+            return 3
         print(f"ledger reset; previous ledger archived as {archived.name if archived else '—'}")
         return 0
     try:
@@ -85,7 +117,8 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2))
         return 0
     print(
-        f"privacy ledger {s['ledger_id']} ({s['accountant'].upper()} accountant, δ = {s['delta']:g})"
+        f"privacy ledger {s['ledger_id']} of site {s['site_id'] or '(unclaimed)'}, revision "
+        f"{s['revision']} ({s['accountant'].upper()} accountant, δ = {s['delta']:g})"
     )
     header = f"{'run':<22} {'rounds':>6} {'steps':>7} {'sigma':>7} {'q':>7} {'C':>5} {'eps run':>8} {'eps cum':>8}"
     print(header)
@@ -100,8 +133,11 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         f"spent ε = {s['epsilon_spent']:.3f} of {s['epsilon_budget']:g}; "
         f"remaining {s['epsilon_remaining']:.3f} ({s['steps']} DP-SGD steps in all)"
     )
+    print(f"sealed with the ledger secret of key id {s['seal_key_id']} (keep it in your records)")
     for reset in s["resets"]:  # type: ignore[union-attr]
         print(f"reset at {reset['time']}: {reset.get('reason', '')}")
+    for up in s["upgrades"]:  # type: ignore[union-attr]
+        print(f"sealed at {up['time']} from format {up['from_version']} ({up['archived_as']})")
     return 0
 
 
@@ -113,8 +149,9 @@ def add_ledger(sub: argparse._SubParsersAction) -> None:
         description=(
             "Show the privacy spent by this site's dataset: per run (rounds, DP-SGD steps, "
             "noise multiplier, sampling rate, clipping norm, ε of the run and cumulative ε), "
-            "the total and what remains of the budget. The ledger is DIR/privacy_ledger.json "
-            "(deployment: the SuperNode's state-dir; simulation: <data-root>/.fedmi-cache/<site>)."
+            "the total and what remains of the budget. The ledger is DIR/privacy_ledger.json, "
+            "sealed with DIR/ledger.secret (deployment: the SuperNode's state-dir; simulation: "
+            "<data-root>/.fedmi-cache/<site>); back both up (docs/privacy.md)."
         ),
     )
     p.add_argument("--state-dir", type=Path, required=True, help="folder holding the ledger")
@@ -127,6 +164,12 @@ def add_ledger(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="archive the ledger and start from zero (a deliberate, logged act; needs --yes)",
     )
-    p.add_argument("--yes", action="store_true", help="confirm --reset")
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="seal a ledger of the old unsealed format (version 1) once; shows its spend "
+        "first, needs --yes",
+    )
+    p.add_argument("--yes", action="store_true", help="confirm --reset or --upgrade")
     p.add_argument("--reason", default="reset by a person", help="why (kept in the ledger)")
     p.set_defaults(handler=_cmd_ledger)

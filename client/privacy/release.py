@@ -197,9 +197,22 @@ def open_release(
         with an unusable ledger (``ledger-error``). Nothing is charged then.
     """
     try:
-        ledger = PrivacyLedger.open(settings.ledger_folder(site), site_id=site.site_id)
+        with PrivacyLedger.transaction(
+            settings.ledger_folder(site), site_id=site.site_id
+        ) as ledger:  # policy, budget and charge under the ledger's lock
+            return _charge_release(ledger, site, settings, run_id, kind, mechanisms)
     except LedgerError as exc:
         raise ReleaseRefused("ledger-error", str(exc)) from None
+
+
+def _charge_release(
+    ledger: PrivacyLedger,
+    site: SiteSettings,
+    settings: PrivacySettings,
+    run_id: str,
+    kind: str,
+    mechanisms: Mapping[str, float],
+) -> Release:
     _check_policy(ledger, settings, run_id, kind)
     multipliers = release_multipliers(settings, site.role, kind, mechanisms)
     sigma = composed_noise_multiplier(list(multipliers.values()))

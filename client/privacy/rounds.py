@@ -147,25 +147,20 @@ def _charged(
     return True
 
 
-def private_round(
-    site: SiteSettings,
+def _charge_round(
+    ledger: PrivacyLedger,
+    role: str,
     settings: PrivacySettings,
-    model: torch.nn.Module,
-    x: torch.Tensor,
     y: torch.Tensor,
     train: TrainSettings,
-    *,
     run_id: str,
     server_round: int,
     planned_rounds: int,
-    global_params: list[torch.Tensor] | None = None,
-) -> PrivateRound:
-    """Charge the ledger and train one round with DP-SGD, or refuse."""
-    try:
-        ledger = PrivacyLedger.open(settings.ledger_folder(site), site_id=site.site_id)
-    except LedgerError as exc:
-        log.error("privacy ledger problem, refusing to train: %s", exc)
-        return PrivateRound("ledger-error", None, {})
+) -> PrivateRound | tuple[float, float, int, float]:
+    """Plan and charge one round (the caller holds the ledger's lock).
+
+    Returns ``(sigma, sample_rate, steps, epsilon_after)`` once charged, or the refusal.
+    """
     ledger.set_budget(settings.epsilon, settings.delta)
     history = ledger.history()
     spent = epsilon_of(history, settings.delta, settings.accountant)
@@ -181,7 +176,7 @@ def private_round(
             rounds_left=max(1, planned_rounds - server_round + 1),
             history=history,
             spent=spent,
-            reserved=reserved_releases(ledger, settings, site.role, run_id),
+            reserved=reserved_releases(ledger, settings, role, run_id),
         )
     except BudgetExhausted as exc:
         log.warning("privacy budget exhausted, refusing to train: %s", exc)
@@ -189,6 +184,41 @@ def private_round(
     after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
     if not _charged(ledger, settings, run_id, server_round, sigma, q, steps, after):
         return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
+    return sigma, q, steps, after
+
+
+def private_round(
+    site: SiteSettings,
+    settings: PrivacySettings,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    train: TrainSettings,
+    *,
+    run_id: str,
+    server_round: int,
+    planned_rounds: int,
+    global_params: list[torch.Tensor] | None = None,
+) -> PrivateRound:
+    """Charge the ledger and train one round with DP-SGD, or refuse.
+
+    The charge is decided and written under the ledger's lock (another process charging
+    the same ledger waits); training happens after the lock is released. Any ledger
+    problem (:class:`LedgerError`: seal, site, lock, write) refuses the round untrained.
+    """
+    try:
+        with PrivacyLedger.transaction(
+            settings.ledger_folder(site), site_id=site.site_id
+        ) as ledger:
+            decision = _charge_round(
+                ledger, site.role, settings, y, train, run_id, server_round, planned_rounds
+            )
+    except LedgerError as exc:
+        log.error("privacy ledger problem, refusing to train: %s", exc)
+        return PrivateRound("ledger-error", None, {})
+    if isinstance(decision, PrivateRound):
+        return decision
+    sigma, q, steps, after = decision
     dp = DPSGD(noise_multiplier=sigma, max_grad_norm=settings.max_grad_norm)
     result = train_local(model, x, y, train, privacy=dp, global_params=global_params)
     if result.steps != steps:  # pragma: no cover - poisson_plan mirrors Opacus

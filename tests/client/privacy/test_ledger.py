@@ -11,8 +11,10 @@ from fedmi.client.cli import main as site_cli
 from fedmi.client.privacy import cli as ledger_cli
 from fedmi.client.privacy.accounting import epsilon_of
 from fedmi.client.privacy.ledger import LEDGER_FILE, MARKER_FILE, LedgerError, PrivacyLedger
+from fedmi.client.privacy.lock import LOCK_FILE
 from fedmi.client.privacy.release import reserved_releases
 from fedmi.client.privacy.rounds import private_round
+from fedmi.client.privacy.seal import SECRET_FILE
 from fedmi.client.privacy.settings import PrivacyConfigError, PrivacySettings, resolve_privacy
 from fedmi.client.training.loop import TrainSettings
 from tests.client.privacy.helpers import fake_site, tiny_data, tiny_model
@@ -120,13 +122,20 @@ def test_a_damaged_or_missing_ledger_refuses_and_never_resets(tmp_path, damage):
     assert _round(site, settings, "run-1", 2, planned=4).status == "ok"
 
 
-def test_writes_are_atomic_and_checksummed(tmp_path):
+def test_writes_are_atomic_sealed_and_private(tmp_path):
     site = fake_site(tmp_path)
     _round(site, PrivacySettings(), "run-1", 1, planned=2)
     files = sorted(p.name for p in site.state_dir.iterdir())
-    assert files == sorted([LEDGER_FILE, MARKER_FILE])  # no temporary file left behind
+    # no temporary file left behind; the seal's secret and the lock file beside the ledger
+    assert files == sorted([LEDGER_FILE, MARKER_FILE, SECRET_FILE, LOCK_FILE])
+    for name in files:
+        assert (site.state_dir / name).stat().st_mode & 0o777 == 0o600, name
+    for folder in (site.state_dir, site.state_dir.parent):  # both created by the ledger
+        assert folder.stat().st_mode & 0o777 == 0o700
     doc = json.loads((site.state_dir / LEDGER_FILE).read_text())
-    assert doc["format"] == "fedmi-privacy-ledger" and len(doc["sha256"]) == 64
+    assert doc["format"] == "fedmi-privacy-ledger" and doc["version"] == 2
+    assert len(doc["hmac_sha256"]) == 64 and "sha256" not in doc
+    assert doc["body"]["site_id"] == "site-a" and doc["body"]["revision"] >= 2
     charge = doc["body"]["charges"][0]
     assert {"run_id", "round", "noise_multiplier", "sample_rate", "steps", "epsilon"} <= set(charge)
 
@@ -136,7 +145,7 @@ def test_cli_reports_spend_per_run(tmp_path, capsys):
     _round(site, PrivacySettings(epsilon=3.0), "run-7", 1, planned=2)
     assert site_cli(["ledger", "--state-dir", str(site.state_dir)]) == 0
     out = capsys.readouterr().out
-    assert "run-7" in out and "remaining" in out and "of 3" in out
+    assert "run-7" in out and "remaining" in out and "of 3" in out and "site-a" in out
     assert site_cli(["ledger", "--state-dir", str(tmp_path / "none")]) == 1
 
 
