@@ -87,14 +87,19 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
 
     out = tmp_path / "run"
     # tiny sites have a handful of scans: k = 2 (each site's own rule, simulated) keeps
-    # the holdout's statistics; the training sites' 2–4 test scans are suppressed
+    # the holdout's statistics; the training sites' 2–4 test scans are suppressed. DP off:
+    # a six-scan holdout releases too little under DP (tests/simulations/test_dp_e2e.py)
     report = run(
         data_root=tiny_fdg,
         task="fdg-ad",
         out_dir=out,
         rounds=2,
         method="fedavg",
-        extra={"sim-min-cell-count": 2},
+        extra={
+            "sim-min-cell-count": 2,
+            "sim-default-dp": "off",
+            "sim-ledger-root": str(tmp_path / "l"),
+        },
         isolate=False,  # in this process, so the server side can be observed
     )
 

@@ -1,0 +1,44 @@
+"""A whole tiny federation with every site's DP on (the default): what each site released,
+what it refused, and that its ledger holds exactly that."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedmi.client.privacy.accounting import epsilon_of
+from fedmi.client.privacy.ledger import PrivacyLedger
+from fedmi.shared import contract
+
+
+@pytest.mark.slow
+def test_every_release_of_a_dp_run_is_in_the_sites_ledger(tiny_fdg, tmp_path):
+    from fedmi.simulations.runner import run
+
+    ledgers = tmp_path / "ledgers"
+    report = run(
+        data_root=tiny_fdg,
+        task="fdg-ad",
+        out_dir=tmp_path / "run",
+        rounds=2,
+        extra={"sim-min-cell-count": 2, "sim-ledger-root": str(ledgers)},
+    )
+    releases = {r["site_id"]: r for r in report["privacy"]["releases"]}
+    for site in ("site-a", "site-b"):  # training sites
+        assert releases[site]["released"] == {
+            contract.QUERY: 1,
+            contract.OOD_STATS: 1,
+            contract.EXTERNAL: 1,
+        }
+        # no per-round evaluations under DP by default: each was refused, and declared
+        assert releases[site]["refused"] == {contract.EVALUATE: {"refused": 2}}
+    assert releases["site-c"]["released"] == {contract.QUERY: 1, contract.EXTERNAL: 1}
+    for site, row in releases.items():
+        ledger = PrivacyLedger.open(ledgers / site, site_id=site)
+        kinds = [c["kind"] for c in ledger.charges()]
+        released = sum(row["released"].values())
+        assert len([k for k in kinds if k != "train"]) == released
+        assert ("train" in kinds) == (site != "site-c")
+        total = epsilon_of(ledger.history(), 1e-5)
+        assert total == pytest.approx(row["epsilon"], rel=1e-6) or row["epsilon"] < total
+        assert total <= 10.0
+    assert report["final"]["missing"] == []
