@@ -64,7 +64,8 @@ def handle_evaluate(
                 site, privacy, run_id=str(run_id), kind=ins.message_type, mechanisms=mechanisms
             )
         except ReleaseRefused as exc:
-            log.warning("%s not released: %s", ins.message_type, exc)
+            level = logging.INFO if exc.status == "refused" else logging.WARNING
+            log.log(level, "%s not released: %s", ins.message_type, exc)
             return status_reply(site, ins.task, exc.status)
     if release is None:
         stats, status = evaluate_site(model, x, y, site.min_cell_count)  # small cells merged

@@ -162,8 +162,11 @@ def _count_today(ledger: PrivacyLedger) -> int:
 
 
 def _check_policy(ledger: PrivacyLedger, settings: PrivacySettings, run_id: str, kind: str):
+    allowed = cap(settings, kind)
+    if allowed == 0:
+        raise ReleaseRefused("refused", f"query policy: this site releases no {kind} statistics")
     used = len(ledger.charges(run_id=run_id, kind=kind))
-    if used >= cap(settings, kind):
+    if used >= allowed:
         raise ReleaseRefused(
             "refused",
             f"query policy: {used} {kind} release(s) already in this run "

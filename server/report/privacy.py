@@ -122,5 +122,5 @@ def releases_section(history: RunHistory) -> list[dict[str, object]]:
             row["epsilon"] = max(float(row["epsilon"] or 0.0), rel["epsilon"])
     for row in rows.values():
         if any(row["refused"].values()):  # type: ignore[union-attr]
-            log.warning("site %s refused releases: %s", row["site_id"], row["refused"])
+            log.info("site %s refused releases: %s", row["site_id"], row["refused"])
     return [rows[k] for k in sorted(rows)]
