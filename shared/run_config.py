@@ -68,6 +68,8 @@ class RunConfig:
     out_dir: str = _default("out-dir")
     validation_timeout: float = _default("validation-timeout")
     report_prevalences: str = _default("report-prevalences")
+    operating_point: str = _default("operating-point")
+    operating_point_target: float = _default("operating-point-target")
     central_dp: str = _default("central-dp")
     central_noise_multiplier: float = _default("central-noise-multiplier")
     central_clipping_norm: float = _default("central-clipping-norm")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fedmi.shared.config_schema import ConfigError, Schema, Setting
 from fedmi.shared.contract import ROLES
 from fedmi.shared.methods import METHODS
+from fedmi.shared.operating_point import CRITERIA
 from fedmi.shared.tasks import TASKS
 
 CENTRAL_DP = ("off", "fixed")
@@ -206,6 +207,26 @@ RUN_CONFIG = Schema(
                 "each site's own",
                 check=check_prevalences,
                 check_doc="numbers between 0 and 1, comma-separated",
+            ),
+            Setting(
+                "operating-point",
+                str,
+                "youden",
+                "how the federation's decision threshold is chosen on the training sites' "
+                "pooled score histograms: Youden's J, or the most specific threshold reaching "
+                "a target sensitivity, or the most sensitive one reaching a target specificity "
+                "(docs/operating-point.md)",
+                choices=CRITERIA,
+            ),
+            Setting(
+                "operating-point-target",
+                float,
+                0.9,
+                "the target of operating-point = sensitivity or specificity",
+                minimum=0,
+                exclusive_minimum=True,
+                maximum=1,
+                exclusive_maximum=True,
             ),
             Setting(
                 "central-dp",

@@ -7,6 +7,10 @@ adapter + local norm corrections, label-free adaptation at holdout sites) throug
 so every method sees the same test scans. The table gives each site's AUC (its test split;
 all scans at holdout sites) and the pooled training-site and holdout AUC, as mean ± sd
 over seeds, plus the share of the FedAvg-to-pooled holdout gap that each method closes.
+A second table gives each holdout site at the operating point the run chose on its training
+sites' histograms (report.json ``operating_point``, docs/operating-point.md): balanced
+accuracy there against the best any threshold reaches at the site, sensitivity,
+specificity, and ECE before and after the Platt recalibration.
 
 Outputs: ``OUT/compare.json`` (every number, per seed), ``OUT/compare.md`` (the table) and
 the individual runs in ``OUT/runs/<method>-seed<k>/``.
@@ -64,6 +68,61 @@ def _results(report: dict) -> tuple[dict[str, float | None], dict[str, str], dic
         if len(members) == 1 and members[0].get("auc_exact") is not None:
             aucs[name] = members[0]["auc_exact"]  # one site: its exact AUC is the pooled one
     return aucs, roles, used
+
+
+#: the operating-point figures compared per site (report.json ``operating_point``)
+OP_FIGURES = ("threshold", "ba", "best_ba", "sens", "spec", "ece", "ece_platt")
+
+
+def operating_point_figures(report: dict) -> dict[str, dict[str, float | None]]:
+    """Per site: the threshold, balanced accuracy at it and the best any threshold gives,
+    sensitivity, specificity, ECE before and after the Platt recalibration."""
+    section = report.get("operating_point") or {}
+    out: dict[str, dict[str, float | None]] = {}
+    for row in section.get("per_site", []):
+        after = row.get("calibration_recalibrated") or {}
+        out[row["site_id"]] = {
+            "threshold": section.get("threshold"),
+            "ba": row.get("balanced_accuracy"),
+            "best_ba": row.get("best_balanced_accuracy"),
+            "sens": (row.get("sensitivity") or {}).get("value"),
+            "spec": (row.get("specificity") or {}).get("value"),
+            "ece": (row.get("calibration") or {}).get("ece"),
+            "ece_platt": after.get("ece"),
+        }
+    return out
+
+
+def operating_point_table(doc: dict) -> str:
+    """Holdout sites at the federation's operating point, mean ± sd over seeds."""
+    op = doc.get("operating_point") or {}
+    holdouts = [c for c, r in doc["roles"].items() if r == "holdout"]
+    head = [
+        "method",
+        "site",
+        "threshold",
+        "BA at op",
+        "best BA",
+        "sens",
+        "spec",
+        "ECE",
+        "ECE Platt",
+    ]
+    lines = [
+        "Holdout sites at the operating point chosen on the training sites' histograms "
+        "(BA = balanced accuracy; best BA = the best any threshold gives at that site)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for m in doc["methods"]:
+        for site in sorted(holdouts):
+            figs = op.get(m, {}).get(site)
+            if not figs:
+                continue
+            cells = [_cell(figs[f]["mean"], figs[f]["sd"]) for f in OP_FIGURES]
+            lines.append("| " + " | ".join([m, site, *cells]) + " |")
+    return "\n".join(lines)
 
 
 def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None, int]:
@@ -189,9 +248,15 @@ class _Results:
     roles: dict[str, str] = field(default_factory=dict)
     harmonization: dict[str, str] = field(default_factory=dict)
     runs: list[dict[str, object]] = field(default_factory=list)
+    #: method → site → figure → per-seed values at the federation's operating point
+    op: dict[str, dict[str, dict[str, list[float | None]]]] = field(default_factory=dict)
 
     def add(self, method: str, seed: int, report: dict, report_path: Path) -> None:
         aucs, site_roles, used = _results(report)
+        for site, figures in operating_point_figures(report).items():
+            for name, value in figures.items():
+                by_site = self.op.setdefault(method, {}).setdefault(site, {})
+                by_site.setdefault(name, []).append(value)
         self.roles.update(site_roles)
         if method == "fedmi":
             for site, state in used.items():
@@ -304,6 +369,16 @@ def _document(
         "extra_config": dict(extra or {}),
         "runs": results.runs,
         "notes": [],
+        "operating_point": {
+            m: {
+                site: {
+                    f: dict(zip(("mean", "sd", "n"), _mean_sd(v), strict=True)) | {"values": v}
+                    for f, v in figs.items()
+                }
+                for site, figs in by_site.items()
+            }
+            for m, by_site in results.op.items()
+        },
     }
     holdouts = [c for c in sites if roles[c] == "holdout"]
     # with several holdout sites, each one's exact AUC gives its own gap (the pooled
@@ -356,7 +431,7 @@ def _write(out_dir: Path, doc: dict, *, final: bool) -> str:
     doc["complete"] = final and done == planned
     if not doc["complete"]:
         doc["notes"].append(f"PARTIAL: {done} of {planned} runs finished so far.")
-    table = markdown_table(doc)
+    table = markdown_table(doc) + "\n\n" + operating_point_table(doc)
     write_json(out_dir / "compare.json", doc)
     (out_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
     return table

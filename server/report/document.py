@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord
 from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
 from fedmi.server.report.ood import ood_section
+from fedmi.server.report.operating_point import federated_choice, operating_point_section
 from fedmi.server.report.privacy import privacy_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section
@@ -114,6 +115,7 @@ def model_card(
             "seed": cfg.seed,
             "sites": train_sites,
         },
+        "operating_point": federated_choice(cfg, history),  # read by `fedmi-site predict`
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -142,6 +144,7 @@ def build_report(
         "uncertainty": uncertainty_section(history),
         "ood": ood_section(history),
         "biomarker": biomarker_section(history),
+        "operating_point": operating_point_section(cfg, history),  # issue 18
         "timing": timing,
     }
 

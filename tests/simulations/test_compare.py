@@ -184,3 +184,33 @@ def test_one_holdout_site_has_no_separate_site_gap(tmp_path, monkeypatch):
     assert doc["site_gaps"] == {}
     target = "holdout: fedmi closes 75 % of the FedAvg-to-pooled gap: meets the target"
     assert [n for n in doc["notes"] if "FedAvg-to-pooled" in n] == [f"{target} of at least half."]
+
+
+def _fake_run_with_operating_point(*, method, seed, out_dir, **kw):
+    report = _fake_run(method=method, seed=seed, out_dir=out_dir, **kw)
+    report["operating_point"] = {
+        "threshold": 0.4,
+        "per_site": [
+            {
+                "site_id": "site-e",
+                "role": "holdout",
+                "balanced_accuracy": 0.8 + 0.01 * seed,
+                "best_balanced_accuracy": 0.9,
+                "sensitivity": {"value": 0.7},
+                "specificity": {"value": 0.9},
+                "calibration": {"ece": 0.1},
+                "calibration_recalibrated": {"ece": 0.05},
+            }
+        ],
+    }
+    return report
+
+
+def test_operating_point_figures_per_holdout_site(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "run", _fake_run_with_operating_point)
+    doc = _compare(tmp_path, methods=["pooled", "fedavg"])
+    ba = doc["operating_point"]["fedavg"]["site-e"]["ba"]
+    assert ba["mean"] == pytest.approx(0.81) and ba["sd"] == pytest.approx(0.01)
+    md = (tmp_path / "out" / "compare.md").read_text()
+    row = "| fedavg | site-e | 0.400 ± 0.000 | 0.810 ± 0.010 | 0.900 ± 0.000 | 0.700 ± 0.000"
+    assert row in md and "| 0.100 ± 0.000 | 0.050 ± 0.000 |" in md

@@ -128,6 +128,12 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
     ]
     card = json.loads((out / "model_card.json").read_text())
     assert card["task"] == "fdg-ad" and card["input"]["grid_shape"] == [40, 48, 40]
+    # the federation's operating point, chosen on the training sites' histograms
+    op = card["operating_point"]
+    assert 0.0 <= op["threshold"] <= 1.0 and op["criterion"] in ("youden", "fixed")
+    assert op == {k: v for k, v in report["operating_point"].items() if k in op}
+    sites_at_op = {r["site_id"] for r in report["operating_point"]["per_site"]}
+    assert sites_at_op == {k for k, r in final.items() if r["status"] == "ok"}
     # the regional head's weights are named by region, in order
     head = np.load(out / "final_model.npz")["backbone.head.weight"]
     assert len(card["architecture"]["regions"]) == head.shape[-1]

@@ -1,0 +1,129 @@
+"""The federation's operating point, applied at every site: report.json ``operating_point``.
+
+The threshold is chosen on the *training* sites' score histograms of the final model
+(``hist-pos`` / ``hist-neg`` of their ``evaluate.external`` replies, on their test splits,
+which the model never trained on; under DP the noisy deciles, charged to each site's
+ledger by the existing release), summed over the sites: Youden's J by default, or the
+run config's target sensitivity or specificity (``operating-point``,
+``operating-point-target``). Platt scaling is fitted on the same pooled histograms.
+Then, at every site and pooled per role: sensitivity, specificity, PPV and NPV at the
+threshold with 95 % Wilson intervals, the best balanced accuracy any threshold reaches
+there, and ECE, calibration slope and calibration-in-the-large before and after the
+recalibration. Maths: :mod:`fedmi.shared.operating_point`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from fedmi.server.history import RunHistory
+from fedmi.shared.contract import OPERATING_THRESHOLD
+from fedmi.shared.operating_point import (
+    Platt,
+    best_balanced_accuracy,
+    calibration_summary,
+    check_histograms,
+    choose_threshold,
+    confusion_at,
+    fit_platt,
+    rates_at,
+    recalibrated_threshold,
+)
+from fedmi.shared.run_config import RunConfig
+
+log = logging.getLogger(__name__)
+
+CHOSEN_ON = "training sites' test splits (final evaluation), pooled score histograms"
+
+
+def _histograms(history: RunHistory) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """site → (role, hist-pos, hist-neg) of every final reply whose histograms are usable."""
+    out = {}
+    for name, raw in sorted(history.final_raw.items()):
+        if "hist-pos" not in raw:
+            continue
+        try:
+            hp, hn = check_histograms(raw["hist-pos"], raw["hist-neg"])
+        except (KeyError, ValueError) as exc:  # ingress checked them; belt and braces
+            log.warning("operating point: %s's histograms left out: %s", name, exc)
+            continue
+        out[name] = (str(history.final.get(name, {}).get("role", "unknown")), hp, hn)
+    return out
+
+
+def federated_choice(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
+    """The model card's ``operating_point``: threshold, criterion, where it was chosen.
+
+    Falls back to the fixed 0.5 threshold (criterion ``fixed``, with the reason) when the
+    training sites released no usable histograms of both classes.
+    """
+    hists = _histograms(history)
+    train = {k: v for k, v in hists.items() if v[0] == "train"}
+    target = cfg.operating_point_target if cfg.operating_point != "youden" else None
+    if train:
+        hp = np.sum([v[1] for v in train.values()], axis=0)
+        hn = np.sum([v[2] for v in train.values()], axis=0)
+        if hp.sum() > 0 and hn.sum() > 0:
+            choice = choose_threshold(hp, hn, cfg.operating_point, target)
+            platt = fit_platt(hp, hn)
+            return {
+                "threshold": choice.threshold,
+                "criterion": cfg.operating_point,
+                "target": target,
+                "chosen_on": {
+                    "what": CHOSEN_ON,
+                    "sites": sorted(train),
+                    "n_positive": int(hp.sum()),
+                    "n_negative": int(hn.sum()),
+                    "bin_width": 1.0 / hp.size,
+                },
+                "recalibration": {
+                    "method": "platt",
+                    "formula": "p' = sigmoid(a + b * logit(p))",
+                    "a": platt.a,
+                    "b": platt.b,
+                    "threshold_recalibrated": recalibrated_threshold(choice.threshold, platt),
+                },
+            }
+    return {
+        "threshold": OPERATING_THRESHOLD,
+        "criterion": "fixed",
+        "target": None,
+        "reason": "no training site released score histograms of both classes",
+    }
+
+
+def _site_entry(hp: np.ndarray, hn: np.ndarray, threshold: float, platt: Platt | None) -> dict:
+    entry: dict[str, object] = rates_at(confusion_at(hp, hn, threshold))
+    entry["best_balanced_accuracy"] = best_balanced_accuracy(hp, hn)
+    entry["calibration"] = calibration_summary(hp, hn)
+    if platt is not None:
+        entry["calibration_recalibrated"] = calibration_summary(hp, hn, platt)
+    return entry
+
+
+def operating_point_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
+    """report.json ``operating_point``: the choice, and its consequences at every site."""
+    card = federated_choice(cfg, history)
+    threshold = float(card["threshold"])  # type: ignore[arg-type]
+    rec = card.get("recalibration")
+    platt = Platt(rec["a"], rec["b"]) if isinstance(rec, dict) else None
+    hists = _histograms(history)
+    per_site = [
+        {"site_id": name, "role": role, **_site_entry(hp, hn, threshold, platt)}
+        for name, (role, hp, hn) in hists.items()
+    ]
+    pooled = {}
+    for role in ("train", "holdout"):
+        members = [v for v in hists.values() if v[0] == role]
+        if members:
+            hp = np.sum([m[1] for m in members], axis=0)
+            hn = np.sum([m[2] for m in members], axis=0)
+            pooled[role] = _site_entry(hp, hn, threshold, platt)
+    note = (
+        "Scans with score >= threshold are called positive. Training sites' figures are on "
+        "the data the threshold was chosen on (optimistic); holdout sites' are independent."
+    )
+    return {**card, "per_site": per_site, "pooled": pooled, "note": note}

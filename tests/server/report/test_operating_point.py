@@ -1,0 +1,138 @@
+"""report.json ``operating_point`` and the model card's: chosen on the training sites'
+histograms as they come through ingress, applied at every site."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedmi.server.federation.external import _record_reply
+from fedmi.server.history import RunHistory, SiteInfo
+from fedmi.server.report.operating_point import federated_choice, operating_point_section
+from fedmi.shared import contract
+from fedmi.shared.run_config import RunConfig, RunConfigError
+
+BINS = contract.HIST_BINS
+
+
+def _hist(cells: dict[int, int]) -> list[int]:
+    h = [0] * BINS
+    for i, n in cells.items():
+        h[i] = n
+    return h
+
+
+def _reply(node: int, site: str, role: str, hp: list, hn: list) -> Message:
+    instr = Message(content=RecordDict(), dst_node_id=node, message_type=contract.EXTERNAL)
+    metrics = {
+        "num-examples": int(sum(hp) + sum(hn)) if all(v >= 0 for v in hp + hn) else 10,
+        "num-positive": 5,
+        "hist-pos": hp,
+        "hist-neg": hn,
+    }
+    if len(hp) == BINS and len(hn) == BINS:  # the confusion counts a site derives
+        cuts = [round(t * BINS) for t in contract.THRESHOLDS]
+        metrics["tp"] = [sum(hp[c:]) for c in cuts]
+        metrics["fp"] = [sum(hn[c:]) for c in cuts]
+        metrics["tn"] = [sum(hn[:c]) for c in cuts]
+        metrics["fn"] = [sum(hp[:c]) for c in cuts]
+    content = RecordDict(
+        {
+            contract.METRICS: MetricRecord(metrics),
+            contract.SITE: ConfigRecord({"site-id": site, "role": role, "status": "ok"}),
+        }
+    )
+    return Message(content, reply_to=instr)
+
+
+def _history(flower_identity, replies: list[tuple[str, str, list, list]]) -> RunHistory:
+    history = RunHistory()
+    answered: set[int] = set()
+    for node, (site, role, hp, hn) in enumerate(replies, start=1):
+        history.sites[node] = SiteInfo(node, site, role, "ok", num_examples=40)
+        flower_identity.node_id = 0
+        _record_reply(_reply(node, site, role, hp, hn), history, answered, 100_000)
+    return history
+
+
+GOOD = [
+    # train-a: negatives at .20–.29, positives at .60–.69: any cut 0.30..0.60 separates
+    ("train-a", "train", _hist({62: 10}), _hist({25: 10})),
+    # train-b: one positive low (bin 35), one negative high (bin 30)
+    ("train-b", "train", _hist({35: 1, 70: 9}), _hist({20: 9, 30: 1})),
+    ("hold-c", "holdout", _hist({40: 4, 80: 6}), _hist({10: 8, 45: 2})),
+]
+
+
+def test_choice_from_training_sites_applied_everywhere(flower_identity):
+    history = _history(flower_identity, GOOD)
+    cfg = RunConfig()
+    card = federated_choice(cfg, history)
+    # pooled train: J = 1 for cuts 0.31..0.35 only (the middle of that plateau is 0.33)
+    assert card["criterion"] == "youden"
+    assert card["threshold"] == pytest.approx(0.33)
+    assert card["chosen_on"]["sites"] == ["train-a", "train-b"]
+    section = operating_point_section(cfg, history)
+    hold = next(s for s in section["per_site"] if s["site_id"] == "hold-c")
+    # at 0.33 hold-c: every positive (bins 40, 80) above, the two negatives at bin 45 too
+    assert hold["sensitivity"]["value"] == pytest.approx(1.0)
+    assert hold["specificity"]["value"] == pytest.approx(0.8)
+    assert hold["ppv"]["n"] == 12 and hold["npv"]["n"] == 8
+    assert hold["balanced_accuracy"] == pytest.approx(0.9)
+    assert hold["best_balanced_accuracy"] == pytest.approx(0.9)
+    assert set(hold["calibration"]) >= {"ece", "slope", "citl"}
+    assert section["pooled"]["holdout"]["sensitivity"]["n"] == 10
+
+
+def test_target_specificity_setting(flower_identity):
+    history = _history(flower_identity, GOOD)
+    cfg = RunConfig.from_mapping({"operating-point": "specificity", "operating-point-target": 0.99})
+    card = federated_choice(cfg, history)
+    # specificity 1.0 first reached above the negative at bin 30: cut 0.31
+    assert card["threshold"] == pytest.approx(0.31) and card["target"] == 0.99
+
+
+@pytest.mark.parametrize(
+    ("mapping", "needle"),
+    [
+        ({"operating-point": "accuracy"}, "operating-point"),
+        ({"operating-point-target": 1.0}, "operating-point-target"),
+        ({"operating-point-taregt": 0.9}, "operating-point-taregt"),
+    ],
+)
+def test_bad_settings_refused(mapping, needle):
+    with pytest.raises(RunConfigError, match=needle):
+        RunConfig.from_mapping(mapping)
+
+
+@pytest.mark.parametrize(
+    ("hp", "hn"),
+    [
+        (_hist({62: 500}), _hist({25: -490})),  # negative counts
+        (_hist({62: 500})[:50], _hist({25: 10})[:50]),  # wrong shape
+    ],
+)
+def test_a_forged_training_histogram_is_refused_at_ingress(flower_identity, hp, hn):
+    """A training site trying to drag the threshold with an ill-formed histogram is
+    refused at ingress: listed as missing, and the choice is the honest sites' alone."""
+    forged = [("train-x", "train", hp, hn)]
+    history = _history(flower_identity, GOOD + forged)
+    assert any(m["site_id"] == "train-x" for m in history.missing_final)
+    card = federated_choice(RunConfig(), history)
+    assert card["chosen_on"]["sites"] == ["train-a", "train-b"]
+    assert card["threshold"] == pytest.approx(0.33)
+
+
+def test_no_training_histograms_falls_back_to_fixed(flower_identity):
+    history = _history(flower_identity, GOOD[2:])
+    card = federated_choice(RunConfig(), history)
+    assert card == {
+        "threshold": 0.5,
+        "criterion": "fixed",
+        "target": None,
+        "reason": "no training site released score histograms of both classes",
+    }
+    hold = operating_point_section(RunConfig(), history)["per_site"][0]
+    assert hold["threshold"] == 0.5 and hold["sensitivity"]["value"] == pytest.approx(0.6)
+    assert np.isfinite(hold["calibration"]["ece"])
