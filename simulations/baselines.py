@@ -5,13 +5,9 @@
   evaluated with the model of the largest training site).
 
 Both use the same data, splits, seeds, model and training function as the federated
-methods, with the same budget and the same model selection (:func:`train_in_rounds`): one
-training call of ``local-epochs`` epochs per round, each with that round's instruction (its
-seed, a fresh optimiser, as a site starts every round), for ``num-server-rounds`` rounds,
-and the last round's model is the one evaluated — FedAvg with a single site that holds
-the union of the data. They are evaluated at every site with the statistics and small-cell
-suppression of the ClientApp's reply, so ``report.json`` has the same shape for every
-method.
+methods, train for ``rounds × local-epochs`` epochs, and are evaluated at every site with
+the statistics and small-cell suppression of the ClientApp's reply, so ``report.json`` has
+the same shape for every method.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import torch
 from fedmi.client.data import SiteData, site_data
 from fedmi.client.evaluation.statistics import data_inventory, evaluate_site
 from fedmi.client.site.settings import SiteSettings
-from fedmi.client.training.loop import TrainResult, TrainSettings, train_local
+from fedmi.client.training.loop import TrainSettings, train_local
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.document import (
     build_report,
@@ -86,40 +82,25 @@ def _evaluate_everywhere(
             history.record_final(i, evaluate_site(model, x, y, s.min_cell_count)[0])
 
 
-def round_settings(cfg: RunConfig) -> list[TrainSettings]:
-    """What a site is told to do in each round of ``cfg``: ``local-epochs`` epochs with the
-    round's seed (:func:`fedmi.shared.instructions.round_seed`) and learning rate."""
-    return [
-        TrainSettings.from_instruction(TrainInstruction.from_run_config(cfg, server_round=r))
-        for r in range(1, cfg.num_server_rounds + 1)
-    ]
+def baseline_settings(cfg: RunConfig) -> TrainSettings:
+    """The federated recipe of ``cfg`` as one training call of ``rounds × local-epochs`` epochs.
 
-
-def train_in_rounds(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: RunConfig
-) -> TrainResult:
-    """Train as a federation of one site would: a fresh optimiser each round (the sites'
-    momentum and Adam moments start again every round), the last round's model kept.
-
-    Returns the last round's result with the steps of all rounds.
+    Its seed is round 1's (:func:`fedmi.shared.instructions.round_seed`).
     """
-    steps, res = 0, None
-    for settings in round_settings(cfg):
-        res = train_local(model, x, y, settings)
-        steps += res.steps
-    assert res is not None  # num-server-rounds >= 1
-    return dataclasses.replace(res, steps=steps)
+    ins = TrainInstruction.from_run_config(cfg, server_round=1)
+    epochs = cfg.num_server_rounds * cfg.effective_local_epochs
+    return dataclasses.replace(TrainSettings.from_instruction(ins), epochs=epochs)
 
 
-def _record_training(history: RunHistory, rounds: int, name: str, res) -> None:
-    history._round(rounds)["train"][name] = {
+def _record_training(history: RunHistory, epochs: int, name: str, res) -> None:
+    history._round(epochs)["train"][name] = {
         "status": "ok",
         "num-examples": res.num_examples,
         "train-loss": res.loss,
     }
 
 
-def _pooled(cfg, sites, datas, history, out_dir) -> torch.nn.Module:
+def _pooled(cfg, sites, datas, history, settings, out_dir) -> torch.nn.Module:
     """One model on all training sites' train splits, evaluated everywhere."""
     train_idx = [i for i, s in enumerate(sites) if s.role == "train"]
     torch.manual_seed(cfg.seed)
@@ -127,14 +108,14 @@ def _pooled(cfg, sites, datas, history, out_dir) -> torch.nn.Module:
     xs = [datas[i].subset("train") for i in train_idx]
     x = torch.cat([a for a, _ in xs])
     y = torch.cat([b for _, b in xs])
-    res = train_in_rounds(model, x, y, cfg)
-    _record_training(history, cfg.num_server_rounds, "pooled", res)
+    res = train_local(model, x, y, settings)
+    _record_training(history, settings.epochs, "pooled", res)
     _evaluate_everywhere(model, sites, datas, history)
     save_arrays(out_dir / "final_model.npz", _arrays(model))
     return model
 
 
-def _local(cfg, sites, datas, history, out_dir) -> tuple[torch.nn.Module, str]:
+def _local(cfg, sites, datas, history, settings, out_dir) -> tuple[torch.nn.Module, str]:
     """One model per training site; holdouts get the largest site's. Returns it and a note."""
     train_idx = [i for i, s in enumerate(sites) if s.role == "train"]
     largest = max(train_idx, key=lambda i: int((~datas[i].is_test).sum()))
@@ -143,8 +124,8 @@ def _local(cfg, sites, datas, history, out_dir) -> tuple[torch.nn.Module, str]:
         torch.manual_seed(cfg.seed)
         model = build_model(ModelSpec(arch=cfg.model))
         x, y = datas[i].subset("train")
-        res = train_in_rounds(model, x, y, cfg)
-        _record_training(history, cfg.num_server_rounds, sites[i].site_id, res)
+        res = train_local(model, x, y, settings)
+        _record_training(history, settings.epochs, sites[i].site_id, res)
         _evaluate_everywhere(model, sites, datas, history, only=i)
         if i == largest:
             for j, s in enumerate(sites):
@@ -162,11 +143,12 @@ def run_baseline(cfg: RunConfig, method: str, sites: list[SiteSettings], out_dir
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     datas = [site_data(s, cfg.task, cfg.seed) for s in sites]
     history = _history_for(sites, datas)
+    settings = baseline_settings(cfg)
     note = ""
     if method == "pooled":
-        model = _pooled(cfg, sites, datas, history, out_dir)
+        model = _pooled(cfg, sites, datas, history, settings, out_dir)
     else:
-        model, note = _local(cfg, sites, datas, history, out_dir)
+        model, note = _local(cfg, sites, datas, history, settings, out_dir)
     timing = {
         "training_seconds": time.perf_counter() - t0,
         "total_seconds": time.perf_counter() - t0,
