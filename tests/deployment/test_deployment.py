@@ -85,7 +85,10 @@ class Deployment:
             "FLWR_HOME": str(tmp / "flwr-home"),
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "PYTHONPATH": str(ROOT),
+            # this checkout's code first (a worktree's shim), then the checkout itself
+            "PYTHONPATH": os.pathsep.join(
+                x for x in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if x
+            ),
         }
         self.groups: list[int] = []
         self.pid_files: list[Path] = []
@@ -218,10 +221,9 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
         _ok(fut.result())
         assert stat.S_IMODE((tmp_path / "keys" / name / "site").stat().st_mode) == 0o600
     for name in sites:
-        out = _ok(
-            dep.cli("server", "register", "--key", str(tmp_path / "keys" / name / "site.pub"))
-        )
-        assert "registered" in out
+        pub = str(tmp_path / "keys" / name / "site.pub")
+        out = _ok(dep.cli("server", "register", "--key", pub, "--site", f"site-{name}"))
+        assert "registered" in out and "fingerprint SHA256:" in out
     for fut in checks.values():
         shown = _ok(fut.result())
         assert "labelled scans:" in shown and "scans per tracer:" in shown, shown
