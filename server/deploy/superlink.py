@@ -156,6 +156,9 @@ def start_superlink(
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_path, front_pid = state_dir / PID_FILE, state_dir / FRONT_PID_FILE
+    stale = read_pid(front_pid) if read_pid(pid_path) is None else None
+    if stale is not None:  # the SuperLink died (crash): its front goes too
+        stop_process_group(stale)
     probe = _refuse_busy(pid_path, state_dir, host, port)
     internal = _loopback_port()
     log_path, front_log = state_dir / LOG_FILE, state_dir / FRONT_LOG_FILE

@@ -214,7 +214,10 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     start = ("start", "--certs", str(certs), "--state", str(state), "--port", str(link_port))
     _ok(dep.cli("server", *start, "--background"))
     config = (tmp_path / "flwr-home" / "config.toml").read_text()
-    assert f'address = "{address}"' in config and "root-certificates" in config
+    # `flwr` (Control) reaches the SuperLink on its loopback port, never the sites' port
+    info = json.loads((state / "superlink.json").read_text())
+    assert info["public"] == address and info["address"] != address
+    assert f'address = "{info["address"]}"' in config and "root-certificates" in config
 
     # --- registration and joining -------------------------------------------------------
     for name, fut in keys.items():
