@@ -14,7 +14,7 @@ The SuperNode only makes outbound connections to the coordinator's one port; it 
 local port (``--port``, default 9094, bound to 127.0.0.1) for the site's app process. It
 runs with ``--isolation process``: ``join`` starts that one long-lived app process itself
 (:mod:`fedmi.client.deploy.worker`), which runs the site's installed fedmi for approved
-runs only (:mod:`fedmi.client.deploy.trust`, ``fedmi-site approve``). SIGTERM or SIGINT to
+runs only (:mod:`fedmi.shared.trust`, ``fedmi-site approve``). SIGTERM or SIGINT to
 a foreground ``join`` stops both processes (by PID); in the background their PIDs are in
 ``supernode.pid`` and ``site.pid`` of the state folder.
 """
@@ -400,7 +400,7 @@ def _foreground(
 
 
 def _cmd_approve(args: argparse.Namespace) -> int:
-    from fedmi.client.deploy.trust import TrustError, approve, installed_fab_hash
+    from fedmi.shared.trust import TrustError, approve, installed_fab_hash
 
     try:
         digest = approve(Path(args.state_dir), args.app)

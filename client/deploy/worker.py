@@ -5,7 +5,7 @@ app process of its own) and this worker beside it. The worker asks the SuperNode
 Runtime API for ClientApp tasks (what Flower's SuperExec does) and runs each one **in this
 process** with the site's installed fedmi ClientApp — never with code from the run's FAB,
 which it neither installs nor imports — after checking the run's FAB hash against the
-site's approvals (:mod:`fedmi.client.deploy.trust`). An unapproved run's messages are
+site's approvals (:mod:`fedmi.shared.trust`). An unapproved run's messages are
 answered with an error and logged; the worker goes on with the next task.
 
 One process for every message also saves the start-up of a ``flwr-clientapp`` process per
@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from fedmi.client.deploy.trust import installed_fab_hash, is_approved
+from fedmi.shared.trust import installed_fab_hash, is_approved
 
 log = logging.getLogger("fedmi.site.worker")
 #: seconds between task requests when the SuperNode has nothing for this site

@@ -110,6 +110,19 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approve(args: argparse.Namespace) -> int:
+    from fedmi.shared.trust import TrustError, approve, installed_fab_hash
+
+    try:
+        state = coordinator_state(args.state)
+        digest = approve(state, args.app)
+    except (DeploymentError, TrustError) as exc:
+        return _fail(str(exc))
+    print(f"approved app {digest}: the coordinator will start its ServerApp")
+    print(f"(the installed fedmi, {installed_fab_hash()}, is always approved)")
+    return 0
+
+
 def _unregister(args: argparse.Namespace) -> int:
     try:
         registry = coordinator_state(args.state) / REGISTRY_FILE
@@ -157,7 +170,18 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if (out / "resume.json").exists():
         print(f"{out} holds an interrupted run: it resumes after its last completed round")
-    return subprocess.call(cmd, env=flower_env())
+    code = subprocess.call(cmd, env=flower_env())
+    report = out / "report.json"
+    if code == 0 and report.is_file():
+        from fedmi.server.report.document import summary_table  # torch: only when needed
+
+        doc = json.loads(report.read_text())
+        print(f"task {doc['task']}, method {doc['method']}")
+        print(summary_table(doc))
+        print(f"report: {report} and {out / 'report.html'}")
+    elif code == 0:
+        print(f"the run ended without {report}: see `flwr log` and the SuperLink log")
+    return code
 
 
 def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:
@@ -266,6 +290,11 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", type=Path, help="state folder (default: the last started)")
     p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
     p.set_defaults(func=_unregister)
+
+    p = sub.add_parser("approve", help="allow one more app (FAB file or SHA-256) as ServerApp")
+    p.add_argument("app", help="a .fab file or its SHA-256 (64 hex digits)")
+    p.add_argument("--state", type=Path, help="state folder (default: the last started)")
+    p.set_defaults(func=_approve)
 
     p = sub.add_parser("run", help="run fedmi on the connected sites, outputs into --out")
     p.add_argument("--out", required=True, help="run folder (the same folder resumes a run)")

@@ -50,6 +50,8 @@ LOG_FILE = "superlink.log"
 INFO_FILE = "superlink.json"
 FRONT_PID_FILE = "front.pid"
 FRONT_LOG_FILE = "front.log"
+EXECUTOR_PID_FILE = "executor.pid"
+EXECUTOR_LOG_FILE = "executor.log"
 #: the SuperLink itself listens here only; the public port is the front's
 LOOPBACK = "127.0.0.1"
 #: in $FLWR_HOME: the state folder of the coordinator last started on this account
@@ -82,6 +84,9 @@ def superlink_command(certs: CertPaths, state_dir: Path, host: str, port: int) -
         str(certs.server_key),
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
+        # no SuperExec of Flower's: fedmi's launcher starts approved ServerApps only
+        "--isolation",
+        "process",
         "--database",
         str(state_dir / "state.db"),
         "--host",
@@ -126,6 +131,25 @@ def front_command(certs_dir: Path, host: str, port: int, upstream: int) -> list[
     ]
 
 
+def executor_command(
+    certs_dir: Path, state_dir: Path, upstream: int, superlink_pid: int
+) -> list[str]:
+    """fedmi's ServerApp launcher (:mod:`fedmi.server.deploy.executor`)."""
+    return [
+        sys.executable,
+        "-m",
+        "fedmi.server.deploy.executor",
+        "--runtime-api",
+        f"{LOOPBACK}:{upstream}",
+        "--certs",
+        str(certs_dir),
+        "--state",
+        str(state_dir),
+        "--superlink-pid",
+        str(superlink_pid),
+    ]
+
+
 def _loopback_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -156,31 +180,35 @@ def start_superlink(
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     pid_path, front_pid = state_dir / PID_FILE, state_dir / FRONT_PID_FILE
-    stale = read_pid(front_pid) if read_pid(pid_path) is None else None
-    if stale is not None:  # the SuperLink died (crash): its front goes too
-        stop_process_group(stale)
+    if read_pid(pid_path) is None:  # the SuperLink died (crash): its front and launcher go too
+        stop_superlink(state_dir)
     probe = _refuse_busy(pid_path, state_dir, host, port)
     internal = _loopback_port()
     log_path, front_log = state_dir / LOG_FILE, state_dir / FRONT_LOG_FILE
     _record_connection(certs, Path(certs_dir), state_dir, host, port, internal)
-    procs: list[subprocess.Popen] = []
-    for cmd, logp, pidp in (
-        (superlink_command(certs, state_dir, LOOPBACK, internal), log_path, pid_path),
-        (front_command(certs.folder, host, port, internal), front_log, front_pid),
-    ):
+    # the ServerApp (started by the launcher) finds the site registry through env
+    env = flower_env({REGISTRY_ENV: str(state_dir / REGISTRY_FILE)})
+
+    def spawn(cmd: list[str], logp: Path, pidp: Path) -> subprocess.Popen:
         with open(logp, "ab") as logf:
             proc = subprocess.Popen(
                 cmd,
                 stdout=logf if background else None,
                 stderr=subprocess.STDOUT if background else None,
                 stdin=subprocess.DEVNULL,
-                # the ServerApp (started by the SuperLink) finds the site registry here
-                env=flower_env({REGISTRY_ENV: str(state_dir / REGISTRY_FILE)}),
+                env=env,
                 start_new_session=True,
             )
         pidp.write_text(f"{proc.pid}\n")
-        procs.append(proc)
-    link, front = procs
+        return proc
+
+    link = spawn(superlink_command(certs, state_dir, LOOPBACK, internal), log_path, pid_path)
+    front = spawn(front_command(certs.folder, host, port, internal), front_log, front_pid)
+    spawn(
+        executor_command(certs.folder, state_dir, internal, link.pid),
+        state_dir / EXECUTOR_LOG_FILE,
+        state_dir / EXECUTOR_PID_FILE,
+    )
     try:
         _await_port(link, LOOPBACK, internal, wait, log_path)
         _await_port(front, probe, port, wait, front_log)
@@ -261,7 +289,7 @@ def _await_port(proc: subprocess.Popen, probe: str, port: int, wait: float, log_
 def stop_superlink(state_dir: Path) -> int | None:
     """Stop the front and the SuperLink of ``state_dir``; returns the SuperLink's PID or None."""
     stopped = None
-    for name in (FRONT_PID_FILE, PID_FILE):
+    for name in (FRONT_PID_FILE, EXECUTOR_PID_FILE, PID_FILE):
         pid_path = Path(state_dir) / name
         pid = read_pid(pid_path)
         if pid is not None:

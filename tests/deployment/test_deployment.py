@@ -210,7 +210,8 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     _ok(dep.cli("server", "certs", "--out", str(certs), "--address", "127.0.0.1"))
     for key in ("ca.key", "server.key"):
         assert stat.S_IMODE((certs / key).stat().st_mode) == 0o600
-    dep.pid_files.append(state / "superlink.pid")
+    coordinator = ("superlink.pid", "front.pid", "executor.pid")
+    dep.pid_files += [state / name for name in coordinator]
     start = ("start", "--certs", str(certs), "--state", str(state), "--port", str(link_port))
     _ok(dep.cli("server", *start, "--background"))
     config = (tmp_path / "flwr-home" / "config.toml").read_text()
@@ -233,7 +234,7 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
 
     def join(name: str, site_dir: Path, port: int, ca: Path = certs / "ca.crt"):
         state_dir = tmp_path / f"state-{name}"
-        dep.pid_files.append(state_dir / "supernode.pid")
+        dep.pid_files += [state_dir / "supernode.pid", state_dir / "site.pid"]
         return dep.cli(
             "client",
             "join",
@@ -293,7 +294,8 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
 
     _wait(lambda: _last_round(run_dir) >= 1, 240, "round 1 of run 1", poll=0.2)
     mark("run 1 reached round 1 (refusals checked meanwhile)")
-    _kill_group(_pid(state / "superlink.pid") or 0)  # SuperLink, SuperExec and ServerApp
+    for name in coordinator:  # SuperLink, front, ServerApp launcher and ServerApp
+        _kill_group(_pid(state / name) or 0)
     _kill_group(run1.pid)
     run1.wait(timeout=30)
     assert _last_round(run_dir) == 1, "the coordinator was killed too late"

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from fedmi.client.deploy.trust import (
+from fedmi.shared.trust import (
     TrustError,
     approve,
     approved_hashes,
@@ -22,7 +22,7 @@ def test_installed_hash_is_the_hash_flwr_run_sends():
     from flwr.cli.build import build_fab_from_disk
 
     root = installed_app_dir()
-    assert (root / "client" / "deploy" / "trust.py").is_file()
+    assert (root / "shared" / "trust.py").is_file()
     built = build_fab_from_disk(root)
     assert installed_fab_hash() == hashlib.sha256(built).hexdigest() == fab_hash(built)
 

@@ -1,10 +1,14 @@
-"""Which Flower apps (FABs) this site runs: its own installed fedmi, and what it approved.
+"""Which Flower apps (FABs) run here: the installed fedmi release, and what was approved.
+
+Used by the site (:mod:`fedmi.client.deploy.worker`) and the coordinator
+(:mod:`fedmi.server.deploy.executor`) alike.
 
 Flower's SuperNode runs the ClientApp code inside whatever FAB the SuperLink hands it (the
 FAB's folder first on ``sys.path``), and ``--trusted-entities`` only accepts hub-verified
 apps (FLOWER_NOTES, "Security of a deployment"). fedmi's site worker
 (:mod:`fedmi.client.deploy.worker`) therefore never loads code from a FAB: it runs the
-site's *installed* fedmi, and only for a run whose FAB hash the site approved:
+site's *installed* fedmi, and only for a run whose FAB hash the site approved (the
+coordinator's executor likewise starts a ServerApp only for an approved hash):
 
 * the hash of the FAB of the installed release, computed like ``flwr run`` does
   (SHA-256 of :func:`flwr.cli.build.build_fab_from_disk` of the fedmi checkout), and
@@ -20,10 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
-
-from fedmi.client.private_files import write_private
 
 APPROVED_FILE = "approved-apps.json"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -35,9 +38,9 @@ class TrustError(ValueError):
 
 def installed_app_dir() -> Path:
     """The checkout of the installed fedmi (the folder holding its pyproject.toml)."""
-    import fedmi.client
+    import fedmi.shared
 
-    root = Path(fedmi.client.__file__).resolve().parents[1]
+    root = Path(fedmi.shared.__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         raise TrustError(
             f"fedmi's pyproject.toml was not found in {root}: install fedmi from its source "
@@ -85,10 +88,12 @@ def approve(state_dir: Path, fab_or_hash: str) -> str:
             "give the FAB file the coordinator sent, or its full hash"
         )
     approved = approved_hashes(state_dir) | {digest}
-    write_private(
-        Path(state_dir) / APPROVED_FILE,
-        json.dumps({"approved": sorted(approved)}, indent=1).encode(),
-    )
+    path = Path(state_dir) / APPROVED_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"approved": sorted(approved)}, f, indent=1)
+    os.replace(tmp, path)
     return digest
 
 
