@@ -55,7 +55,7 @@ _DIAGNOSES = (
     (
         "Failed to activate SuperNode",
         "the coordinator refused this site's key: send {pub} to the coordinator to run "
-        "`fedmi-server register --key site.pub`, then join again",
+        "`fedmi-server register --key site.pub --site NAME`, then join again",
     ),
     (
         "CERTIFICATE_VERIFY_FAILED",
