@@ -75,7 +75,7 @@ def deployed(data: Path, out: Path, rounds: int) -> float:
         return proc.stdout
 
     certs, state = out / "certs", out / "coordinator"
-    pid_files = [state / "superlink.pid", state / "front.pid"]
+    pid_files = [state / "superlink.pid", state / "front.pid", state / "executor.pid"]
     try:
         cli("server", "certs", "--out", str(certs), "--address", "127.0.0.1")
         start = ("start", "--certs", str(certs), "--state", str(state), "--port", str(link))

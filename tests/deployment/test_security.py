@@ -6,8 +6,9 @@ One federation (coordinator + two site processes) is started once for the module
   register a key, start a run, or acquire a Runtime task (four refusals), while the
   operator's own ``fedmi-server`` on the coordinator host can;
 * a copy of fedmi with one added line (writing a marker file), submitted by the operator
-  with plain ``flwr run``, never executes at the site: the marker does not appear, the site
-  logs the refusal, and the site answers the next, approved run;
+  with plain ``flwr run``, never executes: the coordinator's launcher refuses its
+  ServerApp; once the coordinator approves it, the site refuses it; the marker never
+  appears, and the site answers the next, approved run;
 * site-b's registered node, joined with site-a's folder, claims to be site-a: refused and
   reported, site-a's row is site-a's.
 
@@ -44,7 +45,7 @@ def federation(tiny_fdg, tmp_path_factory):
     site_a = tiny_fdg / "site-a"
     try:
         _ok(dep.cli("server", "certs", "--out", str(certs), "--address", "127.0.0.1"))
-        dep.pid_files += [state / "superlink.pid", state / "front.pid"]
+        dep.pid_files += [state / n for n in ("superlink.pid", "front.pid", "executor.pid")]
         start = ("start", "--certs", str(certs), "--state", str(state), "--port", str(link))
         _ok(dep.cli("server", *start, "--background"))
         for name, port in (("a", port_a), ("b", port_b)):
@@ -117,20 +118,35 @@ def test_an_outsider_with_ca_crt_reaches_nothing_but_fleet(federation):
     assert "sites: 2 registered, 2 online" in status and "runs: 0" in status, status
 
 
+def _submit(dep: Deployment, home: Path, app: Path, run_dir: Path) -> str:
+    """Plain `flwr run` by the coordinator's operator; returns the run id."""
+    submitted = _flwr(
+        dep, home, "run", str(app), "fedmi", "--run-config", f'{RUN_CONFIG} out-dir="{run_dir}"'
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return re.search(r"started run (\d+)", submitted.stdout).group(1)
+
+
 def test_an_unapproved_app_never_runs_and_the_site_stays_usable(federation):
+    from fedmi.shared.trust import installed_fab_hash
+
     dep, tmp, link = federation
     copy, marker = tmp / "fedmi-copy", tmp / "marker"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "tests", "__pycache__", ".*"))
     app = copy / "client" / "app.py"
     app.write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + app.read_text())
     home = tmp / "flwr-home"
-    run_dir = tmp / "run-unapproved"
-    submitted = _flwr(
-        dep, home, "run", str(copy), "fedmi", "--run-config",
-        f'{RUN_CONFIG} out-dir="{run_dir}"',
-    )  # fmt: skip
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    run_id = re.search(r"(\d{3,})", submitted.stdout).group(1)
+    # the coordinator's launcher refuses it: its ServerApp never starts
+    _submit(dep, home, copy, tmp / "run-refused")
+    executor_log = tmp / "coordinator" / "executor.log"
+    _wait(
+        lambda: "has not approved this app" in executor_log.read_text(errors="replace"),
+        120,
+        "the coordinator's refusal",
+    )
+    # a coordinator that approved it: the site still refuses it
+    _ok(dep.cli("server", "approve", installed_fab_hash(copy)))
+    run_id = _submit(dep, home, copy, tmp / "run-unapproved")
     site_log = tmp / "state-a" / "site.log"
     _wait(
         lambda: "has not approved this app" in site_log.read_text(errors="replace"),
