@@ -106,6 +106,8 @@ class RunHistory:
     missing_final: list[dict] = field(default_factory=list)
     #: statistic releases under DP and refusals: {site_id, kind, round, status, epsilon}
     releases: list[dict] = field(default_factory=list)
+    #: site-id claims refused at the start of the run (server/federation/identity.py)
+    identity_refusals: list[dict] = field(default_factory=list)
 
     def _round(self, r: int) -> dict:
         return self.rounds.setdefault(r, {"round": r, "train": {}, "evaluate": {}, "dropped": []})

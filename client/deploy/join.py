@@ -11,7 +11,12 @@ site.toml, docs/configuration.md), in the foreground or, with ``--background``, 
 with a PID file in the state folder.
 
 The SuperNode only makes outbound connections to the coordinator's one port; it opens a
-local port (``--port``, default 9094, bound to 127.0.0.1) for its own ClientApp processes.
+local port (``--port``, default 9094, bound to 127.0.0.1) for the site's app process. It
+runs with ``--isolation process``: ``join`` starts that one long-lived app process itself
+(:mod:`fedmi.client.deploy.worker`), which runs the site's installed fedmi for approved
+runs only (:mod:`fedmi.shared.trust`, ``fedmi-site approve``). SIGTERM or SIGINT to
+a foreground ``join`` stops both processes (by PID); in the background their PIDs are in
+``supernode.pid`` and ``site.pid`` of the state folder.
 """
 
 from __future__ import annotations
@@ -38,16 +43,19 @@ from fedmi.client.privacy.settings import resolve_privacy
 from fedmi.client.site.config import ROLES, SiteConfigError, load_site_config
 from fedmi.client.site.settings import node_settings, resolve_site
 from fedmi.shared.config_schema import flower_pairs
+from fedmi.shared.fingerprint import key_fingerprint
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
+WORKER_PID_FILE = "site.pid"
+WORKER_LOG_FILE = "site.log"
 QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 #: Flower log lines → the one line a site manager can act on
 _DIAGNOSES = (
     (
         "Failed to activate SuperNode",
         "the coordinator refused this site's key: send {pub} to the coordinator to run "
-        "`fedmi-server register --key site.pub`, then join again",
+        "`fedmi-server register --key site.pub --site NAME`, then join again",
     ),
     (
         "CERTIFICATE_VERIFY_FAILED",
@@ -178,6 +186,9 @@ def supernode_command(
         str(key),
         "--port",
         str(port),
+        # no app process of Flower's: fedmi's pinned worker is the only one
+        "--isolation",
+        "process",
         "--node-config",
         " ".join(items),
     ]
@@ -314,22 +325,98 @@ def _cmd_join(args: argparse.Namespace) -> int:
         )
         print(f"fedmi-site join: {reason}", file=sys.stderr)
         return 3
+    worker = _start_worker(args, state_dir, proc.pid)
     state = "connected to" if connected else "still connecting to"
-    print(f"SuperNode (PID {proc.pid}) {state} {args.superlink}; log: {log_path}")
+    print(
+        f"SuperNode (PID {proc.pid}) {state} {args.superlink}, site worker (PID {worker.pid}); "
+        f"logs: {log_path}, {state_dir / WORKER_LOG_FILE}"
+    )
     if args.background:
         return 0
+    return _foreground(proc, worker, state_dir, log_path, start, args)
+
+
+def _start_worker(args: argparse.Namespace, state_dir: Path, supernode: int) -> subprocess.Popen:
+    """The site's one app process (:mod:`fedmi.client.deploy.worker`)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedmi.client.deploy.worker",
+        "--runtime-api",
+        f"127.0.0.1:{args.port}",
+        "--state-dir",
+        str(state_dir),
+        "--supernode-pid",
+        str(supernode),
+    ]
+    with open(state_dir / WORKER_LOG_FILE, "ab") as logf:
+        worker = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **QUIET_ENV},
+            start_new_session=True,
+        )
+    (state_dir / WORKER_PID_FILE).write_text(f"{worker.pid}\n")
+    return worker
+
+
+def _foreground(
+    proc: subprocess.Popen,
+    worker: subprocess.Popen,
+    state_dir: Path,
+    log_path: Path,
+    start: int,
+    args: argparse.Namespace,
+) -> int:
+    """Wait for the SuperNode; SIGTERM/SIGINT (or either process ending) stops both."""
+    stopping = {"signal": 0}
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = signum
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        _stop_group(proc.pid)
-        code = 130
-    pid_path.unlink(missing_ok=True)
-    if code not in (0, 130, -signal.SIGTERM):
+        while not stopping["signal"] and proc.poll() is None and worker.poll() is None:
+            time.sleep(0.3)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for p in (worker, proc):
+            _stop_group(p.pid)
+            p.wait()
+        (state_dir / PID_FILE).unlink(missing_ok=True)
+        (state_dir / WORKER_PID_FILE).unlink(missing_ok=True)
+    if stopping["signal"]:
+        return 128 + stopping["signal"]
+    code = proc.returncode
+    if code not in (0, -signal.SIGTERM):
         reason = diagnose(_read_from(log_path, start), args)
         print(
             f"fedmi-site join: {reason or f'the SuperNode stopped (exit {code})'}", file=sys.stderr
         )
     return code
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from fedmi.shared.trust import TrustError, approve, installed_fab_hash
+
+    try:
+        digest = approve(Path(args.state_dir), args.app)
+    except TrustError as exc:
+        print(f"fedmi-site approve: {exc}", file=sys.stderr)
+        return 2
+    print(f"approved app {digest} for {Path(args.state_dir).resolve()}")
+    print(f"(the installed fedmi, {installed_fab_hash()}, is always approved)")
+    return 0
+
+
+def add_approve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("approve", help="allow one more app (FAB file or SHA-256) to run here")
+    p.add_argument("app", help="a .fab file or its SHA-256 (64 hex digits)")
+    p.add_argument("--state-dir", type=Path, required=True, help="the state folder of join")
+    p.set_defaults(handler=_cmd_approve)
 
 
 def _read_from(path: Path, offset: int) -> str:
@@ -349,6 +436,10 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         return 2
     print(f"private key {private} (mode 0600; never leaves this machine)")
     print(f"public key  {public} (send this file to the coordinator)")
+    print(
+        f"fingerprint {key_fingerprint(public.read_text())} (read it to the coordinator by "
+        "telephone when they register the key)"
+    )
     return 0
 
 

@@ -116,7 +116,8 @@ def make_certificates(
     out_dir
         Folder to write ``ca.crt``, ``ca.key``, ``server.pem`` and ``server.key`` to.
     addresses
-        Host names or IP addresses the sites use for the SuperLink (subjectAltName).
+        Host names or IP addresses the sites use for the SuperLink (subjectAltName);
+        ``127.0.0.1`` is added when absent.
     days
         Validity of both certificates.
     common_name
@@ -130,7 +131,10 @@ def make_certificates(
         On an unusable address, or when files exist and ``overwrite`` is false.
     """
     paths = CertPaths(Path(out_dir))
-    sans = subject_alt_names(addresses)
+    # the coordinator's own loopback is always named: `fedmi-server` (flwr) reaches the
+    # SuperLink there, and the public front forwards to it (fedmi.server.deploy.front)
+    wanted = [*addresses, *([] if "127.0.0.1" in addresses else ["127.0.0.1"])]
+    sans = subject_alt_names(wanted)
     _refuse_existing(paths, overwrite)
     paths.folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)

@@ -22,9 +22,25 @@ from fedmi.server.deploy.flower import (
     list_runs,
     register_site,
     run_command,
+    unregister_node,
 )
-from fedmi.server.deploy.superlink import DEFAULT_PORT, start_superlink, stop_superlink
+from fedmi.server.deploy.processes import read_pid
+from fedmi.server.deploy.superlink import (
+    DEFAULT_PORT,
+    PID_FILE,
+    coordinator_state,
+    start_superlink,
+    stop_superlink,
+)
+from fedmi.server.federation.identity import (
+    REGISTRY_FILE,
+    RegistryError,
+    add_site,
+    read_registry,
+    remove_node,
+)
 from fedmi.shared.config_schema import flower_pairs
+from fedmi.shared.fingerprint import key_fingerprint
 from fedmi.shared.run_config import RunConfig, RunConfigError
 
 
@@ -60,8 +76,9 @@ def _start(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if args.background:
         print(
-            f"SuperLink running (PID {result}) on {args.host}:{args.port}; log and PID file in "
-            f"{Path(args.state).resolve()}; `flwr` connection: {CONNECTION}"
+            f"SuperLink running (PID {result}); sites connect to {args.host}:{args.port} "
+            f"(Fleet API only); Control on this host's loopback (`flwr` connection "
+            f"{CONNECTION}); logs and PID files in {Path(args.state).resolve()}"
         )
         return 0
     return int(result)
@@ -76,10 +93,44 @@ def _stop(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     try:
         check_public_key(Path(args.key))
+        fingerprint = key_fingerprint(Path(args.key).read_text())
+        registry = coordinator_state(args.state) / REGISTRY_FILE
+        taken = [n for n, e in read_registry(registry).items() if e["site"] == args.site]
+        if taken:
+            raise RegistryError(
+                f"site {args.site!r} is already registered as node {taken[0]}: to rotate its "
+                f"key, run `fedmi-server unregister --node {taken[0]}` first"
+            )
         node = register_site(Path(args.key), args.connection)
-    except (CertificateError, DeploymentError) as exc:
+        add_site(registry, int(node), args.site, fingerprint)
+    except (CertificateError, DeploymentError, RegistryError, ValueError) as exc:
         return _fail(str(exc))
-    print(f"registered {args.key} as node {node}")
+    print(f"registered {args.key} as node {node}, site {args.site}")
+    print(f"key fingerprint {fingerprint}: confirm it with the site by telephone")
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    from fedmi.shared.trust import TrustError, approve, installed_fab_hash
+
+    try:
+        state = coordinator_state(args.state)
+        digest = approve(state, args.app)
+    except (DeploymentError, TrustError) as exc:
+        return _fail(str(exc))
+    print(f"approved app {digest}: the coordinator will start its ServerApp")
+    print(f"(the installed fedmi, {installed_fab_hash()}, is always approved)")
+    return 0
+
+
+def _unregister(args: argparse.Namespace) -> int:
+    try:
+        registry = coordinator_state(args.state) / REGISTRY_FILE
+        unregister_node(args.node, args.connection)
+        site = remove_node(registry, args.node)
+    except (DeploymentError, RegistryError) as exc:
+        return _fail(str(exc))
+    print(f"unregistered node {args.node}" + (f" (site {site})" if site else ""))
     return 0
 
 
@@ -119,7 +170,18 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if (out / "resume.json").exists():
         print(f"{out} holds an interrupted run: it resumes after its last completed round")
-    return subprocess.call(cmd, env=flower_env())
+    code = subprocess.call(cmd, env=flower_env())
+    report = out / "report.json"
+    if code == 0 and report.is_file():
+        from fedmi.server.report.document import summary_table  # torch: only when needed
+
+        doc = json.loads(report.read_text())
+        print(f"task {doc['task']}, method {doc['method']}")
+        print(summary_table(doc))
+        print(f"report: {report} and {out / 'report.html'}")
+    elif code == 0:
+        print(f"the run ended without {report}: see `flwr log` and the SuperLink log")
+    return code
 
 
 def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:
@@ -144,18 +206,32 @@ def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:
 def _status(args: argparse.Namespace) -> int:
     code = 0
     try:
+        state = coordinator_state(args.state)
+    except DeploymentError:
+        state = None
+    if state is not None and read_pid(state / PID_FILE) is None:
+        print(f"no SuperLink is running (state folder {state}): `fedmi-server start`")
+        code = 1
+    try:
+        if code:
+            raise DeploymentError("")
+        names = (
+            {n: e["site"] for n, e in read_registry(state / REGISTRY_FILE).items()} if state else {}
+        )
         nodes = list_nodes(args.connection)
         online = [n for n in nodes if n.get("status") == "online"]
         print(f"sites: {len(nodes)} registered, {len(online)} online")
         for n in nodes:
-            print(f"  node {n.get('node-id')}: {n.get('status')}")
+            site = names.get(int(n.get("node-id", 0) or 0), "not in the site registry")
+            print(f"  node {n.get('node-id')} ({site}): {n.get('status')}")
         runs = list_runs(args.connection)
         print(f"runs: {len(runs)}")
         for r in runs:
             print(f"  run {r.get('run-id')}: {r.get('status')} ({r.get('fab-id', '')})")
-    except DeploymentError as exc:
-        print(f"fedmi-server: {exc} (is the SuperLink running? `fedmi-server start`)")
-        code = 2
+    except (DeploymentError, RegistryError) as exc:
+        if str(exc):
+            print(f"fedmi-server: {exc} (is the SuperLink running? `fedmi-server start`)")
+            code = 2
     if args.out:
         out = Path(args.out)
         last, rounds = last_round(out)
@@ -204,8 +280,21 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("register", help="allow a site's public key (site.pub) to connect")
     p.add_argument("--key", required=True, help="the site's site.pub")
+    p.add_argument("--site", required=True, help="the site's pseudonym (its site-id)")
+    p.add_argument("--state", type=Path, help="state folder (default: the last started)")
     p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
     p.set_defaults(func=_register)
+
+    p = sub.add_parser("unregister", help="revoke a site's key (before registering a new one)")
+    p.add_argument("--node", type=int, required=True, help="node id (`fedmi-server status`)")
+    p.add_argument("--state", type=Path, help="state folder (default: the last started)")
+    p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
+    p.set_defaults(func=_unregister)
+
+    p = sub.add_parser("approve", help="allow one more app (FAB file or SHA-256) as ServerApp")
+    p.add_argument("app", help="a .fab file or its SHA-256 (64 hex digits)")
+    p.add_argument("--state", type=Path, help="state folder (default: the last started)")
+    p.set_defaults(func=_approve)
 
     p = sub.add_parser("run", help="run fedmi on the connected sites, outputs into --out")
     p.add_argument("--out", required=True, help="run folder (the same folder resumes a run)")
@@ -216,5 +305,6 @@ def add_deploy_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("status", help="sites online, runs, last completed round")
     p.add_argument("--out", help="a run folder to report on")
+    p.add_argument("--state", type=Path, help="state folder (default: the last started)")
     p.add_argument("--connection", default=CONNECTION, help=argparse.SUPPRESS)
     p.set_defaults(func=_status)

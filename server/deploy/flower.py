@@ -135,6 +135,14 @@ def register_site(public_key: Path, connection: str = CONNECTION) -> str:
     return str(doc.get("node-id", doc.get("node_id", "?")))
 
 
+def unregister_node(node_id: int, connection: str = CONNECTION) -> None:
+    """``flwr supernode unregister``: the node's key may no longer connect."""
+    _json_output(
+        flwr(["supernode", "unregister", str(node_id), connection, "--format", "json"]),
+        f"unregistering node {node_id}",
+    )
+
+
 def list_nodes(connection: str = CONNECTION) -> list[dict]:
     """``flwr supernode list``: every registered node with its status."""
     doc = _json_output(

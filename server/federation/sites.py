@@ -14,6 +14,7 @@ import time
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedmi.server.federation.identity import SiteIdentities
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.ingress import check_inbound
 from fedmi.shared import contract
@@ -33,8 +34,20 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
         time.sleep(1.0)
 
 
-def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistory) -> None:
-    """Ask every node who it is; record the checked answers in ``history.sites``."""
+def query_sites(
+    grid: Grid,
+    nodes: list[int],
+    cfg: RunConfig,
+    history: RunHistory,
+    identities: SiteIdentities | None = None,
+) -> None:
+    """Ask every node who it is; record the checked answers in ``history.sites``.
+
+    A node's claimed site id must agree with ``identities`` (the coordinator's registry,
+    or first-claim binding without one: :mod:`fedmi.server.federation.identity`); a false
+    claim is refused, logged and listed in ``history.identity_refusals`` (the report).
+    """
+    identities = identities if identities is not None else SiteIdentities.from_environment()
     # A site may still be (re)connecting — e.g. after a coordinator restart SuperNodes come
     # back with a back-off — so ask again those that gave no answer, until node-wait ends.
     query = QueryInstruction.from_run_config(cfg)
@@ -68,9 +81,20 @@ def query_sites(grid: Grid, nodes: list[int], cfg: RunConfig, history: RunHistor
             continue
         site = msg.content[contract.SITE]
         m = msg.content[contract.METRICS]
+        site_id = identities.bind(verdict.node_id, str(site.get("site-id")))
+        if site_id is None:
+            refusal = identities.refusals[-1]
+            log.warning(
+                "node %s claims to be site %s: refused (%s)",
+                verdict.node_id,
+                refusal["claimed"],
+                refusal["reason"],
+            )
+            history.identity_refusals.append(refusal)
+            continue
         history.sites[verdict.node_id] = SiteInfo(
             node_id=verdict.node_id,
-            site_id=str(site.get("site-id")),
+            site_id=site_id,
             role=str(site.get("role")),
             status=verdict.status,
             num_examples=int(m.get("num-examples", 0)),

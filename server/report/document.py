@@ -139,6 +139,8 @@ def build_report(
         },
         "validation": validation_section(history, cfg.prevalences()),
         "data_counts": data_counts(history),
+        # issue 16: replies whose claimed site id contradicts the node's registered identity
+        "identity_refusals": history.identity_refusals,
         "privacy": privacy_section(cfg, history),
         # issue 8: MC-dropout uncertainty, OOD detection, MCI conversion biomarker
         "uncertainty": uncertainty_section(history),

@@ -85,7 +85,10 @@ class Deployment:
             "FLWR_HOME": str(tmp / "flwr-home"),
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "PYTHONPATH": str(ROOT),
+            # this checkout's code first (a worktree's shim), then the checkout itself
+            "PYTHONPATH": os.pathsep.join(
+                x for x in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if x
+            ),
         }
         self.groups: list[int] = []
         self.pid_files: list[Path] = []
@@ -207,28 +210,31 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     _ok(dep.cli("server", "certs", "--out", str(certs), "--address", "127.0.0.1"))
     for key in ("ca.key", "server.key"):
         assert stat.S_IMODE((certs / key).stat().st_mode) == 0o600
-    dep.pid_files.append(state / "superlink.pid")
+    coordinator = ("superlink.pid", "front.pid", "executor.pid")
+    dep.pid_files += [state / name for name in coordinator]
     start = ("start", "--certs", str(certs), "--state", str(state), "--port", str(link_port))
     _ok(dep.cli("server", *start, "--background"))
     config = (tmp_path / "flwr-home" / "config.toml").read_text()
-    assert f'address = "{address}"' in config and "root-certificates" in config
+    # `flwr` (Control) reaches the SuperLink on its loopback port, never the sites' port
+    info = json.loads((state / "superlink.json").read_text())
+    assert info["public"] == address and info["address"] != address
+    assert f'address = "{info["address"]}"' in config and "root-certificates" in config
 
     # --- registration and joining -------------------------------------------------------
     for name, fut in keys.items():
         _ok(fut.result())
         assert stat.S_IMODE((tmp_path / "keys" / name / "site").stat().st_mode) == 0o600
     for name in sites:
-        out = _ok(
-            dep.cli("server", "register", "--key", str(tmp_path / "keys" / name / "site.pub"))
-        )
-        assert "registered" in out
+        pub = str(tmp_path / "keys" / name / "site.pub")
+        out = _ok(dep.cli("server", "register", "--key", pub, "--site", f"site-{name}"))
+        assert "registered" in out and "fingerprint SHA256:" in out
     for fut in checks.values():
         shown = _ok(fut.result())
         assert "labelled scans:" in shown and "scans per tracer:" in shown, shown
 
     def join(name: str, site_dir: Path, port: int, ca: Path = certs / "ca.crt"):
         state_dir = tmp_path / f"state-{name}"
-        dep.pid_files.append(state_dir / "supernode.pid")
+        dep.pid_files += [state_dir / "supernode.pid", state_dir / "site.pid"]
         return dep.cli(
             "client",
             "join",
@@ -288,7 +294,8 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
 
     _wait(lambda: _last_round(run_dir) >= 1, 240, "round 1 of run 1", poll=0.2)
     mark("run 1 reached round 1 (refusals checked meanwhile)")
-    _kill_group(_pid(state / "superlink.pid") or 0)  # SuperLink, SuperExec and ServerApp
+    for name in coordinator:  # SuperLink, front, ServerApp launcher and ServerApp
+        _kill_group(_pid(state / name) or 0)
     _kill_group(run1.pid)
     run1.wait(timeout=30)
     assert _last_round(run_dir) == 1, "the coordinator was killed too late"

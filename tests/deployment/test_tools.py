@@ -185,8 +185,15 @@ def test_coordinator_commands_fail_in_one_line(tmp_path, capsys, monkeypatch):
     code = server_cli.main(["start", "--certs", str(tmp_path / "nope"), "--state", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "ca.crt: CA certificate not found" in err[0]
-    assert server_cli.main(["register", "--key", str(tmp_path / "c" / "ca.crt")]) == 2
+    key = ["--key", str(tmp_path / "c" / "ca.crt"), "--site", "site-a"]
+    assert server_cli.main(["register", *key]) == 2
     assert "not an OpenSSH public key" in capsys.readouterr().err
+    # a coordinator that was started and stopped: status says so in one line
+    (tmp_path / "home").mkdir(exist_ok=True)
+    (tmp_path / "home" / "fedmi-coordinator.json").write_text(f'{{"state": "{tmp_path}"}}')
+    assert server_cli.main(["status"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"no SuperLink is running (state folder {tmp_path}): `fedmi-server start`"]
 
 
 def test_flwr_connection_entry_keeps_other_connections(tmp_path):

@@ -20,19 +20,27 @@ from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 
 SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout")}
+#: node 4: a registered node (another site's key) that claims to be site-a
+SPOOF = {**SITES, 4: ("site-a", "train")}
 
 
 class FakeGrid:
     """Records (message type, destination) of every message; fake sites reply."""
 
-    def __init__(self, silent_in_validation: int | None = None, small_site: int | None = None):
+    def __init__(
+        self,
+        silent_in_validation: int | None = None,
+        small_site: int | None = None,
+        sites: dict[int, tuple[str, str]] = SITES,
+    ):
+        self.sites = sites
         self.sent: list[tuple[str, int]] = []
         self.timeouts: dict[str, float] = {}
         self.silent = silent_in_validation
         self.small = small_site
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(SITES)
+        return list(self.sites)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
         replies = []
@@ -46,7 +54,7 @@ class FakeGrid:
         return replies
 
     def _answer(self, node: int, mtype: str, content: RecordDict) -> RecordDict:
-        site_id, role = SITES[node]
+        site_id, role = self.sites[node]
         status = "ok"
         if mtype == contract.QUERY:
             metrics = {"num-examples": 60, "num-train": 40, "num-test": 20, "num-positive": 30}
@@ -152,3 +160,28 @@ def test_a_site_below_its_min_cell_count_is_shown_as_suppressed(flower_identity,
     assert report["validation"]["meta_analysis"]["all"]["k"] == 2
     assert any(s["site_id"] == "site-c" for s in report["validation"]["suppressed"])
     assert "suppressed at the site" in (tmp_path / "run" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("registry", [None, {1: "site-a", 2: "site-b", 3: "site-c", 4: "site-d"}])
+def test_a_node_claiming_another_sites_id_is_refused_and_reported(
+    flower_identity, cfg, tmp_path, monkeypatch, registry
+):
+    """Deployed (the coordinator's registry) and simulated (first claim holds) alike."""
+    from fedmi.server.federation.identity import REGISTRY_ENV, add_site
+
+    if registry is None:
+        monkeypatch.delenv(REGISTRY_ENV, raising=False)
+        reason = "'site-a' is held by node 1"
+    else:
+        path = tmp_path / "sites.json"
+        for node, site in registry.items():
+            add_site(path, node, site, "SHA256:x")
+        monkeypatch.setenv(REGISTRY_ENV, str(path))
+        reason = "node is registered as 'site-d'"
+    grid = FakeGrid(sites=SPOOF)
+    report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert report["identity_refusals"] == [{"node_id": 4, "claimed": "site-a", "reason": reason}]
+    assert sorted(s["site_id"] for s in report["sites"]) == ["site-a", "site-b", "site-c"]
+    trained = sorted(node for mtype, node in grid.sent if mtype == contract.TRAIN)
+    assert trained == [1, 1, 2, 2]  # the spoofing node is never asked to train
+    assert 4 not in [node for mtype, node in grid.sent if mtype == contract.EXTERNAL]
