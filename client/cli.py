@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fedmi.client.deploy.join import add_join, add_keygen
 from fedmi.client.ingest.errors import REASONS
+from fedmi.client.model import add_model
 from fedmi.client.privacy.cli import add_ledger
 from fedmi.client.site.check import add_check
 
@@ -82,6 +83,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_check,
     add_keygen,
     add_join,
+    add_model,
 ]
 
 

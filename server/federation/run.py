@@ -11,7 +11,8 @@ Flow of :func:`run_federation`:
 3. collect the aggregates the final evaluation needs (pooled embedding moments for
    label-free adaptation, the OOD description) and send the final model in an
    evaluation-only round to every site (:mod:`fedmi.server.federation.external`);
-4. write the final model, the model card and ``report.json`` to the run folder.
+4. write the final model, the model card, the signed model package
+   (:mod:`fedmi.server.package`) and ``report.json`` to the run folder.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fedmi.server.federation.ood import collect_ood_description
 from fedmi.server.federation.rounds import run_rounds
 from fedmi.server.federation.sites import query_sites, wait_for_nodes
 from fedmi.server.history import RunHistory
+from fedmi.server.package import write_model_package
 from fedmi.server.report.document import (
     build_report,
     model_card,
@@ -193,7 +195,10 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     _validate(grid, run, final)
     run.timing["validation_seconds"] = time.perf_counter() - t_val
     run.timing["total_seconds"] = time.perf_counter() - t0
-    write_json(out_dir / "model_card.json", model_card(cfg, run.history, spec, model))
+    card = model_card(cfg, run.history, spec, model)
+    write_json(out_dir / "model_card.json", card)
+    # the signed, versioned model package the sites receive (fedmi-site model pull)
+    write_model_package(out_dir, card, final)
     report = build_report(cfg, run.history, run.timing)
     write_report(out_dir, report)
     log.info(

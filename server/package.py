@@ -1,0 +1,160 @@
+"""The coordinator writes and signs the run's model package (format: :mod:`fedmi.shared.package`).
+
+Signing key:
+
+* in a deployment, the federation CA's key (``ca.key`` of ``fedmi-server certs``,
+  :mod:`fedmi.server.deploy.certs`): the sites already hold its ``ca.crt``, which pins the
+  coordinator's identity;
+* in a simulation (no certificates), a P-256 key generated once in the run folder
+  (``coordinator.key``, mode 0600, and ``coordinator.pub`` for the sites).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from flwr.app import ArrayRecord
+
+from fedmi.shared.package import (
+    CARD,
+    SUFFIX,
+    WEIGHTS,
+    PrivateKey,
+    build_package,
+    operating_point,
+)
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "coordinator.key"
+PUBLIC_FILE = "coordinator.pub"
+PACKAGE_DIR = "model_package"
+
+
+def _write_private(path: Path, key: PrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o600)
+
+
+def load_signing_key(path: Path) -> PrivateKey:
+    """A PEM private key (ECDSA or Ed25519), e.g. ``ca.key``.
+
+    Raises
+    ------
+    ValueError
+        The file is not an unencrypted PEM ECDSA/Ed25519 private key (message names it).
+    """
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is not a readable unencrypted PEM private key ({exc}): give the "
+            "federation's ca.key (fedmi-server certs)"
+        ) from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey)):
+        raise ValueError(f"{path} holds a {type(key).__name__}; use an ECDSA or Ed25519 key")
+    return key
+
+
+def run_signing_key(out_dir: Path) -> PrivateKey:
+    """The simulation's coordinator key in ``out_dir`` (generated on first use)."""
+    path = Path(out_dir) / KEY_FILE
+    if path.exists():
+        return load_signing_key(path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    _write_private(path, key)
+    return key
+
+
+def write_public_key(path: Path, key: PrivateKey) -> None:
+    """The public half, PEM: what a site pins (``--coordinator``)."""
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def weights_bytes(arrays: ArrayRecord) -> bytes:
+    """The federated weights as ``.npz`` bytes (name → array)."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def package_card(card: dict, extra: dict | None = None) -> dict:
+    """The card as packaged: its operating point resolved (the default recorded as such)."""
+    out = dict(card)
+    threshold, source = operating_point(card)
+    out["operating_point"] = {
+        **(card.get("operating_point") or {}),
+        "threshold": threshold,
+        "source": source,
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def write_model_package(
+    out_dir: Path,
+    card: dict,
+    arrays: ArrayRecord,
+    *,
+    key: PrivateKey | None = None,
+    extra_members: dict[str, bytes] | None = None,
+) -> Path:
+    """Write ``out_dir/model_package/<version>.fmp`` signed by ``key``.
+
+    Parameters
+    ----------
+    out_dir
+        The run folder.
+    card
+        The model card (:func:`fedmi.server.report.document.model_card`).
+    arrays
+        The final federated weights.
+    key
+        The signing key; by default the run folder's own (:func:`run_signing_key`).
+    extra_members
+        Further members (e.g. the OOD reference), name → bytes.
+
+    Returns
+    -------
+    Path
+        The package file; ``coordinator.pub`` is written beside the folder.
+    """
+    out_dir = Path(out_dir)
+    key = run_signing_key(out_dir) if key is None else key
+    write_public_key(out_dir / PUBLIC_FILE, key)
+    card = package_card(card)
+    members = {
+        CARD: json.dumps(card, indent=2, sort_keys=True).encode(),
+        WEIGHTS: weights_bytes(arrays),
+        **(extra_members or {}),
+    }
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    data, version = build_package(members, key, version_prefix=f"{card['task']}-{stamp}")
+    folder = out_dir / PACKAGE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{version}{SUFFIX}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    log.info("model package %s written (signed, key %s)", path.name, PUBLIC_FILE)
+    return path
