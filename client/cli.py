@@ -15,6 +15,7 @@ from pathlib import Path
 from fedmi.client.deploy.join import add_join, add_keygen
 from fedmi.client.ingest.errors import REASONS
 from fedmi.client.model import add_model
+from fedmi.client.predict import add_predict
 from fedmi.client.privacy.cli import add_ledger
 from fedmi.client.site.check import add_check
 
@@ -91,6 +92,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_keygen,
     add_join,
     add_model,
+    add_predict,
 ]
 
 
