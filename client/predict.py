@@ -12,7 +12,9 @@ Flow of :func:`predict_folder`:
 4. every ingested series gets the probability (the function the federation's evaluation
    uses, :func:`fedmi.client.training.loop.predict`), the class at the package's operating
    point, an MC-dropout interval, and the regional values that drive the logit;
-5. one JSON record and one HTML report per study (research use only).
+5. one JSON record and one HTML report per study (research use only), and per assessable
+   study a DICOM SR and a Secondary Capture in new series of its study
+   (:mod:`fedmi.client.dicom_out`).
 
 Nothing written here leaves the site.
 """
@@ -188,8 +190,12 @@ def predict_folder(
     out_dir: Path,
     *,
     mc_passes: int = 20,
+    dicom_out: bool = True,
 ) -> list[dict]:
     """Predict every series under ``dicom_dir``; the records (also written to ``out_dir``).
+
+    With ``dicom_out`` every assessable study also gets a DICOM SR and a Secondary Capture
+    of its report in ``out_dir/dicom`` (:mod:`fedmi.client.dicom_out`).
 
     Raises
     ------
@@ -231,6 +237,14 @@ def predict_folder(
         rec["schema_version"] = RECORD_SCHEMA_VERSION
         rec["model"] = {"version": pkg.version, "device_uid": pkg.device_uid}
         rec["research_use"] = RESEARCH_USE
+    if dicom_out:
+        from fedmi.client.dicom_out import write_results
+
+        for rec in records:
+            rel = first_file.get(str(rec["series_uid"] or ""))
+            if rec["assessable"] and rel:
+                paths = write_results(rec, site / rel, pkg, out_dir / "dicom")
+                rec["dicom"] = [p.name for p in paths]
     elapsed = time.perf_counter() - t0
     for i, rec in enumerate(records):
         name = f"study-{i + 1:03d}"
@@ -285,7 +299,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         package = args.package or latest(args.state_dir)
         records = predict_folder(
-            package, args.state_dir, args.dicom, args.out, mc_passes=args.mc_passes
+            package,
+            args.state_dir,
+            args.dicom,
+            args.out,
+            mc_passes=args.mc_passes,
+            dicom_out=not args.no_dicom,
         )
     except (PackageError, ValueError) as exc:
         print(f"fedmi-site predict: {exc}", file=sys.stderr)
@@ -318,4 +337,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--package", type=Path, help="a package file (default: newest kept)")
     p.add_argument("--all", action="store_true", help="every study under --dicom (the default)")
     p.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes (default 20)")
+    p.add_argument(
+        "--no-dicom", action="store_true", help="skip the DICOM SR and Secondary Capture"
+    )
     p.set_defaults(handler=_cmd_predict)

@@ -142,3 +142,61 @@ def test_no_verified_package_no_prediction(setup, tmp_path, capsys):
     )
     assert rc == 2 and "no coordinator key is pinned" in capsys.readouterr().err
     assert not out.exists()
+
+
+IDENTIFIERS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "StudyID",
+)
+
+
+def test_dicom_outputs_reread_and_reference_the_study(setup):
+    import highdicom as hd
+    import pydicom
+
+    _, path, state, dicom, out, records = setup
+    from fedmi.client.model import load_verified
+
+    pkg = load_verified(path, state)
+    rec = next(r for r in records if r["assessable"])
+    files = [out / "dicom" / n for n in rec["dicom"]]
+    assert len(files) == 2
+    src = next(
+        pydicom.dcmread(p, stop_before_pixels=True)
+        for p in dicom.rglob("*")
+        if p.is_file()
+        and pydicom.dcmread(p, stop_before_pixels=True, force=True).get("SeriesInstanceUID")
+        == rec["series_uid"]
+    )
+    seen_series = set()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert ds.StudyInstanceUID == src.StudyInstanceUID == rec["study_uid"]
+        assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+        assert ds.SOPInstanceUID not in {src.SOPInstanceUID}
+        seen_series.add(ds.SeriesInstanceUID)
+        for key in IDENTIFIERS:  # nothing but the input's own identifiers
+            if key in ds:
+                assert str(ds[key].value or "") == str(src.get(key, "") or ""), key
+        eq = next(e for e in ds.ContributingEquipmentSequence if "fedmi" in e.Manufacturer)
+        assert eq.DeviceUID == pkg.device_uid and eq.SoftwareVersions == pkg.version
+    assert len(seen_series) == 2
+    sr_file = next(f for f in files if f.name.startswith("sr-"))
+    sr = hd.sr.srread(sr_file)
+    assert sr.VerificationFlag == "UNVERIFIED"
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == src.StudyInstanceUID
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    group = report.get_image_measurement_groups()[0]
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert abs(values["Probability"] - rec["probability"]) < 1e-6
+    sc = pydicom.dcmread(next(f for f in files if f.name.startswith("sc-")))
+    assert sc.Modality == "OT" and sc.pixel_array.shape[-1] == 3
