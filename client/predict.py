@@ -30,12 +30,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fedmi.client.model import latest, load_verified
 from fedmi.shared.package import WEIGHTS, ModelPackage, PackageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `fedmi-site --help` stays fast
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ def load_model(pkg: ModelPackage) -> LoadedModel:
     """
     import io
 
+    import torch
+
     from fedmi.shared.model import ModelSpec, build_model, load_federated_state
 
     arch = dict(pkg.card["architecture"])
@@ -91,6 +96,8 @@ def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | Non
     ``bias + Σ_r w_r f_r``; each region's ``w_r f_r`` is its share, reported with the
     regional ratio to the reference region (SUVR for PET) and its standardised value.
     """
+    import torch
+
     backbone = getattr(model, "backbone", None)
     names = getattr(backbone, "region_names", None)
     if names is None:
@@ -129,6 +136,8 @@ def _not_assessable(row: dict) -> dict:
 
 def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> list[dict]:
     """Records of ingested series (``cached_path`` absolute), in ``rows`` order."""
+    import torch
+
     from fedmi.client.evaluation.uncertainty import mc_dropout_probabilities
     from fedmi.client.ingest.cache import read_volume
     from fedmi.client.training.loop import predict
