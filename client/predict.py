@@ -305,6 +305,11 @@ def render_html(rec: dict, pkg: ModelPackage) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.send and args.no_dicom:
+        print(
+            "fedmi-site predict: --send needs the DICOM objects: drop --no-dicom", file=sys.stderr
+        )
+        return 2
     try:
         package = args.package or latest(args.state_dir)
         records = predict_folder(
@@ -318,6 +323,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (PackageError, ValueError) as exc:
         print(f"fedmi-site predict: {exc}", file=sys.stderr)
         return 2
+    if args.send:
+        from fedmi.client.pacs import SendError, send
+
+        files = [Path(args.out) / "dicom" / n for r in records for n in r.get("dicom", [])]
+        try:
+            n = send(files, args.send)
+        except SendError as exc:
+            print(f"fedmi-site predict: {exc}", file=sys.stderr)
+            return 3
+        print(f"{n} DICOM object(s) stored at {args.send.ae_title}")
     for rec in records:
         if rec["assessable"]:
             print(f"{rec['series_uid']}: {rec['class']} (p = {rec['probability']:.3f})")
@@ -325,6 +340,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{rec['series_uid']}: not assessable ({rec['reason']})")
     print(f"records and reports in {args.out}")
     return 0
+
+
+def _pacs_address(text: str):
+    from fedmi.client.pacs import PacsAddress
+
+    try:
+        return PacsAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_predict(sub: argparse._SubParsersAction) -> None:
@@ -348,5 +372,11 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes (default 20)")
     p.add_argument(
         "--no-dicom", action="store_true", help="skip the DICOM SR and Secondary Capture"
+    )
+    p.add_argument(
+        "--send",
+        type=_pacs_address,
+        metavar="AE@HOST:PORT",
+        help="C-STORE the SR and Secondary Capture objects to this PACS",
     )
     p.set_defaults(handler=_cmd_predict)
