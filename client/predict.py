@@ -9,6 +9,8 @@ Flow of :func:`predict_folder`:
    private work folder under ``OUT``;
 3. every series ingest rejected (wrong tracer, not a brain/PET/SPECT series, failed
    quality checks, ...) is reported *not assessable* with ingest's reason, never a class;
+   so is a series whose embedding lies beyond the federation's OOD flagging distance
+   (when the package holds the OOD reference, ``ood_reference.json``);
 4. every ingested series gets the probability (the function the federation's evaluation
    uses, :func:`fedmi.client.training.loop.predict`), the class at the package's operating
    point, an MC-dropout interval, and the regional values that drive the logit;
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedmi.client.model import latest, load_verified
-from fedmi.shared.package import WEIGHTS, ModelPackage, PackageError
+from fedmi.shared.package import OOD, WEIGHTS, ModelPackage, PackageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: `fedmi-site --help` stays fast
     import torch
@@ -134,6 +136,25 @@ def _not_assessable(row: dict) -> dict:
     }
 
 
+def ood_distances(loaded: LoadedModel, x: torch.Tensor) -> tuple[np.ndarray | None, float]:
+    """Each scan's smallest Mahalanobis distance to the training classes, and the package's
+    flagging distance; ``(None, inf)`` when the package has no OOD reference."""
+    import torch
+
+    from fedmi.shared.ood import description_from_config, mahalanobis_scores
+
+    raw = loaded.package.members.get(OOD)
+    if raw is None:
+        return None, float("inf")
+    config = json.loads(raw)
+    desc = description_from_config(config)
+    if desc is None or config.get("threshold_distance") is None:
+        return None, float("inf")
+    with torch.no_grad():
+        feats = loaded.model.features(x).double().numpy()
+    return mahalanobis_scores(feats, desc), float(config["threshold_distance"])
+
+
 def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> list[dict]:
     """Records of ingested series (``cached_path`` absolute), in ``rows`` order."""
     import torch
@@ -154,9 +175,26 @@ def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> li
     passes = mc_dropout_probabilities(model, x, mc_passes)
     lo, hi = np.percentile(passes, INTERVAL, axis=0)
     regional = _regional(model, x)
+    distances, limit = ood_distances(loaded, x)
     classes = loaded.package.card.get("classes", {})
     out = []
     for i, row in enumerate(rows):
+        if distances is not None and distances[i] > limit:
+            out.append(
+                {
+                    "series_uid": row["series_uid"],
+                    "assessable": False,
+                    "reason": "out_of_distribution",
+                    "message": (
+                        f"the study's features lie {distances[i]:.2f} (Mahalanobis) from the "
+                        f"training data, beyond the federation's flagging distance {limit:.2f} "
+                        "(the 95th percentile of the training sites' own test scans): the model "
+                        "was not trained on studies like this one"
+                    ),
+                    "ood_distance": float(distances[i]),
+                }
+            )
+            continue
         p = float(probs[i])
         positive = p >= loaded.threshold
         rec = {
@@ -174,6 +212,7 @@ def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> li
                 "crosses_threshold": bool(lo[i] < loaded.threshold <= hi[i]),
             },
             "tracer": row.get("tracer"),
+            "ood_distance": None if distances is None else float(distances[i]),
             "qc_flags": list(row.get("qc", {}).get("flags", [])),
         }
         if regional is not None:

@@ -23,8 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from flwr.app import ArrayRecord
 
+from fedmi.shared.ood import FeatureDescription, description_config
 from fedmi.shared.package import (
     CARD,
+    OOD,
     SUFFIX,
     WEIGHTS,
     PrivateKey,
@@ -95,6 +97,22 @@ def weights_bytes(arrays: ArrayRecord) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in arrays.items()})
     return buf.getvalue()
+
+
+def ood_member(ood: FeatureDescription | None, report: dict) -> dict[str, bytes]:
+    """The OOD reference member: the training data's feature description and the flagging
+    distance of the report (``report["ood"]["threshold"]``); empty without either."""
+    threshold = ((report.get("ood") or {}).get("threshold") or {}).get("distance")
+    if ood is None or threshold is None:
+        return {}
+    section = report["ood"]["threshold"]
+    data = {
+        **description_config(ood),
+        "threshold_distance": float(threshold),
+        "threshold_quantile": section.get("quantile"),
+        "threshold_from": section.get("from"),
+    }
+    return {OOD: json.dumps(data).encode()}
 
 
 def package_card(card: dict, extra: dict | None = None) -> dict:

@@ -41,6 +41,8 @@ SUFFIX = ".fmp"
 CARD = "model_card.json"
 WEIGHTS = "weights.npz"
 REQUIRED_MEMBERS = (CARD, WEIGHTS)
+#: Optional member: the OOD reference (feature description + flagging distance).
+OOD = "ood_reference.json"
 
 #: The threshold used when the model card names no operating point.
 DEFAULT_THRESHOLD = 0.5

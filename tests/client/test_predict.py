@@ -200,3 +200,43 @@ def test_dicom_outputs_reread_and_reference_the_study(setup):
     assert abs(values["Probability"] - rec["probability"]) < 1e-6
     sc = pydicom.dcmread(next(f for f in files if f.name.startswith("sc-")))
     assert sc.Modality == "OT" and sc.pixel_array.shape[-1] == 3
+
+
+def test_out_of_distribution_study_is_not_assessable(setup, tmp_path):
+    from fedmi.client.model import load_verified
+    from fedmi.client.predict import load_model, score_rows
+    from fedmi.server.package import ood_member
+    from fedmi.shared.ood import FeatureDescription
+
+    model, path, state, _, out, _ = setup
+    rows = load_unlabelled(out / ".work" / "ingest")
+    x = torch.from_numpy(
+        np.stack([read_volume(Path(r["cached_path"]), r["volume_sha256"]) for r in rows])[:, None]
+    )
+    with torch.no_grad():
+        feats = model.features(x).double().numpy()
+    d = feats.shape[1]
+    # the training data's single class sits one unit from both scans (identical after
+    # spatial normalisation)
+    shift = np.zeros(d)
+    shift[0] = 1.0
+    desc = FeatureDescription(feats[:1] + shift, np.eye(d), 10)
+    run = path.parent.parent  # the same coordinator key
+    card = json.loads(load_verified(path, state).members["model_card.json"])
+    arrays = array_record(federated_state_dict(model))
+
+    def scored(limit: float) -> list[dict]:
+        report = {"ood": {"threshold": {"distance": limit, "quantile": 0.95, "from": "test"}}}
+        member = ood_member(desc, report)
+        pkg_path = write_model_package(run, card, arrays, extra_members=member)
+        return score_rows(load_model(load_verified(pkg_path, state)), rows, mc_passes=3)
+
+    inside = scored(1.5)
+    assert all(r["assessable"] for r in inside)
+    assert abs(inside[0]["ood_distance"] - 1.0) < 1e-6
+    outside = scored(0.5)
+    assert [r["reason"] for r in outside] == ["out_of_distribution"] * 2
+    assert "class" not in outside[0] and "probability" not in outside[0]
+    assert abs(outside[0]["ood_distance"] - 1.0) < 1e-6 and "0.50" in outside[0]["message"]
+    assert ood_member(None, {"ood": {"threshold": {"distance": 1.0}}}) == {}
+    assert ood_member(desc, {"ood": None}) == {}
