@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -90,9 +89,15 @@ def test_predict_with_the_package_matches_the_final_evaluation(tiny_fdg, tmp_pat
         for r in load_unlabelled(pred / ".work" / "ingest")
     }
     assert set(evaluated) <= set(by_patient) and evaluated
+    compared = 0
     for pid, p in evaluated.items():
         rec = by_patient[pid]
+        if not rec["assessable"]:  # beyond the federation's OOD distance: no class at all
+            assert rec["reason"] == "out_of_distribution" and "probability" not in rec
+            continue
+        compared += 1
         assert abs(rec["probability"] - float(p)) < 1e-6
         # no operating point in this card yet: the default, recorded as such
         assert rec["threshold_source"] == "default" and rec["positive"] == (float(p) >= 0.5)
-    assert np.isfinite([r["probability"] for r in by_patient.values()]).all()
+    assert compared >= len(evaluated) / 2
+    assert len(list((pred / "dicom").glob("sr-*.dcm"))) == compared
