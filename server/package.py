@@ -7,6 +7,10 @@ Signing key:
   coordinator's identity;
 * in a simulation (no certificates), a P-256 key generated once in the run folder
   (``coordinator.key``, mode 0600, and ``coordinator.pub`` for the sites).
+
+A run always signs with its run folder's key; in a deployment the coordinator then signs the
+release with the CA key (``fedmi-server package --run-dir RUN --key CERTS/ca.key``,
+:func:`sign_release`), which first verifies the run's own signature.
 """
 
 from __future__ import annotations
@@ -17,22 +21,29 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from flwr.app import ArrayRecord
 
-from fedmi.shared.ood import FeatureDescription, description_config
 from fedmi.shared.package import (
     CARD,
     OOD,
     SUFFIX,
     WEIGHTS,
+    PackageError,
     PrivateKey,
     build_package,
+    load_public_key,
     operating_point,
+    verify_package,
 )
+
+if TYPE_CHECKING:  # `fedmi-server --help` starts without Flower or torch
+    from flwr.app import ArrayRecord
+
+    from fedmi.shared.ood import FeatureDescription
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +113,8 @@ def weights_bytes(arrays: ArrayRecord) -> bytes:
 def ood_member(ood: FeatureDescription | None, report: dict) -> dict[str, bytes]:
     """The OOD reference member: the training data's feature description and the flagging
     distance of the report (``report["ood"]["threshold"]``); empty without either."""
+    from fedmi.shared.ood import description_config
+
     threshold = ((report.get("ood") or {}).get("threshold") or {}).get("distance")
     if ood is None or threshold is None:
         return {}
@@ -176,3 +189,58 @@ def write_model_package(
     os.replace(tmp, path)
     log.info("model package %s written (signed, key %s)", path.name, PUBLIC_FILE)
     return path
+
+
+def sign_release(package: Path, run_dir: Path, key_file: Path) -> Path:
+    """Re-sign a run's package with the coordinator's identity key (e.g. ``ca.key``).
+
+    The package is first verified against the run folder's ``coordinator.pub``; its members
+    are kept as they are and signed with ``key_file``. Writes
+    ``RUN/model_package/release/<version>.fmp`` and ``RUN/model_package/release/coordinator.pub``.
+
+    Raises
+    ------
+    PackageError
+        The package does not verify against the run's key.
+    ValueError
+        ``key_file`` is not a usable private key.
+    """
+    run_dir = Path(run_dir)
+    pub = load_public_key((run_dir / PUBLIC_FILE).read_bytes(), str(run_dir / PUBLIC_FILE))
+    pkg = verify_package(Path(package).read_bytes(), pub)
+    key = load_signing_key(key_file)
+    prefix = pkg.version.rsplit("-", 1)[0]
+    data, version = build_package(pkg.members, key, version_prefix=prefix)
+    folder = run_dir / PACKAGE_DIR / "release"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_public_key(folder / PUBLIC_FILE, key)
+    path = folder / f"{version}{SUFFIX}"
+    path.write_bytes(data)
+    return path
+
+
+def _cmd_package(args) -> int:
+    import sys
+
+    run_dir = Path(args.run_dir)
+    found = sorted((run_dir / PACKAGE_DIR).glob(f"*{SUFFIX}"))
+    if not found:
+        print(f"fedmi-server package: no {SUFFIX} file in {run_dir / PACKAGE_DIR}", file=sys.stderr)
+        return 2
+    try:
+        path = sign_release(found[-1], run_dir, args.key)
+    except (PackageError, ValueError, OSError) as exc:
+        print(f"fedmi-server package: {exc}", file=sys.stderr)
+        return 2
+    print(f"release {path} signed with {args.key}; the sites verify it with ca.crt")
+    return 0
+
+
+def add_package_command(sub) -> None:
+    """``fedmi-server package --run-dir RUN --key CERTS/ca.key``."""
+    p = sub.add_parser(
+        "package", help="sign a run's model package with the federation's CA key for the sites"
+    )
+    p.add_argument("--run-dir", type=Path, required=True, help="the run's output folder")
+    p.add_argument("--key", type=Path, required=True, help="the CA key (fedmi-server certs)")
+    p.set_defaults(func=_cmd_package)

@@ -118,3 +118,28 @@ def test_signing_key_errors_name_the_file(tmp_path):
     bad.write_text("not a key")
     with pytest.raises(ValueError, match="ca.key"):
         load_signing_key(bad)
+
+
+def test_release_signed_with_the_ca_key(tmp_path, capsys):
+    from fedmi.server.cli import main as server_main
+
+    certs = make_certificates(tmp_path / "certs", ["127.0.0.1"])
+    run = tmp_path / "run"
+    run.mkdir()
+    path = _package(run)
+    assert server_main(["package", "--run-dir", str(run), "--key", str(certs.ca_key)]) == 0
+    release = next((run / "model_package" / "release").glob("*.fmp"))
+    kept = pull(release, tmp_path / "state", certs.ca_cert)
+    pkg = load_verified(kept, tmp_path / "state")
+    assert (
+        pkg.members
+        == load_verified(
+            path, tmp_path / "s2" if pin_coordinator(tmp_path / "s2", run / PUBLIC_FILE) else None
+        ).members
+    )
+    # a package changed after the run is not re-signed
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 1
+    path.write_bytes(bytes(data))
+    assert server_main(["package", "--run-dir", str(run), "--key", str(certs.ca_key)]) == 2
+    assert "signature does not verify" in capsys.readouterr().err
