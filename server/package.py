@@ -52,18 +52,6 @@ PUBLIC_FILE = "coordinator.pub"
 PACKAGE_DIR = "model_package"
 
 
-def _write_private(path: Path, key: PrivateKey) -> None:
-    data = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, 0o600)
-
-
 def load_signing_key(path: Path) -> PrivateKey:
     """A PEM private key (ECDSA or Ed25519), e.g. ``ca.key``.
 
@@ -89,6 +77,8 @@ def run_signing_key(out_dir: Path) -> PrivateKey:
     path = Path(out_dir) / KEY_FILE
     if path.exists():
         return load_signing_key(path)
+    from fedmi.server.deploy.certs import _write_private  # the CA key's writer (0600)
+
     key = ec.generate_private_key(ec.SECP256R1())
     _write_private(path, key)
     return key
