@@ -18,6 +18,7 @@ them from the evidence / reference dataset): (0020,000D) *Study Instance UID* is
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import highdicom as hd
@@ -26,6 +27,9 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from fedmi.shared.package import ModelPackage
+
+# highdicom logs every attribute module it copies at INFO: keep the site's log readable
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 MANUFACTURER = "fedmi (federated research model)"
 #: Private coding scheme for concepts DICOM has no code for.

@@ -253,8 +253,9 @@ def ingest_site(
     )
     report.write(state_dir)
     log.info(
-        "ingest done: %d series accepted, %d rejected, %d files not used",
+        "ingest done: %d series accepted, %d without a label, %d rejected, %d files not used",
         report.summary["series_accepted"],
+        report.summary["series_unlabelled"],
         report.summary["series_rejected"],
         report.summary["files_rejected"],
     )
