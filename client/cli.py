@@ -14,6 +14,8 @@ from pathlib import Path
 
 from fedmi.client.deploy.join import add_approve, add_join, add_keygen
 from fedmi.client.ingest.errors import REASONS
+from fedmi.client.model import add_model
+from fedmi.client.predict import add_predict
 from fedmi.client.privacy.cli import add_ledger
 from fedmi.client.site.check import add_check
 
@@ -36,6 +38,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     s = report.summary
     print(
         f"{s['series_accepted']} series accepted ({s['series_from_cache']} from cache), "
+        f"{s.get('series_unlabelled', 0)} without a label (kept apart, not trained on), "
         f"{s['series_rejected']} rejected, {s['files_rejected']} of {s['files_found']} files "
         f"not used; see {out / 'ingest_report.json'}"
     )
@@ -61,7 +64,13 @@ def _add_ingest(sub: argparse._SubParsersAction) -> None:
         epilog="rejection reasons:\n" + codes,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--site-dir", type=Path, required=True, help="site folder (dicom/, labels.csv)")
+    p.add_argument(
+        "--site-dir",
+        type=Path,
+        required=True,
+        help="site folder (dicom/, and labels.csv: optional; series of patients it does not "
+        "list are ingested without a label, kept apart and never trained on)",
+    )
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="clinical task")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
@@ -83,6 +92,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_keygen,
     add_join,
     add_approve,
+    add_model,
+    add_predict,
 ]
 
 

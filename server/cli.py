@@ -3,6 +3,7 @@
 Subcommands:
 
 * ``summary RUN_DIR``: print the final per-site table of a run's ``report.json``.
+* ``package --run-dir RUN --key ca.key``: sign the run's model package with the CA key.
 * ``certs``, ``start``, ``stop``, ``register``, ``run``, ``status``: deploying on real sites
   (see :mod:`fedmi.server.deploy.cli` and docs/coordinator-guide.md).
 """
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", help="the run's output folder (holding report.json)")
     p.set_defaults(func=_summary)
     add_deploy_commands(sub)  # certs, start, stop, register, run, status
+    from fedmi.server.package import add_package_command
+
+    add_package_command(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -23,12 +23,16 @@ class Labels:
     invalid
         PatientID → message, for rows whose label is not valid for the task (or conflicts).
     error
-        A message when the file is missing or unreadable (then every series is unlabelled).
+        A message when the file is unreadable or has no PatientID,label header (then every
+        series is refused until it is fixed).
+    missing
+        The site has no labels.csv at all: every series is ingested without a label.
     """
 
     values: dict[str, str] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    missing: bool = False
 
 
 def read_labels(path: Path, task: TaskSpec) -> Labels:
@@ -65,10 +69,7 @@ def read_labels(path: Path, task: TaskSpec) -> Labels:
             for pid in out.invalid:
                 out.values.pop(pid, None)
     except FileNotFoundError:
-        out.error = (
-            "the site folder has no labels.csv (columns PatientID,label). Write it next to the "
-            "dicom/ folder."
-        )
+        out.missing = True
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         out.error = (
             f"labels.csv cannot be read ({type(exc).__name__}: {exc}). Save it as UTF-8 CSV."
@@ -126,6 +127,25 @@ def label_problem(
             f"{task} or remove the series.",
         )
     return None
+
+
+def is_unlabelled(recs: Sequence[FileRecord], labels: Labels) -> bool:
+    """Whether a series is ingested without a label (kept apart from the labelled ones).
+
+    True when the series has one non-empty (0010,0020) *Patient ID* that labels.csv does
+    not list (or the site has no labels.csv at all). A patient with an invalid label, a
+    damaged labels.csv or a series without one Patient ID stay rejected
+    (:func:`label_problem`): those are mistakes to fix, not studies without a diagnosis.
+    """
+    pids = {r.patient_id for r in recs}
+    if len(pids) != 1:
+        return False
+    pid = next(iter(pids))
+    if not pid:
+        return False
+    if labels.missing:
+        return True
+    return labels.error is None and pid not in labels.values and pid not in labels.invalid
 
 
 def stale_labels(rows: Sequence[dict], labels: Labels) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from fedmi.client.ingest import cache
 from fedmi.client.ingest.discovery import FileRecord, discover, group_series
 from fedmi.client.ingest.errors import IngestError
-from fedmi.client.ingest.labels import Labels, label_problem, read_labels
+from fedmi.client.ingest.labels import Labels, is_unlabelled, label_problem, read_labels
 from fedmi.client.ingest.quality import QcThresholds
 from fedmi.client.ingest.registration import RegistrationSettings
 from fedmi.client.ingest.report import IngestReport
@@ -237,20 +237,25 @@ def ingest_site(
     plan = _plan(groups, labels, spec, state_dir, normalisation_key(spec, registration))
     _process(plan, spec.name, site_dir, state_dir, workers, len(groups), registration)
     accepted, series_rows = _series_rows(groups, plan, labels, spec)
+    # series of patients without a label: ingested, kept apart (never trained on)
+    unlabelled = [r for r in accepted if r["label"] is None]
+    accepted = [r for r in accepted if r["label"] is not None]
     rejected = [*file_rows, *series_rows]
     cache.prune(state_dir, spec.name, set(plan.keys.values()))
     report = IngestReport(
         task=spec.name,
         site_id=config.site_id,
         pipeline_version=PIPELINE_VERSION,
-        summary=_summary(records, n_read, groups, accepted, rejected),
+        summary=_summary(records, n_read, groups, accepted, rejected, unlabelled),
         accepted=accepted,
         rejected=rejected,
+        unlabelled=unlabelled,
     )
     report.write(state_dir)
     log.info(
-        "ingest done: %d series accepted, %d rejected, %d files not used",
+        "ingest done: %d series accepted, %d without a label, %d rejected, %d files not used",
         report.summary["series_accepted"],
+        report.summary["series_unlabelled"],
         report.summary["series_rejected"],
         report.summary["files_rejected"],
     )
@@ -301,7 +306,7 @@ def _plan(
     plan = _Plan()
     for uid, recs in groups.items():
         err = precheck(recs, spec)
-        if err is None:
+        if err is None and not is_unlabelled(recs, labels):
             err = label_problem(uid, recs, labels, spec.name)
         if err is not None:
             plan.early[uid] = err
@@ -370,10 +375,10 @@ def _series_rows(
             rejected.append(_reject(recs, uid, IngestError(entry["reason"], entry["message"])))
             continue
         row = dict(entry["row"])
-        label = labels.values[recs[0].patient_id]
+        label = labels.values.get(recs[0].patient_id)  # None: unlabelled (see _plan)
         row.update(
             label=label,
-            class_index=spec.class_index(label),
+            class_index=None if label is None else spec.class_index(label),
             n_files=len(entry["used"]),
             from_cache=from_cache,
         )
@@ -408,16 +413,22 @@ def _summary(
     groups: dict[str, list[FileRecord]],
     accepted: list[dict],
     rejected: list[dict],
+    unlabelled: list[dict] = (),
 ) -> dict:
-    """The report's ``summary``: file and series counts and rejected rows per reason."""
+    """The report's ``summary``: file and series counts and rejected rows per reason.
+
+    ``series_accepted`` counts labelled series; ``series_unlabelled`` those ingested
+    without a label; ``files_accepted`` the files of both.
+    """
     rejected_series = {r["series_uid"] for r in rejected if r["reason"] != "duplicate_instance"}
     return {
         "files_found": len(records),
         "files_read": n_read,
-        "files_accepted": sum(r["n_files"] for r in accepted),
+        "files_accepted": sum(r["n_files"] for r in [*accepted, *unlabelled]),
         "files_rejected": sum(len(r["files"]) for r in rejected),
         "series_found": len(groups),
         "series_accepted": len(accepted),
+        "series_unlabelled": len(unlabelled),
         "series_rejected": len(rejected_series & set(groups)),
         "series_from_cache": sum(1 for r in accepted if r["from_cache"]),
         "series_flagged": sum(1 for r in accepted if r["qc"].get("flags")),

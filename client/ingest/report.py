@@ -18,7 +18,13 @@ Report schema::
                           "anisotropy", "template_to_scan": 3×4 RAS mm, "nonlinear",
                           "registration_seconds", "registration_iterations"}}],
      "rejected": [{"files": [relative to the site folder], "series_uid": str or null,
-                   "reason": code, "message": sentence}]}
+                   "reason": code, "message": sentence}],
+     "unlabelled": [rows like "accepted", with "label" and "class_index" null]}
+
+Series of patients that labels.csv does not list (or every series, when the site has no
+labels.csv) are ingested all the same but kept apart in ``unlabelled``: training and
+evaluation read ``accepted`` only; prediction (``fedmi-site predict``) may use both.
+``summary.series_unlabelled`` counts them.
 
 Every file under ``dicom/`` is counted once: in an accepted row's ``n_files`` or in a
 rejected row's ``files`` (exact duplicates of accepted images are rejected rows with reason
@@ -48,6 +54,7 @@ class IngestReport:
     summary: dict = field(default_factory=dict)
     accepted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    unlabelled: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready dict."""
@@ -84,6 +91,21 @@ class IngestReport:
         return cls(**data)
 
 
+def _absolute(state_dir: Path, rows: list[dict]) -> list[dict]:
+    out = []
+    for row in rows:
+        row = dict(row)
+        row["cached_path"] = str(state_dir / row["cached_path"])
+        out.append(row)
+    return out
+
+
+def load_unlabelled(state_dir: Path) -> list[dict]:
+    """Series ingested without a label (absolute ``cached_path``); never for training."""
+    state_dir = Path(state_dir).resolve()
+    return _absolute(state_dir, IngestReport.load(state_dir).unlabelled)
+
+
 def load_accepted(state_dir: Path) -> list[dict]:
     """Accepted series of the last ingest, with absolute ``cached_path``.
 
@@ -99,9 +121,4 @@ def load_accepted(state_dir: Path) -> list[dict]:
         ``label``/``class_index`` come from labels.csv at ingest time.
     """
     state_dir = Path(state_dir).resolve()
-    rows = []
-    for row in IngestReport.load(state_dir).accepted:
-        row = dict(row)
-        row["cached_path"] = str(state_dir / row["cached_path"])
-        rows.append(row)
-    return rows
+    return _absolute(state_dir, IngestReport.load(state_dir).accepted)

@@ -11,7 +11,8 @@ Flow of :func:`run_federation`:
 3. collect the aggregates the final evaluation needs (pooled embedding moments for
    label-free adaptation, the OOD description) and send the final model in an
    evaluation-only round to every site (:mod:`fedmi.server.federation.external`);
-4. write the final model, the model card and ``report.json`` to the run folder.
+4. write the final model, the model card, the signed model package
+   (:mod:`fedmi.server.package`) and ``report.json`` to the run folder.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from fedmi.server.federation.ood import collect_ood_description
 from fedmi.server.federation.rounds import run_rounds
 from fedmi.server.federation.sites import query_sites, wait_for_nodes
 from fedmi.server.history import RunHistory
+from fedmi.server.package import ood_member, write_model_package
 from fedmi.server.report.document import (
     build_report,
     model_card,
@@ -46,6 +48,7 @@ from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import EvaluateInstruction, ExternalInstruction, TrainInstruction
 from fedmi.shared.model import ModelSpec, federated_state_dict
+from fedmi.shared.ood import FeatureDescription
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -165,8 +168,9 @@ def _train(grid: Grid, run: _Run, train_nodes: list[int], model: torch.nn.Module
     )
 
 
-def _validate(grid: Grid, run: _Run, final: ArrayRecord) -> None:
-    """The aggregates the final evaluation needs, then the evaluation-only round."""
+def _validate(grid: Grid, run: _Run, final: ArrayRecord) -> FeatureDescription | None:
+    """The aggregates the final evaluation needs, then the evaluation-only round; the OOD
+    description of the training data (``None`` when no site could give one)."""
     reference, classes = collect_feature_reference(grid, final, run.cfg, run.history)
     # the training data's feature description, for the sites' OOD scores
     ood = collect_ood_description(grid, final, run.cfg, run.history)
@@ -174,6 +178,7 @@ def _validate(grid: Grid, run: _Run, final: ArrayRecord) -> None:
         run.cfg, reference=reference, classes=classes, ood=ood
     )
     external_validation(grid, final, run.cfg, run.history, instruction)
+    return ood
 
 
 def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
@@ -190,11 +195,14 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     run.timing["training_seconds"] = time.perf_counter() - t_train
     save_arrays(out_dir / "final_model.npz", final)
     t_val = time.perf_counter()
-    _validate(grid, run, final)
+    ood = _validate(grid, run, final)
     run.timing["validation_seconds"] = time.perf_counter() - t_val
     run.timing["total_seconds"] = time.perf_counter() - t0
-    write_json(out_dir / "model_card.json", model_card(cfg, run.history, spec, model))
+    card = model_card(cfg, run.history, spec, model)
+    write_json(out_dir / "model_card.json", card)
     report = build_report(cfg, run.history, run.timing)
+    # the signed, versioned model package the sites receive (fedmi-site model pull)
+    write_model_package(out_dir, card, final, extra_members=ood_member(ood, report))
     write_report(out_dir, report)
     log.info(
         "run finished in %.0f s: report.json, model_card.json and final_model.npz written",

@@ -119,7 +119,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     expect["LEGACY"] = "enhanced_multiframe"
 
     write_pet(d / "nolabel", "NOLABEL")
-    expect["NOLABEL"] = "unlabelled_patient"
+    expect["NOLABEL"] = "unlabelled"
     write_pet(d / "badlabel", "BADLABEL")
     expect["BADLABEL"] = "invalid_label"
 
@@ -162,6 +162,7 @@ def _patient(uid: str, site: Path) -> str:
 def test_each_bad_series_has_its_reason(site, report: IngestReport) -> None:
     root, expect = site
     got = {row["patient_id"]: "accepted" for row in report.accepted}
+    got |= {row["patient_id"]: "unlabelled" for row in report.unlabelled}
     for row in report.rejected:
         if row["series_uid"] and row["reason"] != "duplicate_instance":
             pid = _patient(row["series_uid"], root)
@@ -201,7 +202,9 @@ def test_every_file_accounted_for(site, report: IngestReport) -> None:
     rejected = [f for r in report.rejected for f in r["files"]]
     assert len(rejected) == len(set(rejected))
     assert report.summary["files_found"] == len(on_disk)
-    assert sum(r["n_files"] for r in report.accepted) + len(rejected) == len(on_disk)
+    ingested = sum(r["n_files"] for r in [*report.accepted, *report.unlabelled])
+    assert ingested + len(rejected) == len(on_disk)
+    assert report.summary["files_accepted"] == ingested
     assert set(rejected) <= set(on_disk)
 
 

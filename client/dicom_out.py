@@ -1,0 +1,211 @@
+"""Results back to PACS: a DICOM SR with the measurements and a Secondary Capture of the report.
+
+Per assessable study, two new series in the input's study (PS3.3; in the spirit of the IHE
+AI Results profile):
+
+* a Comprehensive 3D SR (highdicom) holding a TID 1500 *Measurement Report*: the
+  probability of the positive class (DCM 122157 *Probability*), the MC-dropout interval
+  limits, the class at the operating point as a qualitative evaluation and the
+  top regional ratios; (0040,A493) *Verification Flag* UNVERIFIED; the model named in
+  (0018,A001) *Contributing Equipment Sequence* with (0018,1002) *Device UID* = the
+  package's release UID (new with every federated release);
+* a Secondary Capture image of the one-glance report (highdicom ``SCImage``).
+
+Patient and study attributes are copied from the input series only (highdicom copies
+them from the evidence / reference dataset): (0020,000D) *Study Instance UID* is kept,
+(0020,000E) *Series Instance UID* and (0008,0018) *SOP Instance UID* are new.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from fedmi.shared.package import ModelPackage
+
+# highdicom logs every attribute module it copies at INFO: keep the site's log readable
+logging.getLogger("highdicom").setLevel(logging.WARNING)
+
+MANUFACTURER = "fedmi (federated research model)"
+#: Private coding scheme for concepts DICOM has no code for.
+SCHEME = "99FEDMI"
+SR_SERIES_NUMBER = 9901
+SC_SERIES_NUMBER = 9902
+
+
+def _code(value: str, meaning: str) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value, SCHEME, meaning)
+
+
+def _equipment(pkg: ModelPackage) -> hd.ContributingEquipment:
+    eq = hd.ContributingEquipment(
+        manufacturer=MANUFACTURER,
+        purpose_of_reference=codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=str(pkg.card.get("task")),
+        software_versions=pkg.version,
+        contribution_description="research use only: not verified by a physician",
+    )
+    return eq
+
+
+def _mark_device(ds: pydicom.Dataset, pkg: ModelPackage) -> None:
+    """(0018,1002) *Device UID* of our Contributing Equipment item: new with every release."""
+    for item in ds.ContributingEquipmentSequence:
+        if item.get("Manufacturer") == MANUFACTURER:
+            item.DeviceUID = pkg.device_uid
+
+
+def structured_report(
+    record: dict, source: pydicom.Dataset, pkg: ModelPackage
+) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 measurement report of one assessable study."""
+    algorithm = hd.sr.AlgorithmIdentification(name="fedmi", version=pkg.version)
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=pkg.device_uid, name="fedmi", model_name=pkg.version
+        ),
+    )
+    unit = codes.UCUM.NoUnits
+    measurements = [
+        hd.sr.Measurement(
+            name=codes.DCM.Probability,
+            value=record["probability"],
+            unit=unit,
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=_code("F002", "Probability, lower limit of 95% interval"),
+            value=record["interval"]["low"],
+            unit=unit,
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=_code("F003", "Probability, upper limit of 95% interval"),
+            value=record["interval"]["high"],
+            unit=unit,
+            algorithm_id=algorithm,
+        ),
+        hd.sr.Measurement(
+            name=_code("F004", "Operating point"), value=record["threshold"], unit=unit
+        ),
+    ]
+    for i, region in enumerate(record.get("regions", [])):
+        measurements.append(
+            hd.sr.Measurement(
+                name=_code(f"R{i + 1:03d}", f"Ratio to reference region: {region['region']}"[:64]),
+                value=region["suvr"],
+                unit=unit,
+                algorithm_id=algorithm,
+            )
+        )
+    evaluation = hd.sr.QualitativeEvaluation(
+        name=codes.DCM.Finding,
+        value=_code("F001", f"{record['class']} at the operating point"[:64]),
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="fedmi result"),
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=[evaluation],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.ImagingProcedure,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[source],
+        content=report,
+        series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_verified=False,  # (0040,A493) Verification Flag UNVERIFIED
+        contributing_equipment=[_equipment(pkg)],
+        series_description="fedmi result (research use)",
+    )
+    _mark_device(sr, pkg)
+    return sr
+
+
+def report_image(lines: list[str], size: tuple[int, int] = (640, 900)) -> np.ndarray:
+    """The report's text rendered as an RGB ``uint8`` array (rows, cols, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows, cols = size
+    fig = Figure(figsize=(cols / 100, rows / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    for i, line in enumerate(lines):
+        fig.text(
+            0.03,
+            0.95 - i * 0.055,
+            line,
+            fontsize=13 if i else 15,
+            family="monospace",
+            color="#b00000" if i == 0 else "black",
+        )
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
+
+
+def report_lines(record: dict, pkg: ModelPackage) -> list[str]:
+    """The lines of the Secondary Capture report."""
+    lines = ["RESEARCH USE ONLY - not for diagnosis", f"task {pkg.card.get('task')}"]
+    iv = record["interval"]
+    lines += [
+        f"result: {record['class']}",
+        f"probability {record['probability']:.3f} (95% {iv['low']:.3f}-{iv['high']:.3f})",
+        f"operating point {record['threshold']:.3f} ({record['threshold_source']})",
+    ]
+    if iv["crosses_threshold"]:
+        lines.append("UNCERTAIN: interval crosses the operating point")
+    for r in record.get("regions", []):
+        lines.append(f"  {r['region'][:28]:28s} ratio {r['suvr']:.3f} z {r['z']:+.2f}")
+    lines.append(f"model {pkg.version}")
+    return lines
+
+
+def secondary_capture(record: dict, source: pydicom.Dataset, pkg: ModelPackage) -> hd.sc.SCImage:
+    """The report as a Secondary Capture image in a new series of the input's study."""
+    pixels = report_image(report_lines(record, pkg))
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=pixels,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=hd.UID(),
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "P"),
+        contributing_equipment=[_equipment(pkg)],
+        series_description="fedmi report (research use)",
+    )
+    _mark_device(sc, pkg)
+    return sc
+
+
+def write_results(record: dict, source_file: Path, pkg: ModelPackage, out_dir: Path) -> list[Path]:
+    """Write the SR and the Secondary Capture of an assessable study; their paths."""
+    source = pydicom.dcmread(source_file, stop_before_pixels=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind, ds in (
+        ("sr", structured_report(record, source, pkg)),
+        ("sc", secondary_capture(record, source, pkg)),
+    ):
+        path = out_dir / f"{kind}-{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

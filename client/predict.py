@@ -1,0 +1,421 @@
+"""``fedmi-site predict``: the federation's verified model on new studies, at the site.
+
+Flow of :func:`predict_folder`:
+
+1. verify the model package against the site's pinned coordinator key
+   (:func:`fedmi.client.model.load_verified`); nothing runs without a verified package;
+2. ingest the DICOM folder with the very pipeline training used
+   (:func:`fedmi.client.ingest.pipeline.ingest_site`, label-free: no labels.csv), into a
+   private work folder under ``OUT``;
+3. every series ingest rejected (wrong tracer, not a brain/PET/SPECT series, failed
+   quality checks, ...) is reported *not assessable* with ingest's reason, never a class;
+   so is a series whose embedding lies beyond the federation's OOD flagging distance
+   (when the package holds the OOD reference, ``ood_reference.json``);
+4. every ingested series gets the probability (the function the federation's evaluation
+   uses, :func:`fedmi.client.training.loop.predict`), the class at the package's operating
+   point, an MC-dropout interval, and the regional values that drive the logit;
+5. one JSON record and one HTML report per study (research use only), and per assessable
+   study a DICOM SR and a Secondary Capture in new series of its study
+   (:mod:`fedmi.client.dicom_out`).
+
+Nothing written here leaves the site.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fedmi.client.model import latest, load_verified
+from fedmi.shared.package import OOD, WEIGHTS, ModelPackage, PackageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `fedmi-site --help` stays fast
+    import torch
+
+log = logging.getLogger(__name__)
+
+RESEARCH_USE = (
+    "Research use only. Not a medical device; not for diagnosis or treatment decisions. "
+    "The result must be read by a nuclear-medicine physician together with the images."
+)
+#: How many regions the report lists.
+TOP_REGIONS = 5
+#: Central MC-dropout interval.
+INTERVAL = (2.5, 97.5)
+RECORD_SCHEMA_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """The package's network, ready to score ingested volumes."""
+
+    package: ModelPackage
+    model: torch.nn.Module
+    threshold: float
+    threshold_source: str
+
+
+def load_model(pkg: ModelPackage) -> LoadedModel:
+    """Build the card's architecture and load the package's federated weights.
+
+    The site-local harmonization layers stay identity (a site that never trained them),
+    which is the model the federation's final evaluation used for plain methods.
+    """
+    import io
+
+    import torch
+
+    from fedmi.shared.model import ModelSpec, build_model, load_federated_state
+
+    arch = dict(pkg.card["architecture"])
+    fields = {k: arch[k] for k in ModelSpec.__dataclass_fields__ if k in arch}
+    for k, v in fields.items():
+        if isinstance(v, list):
+            fields[k] = tuple(v)
+    model = build_model(ModelSpec(**fields))
+    with np.load(io.BytesIO(pkg.members[WEIGHTS])) as data:
+        state = {k: torch.from_numpy(data[k]) for k in data.files}
+    load_federated_state(model, state)
+    model.eval()
+    threshold, source = pkg.threshold
+    return LoadedModel(pkg, model, threshold, source)
+
+
+def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | None:
+    """Per scan, the regions contributing most to the logit (regional model only).
+
+    The regional head is linear on standardised log-ratios, so the logit is exactly
+    ``bias + Σ_r w_r f_r``; each region's ``w_r f_r`` is its share, reported with the
+    regional ratio to the reference region (SUVR for PET) and its standardised value.
+    """
+    import torch
+
+    backbone = getattr(model, "backbone", None)
+    names = getattr(backbone, "region_names", None)
+    if names is None:
+        return None
+    with torch.no_grad():
+        h = model.harmonizer(x)
+        suvr = backbone.encoder[0](h)
+        feats = backbone.encoder(h)  # eval: dropout off
+        contrib = feats * backbone.head.weight[0]
+    out = []
+    for i in range(x.shape[0]):
+        order = torch.argsort(contrib[i].abs(), descending=True)[:TOP_REGIONS]
+        out.append(
+            [
+                {
+                    "region": names[int(r)],
+                    "suvr": round(float(suvr[i, r]), 4),
+                    "z": round(float(feats[i, r]), 3),
+                    "logit_contribution": round(float(contrib[i, r]), 4),
+                }
+                for r in order
+            ]
+        )
+    return out
+
+
+def _not_assessable(row: dict) -> dict:
+    return {
+        "series_uid": row.get("series_uid"),
+        "files": row.get("files", [])[:5],
+        "assessable": False,
+        "reason": row["reason"],
+        "message": row["message"],
+    }
+
+
+def ood_distances(loaded: LoadedModel, x: torch.Tensor) -> tuple[np.ndarray | None, float]:
+    """Each scan's smallest Mahalanobis distance to the training classes, and the package's
+    flagging distance; ``(None, inf)`` when the package has no OOD reference."""
+    import torch
+
+    from fedmi.shared.ood import description_from_config, mahalanobis_scores
+
+    raw = loaded.package.members.get(OOD)
+    if raw is None:
+        return None, float("inf")
+    config = json.loads(raw)
+    desc = description_from_config(config)
+    if desc is None or config.get("threshold_distance") is None:
+        return None, float("inf")
+    with torch.no_grad():
+        feats = loaded.model.features(x).double().numpy()
+    return mahalanobis_scores(feats, desc), float(config["threshold_distance"])
+
+
+def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> list[dict]:
+    """Records of ingested series (``cached_path`` absolute), in ``rows`` order."""
+    import torch
+
+    from fedmi.client.evaluation.uncertainty import mc_dropout_probabilities
+    from fedmi.client.ingest.cache import read_volume
+    from fedmi.client.training.loop import predict
+
+    if not rows:
+        return []
+    x = torch.from_numpy(
+        np.stack([read_volume(Path(r["cached_path"]), r.get("volume_sha256")) for r in rows])[
+            :, None
+        ]
+    )
+    model = loaded.model
+    probs = predict(model, x, device=torch.device("cpu"))
+    passes = mc_dropout_probabilities(model, x, mc_passes)
+    lo, hi = np.percentile(passes, INTERVAL, axis=0)
+    regional = _regional(model, x)
+    distances, limit = ood_distances(loaded, x)
+    classes = loaded.package.card.get("classes", {})
+    out = []
+    for i, row in enumerate(rows):
+        if distances is not None and distances[i] > limit:
+            out.append(
+                {
+                    "series_uid": row["series_uid"],
+                    "assessable": False,
+                    "reason": "out_of_distribution",
+                    "message": (
+                        f"the study's features lie {distances[i]:.2f} (Mahalanobis) from the "
+                        f"training data, beyond the federation's flagging distance {limit:.2f} "
+                        "(the 95th percentile of the training sites' own test scans): the model "
+                        "was not trained on studies like this one"
+                    ),
+                    "ood_distance": float(distances[i]),
+                }
+            )
+            continue
+        p = float(probs[i])
+        positive = p >= loaded.threshold
+        rec = {
+            "series_uid": row["series_uid"],
+            "assessable": True,
+            "probability": p,
+            "class": classes.get("positive" if positive else "negative"),
+            "positive": bool(positive),
+            "threshold": loaded.threshold,
+            "threshold_source": loaded.threshold_source,
+            "interval": {
+                "method": f"MC dropout, {mc_passes} passes, central 95 %",
+                "low": float(lo[i]),
+                "high": float(hi[i]),
+                "crosses_threshold": bool(lo[i] < loaded.threshold <= hi[i]),
+            },
+            "tracer": row.get("tracer"),
+            "ood_distance": None if distances is None else float(distances[i]),
+            "qc_flags": list(row.get("qc", {}).get("flags", [])),
+        }
+        if regional is not None:
+            rec["regions"] = regional[i]
+        out.append(rec)
+    return out
+
+
+def _study_uid(site_dir: Path, relpath: str) -> str | None:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(site_dir / relpath, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - unreadable files have their reason already
+        return None
+    return str(ds.get("StudyInstanceUID", "")) or None
+
+
+def predict_folder(
+    package: Path,
+    state_dir: Path,
+    dicom_dir: Path,
+    out_dir: Path,
+    *,
+    mc_passes: int = 20,
+    dicom_out: bool = True,
+) -> list[dict]:
+    """Predict every series under ``dicom_dir``; the records (also written to ``out_dir``).
+
+    With ``dicom_out`` every assessable study also gets a DICOM SR and a Secondary Capture
+    of its report in ``out_dir/dicom`` (:mod:`fedmi.client.dicom_out`).
+
+    Raises
+    ------
+    PackageError
+        The package is not verified against the site's pinned key (nothing else runs).
+    """
+    from fedmi.client.ingest.pipeline import ingest_site
+    from fedmi.client.private_files import private_dir
+
+    t0 = time.perf_counter()
+    pkg = load_verified(package, state_dir)
+    loaded = load_model(pkg)
+    task = str(pkg.card["task"])
+    out_dir = private_dir(Path(out_dir))
+    work = private_dir(out_dir / ".work")
+    site = private_dir(work / "site")
+    link = site / "dicom"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(Path(dicom_dir).resolve(), link)
+    report = ingest_site(site, task, work / "ingest")
+    from fedmi.client.ingest.report import load_accepted, load_unlabelled
+
+    rows = load_unlabelled(work / "ingest") + load_accepted(work / "ingest")
+    records = score_rows(loaded, rows, mc_passes)
+    for rec, row in zip(records, rows, strict=True):
+        rec["files"] = row.get("n_files")
+    rejected = [r for r in report.rejected if r["reason"] != "duplicate_instance"]
+    records += [_not_assessable(r) for r in rejected]
+    from fedmi.client.ingest.cache import load_index
+
+    first_file: dict[str, str] = {}
+    for rel, entry in sorted(load_index(work / "ingest").items()):
+        first_file.setdefault(str(entry.get("series_uid") or ""), rel)
+    for rec in records:
+        rel = first_file.get(str(rec["series_uid"] or ""))
+        # (0020,000D) Study Instance UID of the input: the study the results belong to
+        rec["study_uid"] = _study_uid(site, rel) if rel else None
+        rec["schema_version"] = RECORD_SCHEMA_VERSION
+        rec["model"] = {"version": pkg.version, "device_uid": pkg.device_uid}
+        rec["research_use"] = RESEARCH_USE
+    if dicom_out:
+        from fedmi.client.dicom_out import write_results
+
+        for rec in records:
+            rel = first_file.get(str(rec["series_uid"] or ""))
+            if rec["assessable"] and rel:
+                paths = write_results(rec, site / rel, pkg, out_dir / "dicom")
+                rec["dicom"] = [p.name for p in paths]
+    elapsed = time.perf_counter() - t0
+    for i, rec in enumerate(records):
+        name = f"study-{i + 1:03d}"
+        (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
+        (out_dir / f"{name}.html").write_text(render_html(rec, pkg))
+    log.info("%d series predicted in %.1f s", len(records), elapsed)
+    return records
+
+
+def render_html(rec: dict, pkg: ModelPackage) -> str:
+    """A one-glance, self-contained per-study report."""
+    e = html.escape
+    card = pkg.card
+    if rec["assessable"]:
+        iv = rec["interval"]
+        verdict = (
+            f"<p class=big><b>{e(str(rec['class']))}</b> — probability {rec['probability']:.3f} "
+            f"(95 % interval {iv['low']:.3f}–{iv['high']:.3f}); operating point "
+            f"{rec['threshold']:.3f} ({e(rec['threshold_source'])})</p>"
+        )
+        if iv["crosses_threshold"]:
+            verdict += "<p><b>Uncertain:</b> the interval crosses the operating point.</p>"
+        rows = "".join(
+            f"<tr><td>{e(r['region'])}</td><td>{r['suvr']:.3f}</td><td>{r['z']:+.2f}</td>"
+            f"<td>{r['logit_contribution']:+.3f}</td></tr>"
+            for r in rec.get("regions", [])
+        )
+        if rows:
+            verdict += (
+                "<h2>Regions driving the result</h2><table><tr><th>region</th><th>ratio to "
+                "reference</th><th>standardised</th><th>share of logit</th></tr>"
+                f"{rows}</table>"
+            )
+        if rec.get("qc_flags"):
+            verdict += f"<p>Quality flags: {e(', '.join(rec['qc_flags']))}</p>"
+    else:
+        verdict = (
+            f"<p class=big><b>Not assessable</b> ({e(rec['reason'])})</p><p>{e(rec['message'])}</p>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>fedmi result</title><style>"
+        "body{font-family:sans-serif;max-width:50em;margin:2em}.big{font-size:1.4em}"
+        ".ruo{border:2px solid #b00;padding:.5em;color:#b00}td,th{padding:.2em .6em}</style>"
+        f"</head><body><p class=ruo>{e(RESEARCH_USE)}</p>"
+        f"<h1>{e(str(card.get('task')))}: {e(str(card.get('description', '')))}</h1>"
+        f"{verdict}<p>Model {e(pkg.version)} (device UID {e(pkg.device_uid)})</p>"
+        "</body></html>\n"
+    )
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.send and args.no_dicom:
+        print(
+            "fedmi-site predict: --send needs the DICOM objects: drop --no-dicom", file=sys.stderr
+        )
+        return 2
+    try:
+        package = args.package or latest(args.state_dir)
+        records = predict_folder(
+            package,
+            args.state_dir,
+            args.dicom,
+            args.out,
+            mc_passes=args.mc_passes,
+            dicom_out=not args.no_dicom,
+        )
+    except (PackageError, ValueError) as exc:
+        print(f"fedmi-site predict: {exc}", file=sys.stderr)
+        return 2
+    if args.send:
+        from fedmi.client.pacs import SendError, send
+
+        files = [Path(args.out) / "dicom" / n for r in records for n in r.get("dicom", [])]
+        try:
+            n = send(files, args.send)
+        except SendError as exc:
+            print(f"fedmi-site predict: {exc}", file=sys.stderr)
+            return 3
+        print(f"{n} DICOM object(s) stored at {args.send.ae_title}")
+    for rec in records:
+        if rec["assessable"]:
+            print(f"{rec['series_uid']}: {rec['class']} (p = {rec['probability']:.3f})")
+        else:
+            print(f"{rec['series_uid']}: not assessable ({rec['reason']})")
+    print(f"records and reports in {args.out}")
+    return 0
+
+
+def _pacs_address(text: str):
+    from fedmi.client.pacs import PacsAddress
+
+    try:
+        return PacsAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    """``fedmi-site predict``."""
+    p = sub.add_parser(
+        "predict",
+        help="run the federation's verified model on a DICOM folder (research use)",
+        description=(
+            "Verify the model package against the pinned coordinator key, ingest every series "
+            "under --dicom with the training pipeline, and write one JSON record and one HTML "
+            "report per series to --out: probability, class at the operating point, an "
+            "MC-dropout interval and the regions driving the result, or 'not assessable' with "
+            "the reason."
+        ),
+    )
+    p.add_argument("--dicom", type=Path, required=True, help="folder of DICOM studies")
+    p.add_argument("--out", type=Path, required=True, help="output folder (stays at the site)")
+    p.add_argument("--state-dir", type=Path, required=True, help="the site's state folder")
+    p.add_argument("--package", type=Path, help="a package file (default: newest kept)")
+    p.add_argument("--all", action="store_true", help="every study under --dicom (the default)")
+    p.add_argument("--mc-passes", type=int, default=20, help="MC-dropout passes (default 20)")
+    p.add_argument(
+        "--no-dicom", action="store_true", help="skip the DICOM SR and Secondary Capture"
+    )
+    p.add_argument(
+        "--send",
+        type=_pacs_address,
+        metavar="AE@HOST:PORT",
+        help="C-STORE the SR and Secondary Capture objects to this PACS",
+    )
+    p.set_defaults(handler=_cmd_predict)
