@@ -61,8 +61,8 @@ def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> st
     evaluated = entry if evaluated is None else evaluated
     trained = {k: v for k, v in entry["train"].items() if v.get("status") == "ok"}
     losses = [v["train-loss"] for v in trained.values() if "train-loss" in v]
-    # the site's exact AUC when it sent one (k-merged histogram bins can flatten to 0.5)
-    shown = {k: v.get("auc_exact", v.get("auc")) for k, v in evaluated["evaluate"].items()}
+    # the AUC the site computed on its scores (k-merged histogram bins can flatten to 0.5)
+    shown = {k: v.get("auc") for k, v in evaluated["evaluate"].items()}
     aucs = ", ".join(f"{k} {a:.2f}" for k, a in sorted(shown.items()) if a is not None)
     which = "" if evaluated is entry else f" of round {evaluated['round']}"
     loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"

@@ -184,8 +184,8 @@ def _ci(ci: object) -> str:
 def summary_table(report: dict) -> str:
     """A plain-text table of the final per-site results.
 
-    ``AUC`` is the site-computed AUC of its unbinned scores with its 95 % DeLong
-    interval; ``hist AUC`` the AUC from the (small-cell-merged) score histograms with its
+    ``AUC`` is the site-computed AUC of its unbinned scores with its 95 % interval (DeLong;
+    under DP the noisy AUC with a noise-inclusive interval); ``hist AUC`` the AUC from the (small-cell-merged) score histograms with its
     binning bound; pooled rows only have the latter.
     """
     rows = [("site", "role", "n", "AUC", "95% CI", "hist AUC", "±bin", "sens", "spec")]
@@ -199,10 +199,10 @@ def summary_table(report: dict) -> str:
                 r["site_id"],
                 r["role"],
                 str(r["n"]),
-                _fmt(r.get("auc_exact")),
+                _fmt(r.get("auc")),
                 _ci(r.get("auc_ci")),
-                _fmt(r["auc"]),
-                _fmt(r["auc_bound"]),
+                _fmt(r["auc_histogram"]),
+                _fmt(r["auc_histogram_bound"]),
                 _fmt(r["sensitivity"]),
                 _fmt(r["specificity"]),
             )
@@ -216,8 +216,8 @@ def summary_table(report: dict) -> str:
                     str(p["n"]),
                     "—",
                     "",
-                    _fmt(p["auc"]),
-                    _fmt(p["auc_bound"]),
+                    _fmt(p["auc_histogram"]),
+                    _fmt(p["auc_histogram_bound"]),
                     _fmt(p["sensitivity"]),
                     _fmt(p["specificity"]),
                 )

@@ -9,6 +9,13 @@ from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, meta_text, sit
 from fedmi.server.report.html.svg import Plot, figure, forest_plot, legend, roc_chart
 
 
+def _noisy(r: dict) -> str:
+    """A note on an AUC released under differential privacy (noise added at the site)."""
+    if r.get("auc_method") != "mann-whitney+gaussian-noise":
+        return ""
+    return f'<br><span class="muted">DP noise sd {fmt_num(r.get("auc_noise_sd"))}</span>'
+
+
 def _site_row(r: dict) -> str:
     """One site's row: its AUC with interval, operating-point metrics, calibration."""
     if r.get("status", "ok") == "suppressed":
@@ -18,12 +25,12 @@ def _site_row(r: dict) -> str:
             f'<td class="l warn" colspan="6">suppressed at the site: fewer than '
             f"{fmt_num(r.get('min_cell_count'))} cases (or of one class); counts only</td></tr>"
         )
-    bound = r.get("auc_bound")
+    bound = r.get("auc_histogram_bound")
     return (
         f'<tr><td class="l">{esc(r["site_id"])}</td><td class="l">{esc(r.get("role"))}</td>'
         f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('n_positive'))}</td>"
-        f"<td>{fmt_num(r.get('auc_exact'))}{fmt_ci(r.get('auc_ci'))}"
-        f'<br><span class="muted">histogram {fmt_num(r.get("auc"))} '
+        f"<td>{fmt_num(r.get('auc'))}{fmt_ci(r.get('auc_ci'))}{_noisy(r)}"
+        f'<br><span class="muted">histogram {fmt_num(r.get("auc_histogram"))} '
         f"± {fmt_num(bound)}</span></td>"
         f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
         f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
@@ -38,8 +45,8 @@ def _pooled_row(role: str, pooled: dict) -> str:
         f'<tr style="font-weight:600"><td class="l">pooled ({esc(role)})</td>'
         f'<td class="l">{esc(", ".join(pooled.get("sites", [])))}</td>'
         f"<td>{fmt_num(pooled.get('n'))}</td><td>{fmt_num(pooled.get('n_positive'))}</td>"
-        f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc"))}'
-        f'<br><span class="muted">± {fmt_num(pooled.get("auc_bound"))}</span></td>'
+        f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc_histogram"))}'
+        f'<br><span class="muted">± {fmt_num(pooled.get("auc_histogram_bound"))}</span></td>'
         f"<td>{fmt_num(pooled.get('sensitivity'))}</td>"
         f"<td>{fmt_num(pooled.get('specificity'))}</td>"
         f"<td>{fmt_num(pooled.get('brier'))}</td><td>{fmt_num(pooled.get('ece'))}</td>"

@@ -147,7 +147,7 @@ def _forest_site(p: Plot, r: dict, yv: float, nmax: int) -> None:
     lo, hi = (r.get("auc_ci") or [None, None])[:2]
     if lo is not None and hi is not None:
         p.line([(lo, yv), (hi, yv)], "#333", 1.5, title=f"{r['site_id']} 95 % CI")
-    auc = r.get("auc_exact") if r.get("auc_exact") is not None else r["auc"]
+    auc = r["auc"]
     size = 3 + 5 * math.sqrt(max(r.get("n", 1), 1) / nmax)
     p.raw(
         f'<rect x="{p.x(auc) - size:.1f}" y="{p.y(yv) - size:.1f}" width="{2 * size:.1f}" '

@@ -27,7 +27,7 @@ def _round_series(rounds: list[dict]) -> tuple[dict, dict, dict]:
             if t.get("train-loss") is not None:
                 loss.setdefault(site, []).append((r["round"], t["train-loss"]))
         for site, e in (r.get("evaluate") or {}).items():
-            value = e.get("auc_exact") if e.get("auc_exact") is not None else e.get("auc")
+            value = e.get("auc")
             if value is not None:
                 auc.setdefault(site, []).append((r["round"], value))
             if e.get("mean_loss") is not None:
@@ -221,7 +221,7 @@ def section_loso(report: dict) -> str:
         forest_rows.append({**r, "site_id": f["left_out"], "role": "left out"})
         rows.append(
             f"<tr><td class='l'>{esc(f['left_out'])}</td><td>{fmt_num(r.get('n'))}</td>"
-            f"<td>{fmt_num(r.get('auc_exact', r.get('auc')))}{fmt_ci(r.get('auc_ci'))}</td>"
+            f"<td>{fmt_num(r.get('auc'))}{fmt_ci(r.get('auc_ci'))}</td>"
             f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
             f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
             f"<td>{fmt_num(r.get('brier'))}</td></tr>"
