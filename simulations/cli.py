@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedmi.server.report.outcome import RunFailed
 from fedmi.shared.methods import METHODS
 from fedmi.shared.run_config import RUN_CONFIG, RunConfig
 from fedmi.shared.tasks import TASKS
@@ -115,6 +116,9 @@ def _guarded(work: Callable[[], None]) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"error: {exc} (report.json and report.html written)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -90,14 +90,28 @@ def run_federated(
         },
         "log_level": logging.getLogger("fedmi").getEffectiveLevel(),
     }
-    if isolate:
-        run_isolated(_simulate, payload)
-    else:
-        _simulate(payload)
     report_path = out_dir / "report.json"
+    try:
+        if isolate:
+            run_isolated(_simulate, payload)
+        else:
+            _simulate(payload)
+    except Exception:
+        # a run that failed but wrote its final report (outcome "failed", see
+        # fedmi.server.report.outcome) is returned: the runner raises RunFailed with its reasons
+        if _outcome(report_path) != "failed":
+            raise
     if not report_path.exists():
         raise RuntimeError("the federated run ended without a report: see the log above")
     return json.loads(report_path.read_text())
+
+
+def _outcome(report_path: Path) -> str | None:
+    """The ``outcome.status`` of a written report, or ``None``."""
+    try:
+        return json.loads(report_path.read_text()).get("outcome", {}).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def _simulate(payload: dict) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from fedmi.client.site.settings import SiteSettings, list_site_dirs, resolve_site
+from fedmi.server.federation.run import check_outcome
 from fedmi.server.report.document import summary_table, write_report
 from fedmi.server.report.validation import meta_analysis, site_auc
 from fedmi.shared.methods import get_method
@@ -118,6 +119,7 @@ def run(
     report["method"] = method
     write_report(out_dir, report)
     print(summary_table(report), flush=True)
+    check_outcome(report)  # a run that trained nothing or evaluated no site: RunFailed
     return report
 
 

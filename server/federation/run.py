@@ -41,6 +41,7 @@ from fedmi.server.report.document import (
     write_json,
     write_report,
 )
+from fedmi.server.report.outcome import FAILED, RunFailed
 from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
@@ -126,7 +127,7 @@ def _checkpointer(run: _Run, strategy: Strategy):
             ]
             newest = max(evaluated, key=lambda e: e["round"]) if evaluated else entry
             log.info("%s", round_progress(entry, cfg.num_server_rounds, newest))
-            write_report(run.out_dir, build_report(cfg, history, run.timing))
+            write_report(run.out_dir, build_report(cfg, history, run.timing, finished=False))
             resume.save_resume_point(run.out_dir, cfg, server_round, strategy, history)
         started["t"] = now
         return None
@@ -201,4 +202,22 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
         run.timing["total_seconds"],
     )
     log.debug("final results\n%s", summary_table(report))
+    check_outcome(report)
     return report
+
+
+def check_outcome(report: dict) -> None:
+    """Raise :class:`RunFailed` (after logging its reasons) when the report's run failed.
+
+    Raises
+    ------
+    RunFailed
+        When ``report["outcome"]["status"]`` is ``failed``: the run trained nothing or
+        evaluated no site. Its report is written; the command exits non-zero.
+    """
+    outcome = report.get("outcome") or {}
+    if outcome.get("status") == FAILED:
+        reasons = list(outcome.get("reasons") or ["unknown"])
+        for reason in reasons:
+            log.error("run failed: %s", reason)
+        raise RunFailed(reasons)

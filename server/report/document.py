@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord
 from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
 from fedmi.server.report.ood import ood_section
+from fedmi.server.report.outcome import run_outcome
 from fedmi.server.report.privacy import privacy_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section
@@ -120,11 +121,15 @@ def model_card(
 
 
 def build_report(
-    cfg: RunConfig, history: RunHistory, timing: dict[str, float]
+    cfg: RunConfig, history: RunHistory, timing: dict[str, float], *, finished: bool = True
 ) -> dict[str, object]:
-    """The report.json document (schema in the README)."""
+    """The report.json document (schema: report.schema.json beside this module; fields in
+    docs/report.md). ``finished``: ``False`` for the reports written after each round, whose
+    ``outcome`` is ``running``."""
+    outcome = run_outcome(history) if finished else {"status": "running", "reasons": []}
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
+        "outcome": outcome,
         "task": cfg.task,
         "method": cfg.method,
         "run_config": cfg.as_dict(),

@@ -101,44 +101,6 @@ def section_training(report: dict) -> str:
     )
 
 
-def _generic_table(value: object) -> str:
-    """Any JSON value as nested tables (used for sections other modules add)."""
-    if isinstance(value, dict):
-        if not value:
-            return '<span class="muted">—</span>'
-        rows = "".join(
-            f"<tr><th class='l'>{esc(k)}</th><td class='l'>{_generic_table(v)}</td></tr>"
-            for k, v in value.items()
-        )
-        return f"<table>{rows}</table>"
-    if isinstance(value, list):
-        if value and all(isinstance(v, dict) for v in value):
-            keys: list[str] = []
-            for v in value:
-                keys += [k for k in v if k not in keys]
-            head = "".join(f"<th class='l'>{esc(k)}</th>" for k in keys)
-            body = "".join(
-                "<tr>"
-                + "".join(f"<td class='l'>{_generic_table(v.get(k))}</td>" for k in keys)
-                + "</tr>"
-                for v in value
-            )
-            return f"<table><tr>{head}</tr>{body}</table>"
-        return esc(", ".join(fmt_num(v) for v in value))
-    return fmt_num(value, 4)
-
-
-def section_privacy(report: dict) -> str:
-    """``report["privacy"]`` as nested tables."""
-    privacy = report.get("privacy")
-    body = (
-        _generic_table(privacy)
-        if privacy
-        else '<p class="muted">No differential-privacy accounting in this run.</p>'
-    )
-    return '<h2 id="privacy">Privacy</h2>' + body
-
-
 def section_data(report: dict) -> str:
     """Scans per site, and the released counts per tracer, manufacturer and scanner model."""
     dc = report.get("data_counts") or {}

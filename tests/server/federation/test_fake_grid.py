@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.server.federation.run import run_federation
+from fedmi.server.report.outcome import RunFailed
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
 
@@ -25,8 +26,16 @@ SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout"
 class FakeGrid:
     """Records (message type, destination) of every message; fake sites reply."""
 
-    def __init__(self, silent_in_validation: int | None = None, small_site: int | None = None):
+    def __init__(
+        self,
+        silent_in_validation: int | None = None,
+        small_site: int | None = None,
+        train_status: str = "ok",
+        silent_sites: Iterable[int] = (),
+    ):
         self.sent: list[tuple[str, int]] = []
+        self.train_status = train_status  # e.g. every site "budget-exhausted"
+        self.silent_sites = set(silent_sites)  # no reply in the final evaluation
         self.timeouts: dict[str, float] = {}
         self.silent = silent_in_validation
         self.small = small_site
@@ -40,7 +49,7 @@ class FakeGrid:
             node, mtype = msg.metadata.dst_node_id, msg.metadata.message_type
             self.sent.append((mtype, node))
             self.timeouts[mtype] = timeout  # type: ignore[assignment]
-            if mtype == contract.EXTERNAL and node == self.silent:
+            if mtype == contract.EXTERNAL and (node == self.silent or node in self.silent_sites):
                 continue  # offline: no reply before the timeout
             replies.append(Message(self._answer(node, mtype, msg.content), reply_to=msg))
         return replies
@@ -66,6 +75,9 @@ class FakeGrid:
                     ),
                 }
             )
+        elif mtype == contract.TRAIN and self.train_status != "ok":
+            status = self.train_status  # refused on privacy grounds: no weights
+            out = RecordDict({contract.METRICS: MetricRecord({"num-examples": 0, "epsilon": 8.0})})
         elif mtype == contract.TRAIN:
             assert role == "train", f"{site_id} ({role}) was asked to train"
             out = RecordDict(
@@ -152,3 +164,29 @@ def test_a_site_below_its_min_cell_count_is_shown_as_suppressed(flower_identity,
     assert report["validation"]["meta_analysis"]["all"]["k"] == 2
     assert any(s["site_id"] == "site-c" for s in report["validation"]["suppressed"])
     assert "suppressed at the site" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_run_whose_sites_are_all_budget_exhausted_fails(flower_identity, cfg, tmp_path):
+    """Every training site refuses every round: nothing was trained, the run raises
+    RunFailed (the ServerApp, fedmi-server and fedmi-sim exit non-zero) with the reason, and
+    its report says so at the top."""
+    grid = FakeGrid(train_status="budget-exhausted")
+    with pytest.raises(RunFailed, match="no update was aggregated") as failed:
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert "site-a budget-exhausted" in str(failed.value)
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["outcome"]["status"] == "failed"
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.index("This run failed") < page.index("Results per site")
+
+
+def test_a_run_that_evaluated_no_site_fails(flower_identity, cfg, tmp_path):
+    grid = FakeGrid(silent_sites=[1, 2, 3])
+    with pytest.raises(RunFailed, match="no site was evaluated"):
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+
+
+def test_a_run_that_worked_says_ok(flower_identity, cfg, tmp_path):
+    report = run_federation(FakeGrid(), cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert report["outcome"] == {"status": "ok", "reasons": []}
+    assert "This run failed" not in (tmp_path / "run" / "report.html").read_text()
