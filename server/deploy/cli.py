@@ -119,7 +119,21 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if (out / "resume.json").exists():
         print(f"{out} holds an interrupted run: it resumes after its last completed round")
-    return subprocess.call(cmd, env=flower_env())
+    code = subprocess.call(cmd, env=flower_env())
+    failed = failed_outcome(out / "report.json")
+    if failed:
+        print(f"fedmi-server: the run failed: {'; '.join(failed)}", file=sys.stderr)
+        return code or 1
+    return code
+
+
+def failed_outcome(report_path: Path) -> list[str]:
+    """The reasons of a finished run's report whose ``outcome`` is ``failed``, else ``[]``."""
+    try:
+        outcome = json.loads(report_path.read_text()).get("outcome") or {}
+    except (OSError, ValueError):
+        return []
+    return list(outcome.get("reasons") or ["unknown"]) if outcome.get("status") == "failed" else []
 
 
 def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:

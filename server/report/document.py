@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_SCHEMA_VERSION = 1
+#: 2: ``auc`` is the site's released Mann–Whitney AUC (``auc_histogram`` the binned one),
+#: AUCs pooled on the logit scale, ``outcome`` added
+REPORT_SCHEMA_VERSION = 2
+#: JSON Schema of report.json (documented field by field in docs/report.md)
+REPORT_SCHEMA = Path(__file__).with_name("report.schema.json")
 
 
 def _atomic_write(path: Path, text: str) -> None:

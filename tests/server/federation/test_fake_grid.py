@@ -19,6 +19,7 @@ from fedmi.server.federation.run import run_federation
 from fedmi.server.report.outcome import RunFailed
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
+from tests.report_schema import assert_valid_report
 
 SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout")}
 
@@ -140,6 +141,16 @@ def test_holdout_never_receives_a_train_message(flower_identity, cfg, tmp_path):
     assert per_site["site-c"]["brier"] is not None and per_site["site-c"]["auc_ci"]
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["validation"]["meta_analysis"] == val["meta_analysis"]
+    assert_valid_report(saved)
+    for broken in (  # the schema has teeth: an AUC outside [0, 1], a raw-scale pooling
+        lambda r: r["final"]["per_site"][0].update(auc=1.3),
+        lambda r: r["validation"]["meta_analysis"]["all"].update(scale="raw AUC"),
+        lambda r: r.pop("outcome"),
+    ):
+        bad = json.loads(json.dumps(saved))
+        broken(bad)
+        with pytest.raises(AssertionError):
+            assert_valid_report(bad)
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Forest plot" in page and "http://" not in page and "https://" not in page
 
@@ -160,6 +171,7 @@ def test_a_site_below_its_min_cell_count_is_shown_as_suppressed(flower_identity,
     report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
     row = next(r for r in report["final"]["per_site"] if r["site_id"] == "site-c")
     assert row["status"] == "suppressed" and row["auc"] is None and row["n"] == 8
+    assert_valid_report(report)
     assert report["final"]["pooled"]["holdout"] is None  # never pooled
     assert report["validation"]["meta_analysis"]["all"]["k"] == 2
     assert any(s["site_id"] == "site-c" for s in report["validation"]["suppressed"])
@@ -176,6 +188,7 @@ def test_a_run_whose_sites_are_all_budget_exhausted_fails(flower_identity, cfg, 
     assert "site-a budget-exhausted" in str(failed.value)
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["outcome"]["status"] == "failed"
+    assert_valid_report(saved)
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.index("This run failed") < page.index("Results per site")
 
