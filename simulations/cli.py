@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedmi.server.report.outcome import RunFailed
+from fedmi.shared.logs import configure_logging
 from fedmi.shared.methods import METHODS
 from fedmi.shared.run_config import RUN_CONFIG, RunConfig
 from fedmi.shared.tasks import TASKS
@@ -340,11 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
     return int(args.func(args))
 
 

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from fedmi.client.site.settings import SiteSettings
+from fedmi.shared.logs import configure_logging
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations.processes import run_isolated
 
@@ -122,12 +123,10 @@ def _simulate(payload: dict) -> None:
     from fedmi.server.app import build_server_app
 
     quiet_environment()
+    # after the imports above (Opacus configures the root logger when imported)
+    configure_logging()
     logging.getLogger("fedmi").setLevel(payload["log_level"])
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         run_simulation(
