@@ -97,10 +97,31 @@ def section_roc(report: dict) -> str:
         return '<h2 id="roc">ROC curves</h2><p class="muted">No site released a histogram.</p>'
     colors = site_colors(per_site)
     pooled = roc.get("pooled", {})
+    positives = {
+        r["site_id"]: int(r.get("n_positive") or 0)
+        for r in report.get("final", {}).get("per_site", [])
+    }
+    pooled_pos = {
+        g: int((s or {}).get("n_positive") or 0) for g, s in (val.get("pooled") or {}).items()
+    }
+    points = ", ".join(f"{esc(k)} {len(v)}" for k, v in sorted(per_site.items()))
+    band = (
+        " Shaded: pointwise Wilson 95 % interval of the sensitivity at each point. Points: "
+        f"one per released histogram bin edge that moves the curve ({points}); a site whose "
+        "bins were merged under its small-cell rule, or released under DP, has few."
+    )
     figs = [
         figure(
-            roc_chart("ROC per site", per_site, colors, pooled.get("all")),
-            "ROC per site (coloured) and pooled over all sites from summed histograms (black).",
+            roc_chart(
+                "ROC per site",
+                per_site,
+                colors,
+                pooled.get("all"),
+                positives,
+                pooled_pos.get("all"),
+            ),
+            "ROC per site (coloured) and pooled over all sites from summed histograms (black)."
+            + band,
             legend(colors, [("pooled", "#000")]),
         )
     ]
@@ -113,8 +134,10 @@ def section_roc(report: dict) -> str:
             }
             figs.append(
                 figure(
-                    roc_chart(f"ROC {role}", curves, colors, pooled[role]),
-                    f"{role} sites and their pooled ROC (black).",
+                    roc_chart(
+                        f"ROC {role}", curves, colors, pooled[role], positives, pooled_pos.get(role)
+                    ),
+                    f"{role} sites and their pooled ROC (black), with Wilson 95 % bands.",
                 )
             )
     return '<h2 id="roc">ROC curves</h2><div class="charts">' + "".join(figs) + "</div>"
@@ -140,15 +163,18 @@ def section_forest(report: dict) -> str:
     if not rows:
         return out[0] + '<p class="muted">No site released an AUC.</p>'
     meta = (val.get("meta_analysis") or {}).get("all")
-    out.append(
-        figure(
-            forest_plot(rows, meta, "Forest plot of site AUCs"),
-            "Squares: AUC computed at each site (size ∝ cases) with its DeLong 95 % interval. "
-            "Diamond: "
-            "DerSimonian–Laird random-effects estimate and 95 % CI; dashed red: 95 % "
-            "prediction interval for a new site.",
-        )
+    caption = (
+        "Squares: AUC computed at each site on its own scores (size ∝ cases) with its 95 % "
+        "interval (DeLong; under DP, including the noise)."
     )
+    if meta:
+        caption += (
+            " Red diamond: DerSimonian–Laird random-effects estimate and its 95 % CI, pooled on "
+            "the logit scale."
+        )
+        if meta.get("pi_low") is not None:
+            caption += " Dashed red: 95 % prediction interval for a new site."
+    out.append(figure(forest_plot(rows, meta, "Forest plot of site AUCs"), caption))
     for group, m in (val.get("meta_analysis") or {}).items():
         if m:
             out.append(f"<p><b>{esc(group)}</b>: {esc(meta_text(m))}</p>")
