@@ -173,3 +173,33 @@ def test_ood_and_biomarker_account_for_every_site():
     assert "site-a" in bio and "no MCI scans at this site" in bio
     assert "0.500 <span class='muted'>±0.500" in bio  # the pooled value with its bound
     assert "suppressed: fewer MCI scans" in bio  # site-c: no AUCs released
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_nothing_overflows_in_headless_chromium(tmp_path, width):
+    """Element widths measured in a real browser at a desktop and a phone width.
+
+    Skips where Chromium is not installed (``apt-get install -y chromium``)."""
+    from benchmarks.check_report_layout import probe, problems
+    from benchmarks.screenshot_report import find_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium on this machine (apt-get install -y chromium)")
+    report = _report()
+    report["privacy"] = {
+        "per_site": [
+            {"site_id": "site-a", "dp": "on", "epsilon": 2.5, "epsilon_budget": 8.0, "delta": 1e-5}
+        ],
+        "releases": [
+            {
+                "site_id": "site-a",
+                "released": {"evaluate": 3, "ood": 1, "biomarker": 1},
+                "refused": {"uncertainty": {"budget-exhausted": 2}},
+                "epsilon": 3.1,
+            }
+        ],
+    }
+    write_report(tmp_path, report)
+    result = probe(tmp_path / "report.html", width)
+    assert result["viewport"] <= width and result["viewport"] > width * 0.8
+    assert problems(result) == []
