@@ -5,8 +5,8 @@ Usage::
     python -m benchmarks.check_report_layout RUN_DIR/report.html            # 1280 and 390 px
     python -m benchmarks.check_report_layout --demo --widths 1280,390
 
-A copy of the page gets a small script that, once laid out, lists every element whose right
-edge passes the viewport's width (elements inside a horizontally scrolling container, which
+A copy of the page, laid out in an iframe of the given width, gets a small script that lists
+every element whose right edge passes that width, or whose content spills out of it (elements inside a horizontally scrolling container, which
 the reader scrolls, excepted) and whether the page itself scrolls sideways; Chromium
 (``--dump-dom``) prints the result. Exit status 1 when anything overflows. The report itself
 stays script-free: the probe is added to a temporary copy only.
@@ -38,21 +38,36 @@ window.addEventListener("load", () => {
   };
   const bad = [];
   for (const el of document.body.querySelectorAll("*")) {
-    const r = el.getBoundingClientRect();
-    if (r.width === 0 || r.right <= vw + 1 || scrolls(el)) continue;
     if (el.closest("svg") && el.tagName.toLowerCase() !== "svg") continue;
+    if (scrolls(el)) continue;
+    const r = el.getBoundingClientRect();
+    // past the viewport, or its own content (a long word) past its box
+    const spills = getComputedStyle(el).overflowX === "visible"
+      && el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1;
+    if (r.width === 0 || (r.right <= vw + 1 && !spills)) continue;
     const id = el.id ? "#" + el.id : "";
     const cls = el.className && typeof el.className === "string" ? "." + el.className : "";
-    bad.push(`${el.tagName.toLowerCase()}${id}${cls} right=${Math.round(r.right)}`);
+    bad.push(`${el.tagName.toLowerCase()}${id}${cls} right=${Math.round(r.right)} ` +
+      `content=${el.scrollWidth}/${el.clientWidth}: ${el.textContent.slice(0, 60)}`);
   }
-  const out = document.createElement("pre");
-  out.id = "layout-probe";
-  out.textContent = JSON.stringify({
+  parent.postMessage(JSON.stringify({
     viewport: vw, page: document.documentElement.scrollWidth, overflowing: bad.slice(0, 50),
-  });
-  document.body.appendChild(out);
+  }), "*");
 });
 </script>"""
+
+#: the page is laid out in an iframe of the wanted width (Chromium's windows are at least
+#: 500 px wide), which posts its result to this page
+_HARNESS = """<!DOCTYPE html><html><body style="margin:0">
+<iframe src="probe.html" style="width:{width}px;height:{height}px;border:0"></iframe>
+<script>
+window.addEventListener("message", (e) => {{
+  const out = document.createElement("pre");
+  out.id = "layout-probe";
+  out.textContent = e.data;
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
 
 
 def probe(html: Path, width: int, height: int = 900) -> dict:
@@ -62,16 +77,17 @@ def probe(html: Path, width: int, height: int = 900) -> dict:
         raise FileNotFoundError("no Chromium found: apt-get install -y chromium")
     text = html.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>")
     with tempfile.TemporaryDirectory() as tmp:
-        page = Path(tmp) / "probe.html"
-        page.write_text(text, encoding="utf-8")
+        (Path(tmp) / "probe.html").write_text(text, encoding="utf-8")
+        harness = Path(tmp) / "harness.html"
+        harness.write_text(_HARNESS.format(width=width, height=height), encoding="utf-8")
         cmd = [
             browser,
             *FLAGS,
             f"--user-data-dir={Path(tmp) / 'profile'}",
-            f"--window-size={width},{height}",
+            f"--window-size={max(width, 800) + 40},{height + 40}",
             "--virtual-time-budget=5000",
             "--dump-dom",
-            page.as_uri(),
+            harness.as_uri(),
         ]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
     found = re.search(r'<pre id="layout-probe">(.*?)</pre>', done.stdout, re.S)

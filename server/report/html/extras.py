@@ -141,8 +141,8 @@ def _auc(row: dict, marker: str) -> str:
     exact = row.get(f"auc_{marker}_exact")
     if exact is not None:
         return fmt_num(exact)
-    bound = row.get(f"auc_{marker}_bound")
-    return f"{fmt_num(row.get(f'auc_{marker}'))} <span class='muted'>±{fmt_num(bound)}</span>"
+    bound = row.get(f"auc_{marker}_histogram_bound")
+    return f"{fmt_num(row.get(f'auc_{marker}_histogram'))} <span class='muted'>±{fmt_num(bound)}</span>"
 
 
 def section_biomarker(report: dict) -> str:
@@ -167,7 +167,7 @@ def section_biomarker(report: dict) -> str:
                 "<td colspan='3' class='l muted'>no MCI scans at this site</td></tr>"
             )
             continue
-        if "auc_model" not in r:
+        if "auc_model_histogram" not in r:
             rows.append(
                 f"<tr><td class='l'>{esc(r['site_id'])}</td><td>{fmt_num(r['n'])}</td>"
                 f"<td>{fmt_num(r['n_converters'])}</td>"
@@ -188,10 +188,10 @@ def section_biomarker(report: dict) -> str:
         rows.append(
             f"<tr><th class='l'>pooled</th><th>{fmt_num(pooled['n'])}</th>"
             f"<th>{fmt_num(pooled['n_converters'])}</th>"
-            f"<th>{fmt_num(pooled['auc_model'])} <span class='muted'>±"
-            f"{fmt_num(pooled.get('auc_model_bound'))}</span></th>"
-            f"<th>{fmt_num(pooled['auc_suvr'])} <span class='muted'>±"
-            f"{fmt_num(pooled.get('auc_suvr_bound'))}</span></th>"
+            f"<th>{fmt_num(pooled['auc_model_histogram'])} <span class='muted'>±"
+            f"{fmt_num(pooled.get('auc_model_histogram_bound'))}</span></th>"
+            f"<th>{fmt_num(pooled['auc_suvr_histogram'])} <span class='muted'>±"
+            f"{fmt_num(pooled.get('auc_suvr_histogram_bound'))}</span></th>"
             f"<th>{fmt_num(d.get('diff'))}{fmt_ci(ci)}</th></tr>"
         )
     return (

@@ -158,10 +158,10 @@ def test_ood_and_biomarker_account_for_every_site():
         "pooled": {
             "n": 9,
             "n_converters": 4,
-            "auc_model": 0.5,
-            "auc_model_bound": 0.5,
-            "auc_suvr": 0.6,
-            "auc_suvr_bound": 0.1,
+            "auc_model_histogram": 0.5,
+            "auc_model_histogram_bound": 0.5,
+            "auc_suvr_histogram": 0.6,
+            "auc_suvr_histogram_bound": 0.1,
         },
     }
     page = render_html(report)
