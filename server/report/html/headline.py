@@ -77,7 +77,8 @@ def _epsilon_line(report: dict) -> str:
     if not rows:
         return "no differential privacy in this run"
     return ", ".join(
-        f"{esc(r['site_id'])} {fmt_num(r['epsilon'], 2)} of {fmt_num(r['budget'], 2)}"
+        f"{esc(r['site_id'])} {fmt_num(r['epsilon'], 2)} of "
+        + (fmt_num(r["budget"], 2) if r["budget"] is not None else "(budget not reported)")
         if r["dp"] == "on"
         else f"{esc(r['site_id'])} DP {esc(r['dp'])}"
         for r in rows

@@ -51,7 +51,8 @@ svg{max-width:100%;height:auto}
 .failed{border:2px solid #b00;background:#fee;padding:8px 12px;margin:12px 0}
 .headline{margin:12px 0}.kv th{width:14em;vertical-align:top}
 .scroll{max-width:100%;overflow-x:auto}
-table{max-width:100%}td,th,p,li,figcaption,nav{overflow-wrap:anywhere}
+table{max-width:100%;display:block;overflow-x:auto}
+p,li,figcaption,nav{overflow-wrap:break-word}
 @media (max-width:600px){body{margin:8px auto;padding:0 8px}table{font-size:.8em}
 .kv th{width:auto}}
 """

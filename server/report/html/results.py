@@ -79,8 +79,9 @@ def section_sites(report: dict) -> str:
         "<th>AUC (95 % CI)</th><th>sensitivity (95 % CI)</th><th>specificity (95 % CI)</th>"
         "<th>Brier</th><th>ECE</th><th>merged cells</th></tr>" + "".join(rows) + "</table>"
         f'<p class="muted">Sensitivity and specificity at the pre-specified threshold {thr} '
-        "(Wilson intervals). AUC: computed at the site on its own scores, with its DeLong 95 % "
-        "interval; below it, the AUC from the score histogram the site released (± the largest "
+        "(Wilson intervals). AUC: the Mann–Whitney AUC computed at the site on its own scores, "
+        "with its DeLong 95 % interval (under DP: with noise added at the site, and an interval "
+        "that includes the noise); below it, the AUC from the score histogram the site released (± the largest "
         "error binning and small-cell merging can cause), which the pooled rows and ROC curves "
         "use. "
         "Training sites are evaluated on their held-out test split, holdout sites on all their "
