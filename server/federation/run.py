@@ -107,8 +107,21 @@ def _training_nodes(grid: Grid, run: _Run) -> list[int]:
         if s.role == "train" and s.status == "ok" and s.num_train > 0
     ]
     if not train_nodes:
-        raise RuntimeError("no training site is available: check the sites' roles and data")
+        _fail_without_training(run)
     return train_nodes
+
+
+def _fail_without_training(run: _Run) -> None:
+    """Write a failed report naming every site's status, and raise :class:`RunFailed`."""
+    sites = ", ".join(
+        f"{s.site_id} ({s.role}) {s.status}, {s.num_train} training scans"
+        for s in sorted(run.history.sites.values(), key=lambda s: s.site_id)
+    )
+    reason = "no training site is available" + (f": {sites}" if sites else ": no site answered")
+    report = build_report(run.cfg, run.history, run.timing)
+    report["outcome"] = {"status": FAILED, "reasons": [reason]}
+    write_report(run.out_dir, report)
+    check_outcome(report)
 
 
 def _checkpointer(run: _Run, strategy: Strategy):

@@ -36,6 +36,7 @@ class FakeGrid:
     ):
         self.sent: list[tuple[str, int]] = []
         self.train_status = train_status  # e.g. every site "budget-exhausted"
+        self.query_status = "ok"
         self.silent_sites = set(silent_sites)  # no reply in the final evaluation
         self.timeouts: dict[str, float] = {}
         self.silent = silent_in_validation
@@ -58,7 +59,10 @@ class FakeGrid:
     def _answer(self, node: int, mtype: str, content: RecordDict) -> RecordDict:
         site_id, role = SITES[node]
         status = "ok"
-        if mtype == contract.QUERY:
+        if mtype == contract.QUERY and self.query_status != "ok":
+            status = self.query_status  # e.g. the ledger's budget spent before the run
+            out = RecordDict({contract.METRICS: MetricRecord({"num-examples": 0})})
+        elif mtype == contract.QUERY:
             metrics = {"num-examples": 60, "num-train": 40, "num-test": 20, "num-positive": 30}
             metrics |= {"min-cell-count": 10, "suppressed-cells": 1}
             out = RecordDict(
@@ -203,3 +207,20 @@ def test_a_run_that_worked_says_ok(flower_identity, cfg, tmp_path):
     report = run_federation(FakeGrid(), cfg, tmp_path / "run")  # type: ignore[arg-type]
     assert report["outcome"] == {"status": "ok", "reasons": []}
     assert "This run failed" not in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_run_whose_sites_are_budget_exhausted_from_the_start_fails(
+    flower_identity, cfg, tmp_path
+):
+    """Every site answers the query budget-exhausted: no training site, RunFailed naming
+    each site's status, and a report that says so."""
+    grid = FakeGrid()
+    grid.query_status = "budget-exhausted"
+    with pytest.raises(RunFailed, match="no training site is available") as failed:
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert "site-a (train) budget-exhausted" in str(failed.value)
+    assert not [m for m, _ in grid.sent if m == contract.TRAIN]
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["outcome"]["status"] == "failed"
+    assert_valid_report(saved)
+    assert "This run failed" in (tmp_path / "run" / "report.html").read_text()
