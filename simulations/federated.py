@@ -121,6 +121,7 @@ def _simulate(payload: dict) -> None:
 
     from fedmi.client.app import build_client_app
     from fedmi.server.app import build_server_app
+    from fedmi.server.report.outcome import RunFailed
 
     quiet_environment()
     # after the imports above (Opacus configures the root logger when imported)
@@ -135,6 +136,8 @@ def _simulate(payload: dict) -> None:
             num_supernodes=payload["num_supernodes"],
             backend_config=payload["backend_config"],
         )
+    except RunFailed:
+        pass  # logged, and in the report: the runner raises it again with its reasons
     finally:
         _stop_ray()
 
