@@ -76,13 +76,22 @@ def _epsilon_line(report: dict) -> str:
     rows = _privacy_rows(privacy)
     if not rows:
         return "no differential privacy in this run"
-    return ", ".join(
-        f"{esc(r['site_id'])} {fmt_num(r['epsilon'], 2)} of "
-        + (fmt_num(r["budget"], 2) if r["budget"] is not None else "(budget not reported)")
-        if r["dp"] == "on"
-        else f"{esc(r['site_id'])} DP {esc(r['dp'])}"
-        for r in rows
-    )
+    return ", ".join(_epsilon_of(r) for r in rows)
+
+
+def _epsilon_of(r: dict) -> str:
+    """``site ε of budget``; a site that only refused says so."""
+    name = esc(r["site_id"])
+    if r["dp"] != "on":
+        return f"{name} DP {esc(r['dp'])}"
+    if r["epsilon"] is None:
+        statuses = sorted(
+            {s for k in (r.get("refused") or {}).values() for s in k}
+            | set(r.get("refused_rounds") or {})
+        )
+        return f"{name} ε not reported" + (f" ({esc(', '.join(statuses))})" if statuses else "")
+    budget = fmt_num(r["budget"], 2) if r["budget"] is not None else "(budget not reported)"
+    return f"{name} {fmt_num(r['epsilon'], 2)} of {budget}"
 
 
 def section_headline(report: dict) -> str:
