@@ -220,6 +220,10 @@ def test_a_run_whose_sites_are_budget_exhausted_from_the_start_fails(
         run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
     assert "site-a (train) budget-exhausted" in str(failed.value)
     assert not [m for m, _ in grid.sent if m == contract.TRAIN]
+    # what `fedmi-server run` reads after `flwr run` returns, to exit non-zero
+    from fedmi.server.deploy.cli import failed_outcome
+
+    assert failed_outcome(tmp_path / "run" / "report.json") == failed.value.reasons
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["outcome"]["status"] == "failed"
     assert_valid_report(saved)
