@@ -53,11 +53,17 @@ def _operating_point_line(report: dict) -> str:
     op = report.get("operating_point")
     if op:
         pooled = op.get("pooled") if isinstance(op.get("pooled"), dict) else op
+        where = ""
+        for role in ("holdout", "train"):  # per-role pooled entries: the holdouts first
+            if isinstance(pooled.get(role), dict):
+                pooled, where = pooled[role], f" (pooled {role} sites)"
+                break
+        sens, sens_ci = _rate(pooled, "sensitivity")
+        spec, spec_ci = _rate(pooled, "specificity")
         return (
-            f"threshold {fmt_num(op.get('threshold'))}: sensitivity "
-            f"<b>{fmt_num(pooled.get('sensitivity'))}</b>{fmt_ci(pooled.get('sensitivity_ci'))}, "
-            f"specificity <b>{fmt_num(pooled.get('specificity'))}</b>"
-            f"{fmt_ci(pooled.get('specificity_ci'))}"
+            f"threshold {fmt_num(op.get('threshold'))}{where}: sensitivity "
+            f"<b>{fmt_num(sens)}</b>{fmt_ci(sens_ci)}, "
+            f"specificity <b>{fmt_num(spec)}</b>{fmt_ci(spec_ci)}"
         )
     thr = (report.get("validation") or {}).get("threshold", 0.5)
     pooled = ((report.get("final") or {}).get("pooled") or {}).get("holdout")
@@ -68,6 +74,15 @@ def _operating_point_line(report: dict) -> str:
         f"pooled holdout sensitivity <b>{fmt_num(pooled.get('sensitivity'))}</b>, "
         f"specificity <b>{fmt_num(pooled.get('specificity'))}</b>"
     )
+
+
+def _rate(entry: dict, name: str) -> tuple[object, object]:
+    """``(value, ci)`` of a rate given as a number (with ``name_ci``) or as
+    ``{"value", "ci"}``."""
+    v = entry.get(name)
+    if isinstance(v, dict):
+        return v.get("value"), v.get("ci")
+    return v, entry.get(f"{name}_ci")
 
 
 def _epsilon_line(report: dict) -> str:

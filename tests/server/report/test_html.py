@@ -122,6 +122,19 @@ def test_headline_privacy_table_and_delta_in_scientific_notation():
     }
     head = render_html(report).split('id="headline"')[1].split("<nav>")[0]
     assert "threshold 0.310" in head and "<b>0.900</b>" in head and "<b>0.850</b>" in head
+    # the shape of main's operating_point section: per role, rates as {value, ci}
+    report["operating_point"] = {
+        "threshold": 0.4,
+        "pooled": {
+            "train": {"sensitivity": {"value": 0.7, "ci": [0.6, 0.8]}},
+            "holdout": {
+                "sensitivity": {"value": 0.95, "ci": [0.9, 0.99]},
+                "specificity": {"value": 0.8, "ci": [0.7, 0.9]},
+            },
+        },
+    }
+    head = render_html(report).split('id="headline"')[1].split("<nav>")[0]
+    assert "(pooled holdout sites)" in head and "<b>0.950</b>" in head and "0.900–0.990" in head
 
 
 def test_forest_caption_names_only_what_is_drawn():
