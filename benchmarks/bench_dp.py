@@ -178,9 +178,9 @@ def cmd_auc(args: argparse.Namespace) -> None:
             )
             # the holdout site's own exact AUC (its histogram AUC is merged to k cases a bin)
             holdouts = [r for r in report["final"]["per_site"] if r["role"] == "holdout"]
-            auc = holdouts[0].get("auc_exact") if len(holdouts) == 1 else None
+            auc = holdouts[0].get("auc") if len(holdouts) == 1 else None
             if auc is None:
-                auc = (report["final"]["pooled"]["holdout"] or {}).get("auc")
+                auc = (report["final"]["pooled"]["holdout"] or {}).get("auc_histogram")
             sigmas = {
                 p["site_id"]: p.get("noise_multiplier") for p in report["privacy"]["per_site"]
             }

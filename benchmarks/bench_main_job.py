@@ -79,10 +79,10 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, float]:
 def holdout_auc(report: dict) -> float | None:
     """The holdout sites' AUC: the site-computed exact AUC when there is one holdout."""
     rows = [r for r in report["final"]["per_site"] if r["role"] == "holdout"]
-    if len(rows) == 1 and rows[0].get("auc_exact") is not None:
-        return rows[0]["auc_exact"]
+    if len(rows) == 1 and rows[0].get("auc") is not None:
+        return rows[0]["auc"]
     pooled = report["final"]["pooled"].get("holdout")
-    return pooled["auc"] if pooled else None
+    return pooled["auc_histogram"] if pooled else None
 
 
 def flower_overhead(report: dict) -> dict[str, float]:

@@ -44,6 +44,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     )
     for reason, n in s["by_reason"].items():
         print(f"  {reason}: {n}")
+    if not s["series_accepted"]:
+        print(
+            f"fedmi-site ingest: no usable series in {args.site_dir}: this site has nothing to "
+            "train or validate on; fix the reasons above (or the --task) and ingest again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -15,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedmi.server.federation.polling import PromptGrid
 from fedmi.server.federation.rounds import progress_logging
 from fedmi.server.federation.run import run_federation
+from fedmi.shared.logs import close_run_log, run_log
 from fedmi.shared.run_config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,12 @@ def build_server_app(overrides: Mapping[str, object] | None = None) -> ServerApp
             cfg.task,
             cfg.method,
         )
-        # Flower's grids poll for replies every 0.1 s (simulation) or 3 s (SuperLink)
-        run_federation(PromptGrid(grid), cfg, out_dir)
+        handler = run_log(out_dir)  # RUN_DIR/fedmi.log
+        try:
+            # Flower's grids poll for replies every 0.1 s (simulation) or 3 s (SuperLink)
+            run_federation(PromptGrid(grid), cfg, out_dir)
+        finally:
+            close_run_log(handler)
 
     return app
 

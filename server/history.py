@@ -22,9 +22,30 @@ def _pair(stats: dict, low: str, high: str) -> list[float] | None:
     return [float(stats[low]), float(stats[high])] if low in stats and high in stats else None
 
 
+#: ``auc_method`` of a site's released AUC: exact, or exact plus Gaussian noise under DP
+AUC_EXACT = "mann-whitney"
+AUC_NOISY = "mann-whitney+gaussian-noise"
+
+
+def auc_method(stats: dict) -> str:
+    """How the site computed the ``auc-exact`` it sent (noise-free or under DP).
+
+    Without DP the site sends the Mann–Whitney AUC of its unbinned scores with its DeLong
+    interval; under DP (:mod:`fedmi.client.evaluation.private`) the same AUC plus Gaussian
+    noise of standard deviation ``auc-noise-sd``, with a Hanley–McNeil interval widened by
+    that noise.
+    """
+    return AUC_NOISY if "auc-noise-sd" in stats else AUC_EXACT
+
+
 def summarise_stats(stats: dict) -> dict[str, object]:
-    """AUC (with its binning bound), sensitivity, specificity, mean log-loss, and — when the
-    site sent them — its 95 % intervals, Brier score, ECE and small-cell suppression."""
+    """The site's released AUC (``auc``: Mann–Whitney, exact or under DP noise, with its
+    interval), the histogram AUC (``auc_histogram`` with its binning bound), sensitivity,
+    specificity, mean log-loss, and — when the site sent them — its 95 % intervals, Brier
+    score, ECE and small-cell suppression.
+
+    Summed statistics of several sites (:meth:`RunHistory.pooled`) carry no per-scan
+    scores: their ``auc`` is ``None`` and only ``auc_histogram`` is given."""
     n = int(stats.get("num-examples", 0))
     if "hist-pos" not in stats:  # suppressed at the site: counts only
         return {
@@ -32,18 +53,23 @@ def summarise_stats(stats: dict) -> dict[str, object]:
             "n_positive": int(stats.get("num-positive", 0)),
             "status": "suppressed",
             "auc": None,
-            "auc_bound": None,
+            "auc_method": None,
+            "auc_histogram": None,
+            "auc_histogram_bound": None,
             "sensitivity": None,
             "specificity": None,
             "accuracy": None,
             "mean_loss": None,
             "min_cell_count": stats.get("min-cell-count"),
         }
-    extra: dict[str, object] = {"status": "ok"}
+    extra: dict[str, object] = {"status": "ok", "auc": None, "auc_method": None}
     if "auc-se" in stats:
-        extra["auc_exact"] = float(stats["auc-exact"]) if "auc-exact" in stats else None
+        extra["auc"] = float(stats["auc-exact"]) if "auc-exact" in stats else None
+        extra["auc_method"] = auc_method(stats) if "auc-exact" in stats else None
         extra["auc_se"] = float(stats["auc-se"])
         extra["auc_ci"] = _pair(stats, "auc-ci-low", "auc-ci-high")
+        if "auc-noise-sd" in stats:
+            extra["auc_noise_sd"] = float(stats["auc-noise-sd"])
         extra["sensitivity_ci"] = _pair(stats, "sens-ci-low", "sens-ci-high")
         extra["specificity_ci"] = _pair(stats, "spec-ci-low", "spec-ci-high")
     if "sq-error-sum" in stats:
@@ -62,8 +88,8 @@ def summarise_stats(stats: dict) -> dict[str, object]:
     return {
         "n": n,
         "n_positive": int(stats.get("num-positive", 0)),
-        "auc": _clean(round(auc.auc, 6)),
-        "auc_bound": _clean(round(auc.bound, 6)),
+        "auc_histogram": _clean(round(auc.auc, 6)),
+        "auc_histogram_bound": _clean(round(auc.bound, 6)),
         "sensitivity": _clean(op.sensitivity),
         "specificity": _clean(op.specificity),
         "accuracy": _clean(op.accuracy),

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedmi.server.report.outcome import RunFailed
+from fedmi.shared.logs import configure_logging
 from fedmi.shared.methods import METHODS
 from fedmi.shared.run_config import RUN_CONFIG, RunConfig
 from fedmi.shared.tasks import TASKS
@@ -115,6 +117,9 @@ def _guarded(work: Callable[[], None]) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"error: {exc} (report.json and report.html written)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -336,11 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
     return int(args.func(args))
 
 

@@ -51,22 +51,22 @@ def _results(report: dict) -> tuple[dict[str, float | None], dict[str, str], dic
     for r in final["per_site"]:
         # the site's own AUC of its unbinned scores; the histogram AUC only when the site
         # sent none (its bins are merged to >= k cases each, which can flatten it to 0.5)
-        exact = r.get("auc_exact")
-        aucs[r["site_id"]] = exact if exact is not None else r.get("auc")
+        exact = r.get("auc")
+        aucs[r["site_id"]] = exact if exact is not None else r.get("auc_histogram")
         roles[r["site_id"]] = r.get("role", "?")
         if r.get("harmonization"):
             used[r["site_id"]] = str(r["harmonization"])
     pooled = final.get("pooled") or {}
     for role, name in (("train", TRAIN), ("holdout", HOLDOUT)):
         row = pooled.get(role) or {}
-        # a histogram AUC whose bins were merged to >= k cases is only bounded to ± auc_bound:
-        # too coarse to compare methods by
-        bound = row.get("auc_bound")
+        # a histogram AUC whose bins were merged to >= k cases is only bounded to
+        # ± auc_histogram_bound: too coarse to compare methods by
+        bound = row.get("auc_histogram_bound")
         coarse = bound is not None and float(bound) > MAX_AUC_BOUND
-        aucs[name] = None if coarse else row.get("auc")
+        aucs[name] = None if coarse else row.get("auc_histogram")
         members = [r for r in final["per_site"] if r.get("role") == role]
-        if len(members) == 1 and members[0].get("auc_exact") is not None:
-            aucs[name] = members[0]["auc_exact"]  # one site: its exact AUC is the pooled one
+        if len(members) == 1 and members[0].get("auc") is not None:
+            aucs[name] = members[0]["auc"]  # one site: its own AUC is the pooled one
     return aucs, roles, used
 
 

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from fedmi.client.site.settings import SiteSettings
+from fedmi.shared.logs import configure_logging
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations.processes import run_isolated
 
@@ -90,14 +91,28 @@ def run_federated(
         },
         "log_level": logging.getLogger("fedmi").getEffectiveLevel(),
     }
-    if isolate:
-        run_isolated(_simulate, payload)
-    else:
-        _simulate(payload)
     report_path = out_dir / "report.json"
+    try:
+        if isolate:
+            run_isolated(_simulate, payload)
+        else:
+            _simulate(payload)
+    except Exception:
+        # a run that failed but wrote its final report (outcome "failed", see
+        # fedmi.server.report.outcome) is returned: the runner raises RunFailed with its reasons
+        if _outcome(report_path) != "failed":
+            raise
     if not report_path.exists():
         raise RuntimeError("the federated run ended without a report: see the log above")
     return json.loads(report_path.read_text())
+
+
+def _outcome(report_path: Path) -> str | None:
+    """The ``outcome.status`` of a written report, or ``None``."""
+    try:
+        return json.loads(report_path.read_text()).get("outcome", {}).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def _simulate(payload: dict) -> None:
@@ -106,14 +121,13 @@ def _simulate(payload: dict) -> None:
 
     from fedmi.client.app import build_client_app
     from fedmi.server.app import build_server_app
+    from fedmi.server.report.outcome import RunFailed
 
     quiet_environment()
+    # after the imports above (Opacus configures the root logger when imported)
+    configure_logging()
     logging.getLogger("fedmi").setLevel(payload["log_level"])
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         run_simulation(
@@ -122,6 +136,8 @@ def _simulate(payload: dict) -> None:
             num_supernodes=payload["num_supernodes"],
             backend_config=payload["backend_config"],
         )
+    except RunFailed:
+        pass  # logged, and in the report: the runner raises it again with its reasons
     finally:
         _stop_ray()
 

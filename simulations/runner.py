@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from fedmi.client.site.settings import SiteSettings, list_site_dirs, resolve_site
+from fedmi.server.federation.run import check_outcome
 from fedmi.server.report.document import summary_table, write_report
 from fedmi.server.report.validation import meta_analysis, site_auc
+from fedmi.shared.logs import close_run_log, run_log
 from fedmi.shared.methods import get_method
 from fedmi.shared.run_config import RunConfig
 from fedmi.simulations.baselines import run_baseline
@@ -102,10 +104,29 @@ def run(
         **(extra or {}),
     }
     cfg = RunConfig.from_mapping(values)
-    out_dir = out_dir.resolve()
     site_keys = {k: v for k, v in (extra or {}).items() if k.startswith("sim-")}
-    data_root, sites = _federation(data_root, out_dir, task, seed, site_keys)
-    ingest_all(sites, task)
+    out_dir = out_dir.resolve()
+    data_root, sites = _federation(data_root, out_dir, cfg.task, cfg.seed, site_keys)
+    handler = run_log(out_dir)  # RUN_DIR/fedmi.log, once the inputs are checked
+    try:
+        return _run(cfg, method, federated, data_root, sites, out_dir, site_keys, serial, isolate)
+    finally:
+        close_run_log(handler)
+
+
+def _run(
+    cfg: RunConfig,
+    method: str,
+    federated: bool,
+    data_root: Path,
+    sites: list[SiteSettings],
+    out_dir: Path,
+    site_keys: dict[str, object],
+    serial: bool,
+    isolate: bool,
+) -> dict:
+    """:func:`run` once its inputs are checked: ingest, train, report (logging to the run folder)."""
+    ingest_all(sites, cfg.task)
     t0 = time.perf_counter()
     if federated:
         report = run_federated(
@@ -118,6 +139,7 @@ def run(
     report["method"] = method
     write_report(out_dir, report)
     print(summary_table(report), flush=True)
+    check_outcome(report)  # a run that trained nothing or evaluated no site: RunFailed
     return report
 
 

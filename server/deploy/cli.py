@@ -172,6 +172,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{out} holds an interrupted run: it resumes after its last completed round")
     code = subprocess.call(cmd, env=flower_env())
     report = out / "report.json"
+    failed = failed_outcome(report)
+    if failed:
+        print(f"fedmi-server: the run failed: {'; '.join(failed)}", file=sys.stderr)
+        return code or 1
     if code == 0 and report.is_file():
         from fedmi.server.report.document import summary_table  # torch: only when needed
 
@@ -182,6 +186,15 @@ def _run(args: argparse.Namespace) -> int:
     elif code == 0:
         print(f"the run ended without {report}: see `flwr log` and the SuperLink log")
     return code
+
+
+def failed_outcome(report_path: Path) -> list[str]:
+    """The reasons of a finished run's report whose ``outcome`` is ``failed``, else ``[]``."""
+    try:
+        outcome = json.loads(report_path.read_text()).get("outcome") or {}
+    except (OSError, ValueError):
+        return []
+    return list(outcome.get("reasons") or ["unknown"]) if outcome.get("status") == "failed" else []
 
 
 def last_round(out_dir: Path) -> tuple[int | None, list[dict]]:

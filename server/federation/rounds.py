@@ -26,6 +26,7 @@ from flwr.serverapp.strategy import Strategy
 from fedmi.server.federation.resume import inner_strategy
 from fedmi.server.history import RunHistory
 from fedmi.shared.instructions import EvaluateInstruction, TrainInstruction, replace
+from fedmi.shared.logs import formatter as log_formatter
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,6 @@ def progress_logging() -> None:
     if root.handlers or fedmi.handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s fedmi: %(message)s"))
+    handler.setFormatter(log_formatter())
     fedmi.addHandler(handler)
     fedmi.setLevel(logging.INFO)

@@ -43,6 +43,7 @@ from fedmi.server.report.document import (
     write_json,
     write_report,
 )
+from fedmi.server.report.outcome import FAILED, RunFailed
 from fedmi.server.strategy import make_strategy
 from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
@@ -64,8 +65,8 @@ def round_progress(entry: dict, total: int, evaluated: dict | None = None) -> st
     evaluated = entry if evaluated is None else evaluated
     trained = {k: v for k, v in entry["train"].items() if v.get("status") == "ok"}
     losses = [v["train-loss"] for v in trained.values() if "train-loss" in v]
-    # the site's exact AUC when it sent one (k-merged histogram bins can flatten to 0.5)
-    shown = {k: v.get("auc_exact", v.get("auc")) for k, v in evaluated["evaluate"].items()}
+    # the AUC the site computed on its scores (k-merged histogram bins can flatten to 0.5)
+    shown = {k: v.get("auc") for k, v in evaluated["evaluate"].items()}
     aucs = ", ".join(f"{k} {a:.2f}" for k, a in sorted(shown.items()) if a is not None)
     which = "" if evaluated is entry else f" of round {evaluated['round']}"
     loss = f"{sum(losses) / len(losses):.3f}" if losses else "—"
@@ -109,8 +110,21 @@ def _training_nodes(grid: Grid, run: _Run) -> list[int]:
         if s.role == "train" and s.status == "ok" and s.num_train > 0
     ]
     if not train_nodes:
-        raise RuntimeError("no training site is available: check the sites' roles and data")
+        _fail_without_training(run)
     return train_nodes
+
+
+def _fail_without_training(run: _Run) -> None:
+    """Write a failed report naming every site's status, and raise :class:`RunFailed`."""
+    sites = ", ".join(
+        f"{s.site_id} ({s.role}) {s.status}, {s.num_train} training scans"
+        for s in sorted(run.history.sites.values(), key=lambda s: s.site_id)
+    )
+    reason = "no training site is available" + (f": {sites}" if sites else ": no site answered")
+    report = build_report(run.cfg, run.history, run.timing)
+    report["outcome"] = {"status": FAILED, "reasons": [reason]}
+    write_report(run.out_dir, report)
+    check_outcome(report)
 
 
 def _checkpointer(run: _Run, strategy: Strategy):
@@ -129,7 +143,7 @@ def _checkpointer(run: _Run, strategy: Strategy):
             ]
             newest = max(evaluated, key=lambda e: e["round"]) if evaluated else entry
             log.info("%s", round_progress(entry, cfg.num_server_rounds, newest))
-            write_report(run.out_dir, build_report(cfg, history, run.timing))
+            write_report(run.out_dir, build_report(cfg, history, run.timing, finished=False))
             resume.save_resume_point(run.out_dir, cfg, server_round, strategy, history)
         started["t"] = now
         return None
@@ -209,4 +223,22 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
         run.timing["total_seconds"],
     )
     log.debug("final results\n%s", summary_table(report))
+    check_outcome(report)
     return report
+
+
+def check_outcome(report: dict) -> None:
+    """Raise :class:`RunFailed` (after logging its reasons) when the report's run failed.
+
+    Raises
+    ------
+    RunFailed
+        When ``report["outcome"]["status"]`` is ``failed``: the run trained nothing or
+        evaluated no site. Its report is written; the command exits non-zero.
+    """
+    outcome = report.get("outcome") or {}
+    if outcome.get("status") == FAILED:
+        reasons = list(outcome.get("reasons") or ["unknown"])
+        for reason in reasons:
+            log.error("run failed: %s", reason)
+        raise RunFailed(reasons)

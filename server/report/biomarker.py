@@ -27,10 +27,10 @@ def _aucs(s: dict) -> dict[str, object]:
     m = auc_from_histograms(s["bio-hist-model-pos"], s["bio-hist-model-neg"])
     v = auc_lower_is_positive(s["bio-hist-suvr-pos"], s["bio-hist-suvr-neg"])
     return {
-        "auc_model": _r(m.auc),
-        "auc_model_bound": _r(m.bound),
-        "auc_suvr": _r(v.auc),
-        "auc_suvr_bound": _r(v.bound),
+        "auc_model_histogram": _r(m.auc),
+        "auc_model_histogram_bound": _r(m.bound),
+        "auc_suvr_histogram": _r(v.auc),
+        "auc_suvr_histogram_bound": _r(v.bound),
     }
 
 

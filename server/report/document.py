@@ -18,6 +18,7 @@ from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
 from fedmi.server.report.ood import ood_section
 from fedmi.server.report.operating_point import federated_choice, operating_point_section
+from fedmi.server.report.outcome import run_outcome
 from fedmi.server.report.privacy import privacy_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REPORT_SCHEMA_VERSION = 1
+#: 2: ``auc`` is the site's released Mann–Whitney AUC (``auc_histogram`` the binned one),
+#: AUCs pooled on the logit scale, ``outcome`` added
+REPORT_SCHEMA_VERSION = 2
+#: JSON Schema of report.json (documented field by field in docs/report.md)
+REPORT_SCHEMA = Path(__file__).with_name("report.schema.json")
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -122,11 +127,15 @@ def model_card(
 
 
 def build_report(
-    cfg: RunConfig, history: RunHistory, timing: dict[str, float]
+    cfg: RunConfig, history: RunHistory, timing: dict[str, float], *, finished: bool = True
 ) -> dict[str, object]:
-    """The report.json document (schema in the README)."""
+    """The report.json document (schema: report.schema.json beside this module; fields in
+    docs/report.md). ``finished``: ``False`` for the reports written after each round, whose
+    ``outcome`` is ``running``."""
+    outcome = run_outcome(history) if finished else {"status": "running", "reasons": []}
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
+        "outcome": outcome,
         "task": cfg.task,
         "method": cfg.method,
         "run_config": cfg.as_dict(),
@@ -189,8 +198,8 @@ def _ci(ci: object) -> str:
 def summary_table(report: dict) -> str:
     """A plain-text table of the final per-site results.
 
-    ``AUC`` is the site-computed AUC of its unbinned scores with its 95 % DeLong
-    interval; ``hist AUC`` the AUC from the (small-cell-merged) score histograms with its
+    ``AUC`` is the site-computed AUC of its unbinned scores with its 95 % interval (DeLong;
+    under DP the noisy AUC with a noise-inclusive interval); ``hist AUC`` the AUC from the (small-cell-merged) score histograms with its
     binning bound; pooled rows only have the latter.
     """
     rows = [("site", "role", "n", "AUC", "95% CI", "hist AUC", "±bin", "sens", "spec")]
@@ -204,10 +213,10 @@ def summary_table(report: dict) -> str:
                 r["site_id"],
                 r["role"],
                 str(r["n"]),
-                _fmt(r.get("auc_exact")),
+                _fmt(r.get("auc")),
                 _ci(r.get("auc_ci")),
-                _fmt(r["auc"]),
-                _fmt(r["auc_bound"]),
+                _fmt(r["auc_histogram"]),
+                _fmt(r["auc_histogram_bound"]),
                 _fmt(r["sensitivity"]),
                 _fmt(r["specificity"]),
             )
@@ -221,8 +230,8 @@ def summary_table(report: dict) -> str:
                     str(p["n"]),
                     "—",
                     "",
-                    _fmt(p["auc"]),
-                    _fmt(p["auc_bound"]),
+                    _fmt(p["auc_histogram"]),
+                    _fmt(p["auc_histogram_bound"]),
                     _fmt(p["sensitivity"]),
                     _fmt(p["specificity"]),
                 )

@@ -71,23 +71,63 @@ def auc_variance(row: dict) -> float | None:
 
 
 def site_auc(row: dict) -> float | None:
-    """The AUC a site computed on its unbinned scores (else its histogram AUC)."""
-    value = row.get("auc_exact")
-    return float(value) if value is not None else row.get("auc")
+    """The AUC a site computed on its unbinned scores (exact, or with DP noise), or ``None``."""
+    value = row.get("auc")
+    return None if value is None else float(value)
+
+
+def logit_auc(row: dict) -> tuple[float, float] | None:
+    """The site's AUC on the logit scale and its variance there (delta method).
+
+    The AUC is first kept half a case pair inside (0, 1) — ``1 / (2 · n_pos · n_neg)`` from
+    either end — so that a site that separates its classes perfectly has a finite logit
+    (and, with the variance floor of :func:`auc_variance`, a large logit variance).
+    """
+    auc, var = site_auc(row), auc_variance(row)
+    if auc is None or var is None:
+        return None
+    n_pos = int(row["n_positive"])
+    half_pair = 1.0 / (2.0 * n_pos * (int(row["n"]) - n_pos))
+    a = min(max(auc, half_pair), 1.0 - half_pair)
+    return math.log(a / (1.0 - a)), var / (a * (1.0 - a)) ** 2
+
+
+def _expit(x: float | None) -> float | None:
+    return None if x is None else 1.0 / (1.0 + math.exp(-x))
+
+
+#: what ``meta_analysis[...]["scale"]`` says of the pooling
+META_SCALE = (
+    "logit: each site's AUC (its Mann-Whitney AUC, exact or under DP noise) and its variance "
+    "(DeLong, or noise-inclusive under DP) are taken to the logit scale, pooled there, and the "
+    "estimate and its intervals transformed back to AUCs (all inside [0, 1])"
+)
 
 
 def meta_analysis(rows: Iterable[dict]) -> dict[str, object] | None:
-    """DerSimonian–Laird pooling of the sites' AUCs with their site-computed variances."""
-    use = [(r, auc_variance(r)) for r in rows]
-    use = [(r, v) for r, v in use if v is not None and site_auc(r) is not None]
+    """DerSimonian–Laird pooling of the sites' AUCs on the logit scale.
+
+    ``estimate``, ``fixed``, ``ci_low``/``ci_high`` and ``pi_low``/``pi_high`` are AUCs
+    (back-transformed, so inside [0, 1]); ``se``, ``fixed_se`` and ``tau2`` are on the
+    logit scale, as is everything under ``logit``.
+    """
+    use = [(r, logit_auc(r)) for r in rows]
+    use = [(r, lv) for r, lv in use if lv is not None]
     if len(use) < 2:
         return None
-    res = dersimonian_laird([float(site_auc(r)) for r, _ in use], [v for _, v in use])  # type: ignore[arg-type]
+    res = dersimonian_laird([lv[0] for _, lv in use], [lv[1] for _, lv in use])
+    raw = res.as_dict()
     out: dict[str, object] = {
-        k: _round(v, 6) if isinstance(v, float) else v for k, v in res.as_dict().items()
+        k: _round(v, 6) if isinstance(v, float) else v for k, v in raw.items()
+    }
+    for key in ("fixed", "estimate", "ci_low", "ci_high", "pi_low", "pi_high"):
+        out[key] = _round(_expit(raw[key]), 6)  # type: ignore[arg-type]
+    out["logit"] = {
+        key: _round(raw[key], 6)  # type: ignore[arg-type]
+        for key in ("fixed", "estimate", "ci_low", "ci_high", "pi_low", "pi_high")
     }
     out["sites"] = [r["site_id"] for r, _ in use]
-    out["scale"] = "AUC of each site's unbinned scores with its DeLong variance"
+    out["scale"] = META_SCALE
     return out
 
 

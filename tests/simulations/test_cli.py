@@ -102,3 +102,16 @@ def test_a_bad_site_toml_stops_the_run_before_training(tiny_data, tmp_path, caps
     ), err
     assert _files(data) == data_before  # no ingest cache, no privacy ledger
     assert not out.exists()  # nothing written: not even the run folder
+
+
+def test_a_failed_run_exits_non_zero_with_its_reasons(capsys):
+    """What `fedmi-sim run` does once the runner reads a report whose outcome is failed
+    (the runner calls check_outcome after writing it; see the fake-grid federation tests
+    for the run that produces such a report)."""
+    from fedmi.server.federation.run import check_outcome
+    from fedmi.simulations.cli import _guarded
+
+    report = {"outcome": {"status": "failed", "reasons": ["no update was aggregated"]}}
+    assert _guarded(lambda: check_outcome(report)) == 1
+    assert "no update was aggregated" in capsys.readouterr().err
+    assert _guarded(lambda: check_outcome({"outcome": {"status": "ok", "reasons": []}})) == 0

@@ -27,8 +27,8 @@ def _fake_run(*, method, seed, out_dir, **_):
         "final": {
             "per_site": per_site,
             "pooled": {
-                "train": {"auc": per_site[0]["auc"]},
-                "holdout": {"auc": per_site[1]["auc"]},
+                "train": {"auc_histogram": per_site[0]["auc"]},
+                "holdout": {"auc_histogram": per_site[1]["auc"]},
             },
         },
     }
@@ -70,7 +70,7 @@ def test_a_gap_within_seed_noise_is_not_shared_out(tmp_path, monkeypatch):
         )
         rep["method"] = method
         rep["final"]["per_site"][1]["auc"] = auc
-        rep["final"]["pooled"]["holdout"]["auc"] = auc
+        rep["final"]["pooled"]["holdout"]["auc_histogram"] = auc
         return rep
 
     monkeypatch.setattr(runner, "run", fake)
@@ -109,17 +109,17 @@ def test_every_run_spends_its_own_privacy_budget(tmp_path, monkeypatch):
 
 def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():
     """k-merged histogram bins can flatten a site's histogram AUC to 0.5; the site's exact
-    AUC (auc_exact) is what the table shows, also as the pooled value of a lone holdout."""
+    AUC (auc) is what the table shows, also as the pooled value of a lone holdout."""
     report = {
         "final": {
             "per_site": [
-                {"site_id": "site-a", "role": "train", "auc": 0.8, "auc_exact": 0.83},
+                {"site_id": "site-a", "role": "train", "auc_histogram": 0.8, "auc": 0.83},
                 {"site_id": "site-b", "role": "train", "auc": None, "status": "suppressed"},
-                {"site_id": "site-e", "role": "holdout", "auc": 0.5, "auc_exact": 0.96},
+                {"site_id": "site-e", "role": "holdout", "auc_histogram": 0.5, "auc": 0.96},
             ],
             "pooled": {
-                "train": {"auc": 0.8, "auc_bound": 0.01},
-                "holdout": {"auc": 0.5, "auc_bound": 0.5},
+                "train": {"auc_histogram": 0.8, "auc_histogram_bound": 0.01},
+                "holdout": {"auc_histogram": 0.5, "auc_histogram_bound": 0.5},
             },
         }
     }
@@ -137,7 +137,10 @@ def test_a_coarse_pooled_histogram_auc_is_not_shown():
                 {"site_id": "site-a", "role": "train", "auc": None},
                 {"site_id": "site-b", "role": "train", "auc": None},
             ],
-            "pooled": {"train": {"auc": 0.5, "auc_bound": 0.5}, "holdout": None},
+            "pooled": {
+                "train": {"auc_histogram": 0.5, "auc_histogram_bound": 0.5},
+                "holdout": None,
+            },
         }
     }
     aucs, _, _ = cmp._results(report)
@@ -157,10 +160,10 @@ def test_each_holdout_site_gets_its_own_gap(tmp_path, monkeypatch):
         rep = _fake_run(method="fedavg", seed=0, out_dir=out_dir)
         rep["method"] = method
         rep["final"]["per_site"][1:] = [
-            {"site_id": s, "role": "holdout", "auc": 0.5, "auc_exact": a[method] + wobble[seed]}
+            {"site_id": s, "role": "holdout", "auc_histogram": 0.5, "auc": a[method] + wobble[seed]}
             for s, a in exact.items()
         ]
-        rep["final"]["pooled"]["holdout"] = {"auc": 0.6, "auc_bound": 0.3}
+        rep["final"]["pooled"]["holdout"] = {"auc_histogram": 0.6, "auc_histogram_bound": 0.3}
         return rep
 
     monkeypatch.setattr(runner, "run", fake)

@@ -3,6 +3,8 @@ what it refused, and that its ledger holds exactly that."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fedmi.client.privacy.accounting import epsilon_of
@@ -42,3 +44,36 @@ def test_every_release_of_a_dp_run_is_in_the_sites_ledger(tiny_fdg, tmp_path):
         assert total == pytest.approx(row["epsilon"], rel=1e-6) or row["epsilon"] < total
         assert total <= 10.0
     assert report["final"]["missing"] == []
+
+
+@pytest.mark.slow
+def test_a_federation_whose_sites_are_all_budget_exhausted_exits_non_zero(tiny_fdg, tmp_path):
+    """A budget of ε = 0.01 is spent by the first statistic each site would release: every
+    site answers budget-exhausted, `fedmi-sim run` exits 1 with the reason, and the report
+    says so at the top."""
+    from fedmi.simulations.cli import main
+
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "run",
+            "--data",
+            str(tiny_fdg),
+            "--out",
+            str(out),
+            "--rounds",
+            "1",
+            "--min-cell-count",
+            "2",
+            "--config",
+            f"sim-ledger-root={tmp_path / 'ledgers'}",
+            "--config",
+            "sim-default-epsilon=0.01",
+        ]
+    )
+    assert rc == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["outcome"]["status"] == "failed"
+    assert "budget-exhausted" in report["outcome"]["reasons"][0]
+    assert "This run failed" in (out / "report.html").read_text()
+    assert (out / "fedmi.log").exists()

@@ -14,6 +14,7 @@ import pytest
 
 from fedmi.server.strategy import base as server_strategy
 from fedmi.shared import contract
+from tests.report_schema import assert_valid_report
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,9 @@ def test_tiny_federation_end_to_end_leaks_no_identity(
         isolate=False,  # in this process, so the server side can be observed
     )
 
-    # the run completed and reported every site
+    # the run completed and reported every site, in a report.json the schema accepts
+    assert_valid_report(json.loads((out / "report.json").read_text()))
+    assert report["outcome"] == {"status": "ok", "reasons": []}
     assert [r["round"] for r in report["rounds"]] == [1, 2]
     final = {r["site_id"]: r for r in report["final"]["per_site"]}
     assert set(final) == {"site-a", "site-b", "site-c"}

@@ -55,13 +55,32 @@ def linear_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def meta_text(meta: dict) -> str:
     """The random-effects meta-analysis of ``validation.meta_analysis`` as one sentence."""
     if meta.get("pi_low") is not None:
-        lo, hi = max(0.0, meta["pi_low"]), min(1.0, meta["pi_high"])
-        clipped = " (clipped to [0, 1])" if (lo, hi) != (meta["pi_low"], meta["pi_high"]) else ""
-        pi = f"95 % prediction interval {lo:.3f} to {hi:.3f}{clipped}"
+        pi = f"95 % prediction interval {meta['pi_low']:.3f} to {meta['pi_high']:.3f}"
     else:
         pi = "no prediction interval (fewer than 3 sites)"
     return (
         f"Random-effects AUC {meta['estimate']:.3f} (95 % CI {meta['ci_low']:.3f}–"
-        f"{meta['ci_high']:.3f}) over {meta['k']} sites; τ² = {meta['tau2']:.4f}, "
+        f"{meta['ci_high']:.3f}) over {meta['k']} sites, pooled on the logit scale; "
+        f"τ² (logit) = {meta['tau2']:.4f}, "
         f"I² = {100 * meta['i2']:.0f} %, Q = {meta['q']:.2f} (p = {meta['q_pvalue']:.3f}); {pi}."
+    )
+
+
+def absent_reason(report: dict, site: str, what: str) -> str:
+    """Why ``site`` has no ``what`` in the report: missing, suppressed, or sent none."""
+    for m in (report.get("final") or {}).get("missing") or []:
+        if m["site_id"] == site:
+            return f"missing from the final evaluation: {m.get('reason', '?')}"
+    for r in (report.get("final") or {}).get("per_site") or []:
+        if r["site_id"] == site and r.get("status") == "suppressed":
+            return "suppressed at the site (fewer cases than its min cell count)"
+    return f"the site sent no {what}"
+
+
+def other_sites(report: dict, shown: set[str]) -> list[tuple[str, str]]:
+    """``(site_id, role)`` of the run's sites not in ``shown``, sorted."""
+    return sorted(
+        (s["site_id"], str(s.get("role", "?")))
+        for s in report.get("sites") or []
+        if s["site_id"] not in shown
     )

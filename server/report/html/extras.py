@@ -6,7 +6,14 @@ Drawn from ``report["uncertainty"]``, ``report["ood"]`` and ``report["biomarker"
 
 from __future__ import annotations
 
-from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, site_colors
+from fedmi.server.report.html.common import (
+    absent_reason,
+    esc,
+    fmt_ci,
+    fmt_num,
+    other_sites,
+    site_colors,
+)
 from fedmi.server.report.html.svg import Plot, figure, legend
 
 
@@ -97,6 +104,12 @@ def section_ood(report: dict) -> str:
         "<th>detection AUROC</th><th>±bin</th><th class='l'>reference</th></tr>"
     )
     rows = []
+    for site, role in other_sites(report, {r["site_id"] for r in o.get("per_site") or []}):
+        rows.append(
+            f"<tr><td class='l'>{esc(site)}</td><td class='l'>{esc(role)}</td>"
+            f"<td class='l muted' colspan='5'>{esc(absent_reason(report, site, 'OOD scores'))}"
+            "</td></tr>"
+        )
     for r in o.get("per_site") or []:
         ref = "other training sites" if r.get("role") == "train" else "all training sites"
         rows.append(
@@ -109,7 +122,10 @@ def section_ood(report: dict) -> str:
     desc = o.get("description") or {}
     return (
         '<h2 id="ood">Out-of-distribution scans</h2>'
-        f"<table>{head}{''.join(rows)}</table>"
+        "<p>How unlike the training scans each site's scans are: the share flagged as "
+        "out-of-distribution (about 5 % expected at a training site) and how well the score "
+        "tells the site's scans from the training sites' (0.5: not at all).</p>"
+        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
         '<p class="muted">OOD score: smallest Mahalanobis distance of a scan\'s embedding to the '
         "training classes' means under a pooled, shrinkage-regularised covariance, learned from "
         f"aggregates of {esc(sum(desc.get('scans_per_class') or []))} training scans. A scan is "
@@ -125,8 +141,8 @@ def _auc(row: dict, marker: str) -> str:
     exact = row.get(f"auc_{marker}_exact")
     if exact is not None:
         return fmt_num(exact)
-    bound = row.get(f"auc_{marker}_bound")
-    return f"{fmt_num(row.get(f'auc_{marker}'))} <span class='muted'>±{fmt_num(bound)}</span>"
+    bound = row.get(f"auc_{marker}_histogram_bound")
+    return f"{fmt_num(row.get(f'auc_{marker}_histogram'))} <span class='muted'>±{fmt_num(bound)}</span>"
 
 
 def section_biomarker(report: dict) -> str:
@@ -139,12 +155,24 @@ def section_biomarker(report: dict) -> str:
         "<th>AUC SUVR</th><th>AUC difference (95 % CI)</th></tr>"
     )
     rows = []
+    for site, _ in other_sites(report, {r["site_id"] for r in b.get("per_site") or []}):
+        why = absent_reason(report, site, "MCI conversion statistics (no MCI scans)")
+        rows.append(
+            f"<tr><td class='l'>{esc(site)}</td><td colspan='5' class='l muted'>{esc(why)}</td></tr>"
+        )
     for r in b.get("per_site") or []:
-        if "auc_model" not in r:
+        if not r.get("n"):
+            rows.append(
+                f"<tr><td class='l'>{esc(r['site_id'])}</td><td>0</td><td>0</td>"
+                "<td colspan='3' class='l muted'>no MCI scans at this site</td></tr>"
+            )
+            continue
+        if "auc_model_histogram" not in r:
             rows.append(
                 f"<tr><td class='l'>{esc(r['site_id'])}</td><td>{fmt_num(r['n'])}</td>"
                 f"<td>{fmt_num(r['n_converters'])}</td>"
-                "<td colspan='3' class='l muted'>suppressed (small cells)</td></tr>"
+                "<td colspan='3' class='l muted'>suppressed: fewer MCI scans of an outcome than "
+                "the site's min cell count</td></tr>"
             )
             continue
         rows.append(
@@ -160,15 +188,21 @@ def section_biomarker(report: dict) -> str:
         rows.append(
             f"<tr><th class='l'>pooled</th><th>{fmt_num(pooled['n'])}</th>"
             f"<th>{fmt_num(pooled['n_converters'])}</th>"
-            f"<th>{fmt_num(pooled['auc_model'])}</th><th>{fmt_num(pooled['auc_suvr'])}</th>"
+            f"<th>{fmt_num(pooled['auc_model_histogram'])} <span class='muted'>±"
+            f"{fmt_num(pooled.get('auc_model_histogram_bound'))}</span></th>"
+            f"<th>{fmt_num(pooled['auc_suvr_histogram'])} <span class='muted'>±"
+            f"{fmt_num(pooled.get('auc_suvr_histogram_bound'))}</span></th>"
             f"<th>{fmt_num(d.get('diff'))}{fmt_ci(ci)}</th></tr>"
         )
     return (
         '<h2 id="biomarker">The output as a biomarker (MCI conversion)</h2>'
-        f"<table>{head}{''.join(rows)}</table>"
+        "<p>Does the model's score predict which MCI patients convert to AD better than the "
+        "standard SUVR measure? AUC 0.5 is chance; a positive difference favours the model.</p>"
+        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
         f'<p class="muted">{esc(b.get("outcome"))}. Model: {esc(b.get("model_score"))}. '
-        f"Baseline: {esc(b.get('baseline'))}. Site AUCs as computed at the site; pooled AUCs "
-        "from summed fixed-bin histograms; "
+        f"Baseline: {esc(b.get('baseline'))}. Site AUCs as computed at the site "
+        "(± the binning bound where only the histogram AUC was released); pooled AUCs from "
+        "summed fixed-bin histograms, ± the largest error the binning can cause; "
         "the difference and its interval are paired DeLong estimates computed at each site, "
         "pooled by inverse variance.</p>"
     )

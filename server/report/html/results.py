@@ -9,6 +9,13 @@ from fedmi.server.report.html.common import esc, fmt_ci, fmt_num, meta_text, sit
 from fedmi.server.report.html.svg import Plot, figure, forest_plot, legend, roc_chart
 
 
+def _noisy(r: dict) -> str:
+    """A note on an AUC released under differential privacy (noise added at the site)."""
+    if r.get("auc_method") != "mann-whitney+gaussian-noise":
+        return ""
+    return f'<br><span class="muted">DP noise sd {fmt_num(r.get("auc_noise_sd"))}</span>'
+
+
 def _site_row(r: dict) -> str:
     """One site's row: its AUC with interval, operating-point metrics, calibration."""
     if r.get("status", "ok") == "suppressed":
@@ -18,12 +25,12 @@ def _site_row(r: dict) -> str:
             f'<td class="l warn" colspan="6">suppressed at the site: fewer than '
             f"{fmt_num(r.get('min_cell_count'))} cases (or of one class); counts only</td></tr>"
         )
-    bound = r.get("auc_bound")
+    bound = r.get("auc_histogram_bound")
     return (
         f'<tr><td class="l">{esc(r["site_id"])}</td><td class="l">{esc(r.get("role"))}</td>'
         f"<td>{fmt_num(r.get('n'))}</td><td>{fmt_num(r.get('n_positive'))}</td>"
-        f"<td>{fmt_num(r.get('auc_exact'))}{fmt_ci(r.get('auc_ci'))}"
-        f'<br><span class="muted">histogram {fmt_num(r.get("auc"))} '
+        f"<td>{fmt_num(r.get('auc'))}{fmt_ci(r.get('auc_ci'))}{_noisy(r)}"
+        f'<br><span class="muted">histogram {fmt_num(r.get("auc_histogram"))} '
         f"± {fmt_num(bound)}</span></td>"
         f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
         f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
@@ -38,8 +45,8 @@ def _pooled_row(role: str, pooled: dict) -> str:
         f'<tr style="font-weight:600"><td class="l">pooled ({esc(role)})</td>'
         f'<td class="l">{esc(", ".join(pooled.get("sites", [])))}</td>'
         f"<td>{fmt_num(pooled.get('n'))}</td><td>{fmt_num(pooled.get('n_positive'))}</td>"
-        f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc"))}'
-        f'<br><span class="muted">± {fmt_num(pooled.get("auc_bound"))}</span></td>'
+        f'<td><span class="muted">histogram</span> {fmt_num(pooled.get("auc_histogram"))}'
+        f'<br><span class="muted">± {fmt_num(pooled.get("auc_histogram_bound"))}</span></td>'
         f"<td>{fmt_num(pooled.get('sensitivity'))}</td>"
         f"<td>{fmt_num(pooled.get('specificity'))}</td>"
         f"<td>{fmt_num(pooled.get('brier'))}</td><td>{fmt_num(pooled.get('ece'))}</td>"
@@ -72,8 +79,9 @@ def section_sites(report: dict) -> str:
         "<th>AUC (95 % CI)</th><th>sensitivity (95 % CI)</th><th>specificity (95 % CI)</th>"
         "<th>Brier</th><th>ECE</th><th>merged cells</th></tr>" + "".join(rows) + "</table>"
         f'<p class="muted">Sensitivity and specificity at the pre-specified threshold {thr} '
-        "(Wilson intervals). AUC: computed at the site on its own scores, with its DeLong 95 % "
-        "interval; below it, the AUC from the score histogram the site released (± the largest "
+        "(Wilson intervals). AUC: the Mann–Whitney AUC computed at the site on its own scores, "
+        "with its DeLong 95 % interval (under DP: with noise added at the site, and an interval "
+        "that includes the noise); below it, the AUC from the score histogram the site released (± the largest "
         "error binning and small-cell merging can cause), which the pooled rows and ROC curves "
         "use. "
         "Training sites are evaluated on their held-out test split, holdout sites on all their "
@@ -90,10 +98,31 @@ def section_roc(report: dict) -> str:
         return '<h2 id="roc">ROC curves</h2><p class="muted">No site released a histogram.</p>'
     colors = site_colors(per_site)
     pooled = roc.get("pooled", {})
+    positives = {
+        r["site_id"]: int(r.get("n_positive") or 0)
+        for r in report.get("final", {}).get("per_site", [])
+    }
+    pooled_pos = {
+        g: int((s or {}).get("n_positive") or 0) for g, s in (val.get("pooled") or {}).items()
+    }
+    points = ", ".join(f"{esc(k)} {len(v)}" for k, v in sorted(per_site.items()))
+    band = (
+        " Shaded: pointwise Wilson 95 % interval of the sensitivity at each point. Points: "
+        f"one per released histogram bin edge that moves the curve ({points}); a site whose "
+        "bins were merged under its small-cell rule, or released under DP, has few."
+    )
     figs = [
         figure(
-            roc_chart("ROC per site", per_site, colors, pooled.get("all")),
-            "ROC per site (coloured) and pooled over all sites from summed histograms (black).",
+            roc_chart(
+                "ROC per site",
+                per_site,
+                colors,
+                pooled.get("all"),
+                positives,
+                pooled_pos.get("all"),
+            ),
+            "ROC per site (coloured) and pooled over all sites from summed histograms (black)."
+            + band,
             legend(colors, [("pooled", "#000")]),
         )
     ]
@@ -106,8 +135,10 @@ def section_roc(report: dict) -> str:
             }
             figs.append(
                 figure(
-                    roc_chart(f"ROC {role}", curves, colors, pooled[role]),
-                    f"{role} sites and their pooled ROC (black).",
+                    roc_chart(
+                        f"ROC {role}", curves, colors, pooled[role], positives, pooled_pos.get(role)
+                    ),
+                    f"{role} sites and their pooled ROC (black), with Wilson 95 % bands.",
                 )
             )
     return '<h2 id="roc">ROC curves</h2><div class="charts">' + "".join(figs) + "</div>"
@@ -133,15 +164,18 @@ def section_forest(report: dict) -> str:
     if not rows:
         return out[0] + '<p class="muted">No site released an AUC.</p>'
     meta = (val.get("meta_analysis") or {}).get("all")
-    out.append(
-        figure(
-            forest_plot(rows, meta, "Forest plot of site AUCs"),
-            "Squares: AUC computed at each site (size ∝ cases) with its DeLong 95 % interval. "
-            "Diamond: "
-            "DerSimonian–Laird random-effects estimate and 95 % CI; dashed red: 95 % "
-            "prediction interval for a new site.",
-        )
+    caption = (
+        "Squares: AUC computed at each site on its own scores (size ∝ cases) with its 95 % "
+        "interval (DeLong; under DP, including the noise)."
     )
+    if meta:
+        caption += (
+            " Red diamond: DerSimonian–Laird random-effects estimate and its 95 % CI, pooled on "
+            "the logit scale."
+        )
+        if meta.get("pi_low") is not None:
+            caption += " Dashed red: 95 % prediction interval for a new site."
+    out.append(figure(forest_plot(rows, meta, "Forest plot of site AUCs"), caption))
     for group, m in (val.get("meta_analysis") or {}).items():
         if m:
             out.append(f"<p><b>{esc(group)}</b>: {esc(meta_text(m))}</p>")

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 from fedmi.server.report.html.common import esc
+from fedmi.shared.stats import wilson_interval
 
 
 class Plot:
@@ -129,14 +130,54 @@ def figure(svg: str, caption: str, legend: str = "") -> str:
     return f"<figure>{svg}{leg}<figcaption>{caption}</figcaption></figure>"
 
 
-def roc_chart(title: str, curves: dict[str, list], colors: dict[str, str], pooled=None) -> str:
-    """ROC curves (one per site, coloured) on the chance diagonal, ``pooled`` in black."""
+def sensitivity_band(
+    pts: Sequence[Sequence[float]], n_positive: int
+) -> list[tuple[float, float, float]]:
+    """``(fpr, low, high)``: the Wilson 95 % interval of the sensitivity at each ROC point."""
+    if n_positive < 1:
+        return []
+    out = []
+    for fpr, tpr in pts:
+        lo, hi = wilson_interval(round(tpr * n_positive), n_positive)
+        out.append((float(fpr), lo, hi))
+    return out
+
+
+def _band(p: Plot, band: list[tuple[float, float, float]], color: str, title: str) -> None:
+    """A shaded band from the upper ends (left to right) back along the lower ends."""
+    if len(band) < 2:
+        return
+    upper = [f"{p.x(f):.1f},{p.y(hi):.1f}" for f, _, hi in band]
+    lower = [f"{p.x(f):.1f},{p.y(lo):.1f}" for f, lo, _ in reversed(band)]
+    p.raw(
+        f'<polygon points="{" ".join(upper + lower)}" fill="{color}" fill-opacity="0.12" '
+        f'stroke="none"><title>{esc(title)}</title></polygon>'
+    )
+
+
+def roc_chart(
+    title: str,
+    curves: dict[str, list],
+    colors: dict[str, str],
+    pooled=None,
+    positives: dict[str, int] | None = None,
+    pooled_positives: int | None = None,
+) -> str:
+    """ROC curves (one per site, coloured) on the chance diagonal, ``pooled`` in black; with
+    ``positives`` (site → positive cases) each curve gets its Wilson 95 % sensitivity band."""
     p = Plot()
     ticks = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     p.axes("1 − specificity", "sensitivity", ticks, ticks)
     p.line([(0, 0), (1, 1)], "#bbb", 1, "4 3", "chance")
     for name, pts in curves.items():
+        n_pos = (positives or {}).get(name)
+        if n_pos:
+            _band(p, sensitivity_band(pts, n_pos), colors.get(name, "#555"), f"{name} 95 % band")
+    if pooled and pooled_positives:
+        _band(p, sensitivity_band(pooled, pooled_positives), "#000", "pooled 95 % band")
+    for name, pts in curves.items():
         p.line(pts, colors.get(name, "#555"), title=name)
+        p.points(pts, colors.get(name, "#555"), 1.8, title=name)
     if pooled:
         p.line(pooled, "#000", 2.6, title="pooled")
     return p.svg(title)
@@ -147,7 +188,7 @@ def _forest_site(p: Plot, r: dict, yv: float, nmax: int) -> None:
     lo, hi = (r.get("auc_ci") or [None, None])[:2]
     if lo is not None and hi is not None:
         p.line([(lo, yv), (hi, yv)], "#333", 1.5, title=f"{r['site_id']} 95 % CI")
-    auc = r.get("auc_exact") if r.get("auc_exact") is not None else r["auc"]
+    auc = r["auc"]
     size = 3 + 5 * math.sqrt(max(r.get("n", 1), 1) / nmax)
     p.raw(
         f'<rect x="{p.x(auc) - size:.1f}" y="{p.y(yv) - size:.1f}" width="{2 * size:.1f}" '

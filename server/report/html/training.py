@@ -27,7 +27,7 @@ def _round_series(rounds: list[dict]) -> tuple[dict, dict, dict]:
             if t.get("train-loss") is not None:
                 loss.setdefault(site, []).append((r["round"], t["train-loss"]))
         for site, e in (r.get("evaluate") or {}).items():
-            value = e.get("auc_exact") if e.get("auc_exact") is not None else e.get("auc")
+            value = e.get("auc")
             if value is not None:
                 auc.setdefault(site, []).append((r["round"], value))
             if e.get("mean_loss") is not None:
@@ -99,44 +99,6 @@ def section_training(report: dict) -> str:
         + "".join(figs)
         + "</div>"
     )
-
-
-def _generic_table(value: object) -> str:
-    """Any JSON value as nested tables (used for sections other modules add)."""
-    if isinstance(value, dict):
-        if not value:
-            return '<span class="muted">—</span>'
-        rows = "".join(
-            f"<tr><th class='l'>{esc(k)}</th><td class='l'>{_generic_table(v)}</td></tr>"
-            for k, v in value.items()
-        )
-        return f"<table>{rows}</table>"
-    if isinstance(value, list):
-        if value and all(isinstance(v, dict) for v in value):
-            keys: list[str] = []
-            for v in value:
-                keys += [k for k in v if k not in keys]
-            head = "".join(f"<th class='l'>{esc(k)}</th>" for k in keys)
-            body = "".join(
-                "<tr>"
-                + "".join(f"<td class='l'>{_generic_table(v.get(k))}</td>" for k in keys)
-                + "</tr>"
-                for v in value
-            )
-            return f"<table><tr>{head}</tr>{body}</table>"
-        return esc(", ".join(fmt_num(v) for v in value))
-    return fmt_num(value, 4)
-
-
-def section_privacy(report: dict) -> str:
-    """``report["privacy"]`` as nested tables."""
-    privacy = report.get("privacy")
-    body = (
-        _generic_table(privacy)
-        if privacy
-        else '<p class="muted">No differential-privacy accounting in this run.</p>'
-    )
-    return '<h2 id="privacy">Privacy</h2>' + body
 
 
 def section_data(report: dict) -> str:
@@ -221,7 +183,7 @@ def section_loso(report: dict) -> str:
         forest_rows.append({**r, "site_id": f["left_out"], "role": "left out"})
         rows.append(
             f"<tr><td class='l'>{esc(f['left_out'])}</td><td>{fmt_num(r.get('n'))}</td>"
-            f"<td>{fmt_num(r.get('auc_exact', r.get('auc')))}{fmt_ci(r.get('auc_ci'))}</td>"
+            f"<td>{fmt_num(r.get('auc'))}{fmt_ci(r.get('auc_ci'))}</td>"
             f"<td>{fmt_num(r.get('sensitivity'))}{fmt_ci(r.get('sensitivity_ci'))}</td>"
             f"<td>{fmt_num(r.get('specificity'))}{fmt_ci(r.get('specificity_ci'))}</td>"
             f"<td>{fmt_num(r.get('brier'))}</td></tr>"

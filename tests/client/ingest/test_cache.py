@@ -86,6 +86,21 @@ def test_cli_task_mismatch_is_an_error(site: Path, tmp_path: Path) -> None:
     assert rc == 2
 
 
+def test_cli_ingest_of_a_folder_with_no_usable_series_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Only non-DICOM files (and a site.toml): nothing accepted, exit 1 with the reason."""
+    site = tmp_path / "empty-site"
+    (site / "dicom").mkdir(parents=True)
+    (site / "dicom" / "notes.txt").write_text("not a DICOM file")
+    write_labels(site, {"P1": "CN"})
+    (site / "site.toml").write_text('[site]\nsite-id = "site-y"\nrole = "train"\ntask = "fdg-ad"\n')
+    rc = main(["ingest", "--site-dir", str(site), "--task", "fdg-ad", "--out", str(tmp_path / "o")])
+    assert rc == 1
+    assert "no usable series" in capsys.readouterr().err
+    assert (tmp_path / "o" / "ingest_report.json").exists()  # the reasons are still written
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_same_volumes(site: Path, tmp_path: Path) -> None:
     one = ingest_site(site, "fdg-ad", tmp_path / "one")

@@ -16,8 +16,10 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedmi.client.evaluation.statistics import evaluation_statistics
 from fedmi.server.federation.run import run_federation
+from fedmi.server.report.outcome import RunFailed
 from fedmi.shared import contract
 from fedmi.shared.run_config import RunConfig
+from tests.report_schema import assert_valid_report
 
 SITES = {1: ("site-a", "train"), 2: ("site-b", "train"), 3: ("site-c", "holdout")}
 #: node 4: a registered node (another site's key) that claims to be site-a
@@ -32,9 +34,14 @@ class FakeGrid:
         silent_in_validation: int | None = None,
         small_site: int | None = None,
         sites: dict[int, tuple[str, str]] = SITES,
+        train_status: str = "ok",
+        silent_sites: Iterable[int] = (),
     ):
         self.sites = sites
         self.sent: list[tuple[str, int]] = []
+        self.train_status = train_status  # e.g. every site "budget-exhausted"
+        self.query_status = "ok"
+        self.silent_sites = set(silent_sites)  # no reply in the final evaluation
         self.timeouts: dict[str, float] = {}
         self.silent = silent_in_validation
         self.small = small_site
@@ -48,7 +55,7 @@ class FakeGrid:
             node, mtype = msg.metadata.dst_node_id, msg.metadata.message_type
             self.sent.append((mtype, node))
             self.timeouts[mtype] = timeout  # type: ignore[assignment]
-            if mtype == contract.EXTERNAL and node == self.silent:
+            if mtype == contract.EXTERNAL and (node == self.silent or node in self.silent_sites):
                 continue  # offline: no reply before the timeout
             replies.append(Message(self._answer(node, mtype, msg.content), reply_to=msg))
         return replies
@@ -56,7 +63,10 @@ class FakeGrid:
     def _answer(self, node: int, mtype: str, content: RecordDict) -> RecordDict:
         site_id, role = self.sites[node]
         status = "ok"
-        if mtype == contract.QUERY:
+        if mtype == contract.QUERY and self.query_status != "ok":
+            status = self.query_status  # e.g. the ledger's budget spent before the run
+            out = RecordDict({contract.METRICS: MetricRecord({"num-examples": 0})})
+        elif mtype == contract.QUERY:
             metrics = {"num-examples": 60, "num-train": 40, "num-test": 20, "num-positive": 30}
             metrics |= {"min-cell-count": 10, "suppressed-cells": 1}
             out = RecordDict(
@@ -74,6 +84,9 @@ class FakeGrid:
                     ),
                 }
             )
+        elif mtype == contract.TRAIN and self.train_status != "ok":
+            status = self.train_status  # refused on privacy grounds: no weights
+            out = RecordDict({contract.METRICS: MetricRecord({"num-examples": 0, "epsilon": 8.0})})
         elif mtype == contract.TRAIN:
             assert role == "train", f"{site_id} ({role}) was asked to train"
             out = RecordDict(
@@ -136,6 +149,16 @@ def test_holdout_never_receives_a_train_message(flower_identity, cfg, tmp_path):
     assert per_site["site-c"]["brier"] is not None and per_site["site-c"]["auc_ci"]
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["validation"]["meta_analysis"] == val["meta_analysis"]
+    assert_valid_report(saved)
+    for broken in (  # the schema has teeth: an AUC outside [0, 1], a raw-scale pooling
+        lambda r: r["final"]["per_site"][0].update(auc=1.3),
+        lambda r: r["validation"]["meta_analysis"]["all"].update(scale="raw AUC"),
+        lambda r: r.pop("outcome"),
+    ):
+        bad = json.loads(json.dumps(saved))
+        broken(bad)
+        with pytest.raises(AssertionError):
+            assert_valid_report(bad)
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Forest plot" in page and "http://" not in page and "https://" not in page
 
@@ -156,6 +179,7 @@ def test_a_site_below_its_min_cell_count_is_shown_as_suppressed(flower_identity,
     report = run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
     row = next(r for r in report["final"]["per_site"] if r["site_id"] == "site-c")
     assert row["status"] == "suppressed" and row["auc"] is None and row["n"] == 8
+    assert_valid_report(report)
     assert report["final"]["pooled"]["holdout"] is None  # never pooled
     assert report["validation"]["meta_analysis"]["all"]["k"] == 2
     assert any(s["site_id"] == "site-c" for s in report["validation"]["suppressed"])
@@ -185,3 +209,51 @@ def test_a_node_claiming_another_sites_id_is_refused_and_reported(
     trained = sorted(node for mtype, node in grid.sent if mtype == contract.TRAIN)
     assert trained == [1, 1, 2, 2]  # the spoofing node is never asked to train
     assert 4 not in [node for mtype, node in grid.sent if mtype == contract.EXTERNAL]
+
+
+def test_a_run_whose_sites_are_all_budget_exhausted_fails(flower_identity, cfg, tmp_path):
+    """Every training site refuses every round: nothing was trained, the run raises
+    RunFailed (the ServerApp, fedmi-server and fedmi-sim exit non-zero) with the reason, and
+    its report says so at the top."""
+    grid = FakeGrid(train_status="budget-exhausted")
+    with pytest.raises(RunFailed, match="no update was aggregated") as failed:
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert "site-a budget-exhausted" in str(failed.value)
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["outcome"]["status"] == "failed"
+    assert_valid_report(saved)
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.index("This run failed") < page.index("Results per site")
+
+
+def test_a_run_that_evaluated_no_site_fails(flower_identity, cfg, tmp_path):
+    grid = FakeGrid(silent_sites=[1, 2, 3])
+    with pytest.raises(RunFailed, match="no site was evaluated"):
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+
+
+def test_a_run_that_worked_says_ok(flower_identity, cfg, tmp_path):
+    report = run_federation(FakeGrid(), cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert report["outcome"] == {"status": "ok", "reasons": []}
+    assert "This run failed" not in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_run_whose_sites_are_budget_exhausted_from_the_start_fails(
+    flower_identity, cfg, tmp_path
+):
+    """Every site answers the query budget-exhausted: no training site, RunFailed naming
+    each site's status, and a report that says so."""
+    grid = FakeGrid()
+    grid.query_status = "budget-exhausted"
+    with pytest.raises(RunFailed, match="no training site is available") as failed:
+        run_federation(grid, cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert "site-a (train) budget-exhausted" in str(failed.value)
+    assert not [m for m, _ in grid.sent if m == contract.TRAIN]
+    # what `fedmi-server run` reads after `flwr run` returns, to exit non-zero
+    from fedmi.server.deploy.cli import failed_outcome
+
+    assert failed_outcome(tmp_path / "run" / "report.json") == failed.value.reasons
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["outcome"]["status"] == "failed"
+    assert_valid_report(saved)
+    assert "This run failed" in (tmp_path / "run" / "report.html").read_text()

@@ -11,7 +11,7 @@ def _entry(r: int, evaluate: dict) -> dict:
 
 
 def test_progress_shows_the_sites_exact_auc_and_which_round_it_is_of():
-    evaluated = _entry(2, {"site-a": {"auc": 0.5, "auc_exact": 0.9}, "site-b": {"auc": 0.75}})
+    evaluated = _entry(2, {"site-a": {"auc_histogram": 0.5, "auc": 0.9}, "site-b": {"auc": 0.75}})
     line = round_progress(_entry(3, {}), 6, evaluated)
     assert line == (
         "round 3/6: 2 site(s) trained, loss 0.500; test AUC of round 2 site-a 0.90, "

@@ -95,3 +95,124 @@ def test_report_renders_in_headless_chromium(tmp_path):
     write_report(tmp_path, _report())
     png = screenshot(tmp_path / "report.html", tmp_path / "report.png", 1000, 1200)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_headline_privacy_table_and_delta_in_scientific_notation():
+    report = _report(missing=False)
+    report["privacy"] = {
+        "per_site": [
+            {"site_id": "site-a", "dp": "on", "epsilon": 2.5, "epsilon_budget": 8.0, "delta": 1e-5},
+            {"site_id": "site-b", "dp": "off", "epsilon": None, "epsilon_budget": None},
+        ],
+        "releases": [
+            {"site_id": "site-a", "released": {"evaluate": 3}, "refused": {}, "epsilon": 3.1}
+        ],
+    }
+    page = render_html(report)
+    head = page[page.index('id="headline"') : page.index("<nav>")]
+    assert "AUC (95 % CI)" in head and "logit scale" in head
+    assert "site-a 3.10 of 8.00" in head and "site-b DP off" in head
+    assert "no federated operating point" in head
+    privacy = page[page.index('id="privacy"') :]
+    assert "1.0e-05" in privacy and "0.0000" not in privacy and "evaluate 3" in privacy
+    # the operating point, when a run chose one
+    report["operating_point"] = {
+        "threshold": 0.31,
+        "pooled": {"sensitivity": 0.9, "specificity": 0.85, "sensitivity_ci": [0.8, 0.95]},
+    }
+    head = render_html(report).split('id="headline"')[1].split("<nav>")[0]
+    assert "threshold 0.310" in head and "<b>0.900</b>" in head and "<b>0.850</b>" in head
+    # the shape of main's operating_point section: per role, rates as {value, ci}
+    report["operating_point"] = {
+        "threshold": 0.4,
+        "pooled": {
+            "train": {"sensitivity": {"value": 0.7, "ci": [0.6, 0.8]}},
+            "holdout": {
+                "sensitivity": {"value": 0.95, "ci": [0.9, 0.99]},
+                "specificity": {"value": 0.8, "ci": [0.7, 0.9]},
+            },
+        },
+    }
+    head = render_html(report).split('id="headline"')[1].split("<nav>")[0]
+    assert "(pooled holdout sites)" in head and "<b>0.950</b>" in head and "0.900–0.990" in head
+
+
+def test_forest_caption_names_only_what_is_drawn():
+    report = _report(missing=False)
+    assert "Red diamond" in render_html(report)
+    report["validation"]["meta_analysis"] = {"all": None}
+    page = render_html(report)
+    assert "diamond" not in page.lower() and "Meta-analysis needs at least two sites" in page
+
+
+def test_roc_has_a_wilson_band_per_curve():
+    from fedmi.server.report.html.svg import sensitivity_band
+    from fedmi.shared.stats import wilson_interval
+
+    band = sensitivity_band([(0.0, 0.0), (0.2, 0.5), (1.0, 1.0)], 10)
+    assert band[1] == (0.2, *wilson_interval(5, 10))
+    page = render_html(_report(missing=False))
+    roc = page[page.index('id="roc"') : page.index('id="forest"')]
+    assert roc.count("95 % band") >= 4  # 3 sites + pooled in the first chart
+    assert "Wilson 95 %" in roc
+
+
+def test_ood_and_biomarker_account_for_every_site():
+    report = _report()
+    report["ood"] = {
+        "threshold": {"quantile": 0.95, "distance": 12.0},
+        "per_site": [{"site_id": "site-a", "role": "train", "n": 40, "flagged_fraction": 0.05}],
+    }
+    report["biomarker"] = {
+        "per_site": [
+            {"site_id": "site-b", "role": "train", "n": 0, "n_converters": 0},
+            {"site_id": "site-c", "role": "holdout", "n": 9, "n_converters": 4},
+        ],
+        "pooled": {
+            "n": 9,
+            "n_converters": 4,
+            "auc_model_histogram": 0.5,
+            "auc_model_histogram_bound": 0.5,
+            "auc_suvr_histogram": 0.6,
+            "auc_suvr_histogram_bound": 0.1,
+        },
+    }
+    page = render_html(report)
+    ood = page[page.index('id="ood"') : page.index('id="biomarker"')]
+    for site in ("site-a", "site-b", "site-c"):
+        assert site in ood, site
+    assert "the site sent no OOD scores" in ood and "How unlike the training scans" in ood
+    bio = page[page.index('id="biomarker"') :].split("</table>")[0]
+    assert "site-a" in bio and "no MCI scans at this site" in bio
+    assert "0.500 <span class='muted'>±0.500" in bio  # the pooled value with its bound
+    assert "suppressed: fewer MCI scans" in bio  # site-c: no AUCs released
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_nothing_overflows_in_headless_chromium(tmp_path, width):
+    """Element widths measured in a real browser at a desktop and a phone width.
+
+    Skips where Chromium is not installed (``apt-get install -y chromium``)."""
+    from benchmarks.check_report_layout import probe, problems
+    from benchmarks.screenshot_report import find_browser
+
+    if find_browser() is None:
+        pytest.skip("no Chromium on this machine (apt-get install -y chromium)")
+    report = _report()
+    report["privacy"] = {
+        "per_site": [
+            {"site_id": "site-a", "dp": "on", "epsilon": 2.5, "epsilon_budget": 8.0, "delta": 1e-5}
+        ],
+        "releases": [
+            {
+                "site_id": "site-a",
+                "released": {"evaluate": 3, "ood": 1, "biomarker": 1},
+                "refused": {"uncertainty": {"budget-exhausted": 2}},
+                "epsilon": 3.1,
+            }
+        ],
+    }
+    write_report(tmp_path, report)
+    result = probe(tmp_path / "report.html", width)
+    assert result["viewport"] <= width and result["viewport"] > width * 0.8
+    assert problems(result) == []

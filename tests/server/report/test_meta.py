@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from statsmodels.stats.meta_analysis import combine_effects
@@ -70,3 +72,37 @@ def test_perfect_site_variance_is_floored():
     rows = [row, {"site_id": "t", "auc": 0.8, "auc_se": 0.05, "n": 40, "n_positive": 20}]
     out = meta_analysis(rows)
     assert out is not None and out["k"] == 2 and out["sites"] == ["s", "t"]
+
+
+def test_pooled_auc_intervals_stay_inside_unit_interval():
+    """Three small sites near AUC 1 (the tiny-preset case that gave 0.50–1.24 and −1.52–3.27
+    on the raw scale): on the logit scale every interval end is an AUC."""
+    rows = [
+        {"site_id": "a", "auc": 1.0, "auc_se": 0.0, "n": 6, "n_positive": 3},
+        {"site_id": "b", "auc": 0.55, "auc_se": 0.25, "n": 6, "n_positive": 3},
+        {"site_id": "c", "auc": 0.98, "auc_se": 0.03, "n": 8, "n_positive": 4},
+    ]
+    out = meta_analysis(rows)
+    assert out is not None and out["scale"].startswith("logit")
+    for key in ("estimate", "ci_low", "ci_high", "pi_low", "pi_high", "fixed"):
+        assert 0.0 <= out[key] <= 1.0, key
+    assert out["ci_low"] <= out["estimate"] <= out["ci_high"]
+    assert out["pi_low"] <= out["ci_low"] and out["pi_high"] >= out["ci_high"]
+
+
+def test_logit_pooling_matches_statsmodels_back_transformed():
+    """Exact numbers: pooling the logits by statsmodels and taking expit gives our AUCs."""
+    rows = [
+        {"site_id": "a", "auc": 0.9, "auc_se": 0.05, "n": 40, "n_positive": 20},
+        {"site_id": "b", "auc": 0.8, "auc_se": 0.06, "n": 50, "n_positive": 25},
+        {"site_id": "c", "auc": 0.95, "auc_se": 0.03, "n": 60, "n_positive": 30},
+    ]
+    y = np.array([math.log(r["auc"] / (1 - r["auc"])) for r in rows])
+    v = np.array([r["auc_se"] ** 2 / (r["auc"] * (1 - r["auc"])) ** 2 for r in rows])
+    ref = combine_effects(y, v, method_re="dl")
+    re_row = ref.summary_frame().loc["random effect"]
+    out = meta_analysis(rows)
+    assert out is not None
+    assert out["estimate"] == pytest.approx(1 / (1 + math.exp(-re_row["eff"])), abs=1e-6)
+    assert out["ci_low"] == pytest.approx(1 / (1 + math.exp(-re_row["ci_low"])), abs=1e-6)
+    assert out["logit"]["estimate"] == pytest.approx(re_row["eff"], abs=1e-6)
