@@ -18,6 +18,7 @@ from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
 from fedmi.server.report.ood import ood_section
 from fedmi.server.report.privacy import privacy_section
+from fedmi.server.report.robustness import robustness_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section
 from fedmi.shared.contract import array_record
@@ -138,6 +139,7 @@ def build_report(
         "validation": validation_section(history, cfg.prevalences()),
         "data_counts": data_counts(history),
         "privacy": privacy_section(cfg, history),
+        "robustness": robustness_section(cfg, history),
         # issue 8: MC-dropout uncertainty, OOD detection, MCI conversion biomarker
         "uncertainty": uncertainty_section(history),
         "ood": ood_section(history),
