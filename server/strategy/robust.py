@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedmi.shared.run_config import RunConfig
+
 #: reasons recorded for a changed update
 CLIPPED, COUNT_CAPPED, WEIGHT_CAPPED = "norm-clipped", "count-capped", "weight-capped"
 
@@ -37,12 +39,12 @@ class RobustSettings:
     weight_cap: float = 1.0
 
     @classmethod
-    def from_run_config(cls, cfg: object) -> RobustSettings:
+    def from_run_config(cls, cfg: RunConfig) -> RobustSettings:
         return cls(
-            enabled=getattr(cfg, "robust_aggregation") == "on",
-            norm_bound=float(getattr(cfg, "robust_norm_bound")),
-            norm_factor=float(getattr(cfg, "robust_norm_factor")),
-            weight_cap=float(getattr(cfg, "robust_weight_cap")),
+            enabled=cfg.robust_aggregation == "on",
+            norm_bound=float(cfg.robust_norm_bound),
+            norm_factor=float(cfg.robust_norm_factor),
+            weight_cap=float(cfg.robust_weight_cap),
         )
 
 
