@@ -21,7 +21,7 @@ from fedmi.shared.methods import METHODS
 from fedmi.shared.tasks import TASKS
 
 CENTRAL_DP = ("off", "fixed")
-ROBUST_AGGREGATORS = ("mean", "trimmed-mean", "median", "multikrum")
+ROBUST_AGGREGATORS = ("auto", "mean", "trimmed-mean", "median", "multikrum")
 
 
 @dataclass(frozen=True)
@@ -224,17 +224,19 @@ RUN_CONFIG = Schema(
             Setting(
                 "robust-aggregator",
                 str,
-                "mean",
-                "mean: the method's own aggregator; trimmed-mean, median, multikrum: "
-                "Flower's FedTrimmedAvg, FedMedian, MultiKrum in its place",
+                "auto",
+                "auto: trimmed-mean for FedAvg methods, else the method's own; mean: the "
+                "method's own aggregator; trimmed-mean, median, multikrum: Flower's "
+                "FedTrimmedAvg, FedMedian, MultiKrum in its place",
                 choices=ROBUST_AGGREGATORS,
                 group=_ROBUST,
             ),
             Setting(
                 "robust-trim-fraction",
                 float,
-                0.2,
-                "trimmed-mean: fraction cut at each end per coordinate (FedTrimmedAvg beta)",
+                0.25,
+                "trimmed-mean: fraction cut at each end per coordinate (FedTrimmedAvg beta; "
+                "0.25 cuts one of four sites at each end)",
                 minimum=0,
                 maximum=0.49,
                 group=_ROBUST,

@@ -29,6 +29,7 @@ def robustness_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]
             "norm_factor": cfg.robust_norm_factor,
             "weight_cap": cfg.robust_weight_cap,
             "aggregator": cfg.robust_aggregator,
+            "trim_fraction": cfg.robust_trim_fraction,
         },
         "changed": changed,
         "rejected": rejected,

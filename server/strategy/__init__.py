@@ -71,10 +71,14 @@ def make_strategy(
         min_evaluate_nodes=1,
         min_available_nodes=1,
     )
-    if cfg.robust_aggregator in ROBUST_AGGREGATORS:
-        strategy = ROBUST_AGGREGATORS[cfg.robust_aggregator](cfg, common, len(train_nodes))
+    aggregator, robust = get_method(cfg.method).aggregator, cfg.robust_aggregator
+    if robust == "auto":  # a robust mean where the method's own is the plain mean
+        on = cfg.robust_aggregation == "on"
+        robust = "trimmed-mean" if on and aggregator == "fedavg" else "mean"
+    if robust in ROBUST_AGGREGATORS:
+        strategy = ROBUST_AGGREGATORS[robust](cfg, common, len(train_nodes))
     else:
-        strategy = AGGREGATORS[get_method(cfg.method).aggregator](cfg, common)
+        strategy = AGGREGATORS[aggregator](cfg, common)
     strategy.setup_fedmi(
         train_nodes=train_nodes,
         history=history,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from fedmi.server.history import RunHistory, SiteInfo
 from fedmi.server.report.robustness import robustness_section
@@ -94,7 +94,7 @@ def _reply(node: int, w: list[float], n: int, site: str) -> Message:
     return msg
 
 
-@pytest.mark.parametrize("aggregator", ["mean", "trimmed-mean", "median", "multikrum"])
+@pytest.mark.parametrize("aggregator", ["auto", "mean", "trimmed-mean", "median", "multikrum"])
 def test_the_strategy_caps_a_liar_and_records_it(flower_identity, aggregator):
     history = RunHistory()
     for node, (site, n) in {1: ("a", 10), 2: ("b", 10), 3: ("c", 10)}.items():
@@ -115,7 +115,10 @@ def test_the_strategy_caps_a_liar_and_records_it(flower_identity, aggregator):
     arrays, _ = strategy.aggregate_train(1, replies)
     w = arrays["w"].numpy()
     # capped to 10 scans and clipped to the median norm 1: (1 + 1 − 1) / 3 for the mean
-    expected = {"mean": 1 / 3, "trimmed-mean": 1 / 3, "median": 1.0, "multikrum": 1.0}
+    # (trimmed-mean cuts int(0.25 · 3) = 0 of three sites at each end)
+    expected = {"mean": 1 / 3, "median": 1.0, "multikrum": 1.0} | dict.fromkeys(
+        ("auto", "trimmed-mean"), 1 / 3
+    )
     assert w[0] == pytest.approx(expected[aggregator], rel=1e-5)
     section = robustness_section(cfg, history)
     assert [(c["site_id"], c["reason"]) for c in section["changed"]] == [
@@ -123,3 +126,15 @@ def test_the_strategy_caps_a_liar_and_records_it(flower_identity, aggregator):
         ("c", CLIPPED),
     ]
     assert section["changed"][1]["before"] == 1000.0 and section["settings"]["enabled"]
+
+
+def test_auto_is_flowers_trimmed_mean_for_fedavg_and_the_methods_own_otherwise():
+    from flwr.serverapp.strategy import FedAdam, FedTrimmedAvg
+
+    def built(method: str):
+        return make_strategy(
+            RunConfig(method=method), train_nodes=[1], history=RunHistory(), expected_arrays={}
+        )
+
+    assert isinstance(built("fedavg"), FedTrimmedAvg) and built("fedavg").beta == 0.25
+    assert isinstance(built("fedadam"), FedAdam)
