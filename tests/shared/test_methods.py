@@ -45,5 +45,6 @@ def test_adding_a_method_is_one_entry(monkeypatch):
     monkeypatch.setitem(METHODS, new.name, new)
     cfg = RunConfig.from_mapping({"method": "fedavg-copy"})
     strategy = make_strategy(cfg, train_nodes=[1], history=RunHistory(), expected_arrays={})
-    assert type(strategy).__name__ == "FedmiFedAvg"
+    # a FedAvg method gets Flower's trimmed mean by default (robust-aggregator = "auto")
+    assert type(strategy).__name__ == "FedmiFedTrimmedAvg"
     assert type(build_method_model("fedavg-copy")) is FedmiNet
