@@ -15,6 +15,7 @@ dishonest hospital would (:data:`ATTACKS`):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,9 +50,8 @@ def _flipped_site_data(real):
     """``site_data`` with every label flipped (for the label-flip attack)."""
 
     def site_data(*args, **kwargs):
-        data = real(*args, **kwargs)
-        data.y = 1.0 - data.y
-        return data
+        data = real(*args, **kwargs)  # may be the site's cached object: never changed
+        return dataclasses.replace(data, y=1.0 - data.y)
 
     return site_data
 
