@@ -153,6 +153,12 @@ class RunHistory:
             {"site_id": self.site_name(node_id), "stage": stage, "reasons": reasons}
         )
 
+    def record_screening(self, r: int, changes: list[dict]) -> None:
+        """Note the updates of round ``r`` that robust aggregation clipped or capped
+        (:mod:`fedmi.server.strategy.robust`): site, reason, value before and after."""
+        if changes:
+            self._round(r).setdefault("screened", []).extend(changes)
+
     def record_release(
         self, kind: str, node_id: int, status: str, metrics: dict | None, r: int | None = None
     ) -> None:

@@ -22,6 +22,7 @@ from fedmi.shared.operating_point import CRITERIA
 from fedmi.shared.tasks import TASKS
 
 CENTRAL_DP = ("off", "fixed")
+ROBUST_AGGREGATORS = ("auto", "mean", "trimmed-mean", "median", "multikrum")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def _federated_methods() -> tuple[str, ...]:
 
 _SIM = "site side, simulation only (set by `fedmi-sim run`; a deployed site ignores them)"
 _DP = "central DP at the server (docs/privacy.md)"
+_ROBUST = "robust aggregation at the server (docs/robust-aggregation.md)"
 
 #: Every run-config key: pyproject's ``[tool.flwr.app.config]`` holds the same keys and
 #: defaults (tests/shared/test_run_config.py).
@@ -183,6 +185,70 @@ RUN_CONFIG = Schema(
                 100_000,
                 "largest num-examples the server believes from one site",
                 minimum=1,
+            ),
+            Setting(
+                "robust-aggregation",
+                str,
+                "on",
+                "cap each update's num-examples and weight, and bound its norm, before "
+                "aggregating (docs/robust-aggregation.md)",
+                choices=("on", "off"),
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-norm-bound",
+                float,
+                0.0,
+                "largest update norm (‖reply − global‖) aggregated unscaled "
+                "(0: robust-norm-factor × the round's median norm)",
+                minimum=0,
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-norm-factor",
+                float,
+                1.0,
+                "the norm bound as a multiple of the round's median update norm",
+                minimum=0,
+                exclusive_minimum=True,
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-weight-cap",
+                float,
+                1.0,
+                "largest num-examples of one site as a multiple of the round's median "
+                "(0: only the declared training count caps it)",
+                minimum=0,
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-aggregator",
+                str,
+                "auto",
+                "auto: trimmed-mean for FedAvg methods, else the method's own; mean: the "
+                "method's own aggregator; trimmed-mean, median, multikrum: Flower's "
+                "FedTrimmedAvg, FedMedian, MultiKrum in its place",
+                choices=ROBUST_AGGREGATORS,
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-trim-fraction",
+                float,
+                0.25,
+                "trimmed-mean: fraction cut at each end per coordinate (FedTrimmedAvg beta; "
+                "0.25 cuts one of four sites at each end)",
+                minimum=0,
+                maximum=0.49,
+                group=_ROBUST,
+            ),
+            Setting(
+                "robust-malicious-sites",
+                int,
+                1,
+                "multikrum: sites assumed malicious (MultiKrum num_malicious_nodes)",
+                minimum=0,
+                group=_ROBUST,
             ),
             Setting("node-wait", float, 600.0, "seconds to wait for min-nodes sites", minimum=0),
             Setting(

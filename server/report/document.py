@@ -20,6 +20,7 @@ from fedmi.server.report.ood import ood_section
 from fedmi.server.report.operating_point import federated_choice, operating_point_section
 from fedmi.server.report.outcome import run_outcome
 from fedmi.server.report.privacy import privacy_section
+from fedmi.server.report.robustness import robustness_section
 from fedmi.server.report.uncertainty import uncertainty_section
 from fedmi.server.report.validation import data_counts, validation_section
 from fedmi.shared.contract import array_record
@@ -151,6 +152,7 @@ def build_report(
         # issue 16: replies whose claimed site id contradicts the node's registered identity
         "identity_refusals": history.identity_refusals,
         "privacy": privacy_section(cfg, history),
+        "robustness": robustness_section(cfg, history),
         # issue 8: MC-dropout uncertainty, OOD detection, MCI conversion biomarker
         "uncertainty": uncertainty_section(history),
         "ood": ood_section(history),

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, MultiKrum
 
 from fedmi.server.history import RunHistory
 from fedmi.server.ingress import Verdict, check_content, check_inbound
+from fedmi.server.strategy.robust import RobustSettings, Update, screen_updates
 from fedmi.shared import contract
 from fedmi.shared.stats import pool_statistics
 
@@ -33,6 +35,9 @@ class FedmiMixin:
     expected_arrays: Mapping[str, tuple[tuple[int, ...], str]]
     max_examples: int
     min_train_replies: int
+    robust: RobustSettings
+    #: the weights sent for training this round: updates are measured against them
+    _sent: dict[str, np.ndarray] | None = None
 
     def setup_fedmi(
         self,
@@ -42,16 +47,19 @@ class FedmiMixin:
         expected_arrays: Mapping[str, tuple[tuple[int, ...], str]],
         max_examples: int,
         min_train_replies: int,
+        robust: RobustSettings | None = None,
     ) -> None:
         self.train_nodes = set(train_nodes)
         self.history = history
         self.expected_arrays = dict(expected_arrays)
         self.max_examples = max_examples
         self.min_train_replies = min_train_replies
+        self.robust = robust or RobustSettings()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self._sent = {k: v.numpy() for k, v in arrays.items()}
         msgs = super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
         return [m for m in msgs if m.metadata.dst_node_id in self.train_nodes]
 
@@ -64,7 +72,7 @@ class FedmiMixin:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        accepted: list[Message] = []
+        accepted: list[tuple[Update, dict]] = []
         for msg in list(replies):
             verdict = check_inbound(contract.TRAIN, msg, self.expected_arrays, self.max_examples)
             metrics = None if msg.has_error() else msg.content.get(contract.METRICS)
@@ -90,15 +98,10 @@ class FedmiMixin:
                     verdict.status,
                 )
                 continue
-            clean = RecordDict(
-                {
-                    contract.ARRAYS: msg.content[contract.ARRAYS],
-                    contract.METRICS: MetricRecord(
-                        {k: metrics[k] for k in _AGG_TRAIN_KEYS if k in metrics}
-                    ),
-                }
-            )
-            accepted.append(Message(content=clean, dst_node_id=0, message_type=contract.TRAIN))
+            arrays = {k: v.numpy() for k, v in msg.content[contract.ARRAYS].items()}
+            name = self.history.site_name(verdict.node_id)
+            update = Update(verdict.node_id, name, arrays, float(metrics["num-examples"]))
+            accepted.append((update, {k: metrics[k] for k in _AGG_TRAIN_KEYS if k in metrics}))
         if len(accepted) < self.min_train_replies:
             log.warning(
                 "round %d: %d valid update(s), fewer than the minimum %d: the model is kept unchanged",
@@ -107,7 +110,36 @@ class FedmiMixin:
                 self.min_train_replies,
             )
             return None, None
-        return super().aggregate_train(server_round, accepted)  # type: ignore[misc]
+        return super().aggregate_train(server_round, self._screened(server_round, accepted))  # type: ignore[misc]
+
+    def _screened(self, server_round: int, accepted: list[tuple[Update, dict]]) -> list[Message]:
+        """The accepted updates after robust aggregation's caps and clipping
+        (:mod:`fedmi.server.strategy.robust`), as the messages Flower aggregates."""
+        updates = [u for u, _ in accepted]
+        if self._sent is not None:
+            declared = {n: s.num_train for n, s in self.history.sites.items()}
+            changes = screen_updates(updates, self._sent, declared, self.robust)
+            for c in changes:
+                log.warning(
+                    "round %d: %s %s (%.4g → %.4g)",
+                    server_round,
+                    c.site_id,
+                    c.reason,
+                    c.before,
+                    c.after,
+                )
+            self.history.record_screening(server_round, [c.as_dict(server_round) for c in changes])
+        out = []
+        for update, metrics in accepted:
+            metrics["num-examples"] = update.num_examples
+            clean = RecordDict(
+                {
+                    contract.ARRAYS: contract.array_record(update.arrays),
+                    contract.METRICS: MetricRecord(metrics),
+                }
+            )
+            out.append(Message(content=clean, dst_node_id=0, message_type=contract.TRAIN))
+        return out
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
@@ -189,3 +221,15 @@ class FedmiFedProx(FedmiMixin, FedProx):
 
 class FedmiFedAdam(FedmiMixin, FedAdam):
     """FedAdam (Reddi et al. 2021): server-side Adam on the averaged update."""
+
+
+class FedmiFedTrimmedAvg(FedmiMixin, FedTrimmedAvg):
+    """Flower's FedTrimmedAvg (Yin et al. 2018): coordinate-wise trimmed mean."""
+
+
+class FedmiFedMedian(FedmiMixin, FedMedian):
+    """Flower's FedMedian (Yin et al. 2018): coordinate-wise median."""
+
+
+class FedmiMultiKrum(FedmiMixin, MultiKrum):
+    """Flower's MultiKrum (Blanchard et al. 2017): the mean of the updates closest to the others."""

@@ -21,7 +21,7 @@ def test_every_method_names_a_known_aggregator():
 
 @pytest.mark.parametrize("name", FEDERATED_METHODS)
 def test_the_strategy_follows_the_registry(name):
-    cfg = RunConfig(method=name)
+    cfg = RunConfig(method=name, robust_aggregator="mean")  # "auto": see test_robust.py
     strategy = make_strategy(cfg, train_nodes=[1], history=RunHistory(), expected_arrays={})
     flower_class = {"fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam"}
     assert type(strategy).__mro__[2].__name__ == flower_class[get_method(name).aggregator]
@@ -45,5 +45,6 @@ def test_adding_a_method_is_one_entry(monkeypatch):
     monkeypatch.setitem(METHODS, new.name, new)
     cfg = RunConfig.from_mapping({"method": "fedavg-copy"})
     strategy = make_strategy(cfg, train_nodes=[1], history=RunHistory(), expected_arrays={})
-    assert type(strategy).__name__ == "FedmiFedAvg"
+    # a FedAvg method gets Flower's trimmed mean by default (robust-aggregator = "auto")
+    assert type(strategy).__name__ == "FedmiFedTrimmedAvg"
     assert type(build_method_model("fedavg-copy")) is FedmiNet
