@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from fedmi.shared.run_config import RunConfig
-    from fedmi.simulations.malicious import ATTACKS, run_attacked
+    from fedmi.simulations.malicious import ATTACKS, holdout_auc, run_attacked
     from fedmi.simulations.runner import ingest_all, site_settings
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-robust-"))
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     clean = run("clean", None, None)
     sizes = {s["site_id"]: s["num_train"] for s in clean["sites"] if s["role"] == "train"}
     largest, smallest = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
-    base = clean["final"]["pooled"]["holdout"]["auc"]
+    base = holdout_auc(clean)
     print(f"training sites (train scans): {sizes}; settings: {clean['robustness']['settings']}")
     print(f"{'attack':<12}{'attacker':<16}{'holdout AUC':>12}{'Δ':>8}{'named':>8}{'s':>7}")
     print(f"{'none':<12}{'—':<16}{base:>12.3f}{0:>8.3f}{0:>8}{time.perf_counter() - t:>7.1f}")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for who, site in (("largest", largest), ("smallest", smallest)):
             t = time.perf_counter()
             rep = run(f"{attack}-{site}", attack, site)
-            auc = rep["final"]["pooled"]["holdout"]["auc"]
+            auc = holdout_auc(rep)
             named = sum(1 for c in rep["robustness"]["changed"] if c["site_id"] == site)
             print(
                 f"{attack:<12}{f'{site} ({who})':<16}{auc:>12.3f}{auc - base:>8.3f}"

@@ -161,3 +161,11 @@ def run_attacked(
     with flower_identity():
         run_federation(grid, cfg, out_dir)  # type: ignore[arg-type]
     return json.loads((out_dir / "report.json").read_text())
+
+
+def holdout_auc(report: dict) -> float:
+    """The holdout site's own (Mann–Whitney) AUC in a report with exactly one holdout site."""
+    rows = [r for r in report["final"]["per_site"] if r["role"] == "holdout"]
+    if len(rows) != 1 or rows[0].get("auc") is None:
+        raise ValueError(f"expected one holdout site with an AUC, got {len(rows)}")
+    return float(rows[0]["auc"])

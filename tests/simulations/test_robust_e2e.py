@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from fedmi.shared.run_config import RunConfig
-from fedmi.simulations.malicious import ATTACKS, run_attacked
+from fedmi.simulations.malicious import ATTACKS, holdout_auc, run_attacked
 
 KEYS = {"sim-default-dp": "off", "sim-min-cell-count": 2}
 #: the largest training site (33 scans) and a small one (24)
@@ -36,7 +36,7 @@ def _run(root, out, attack=None, attacker=None, **extra):
 
 
 def _holdout_auc(report) -> float:
-    return float(report["final"]["pooled"]["holdout"]["auc"])
+    return holdout_auc(report)
 
 
 @pytest.mark.slow
