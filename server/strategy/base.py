@@ -120,7 +120,11 @@ class FedmiMixin:
             declared = {n: s.num_train for n, s in self.history.sites.items()}
             changes = screen_updates(updates, self._sent, declared, self.robust)
             for c in changes:
-                log.warning(
+                # a count above the site's own declaration is suspicious; clipping to the
+                # round's median is routine (half the sites, every round)
+                level = logging.WARNING if c.reason == "count-capped" else logging.INFO
+                log.log(
+                    level,
                     "round %d: %s %s (%.4g → %.4g)",
                     server_round,
                     c.site_id,
