@@ -44,13 +44,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     )
     for reason, n in s["by_reason"].items():
         print(f"  {reason}: {n}")
-    if not s["series_accepted"]:
+    if not s["series_accepted"] and not s.get("series_unlabelled", 0):
         print(
             f"fedmi-site ingest: no usable series in {args.site_dir}: this site has nothing to "
-            "train or validate on; fix the reasons above (or the --task) and ingest again",
+            "train, validate or predict on; fix the reasons above (or the --task) and ingest again",
             file=sys.stderr,
         )
         return 1
+    if not s["series_accepted"]:
+        print(
+            "fedmi-site ingest: no labelled series: this site can use the model (predict) "
+            "but has nothing to train or validate on until labels.csv lists its patients",
+            file=sys.stderr,
+        )
     return 0
 
 
