@@ -148,14 +148,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     if not (Path(args.data) / "federation.json").is_file():
         parser.error(f"--data {args.data}: not a federation root written by fedmi-sim generate")
-    logging.disable(logging.WARNING)
     torch.set_num_threads(2)
-    sites = site_settings(Path(args.data), Path(tempfile.mkdtemp(prefix="fedmi-drift-")))
-    ingest_all(sites, args.task)  # cached: an ingested federation is only read
-    per_seed = []
-    for seed in args.seeds:
-        per_seed.append(run_seed(args, sites, seed))
-        print(seed, json.dumps(per_seed[-1]), flush=True)
+    logging.disable(logging.WARNING)  # quiet while it runs; restored for a caller in-process
+    try:
+        sites = site_settings(Path(args.data), Path(tempfile.mkdtemp(prefix="fedmi-drift-")))
+        ingest_all(sites, args.task)  # cached: an ingested federation is only read
+        per_seed = []
+        for seed in args.seeds:
+            per_seed.append(run_seed(args, sites, seed))
+            print(seed, json.dumps(per_seed[-1]), flush=True)
+    finally:
+        logging.disable(logging.NOTSET)
     summary: dict[str, dict[str, object]] = {}
     for site in per_seed[0]["fedavg"]:
         fa = [r["fedavg"][site] for r in per_seed]

@@ -56,6 +56,27 @@ def configure_logging(level: int | None = None) -> None:
         flwr.addFilter(_NoDeprecationBanner())
 
 
+class _ConsoleLevel(logging.Filter):
+    """What a console handler showed before the root level was lowered for the run log.
+
+    A record passes when its logger, or the nearest ancestor below the root with a level of
+    its own, allows it (``fedmi`` at INFO: the round lines), else when it reaches the root's
+    former level.
+    """
+
+    def __init__(self, former: int) -> None:
+        super().__init__()
+        self.former = former
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.getLogger():
+            if logger.level != logging.NOTSET:
+                return record.levelno >= logger.level
+            logger = logger.parent  # type: ignore[assignment]
+        return record.levelno >= self.former
+
+
 def run_log(out_dir: Path, level: int = logging.INFO) -> logging.Handler | None:
     """Append every log line of this process at ``level`` or above to ``out_dir/fedmi.log``.
 
@@ -73,9 +94,12 @@ def run_log(out_dir: Path, level: int = logging.INFO) -> logging.Handler | None:
     handler.setFormatter(formatter())
     handler.setLevel(level)
     if root.getEffectiveLevel() > level:
+        former = root.getEffectiveLevel()
         for h in root.handlers:
-            if h.level == logging.NOTSET:
-                h.setLevel(root.getEffectiveLevel())
+            if h.level == logging.NOTSET and not any(
+                isinstance(f, _ConsoleLevel) for f in h.filters
+            ):
+                h.addFilter(_ConsoleLevel(former))
         root.setLevel(level)
     root.addHandler(handler)
     return handler

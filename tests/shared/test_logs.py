@@ -41,9 +41,16 @@ def test_one_format_in_the_run_log_and_no_banner(clean_root, tmp_path):
     assert len(lines) == 2, lines
     assert all(LINE.match(line) for line in lines), lines
     assert "DEPRECATED" not in (tmp_path / RUN_LOG).read_text()
-    # the console kept its level (WARNING) while the file takes INFO
-    stream = [h for h in clean_root.handlers if type(h) is logging.StreamHandler]
-    assert len(stream) == 1 and stream[0].level == logging.WARNING
+    # the console kept its verbosity (WARNING, and INFO for loggers set to INFO, like
+    # fedmi's round lines) while the file takes INFO from every logger
+    (stream,) = [h for h in clean_root.handlers if type(h) is logging.StreamHandler]
+    info = logging.LogRecord("fedmitest.x", logging.INFO, __file__, 1, "m", None, None)
+    assert not stream.filter(info)
+    logging.getLogger("fedmitest").setLevel(logging.INFO)
+    try:
+        assert stream.filter(info)
+    finally:
+        logging.getLogger("fedmitest").setLevel(logging.NOTSET)
 
 
 def test_a_second_run_log_on_the_same_folder_is_not_doubled(clean_root, tmp_path):

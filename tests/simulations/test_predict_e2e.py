@@ -99,8 +99,10 @@ def test_predict_with_the_package_matches_the_final_evaluation(tiny_fdg, tmp_pat
             continue
         compared += 1
         assert abs(rec["probability"] - float(p)) < 1e-6
-        # no operating point in this card yet: the default, recorded as such
-        assert rec["threshold_source"] == "default" and rec["positive"] == (float(p) >= 0.5)
+        # the federation's operating point from the card (a fixed 0.5 when it chose none)
+        threshold = card["operating_point"]["threshold"]
+        assert rec["threshold_source"] == "model card" and rec["threshold"] == threshold
+        assert rec["positive"] == (float(p) >= threshold)
     assert compared >= 1
     # every scan, OOD-flagged ones included: the verified package's model on the volumes
     # predict ingested gives the evaluation's probabilities

@@ -60,6 +60,14 @@ def _operating_point_line(report: dict) -> str:
                 break
         sens, sens_ci = _rate(pooled, "sensitivity")
         spec, spec_ci = _rate(pooled, "specificity")
+        if op.get("criterion") == "fixed":  # the federation could not choose one
+            why = f" ({esc(op['reason'])})" if op.get("reason") else ""
+            return (
+                f"no federated operating point in this run{why}; at the fixed threshold "
+                f"{fmt_num(op.get('threshold'))}{where}: sensitivity "
+                f"<b>{fmt_num(sens)}</b>{fmt_ci(sens_ci)}, "
+                f"specificity <b>{fmt_num(spec)}</b>{fmt_ci(spec_ci)}"
+            )
         return (
             f"threshold {fmt_num(op.get('threshold'))}{where}: sensitivity "
             f"<b>{fmt_num(sens)}</b>{fmt_ci(sens_ci)}, "

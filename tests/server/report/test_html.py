@@ -112,7 +112,16 @@ def test_headline_privacy_table_and_delta_in_scientific_notation():
     head = page[page.index('id="headline"') : page.index("<nav>")]
     assert "AUC (95 % CI)" in head and "logit scale" in head
     assert "site-a 3.10 of 8.00" in head and "site-b DP off" in head
-    assert "no federated operating point" in head
+    assert "threshold 0.560 (pooled holdout sites)" in head  # chosen on the training sites
+    report["operating_point"] = {  # what a run whose training sites released nothing has
+        "threshold": 0.5,
+        "criterion": "fixed",
+        "reason": "no training site released score histograms of both classes",
+        "pooled": {"holdout": {"sensitivity": {"value": 0.8, "ci": [0.7, 0.9]}}},
+    }
+    head = render_html(report).split('id="headline"')[1].split("<nav>")[0]
+    assert "no federated operating point in this run (no training site released" in head
+    assert "fixed threshold 0.500" in head
     privacy = page[page.index('id="privacy"') :]
     assert "1.0e-05" in privacy and "0.0000" not in privacy and "evaluate 3" in privacy
     # the operating point, when a run chose one
