@@ -105,7 +105,9 @@ def _accepted_entry(
     The row carries what the loader read from the header ((0020,000E) *Series Instance
     UID*, (0010,0020) *Patient ID*, (0008,0060) *Modality*, the (0054,0016) tracer,
     (0008,0070) *Manufacturer*, (0008,1090) *Manufacturer's Model Name*, (0054,1103)
-    *Reconstruction Method*), the voxel size, the SUV factor, the cached volume's path,
+    *Reconstruction Method*, the age from (0010,1010) *Patient's Age* and (0010,0040)
+    *Patient's Sex*: private to the site, for the normative model), the voxel size, the
+    SUV factor, the cached volume's path,
     notes and the template QC figures.
 
     Parameters
@@ -128,6 +130,8 @@ def _accepted_entry(
             "reconstruction": native.reconstruction,
             "voxel_size_mm": native.voxel_size_mm,
             "suv_factor": native.suv_factor,
+            "age_years": native.age_years,
+            "sex": native.sex,
             "cached_path": cache.volume_relpath(key),
             "notes": list(native.notes),
             "qc": _qc(result),

@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 #: Bump whenever a change alters cached volumes or report rows.
-PIPELINE_VERSION = "2.0"
+PIPELINE_VERSION = "2.1"

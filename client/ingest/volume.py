@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,10 @@ class NativeSeries:
     tracer_text: str = ""
     #: (0054,1103) *Reconstruction Method* (a harmonization-group fact; "" when absent)
     reconstruction: str = ""
+    #: age in years at the scan (:func:`patient_age_years`); ``None`` when unknown
+    age_years: float | None = None
+    #: (0010,0040) *Patient's Sex*: ``F``, ``M``, ``O`` or ``""`` when absent
+    sex: str = ""
 
     @property
     def affine_ras(self) -> np.ndarray:
@@ -287,10 +293,60 @@ def native_series(
         manufacturer=text(ds, "Manufacturer"),
         model=text(ds, "ManufacturerModelName"),
         reconstruction=text(ds, "ReconstructionMethod"),
+        age_years=patient_age_years(ds),
+        sex=patient_sex(ds),
         files=files,
         duplicates=[] if duplicates is None else duplicates,
         notes=notes,
     )
+
+
+#: (0010,1010) *Patient's Age* units (PS3.5 §6.2, VR AS): days, weeks, months, years
+_AGE_UNITS = {"D": 1.0 / 365.25, "W": 7.0 / 365.25, "M": 1.0 / 12.0, "Y": 1.0}
+
+
+def patient_age_years(ds: Dataset) -> float | None:
+    """The patient's age at the scan in years, or ``None`` when the header does not say.
+
+    (0010,1010) *Patient's Age* (VR AS, ``nnnD|W|M|Y``) when present and well-formed;
+    otherwise (0010,0030) *Patient's Birth Date* against (0008,0022) *Acquisition Date*,
+    (0008,0021) *Series Date* or (0008,0020) *Study Date* (the first present). Ages outside
+    0–130 years are treated as unknown.
+    """
+    raw = text(ds, "PatientAge").upper()
+    match = re.fullmatch(r"(\d{1,3})\s*([DWMY])", raw)
+    age: float | None = None
+    if match:
+        age = int(match.group(1)) * _AGE_UNITS[match.group(2)]
+    else:
+        birth = _date(text(ds, "PatientBirthDate"))
+        scan = next(
+            (
+                d
+                for d in (_date(text(ds, k)) for k in ("AcquisitionDate", "SeriesDate", "StudyDate"))
+                if d is not None
+            ),
+            None,
+        )
+        if birth is not None and scan is not None:
+            age = (scan - birth).days / 365.25
+    if age is None or not 0.0 <= age <= 130.0:
+        return None
+    return round(age, 2)
+
+
+def patient_sex(ds: Dataset) -> str:
+    """(0010,0040) *Patient's Sex* as ``F``, ``M`` or ``O``; ``""`` when absent or invalid."""
+    value = text(ds, "PatientSex").upper()
+    return value if value in ("F", "M", "O") else ""
+
+
+def _date(value: str) -> _dt.date | None:
+    """A DICOM DA (``YYYYMMDD``) as a date, or ``None``."""
+    try:
+        return _dt.datetime.strptime(value[:8], "%Y%m%d").date() if len(value) >= 8 else None
+    except ValueError:
+        return None
 
 
 def text(ds: Dataset, keyword: str) -> str:
