@@ -43,6 +43,9 @@ WEIGHTS = "weights.npz"
 REQUIRED_MEMBERS = (CARD, WEIGHTS)
 #: Optional member: the OOD reference (feature description + flagging distance).
 OOD = "ood_reference.json"
+#: Optional member: the federated normative model (:class:`fedmi.shared.normative.NormativeModel`
+#: JSON), for anomaly maps at prediction.
+NORMATIVE = "normative_model.json"
 
 #: The threshold used when the model card names no operating point.
 DEFAULT_THRESHOLD = 0.5
