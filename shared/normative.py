@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedmi.shared.grid import Grid
+from fedmi.shared.regional import region_index
+
 #: The design's columns (:func:`design_row`).
 DESIGN = ("intercept", "age", "sex")
 #: Ages are centred here and scaled by :data:`AGE_SPAN` (years).
@@ -124,6 +127,27 @@ def design_row(age_years: float | None, sex: str | None) -> np.ndarray:
         raise NormativeError(f"age {age_years!r} is not a finite number")
     a = float(np.clip(a, -AGE_CLIP, AGE_CLIP))
     return np.array([1.0, a, SEX_CODE.get(str(sex or "").upper(), 0.0)])
+
+
+def regional_means(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Mean of a template-grid volume in each composite region, and the region names.
+
+    The regions of the regional model (:func:`fedmi.shared.regional.region_index`).
+    """
+    index, names = region_index(grid)
+    flat = np.asarray(volume, dtype=np.float64).reshape(-1)
+    if flat.size != index.size:
+        raise NormativeError(f"volume of {flat.size} voxels is not on the grid {grid.shape}")
+    inside = index >= 0
+    sums = np.bincount(index[inside], weights=flat[inside], minlength=len(names))
+    counts = np.bincount(index[inside], minlength=len(names))
+    return sums / np.maximum(counts, 1), names
+
+
+def profile_of(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The regional log profile of one template-grid volume, and the region names."""
+    means, names = regional_means(volume, grid)
+    return regional_profile(means), names
 
 
 def regional_profile(regional_means: np.ndarray) -> np.ndarray:

@@ -122,3 +122,14 @@ def test_regional_profile_removes_global_level() -> None:
     m = np.array([1.0, 2.0, 4.0])
     assert np.allclose(nm.regional_profile(m), nm.regional_profile(3.7 * m))
     assert nm.regional_profile(m).sum() == pytest.approx(0.0)
+
+
+def test_profile_of_a_volume_on_the_template_grid() -> None:
+    from fedmi.shared.tasks import get_task
+
+    grid = get_task("fdg-ad").grid
+    vol = np.ones(grid.shape)
+    prof, names = nm.profile_of(vol, grid)
+    assert len(names) == len(prof) > 40 and np.allclose(prof, 0.0)
+    with pytest.raises(nm.NormativeError, match="not on the grid"):
+        nm.regional_means(np.ones(10), grid)
