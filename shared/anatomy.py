@@ -56,6 +56,17 @@ REGIONS: dict[str, tuple[int, ...]] = {
     "putamen_L": (77,),
     "putamen_R": (78,),
     "pallidum": (79, 80),
+    # Added for the memory-clinic phantoms (ageing, bvFTD, DLB; docs/phantom-disorders.md).
+    # Disjoint from each other and from the regions above except ``frontal`` (which
+    # contains frontal_lateral and AAL3 19/20 of frontal_medial) and ``occipital``.
+    "frontal_lateral": _lr(3, 4, 5, 6, 7, 8, 9, 10),
+    "frontal_medial": _lr(15, 16, 19, 20),
+    "insula": _lr(33, 34),
+    "cingulate_mid": _lr(37, 38),
+    "caudate": _lr(75, 76),
+    "putamen": _lr(77, 78),
+    "temporal_pole": _lr(87, 88, 91, 92),
+    "occipital_association": _lr(49, 50, 51, 52, 53, 54, 55, 56, 57, 58),
 }
 
 #: Regions that are not AAL3 label sets.

@@ -188,7 +188,8 @@ TASKS: dict[str, TaskSpec] = {
         modality="PT",
         tracers=("fdg",),
         classes=("CN", "AD"),
-        other_labels=("MCI-stable", "MCI-converter"),
+        # FTD/DLB: memory-clinic scans of other disorders (never a training class).
+        other_labels=("MCI-stable", "MCI-converter", "FTD", "DLB"),
         reference_region="pons",
         grid=TEMPLATE_GRID_4MM,
         description="Alzheimer's disease dementia vs cognitively normal from FDG PET",

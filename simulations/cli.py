@@ -36,6 +36,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides["workers"] = args.workers
     overrides["poses"] = args.poses
+    if args.no_memory_clinic:
+        overrides["memory_clinic"] = False
     try:
         manifest = generate_federation(
             Path(args.out), args.task, args.preset, args.seed, **overrides
@@ -45,7 +47,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         return 2
     for s in manifest["sites"]:
         labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
-        print(f"{s['site_id']:10s} {s['role']:8s} {s['n_subjects']:4d} subjects  ({labels})")
+        extra = f"; {s['n_unlabelled']} unlabelled" if s.get("n_unlabelled") else ""
+        print(
+            f"{s['site_id']:10s} {s['role']:8s} {s['n_subjects']:4d} subjects  ({labels}{extra})"
+        )
     print(
         f"wrote {manifest['n_subjects']} subjects in {len(manifest['sites'])} sites to {args.out}"
     )
@@ -85,6 +90,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         help="head poses, sizes, cut fields of view and atrophy: realistic (default; tilts up "
         "to 20 deg, sizes +-12%%), legacy (earlier versions' poses, <= 5 deg), aligned "
         "(no rotation or scaling)",
+    )
+    p.add_argument(
+        "--no-memory-clinic",
+        action="store_true",
+        help="fdg-ad: leave out the memory-clinic cohort appended to each site (ageing "
+        "normals 50-90 y, bvFTD and DLB scans; docs/phantom-disorders.md)",
     )
     p.set_defaults(func=_cmd_generate)
 

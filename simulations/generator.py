@@ -12,7 +12,11 @@ Layout (the contract with ingest, see notes/CONTEXT.md)::
 Everything is deterministic from ``seed``: site profiles use
 ``SeedSequence([seed, 1_000_003, site])``, site-level IDs
 ``SeedSequence([seed, 1_000_005, site])`` and each subject
-``SeedSequence([seed, site, subject])``; DICOM UIDs come from
+``SeedSequence([seed, site, subject])``; the memory-clinic cohort appended to each fdg-ad
+site (ageing normals, bvFTD, DLB: :data:`fedmi.simulations.sites.presets.MEMORY_CLINIC`,
+effect sizes in ``docs/phantom-disorders.md``) uses ``SeedSequence([seed, 1_000_009,
+site, k])`` and identifiers from ``SeedSequence([seed, 1_000_007, site])``, so it leaves
+every other subject unchanged; DICOM UIDs come from
 ``generate_uid(entropy_srcs=["fedmi-sim", seed, task, site, subject, ...])``. Subjects are
 rendered in worker processes (fork) when ``workers > 1``; the output does not depend on
 the number of workers.
@@ -35,12 +39,12 @@ from pathlib import Path
 
 from fedmi.shared.grid import Grid
 from fedmi.shared.tasks import TaskSpec, get_task
-from fedmi.simulations.identities import site_identifiers
+from fedmi.simulations.identities import cohort_identifiers, site_identifiers
 from fedmi.simulations.phantom.basis import Basis
 from fedmi.simulations.phantom.poses import DEFAULT_POSES
 from fedmi.simulations.phantom.tasks import build_basis
 from fedmi.simulations.site_files import write_csv, write_site_toml
-from fedmi.simulations.sites.presets import PRESETS
+from fedmi.simulations.sites.presets import PRESETS, memory_clinic_cohort
 from fedmi.simulations.sites.profiles import SiteProfile, make_sites
 from fedmi.simulations.subjects import SiteJob, write_subject
 
@@ -48,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
-_ALLOWED_OVERRIDES = {"n_sites", "sites", "subjects_scale", "workers", "poses"}
+_ALLOWED_OVERRIDES = {"n_sites", "sites", "subjects_scale", "workers", "poses", "memory_clinic"}
 
 _JOB: SiteJob | None = None  # inherited by forked workers
 
@@ -84,31 +88,47 @@ def generate_federation(
         multiplies site sizes; ``workers``: processes used to render subjects (default
         ``min(2, cpu count)``; the output does not depend on it); ``poses``: head poses,
         sizes, cut fields of view and atrophy (:data:`fedmi.simulations.phantom.poses.POSES`,
-        default ``realistic``; ``legacy`` gives the poses of earlier versions).
+        default ``realistic``; ``legacy`` gives the poses of earlier versions);
+        ``memory_clinic``: append the memory-clinic cohort to each site (default ``True``;
+        fdg-ad only: ageing normals 50–90 years labelled ``CN``, and bvFTD/DLB scans,
+        labelled ``FTD``/``DLB`` at holdouts and unlabelled at the first training site;
+        :data:`fedmi.simulations.sites.presets.MEMORY_CLINIC`).
 
     Returns
     -------
     dict
-        The manifest also written to ``out/federation.json``.
+        The manifest also written to ``out/federation.json``. A site's ``n_subjects``
+        counts its labels.csv rows (cohort included); ``n_unlabelled`` its scans that are
+        not in labels.csv; ``memory_clinic`` its cohort scans per group.
     """
     spec, out, n_sites, scale, workers = _arguments(out, task, preset, overrides)
     t0 = time.perf_counter()
     poses = str(overrides.get("poses") or DEFAULT_POSES)
+    mc = overrides.get("memory_clinic", True)
+    if not isinstance(mc, bool):
+        raise ValueError(f"memory_clinic must be True or False, not {mc!r}")
     sites = make_sites(task, preset, seed, n_sites, scale, poses=poses)
+    first_train = next((s.index for s in sites if s.role != "holdout"), None)
+    cohorts = {
+        s.index: memory_clinic_cohort(task, preset, s.role, s.index == first_train) if mc else []
+        for s in sites
+    }
     grid = PRESETS[preset].working_grid
     base = build_basis(task, grid)
-    n_subjects = sum(s.n_subjects for s in sites)
+    n_scans = sum(s.n_subjects + len(cohorts[s.index]) for s in sites)
     logger.info(
         "generating %s federation: preset %s, %d sites, %d subjects",
         task,
         preset,
         len(sites),
-        n_subjects,
+        n_scans,
     )
     (out / "_truth").mkdir(parents=True, exist_ok=True)
     manifest_sites = [
-        _generate_site(site, len(sites), base, seed, task, out, workers) for site in sites
+        _generate_site(site, len(sites), base, seed, task, out, workers, cohorts[site.index])
+        for site in sites
     ]
+    n_subjects = sum(int(s["n_subjects"]) for s in manifest_sites)
     manifest = {
         "generator": "fedmi-sim",
         "format_version": FORMAT_VERSION,
@@ -116,9 +136,15 @@ def generate_federation(
         "modality": spec.modality,
         "preset": preset,
         "seed": seed,
-        "options": {"n_sites": len(sites), "subjects_scale": scale, "poses": poses},
+        "options": {
+            "n_sites": len(sites),
+            "subjects_scale": scale,
+            "poses": poses,
+            "memory_clinic": mc,
+        },
         "working_grid": _grid_entry(grid),
         "n_subjects": n_subjects,
+        "n_unlabelled": sum(int(s["n_unlabelled"]) for s in manifest_sites),
         "sites": manifest_sites,
     }
     (out / "federation.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -156,44 +182,65 @@ def _arguments(
 
 
 def _generate_site(
-    site: SiteProfile, n_sites: int, base: Basis, seed: int, task: str, out: Path, workers: int
+    site: SiteProfile,
+    n_sites: int,
+    base: Basis,
+    seed: int,
+    task: str,
+    out: Path,
+    workers: int,
+    cohort: list[tuple[str, bool]] | None = None,
 ) -> dict[str, object]:
-    """Write every subject, labels.csv, site.toml and the truth CSV of ``site``; returns
-    its manifest entry."""
+    """Write every subject (the site's own, then its memory-clinic ``cohort``), labels.csv
+    (labelled subjects only), site.toml and the truth CSV of ``site``; returns its
+    manifest entry."""
     global _JOB
     ts = time.perf_counter()
+    cohort = list(cohort or [])
     site_dir = out / site.site_id
     (site_dir / "dicom").mkdir(parents=True, exist_ok=True)
     ids, acc, folders = site_identifiers(site, seed)
-    _JOB = SiteJob(site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders)
-    if workers > 1 and site.n_subjects > 4 and "fork" in mp.get_all_start_methods():
+    if cohort:
+        more = cohort_identifiers(site, seed, len(cohort), ids, acc)
+        ids, acc, folders = ids + more[0], acc + more[1], folders + more[2]
+    _JOB = SiteJob(
+        site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders, cohort
+    )
+    n_total = _JOB.n_total
+    if workers > 1 and n_total > 4 and "fork" in mp.get_all_start_methods():
         with mp.get_context("fork").Pool(workers) as pool:
-            rows = pool.map(_render_subject, range(site.n_subjects), chunksize=2)
+            rows = pool.map(_render_subject, range(n_total), chunksize=2)
     else:
-        rows = [_render_subject(j) for j in range(site.n_subjects)]
+        rows = [_render_subject(j) for j in range(n_total)]
     _JOB = None
+    labelled = [r for r in rows if r["labelled"]]
     write_csv(
         site_dir / "labels.csv",
-        [{"PatientID": r["PatientID"], "label": r["label"]} for r in rows],
+        [{"PatientID": r["PatientID"], "label": r["label"]} for r in labelled],
     )
     write_csv(out / "_truth" / f"{site.site_id}.csv", rows)
     write_site_toml(site_dir / "site.toml", site)
     counts: dict[str, int] = {}
-    for r in rows:
+    for r in labelled:
         counts[str(r["label"])] = counts.get(str(r["label"]), 0) + 1
+    mc: dict[str, int] = {}
+    for group, _ in cohort:
+        mc[group] = mc.get(group, 0) + 1
     logger.info(
         "site %d/%d (%s, %s): %d subjects in %.1f s",
         site.index + 1,
         n_sites,
         site.role,
         site.site_id,
-        site.n_subjects,
+        n_total,
         time.perf_counter() - ts,
     )
     return {
         "site_id": site.site_id,
         "role": site.role,
-        "n_subjects": site.n_subjects,
+        "n_subjects": len(labelled),
+        "n_unlabelled": len(rows) - len(labelled),
+        "memory_clinic": mc,
         "labels": dict(sorted(counts.items())),
         "tracer": site.tracer,
         "n_files": int(sum(int(r["n_files"]) for r in rows)),

@@ -13,6 +13,9 @@ import numpy as np
 
 from fedmi.simulations.sites.profiles import SITE_STREAM, SiteProfile
 
+#: SeedSequence tag of the memory-clinic cohort's identifiers (``[seed, tag, site]``).
+COHORT_ID_STREAM = 1_000_007
+
 _GIVEN_F = (
     "Anna",
     "Maria",
@@ -97,6 +100,47 @@ def site_identifiers(site: SiteProfile, seed: int) -> tuple[list[str], list[str]
         else:
             folders.append(f"study_{j + 1:04d}")
     return ids, accessions, folders
+
+
+def cohort_identifiers(
+    site: SiteProfile, seed: int, n_extra: int, ids: list[str], accessions: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """PatientIDs, accession numbers and study folders of ``n_extra`` cohort subjects
+    appended after the site's ``ids``/``accessions`` (subject indices ``n_subjects`` on),
+    unique against them, in the site's styles."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, COHORT_ID_STREAM, site.index]))
+    n = len(ids)
+    taken_ids, taken_acc = set(ids), set(accessions)
+    new_ids: list[str] = []
+    for j in range(n, n + n_extra):
+        if site.id_style == "prefix":
+            pid = f"{site.id_prefix}-{j + 1:04d}"
+        else:
+            digits = 8 if site.id_style == "mrn" else 7
+            while True:
+                v = int(rng.integers(10 ** (digits - 1), 10**digits))
+                pid = str(v) if site.id_style == "mrn" else f"H{v}"
+                if pid not in taken_ids:
+                    break
+        taken_ids.add(pid)
+        new_ids.append(pid)
+    new_acc: list[str] = []
+    for _ in range(n_extra):
+        while True:
+            a = str(int(rng.integers(10**9, 10**10)))
+            if a not in taken_acc:
+                break
+        taken_acc.add(a)
+        new_acc.append(a)
+    folders = []
+    for k, j in enumerate(range(n, n + n_extra)):
+        if site.folder_style == "patient":
+            folders.append(f"{new_ids[k]}/{new_acc[k]}")
+        elif site.folder_style == "opaque":
+            folders.append(f"{int(rng.integers(16**8)):08X}/{int(rng.integers(16**8)):08X}")
+        else:
+            folders.append(f"study_{j + 1:04d}")
+    return new_ids, new_acc, folders
 
 
 def birth_date(scan: _dt.datetime, age: float, rng: np.random.Generator) -> str:

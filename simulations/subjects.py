@@ -5,12 +5,18 @@ gets is drawn from its own generator ``SeedSequence([seed, site, subject])`` in 
 order: truth (:func:`fedmi.simulations.phantom.draw_subject`), visit (day, injection time,
 uptake, dose, name), header (birth date, study ID, referring physician), then noise and
 file names. Changing that order changes every generated file.
+
+Subjects ``j >= site.n_subjects`` are the site's memory-clinic cohort
+(:func:`fedmi.simulations.sites.presets.memory_clinic_cohort`: ageing normals, bvFTD,
+DLB; ``docs/phantom-disorders.md``): each draws from its own stream
+``SeedSequence([seed, COHORT_STREAM, site, k])`` (``k = j - n_subjects``), so the cohort
+never changes the site's other subjects.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,10 @@ from fedmi.simulations.sites.profiles import SiteProfile
 #: (0028,0051) *Corrected Image* of a SPECT site's correction.
 _NM_CORRECTED_IMAGE = {"NC": ("DECY",), "AC": ("DECY", "ATTN"), "ACSC": ("DECY", "ATTN", "SCAT")}
 
+#: SeedSequence tag of the memory-clinic cohort's subject streams
+#: (``[seed, COHORT_STREAM, site, k]``).
+COHORT_STREAM = 1_000_009
+
 
 @dataclass
 class SiteJob:
@@ -45,6 +55,13 @@ class SiteJob:
     ids: list[str]
     accessions: list[str]
     folders: list[str]
+    #: ``(group, labelled)`` of the memory-clinic cohort subjects ``n_subjects, ...``.
+    cohort: list[tuple[str, bool]] = field(default_factory=list)
+
+    @property
+    def n_total(self) -> int:
+        """The site's subjects plus its cohort."""
+        return self.site.n_subjects + len(self.cohort)
 
 
 @dataclass
@@ -71,6 +88,35 @@ def pose_rng(seed: int, site: int, subject: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, site, subject, POSE_STREAM]))
 
 
+def cohort_rng(seed: int, site: int, k: int) -> np.random.Generator:
+    """Cohort subject ``k``'s own generator."""
+    return np.random.default_rng(np.random.SeedSequence([seed, COHORT_STREAM, site, k]))
+
+
+def cohort_pose_rng(seed: int, site: int, k: int) -> np.random.Generator:
+    """Cohort subject ``k``'s pose stream."""
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, COHORT_STREAM, site, k, POSE_STREAM])
+    )
+
+
+def draw_cohort_truth(
+    site: SiteProfile, seed: int, task: str, rng: np.random.Generator, k: int, group: str
+) -> phantom.SubjectTruth:
+    """Cohort subject ``k``'s truth (group ``group``) from its own generator ``rng``."""
+    pose = get_poses(site.poses)
+    return phantom.draw_cohort_subject(
+        task,
+        group,
+        rng,
+        female_frac=site.female_frac,
+        max_rotation_deg=site.max_rotation_deg,
+        max_shift_mm=site.max_shift_mm,
+        pose=pose,
+        pose_rng=None if pose.legacy else cohort_pose_rng(seed, site.index, k),
+    )
+
+
 def draw_truth(
     site: SiteProfile, seed: int, task: str, rng: np.random.Generator, j: int
 ) -> phantom.SubjectTruth:
@@ -92,10 +138,21 @@ def draw_truth(
 
 
 def write_subject(job: SiteJob, j: int) -> dict[str, object]:
-    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row."""
+    """Draw, render and write subject ``j`` of ``job.site``; returns its truth row.
+
+    ``j >= site.n_subjects`` is cohort subject ``j - site.n_subjects``; the row's
+    ``labelled`` says whether the subject is in the site's labels.csv.
+    """
     site = job.site
-    rng = subject_rng(job.seed, site.index, j)
-    truth = draw_truth(site, job.seed, job.task, rng, j)
+    labelled = True
+    if j < site.n_subjects:
+        rng = subject_rng(job.seed, site.index, j)
+        truth = draw_truth(site, job.seed, job.task, rng, j)
+    else:
+        k = j - site.n_subjects
+        group, labelled = job.cohort[k]
+        rng = cohort_rng(job.seed, site.index, k)
+        truth = draw_cohort_truth(site, job.seed, job.task, rng, k, group)
     img, affine = _render(job, truth)
     visit = _draw_visit(site, truth, rng)
     common = _common_meta(job, j, truth, visit, rng)
@@ -116,6 +173,7 @@ def write_subject(job: SiteJob, j: int) -> dict[str, object]:
         series_dir=str(rel),
         n_files=len(files),
         n_bytes=sum(f.stat().st_size for f in files),
+        labelled=labelled,
     )
     return row
 

@@ -30,9 +30,12 @@ Modules
 ``truth``
     :class:`SubjectTruth` and the draws every task shares (group, demographics, pose).
 ``fdg``, ``amyloid``, ``dat``
-    One task each: its constants, basis maps, clinical draws and coefficients.
+    One task each: its constants, basis maps, clinical draws and coefficients. ``fdg``
+    also has regional ageing and the bvFTD and DLB patterns of the memory-clinic cohort
+    (effect sizes and sources: ``docs/phantom-disorders.md``).
 ``tasks``
-    :func:`build_basis`, :func:`draw_subject`, :func:`subject_coefficients` for any task.
+    :func:`build_basis`, :func:`draw_subject`, :func:`subject_coefficients` for any task;
+    :func:`draw_cohort_subject` for the memory-clinic cohort (fdg-ad).
 ``render``
     Head pose, scanner grid and resampling (:func:`subject_volume` for tests).
 ``noise``
@@ -53,7 +56,12 @@ from fedmi.simulations.phantom.amyloid import (
 )
 from fedmi.simulations.phantom.basis import WORKING_GRID_2MM, WORKING_GRID_3MM, Basis
 from fedmi.simulations.phantom.dat import DAT_SUBREGIONS, DAT_TRUE_RATIO_YOUNG
-from fedmi.simulations.phantom.fdg import FDG_AD_WEIGHTS
+from fedmi.simulations.phantom.fdg import (
+    FDG_AD_WEIGHTS,
+    FDG_AGING_SLOPES,
+    FDG_DLB_WEIGHTS,
+    FDG_FTD_WEIGHTS,
+)
 from fedmi.simulations.phantom.noise import add_pet_noise, spect_counts
 from fedmi.simulations.phantom.render import (
     BRAIN_CENTRE_MNI,
@@ -63,7 +71,12 @@ from fedmi.simulations.phantom.render import (
     scanner_affine,
     subject_volume,
 )
-from fedmi.simulations.phantom.tasks import build_basis, draw_subject, subject_coefficients
+from fedmi.simulations.phantom.tasks import (
+    build_basis,
+    draw_cohort_subject,
+    draw_subject,
+    subject_coefficients,
+)
 from fedmi.simulations.phantom.truth import VARIATION_GROUPS, SubjectTruth
 
 __all__ = [
@@ -77,6 +90,9 @@ __all__ = [
     "DAT_SUBREGIONS",
     "DAT_TRUE_RATIO_YOUNG",
     "FDG_AD_WEIGHTS",
+    "FDG_AGING_SLOPES",
+    "FDG_DLB_WEIGHTS",
+    "FDG_FTD_WEIGHTS",
     "RAS_TO_LPS",
     "SubjectTruth",
     "VARIATION_GROUPS",
@@ -85,6 +101,7 @@ __all__ = [
     "add_pet_noise",
     "build_basis",
     "centiloid_from_suvr",
+    "draw_cohort_subject",
     "draw_subject",
     "mni_to_scanner_lps",
     "render_on_scanner",

@@ -27,6 +27,7 @@ from fedmi.simulations.phantom.truth import (
     SubjectTruth,
     draw_anatomy,
     draw_atrophy,
+    draw_cohort_person,
     draw_person,
     draw_pose,
 )
@@ -118,6 +119,38 @@ def draw_subject(
         dat.draw(t, rng, label_noise)
     else:
         raise ValueError(f"unknown task {task!r}")
+    if atrophy_rng is not None:
+        draw_atrophy(t, atrophy_rng, pose)
+    return t
+
+
+def draw_cohort_subject(
+    task: str,
+    group: str,
+    rng: np.random.Generator,
+    *,
+    female_frac: float = 0.5,
+    max_rotation_deg: float = 5.0,
+    max_shift_mm: float = 8.0,
+    pose: PoseSettings = POSES["legacy"],
+    pose_rng: np.random.Generator | None = None,
+) -> SubjectTruth:
+    """Draw one memory-clinic cohort subject of ``group`` (fdg-ad: ``CN``, ``FTD``, ``DLB``).
+
+    Like :func:`draw_subject`, on the subject's own generator ``rng``, but the group is
+    given and the age is uniform over :data:`fedmi.simulations.phantom.fdg.COHORT_AGES`.
+    """
+    if task != "fdg-ad":
+        raise ValueError(f"no memory-clinic cohort for task {task!r}")
+    if not pose.legacy and pose_rng is None:
+        raise ValueError(f"poses {pose.name!r} need the subject's pose stream (pose_rng)")
+    t = draw_cohort_person(task, rng, group, fdg.COHORT_AGES[group], female_frac)
+    draw_anatomy(t, rng, max_rotation_deg, max_shift_mm)
+    atrophy_rng = None
+    if pose_rng is not None:
+        atrophy_rng = np.random.default_rng(int(pose_rng.integers(2**62)))
+        draw_pose(t, pose_rng, pose)
+    fdg.draw_cohort(t, rng)
     if atrophy_rng is not None:
         draw_atrophy(t, atrophy_rng, pose)
     return t

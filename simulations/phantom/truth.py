@@ -124,6 +124,30 @@ def draw_person(
     )
 
 
+def draw_cohort_person(
+    task: str,
+    rng: np.random.Generator,
+    group: str,
+    age_range: tuple[float, float],
+    female_frac: float,
+) -> SubjectTruth:
+    """A memory-clinic cohort subject of a given ``group``: sex, age uniform over
+    ``age_range``, weight and height (label = group)."""
+    sex = "F" if rng.random() < female_frac else "M"
+    age = float(rng.uniform(*age_range))
+    weight = trunc_normal(rng, 66.0 if sex == "F" else 80.0, 11.0, 42.0, 130.0)
+    height = trunc_normal(rng, 1.63 if sex == "F" else 1.76, 0.07, 1.45, 2.0)
+    return SubjectTruth(
+        task=task,
+        group=group,
+        label=group,
+        age=round(min(age, age_range[1] - 0.05), 1),
+        sex=sex,
+        weight_kg=round(weight, 1),
+        height_m=round(height, 2),
+    )
+
+
 def draw_anatomy(
     t: SubjectTruth, rng: np.random.Generator, max_rotation_deg: float, max_shift_mm: float
 ) -> None:

@@ -3,7 +3,9 @@
 A preset (``tiny``, ``default``, ``harmonization``, ``ood``) fixes the number of sites,
 their sizes, the working grid and the scanner matrices; :data:`DEFAULT_TEMPLATES` and
 :data:`PRESET_TEMPLATES` fix each site's population, scanner, tracer and role (the
-numbers around them are drawn in :mod:`fedmi.simulations.sites.profiles`). Mostly data
+numbers around them are drawn in :mod:`fedmi.simulations.sites.profiles`).
+:data:`MEMORY_CLINIC` sizes the memory-clinic cohort appended to each fdg-ad site (ageing
+normals, bvFTD and DLB; effect sizes in ``docs/phantom-disorders.md``). Mostly data
 tables.
 """
 
@@ -155,3 +157,46 @@ for _name in ("harmonization", "ood"):
 def site_templates(task: str, preset: str) -> tuple[SiteTemplate, ...]:
     """The fixed site designs of ``task`` in ``preset`` (train sites, then holdouts)."""
     return PRESET_TEMPLATES.get(preset, {}).get(task) or DEFAULT_TEMPLATES[task]
+
+
+#: The memory-clinic cohort appended after each site's own subjects (task → preset →
+#: part → group → count). ``holdout``: labelled scans of every holdout site; ``train``:
+#: labelled scans of every training site; ``first_train_unlabelled``: scans of the first
+#: training site that are *not* in its labels.csv (the disorders never appear in a
+#: training label). Presets without an entry use ``default``. Switched off by
+#: ``memory_clinic=False`` (``fedmi-sim generate --no-memory-clinic``).
+MEMORY_CLINIC: dict[str, dict[str, dict[str, dict[str, int]]]] = {
+    "fdg-ad": {
+        "default": {
+            "holdout": {"CN": 24, "FTD": 12, "DLB": 12},
+            "train": {"CN": 10},
+            "first_train_unlabelled": {"FTD": 6, "DLB": 6},
+        },
+        "tiny": {
+            "holdout": {"CN": 3, "FTD": 2, "DLB": 2},
+            "train": {"CN": 3},
+            "first_train_unlabelled": {"FTD": 1, "DLB": 1},
+        },
+    },
+}
+
+
+def memory_clinic_cohort(
+    task: str, preset: str, role: str, first_train: bool
+) -> list[tuple[str, bool]]:
+    """``(group, labelled)`` of each memory-clinic cohort scan of a site, in order.
+
+    ``role`` is the site's role (``train``/``holdout``); ``first_train`` says whether it is
+    the federation's first training site. Empty for tasks without a cohort.
+    """
+    table = MEMORY_CLINIC.get(task)
+    if not table:
+        return []
+    parts = table.get(preset) or table["default"]
+    out: list[tuple[str, bool]] = []
+    for group, n in parts["holdout" if role == "holdout" else "train"].items():
+        out += [(group, True)] * n
+    if role != "holdout" and first_train:
+        for group, n in parts["first_train_unlabelled"].items():
+            out += [(group, False)] * n
+    return out

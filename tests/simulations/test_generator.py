@@ -46,7 +46,8 @@ def test_layout_and_manifest(fed: tuple[Path, dict]) -> None:
     assert roles == ["train", "train", "holdout"]
     for s in manifest["sites"]:
         site_dir = root / s["site_id"]
-        assert 8 <= s["n_subjects"] <= 12
+        cohort_labelled = sum(s["memory_clinic"].values()) - s["n_unlabelled"]
+        assert 8 <= s["n_subjects"] - cohort_labelled <= 12
         site = tomllib.loads((site_dir / "site.toml").read_text())
         assert site["site"] == {"site-id": s["site_id"], "role": s["role"], "task": "fdg-ad"}
         truth = site["truth"]
@@ -55,9 +56,14 @@ def test_layout_and_manifest(fed: tuple[Path, dict]) -> None:
         labels = _read_csv(site_dir / "labels.csv")
         assert list(labels[0]) == ["PatientID", "label"]
         assert len(labels) == s["n_subjects"] == len({r["PatientID"] for r in labels})
-        assert {r["label"] for r in labels} <= {"CN", "AD", "MCI-stable", "MCI-converter"}
+        assert {r["label"] for r in labels} <= {"CN", "AD", "MCI-stable", "MCI-converter"} | (
+            {"FTD", "DLB"} if s["role"] == "holdout" else set()
+        )
         rows = _read_csv(root / "_truth" / f"{s['site_id']}.csv")
-        assert [r["PatientID"] for r in rows] == [r["PatientID"] for r in labels]
+        assert [r["PatientID"] for r in rows if r["labelled"] == "True"] == [
+            r["PatientID"] for r in labels
+        ]
+        assert len(rows) == s["n_subjects"] + s["n_unlabelled"]
         assert {"severity", "age", "sex", "group", "label"} <= set(rows[0])
         for r in rows:
             series = site_dir / r["series_dir"]
