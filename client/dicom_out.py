@@ -9,7 +9,11 @@ AI Results profile):
   top regional ratios; (0040,A493) *Verification Flag* UNVERIFIED; the model named in
   (0018,A001) *Contributing Equipment Sequence* with (0018,1002) *Device UID* = the
   package's release UID (new with every federated release);
-* a Secondary Capture image of the one-glance report (highdicom ``SCImage``).
+* a Secondary Capture image of the one-glance report (highdicom ``SCImage``);
+* when the package holds the federation's normative model (:mod:`fedmi.client.anomaly`): a
+  second measurement group in the SR (the anomaly score and the z of each region below
+  z = −2, private codes of :data:`SCHEME`) and a Secondary Capture of the z-map figure in
+  a third new series, its (0020,4000) *Image Comments* holding the same score and regions.
 
 Patient and study attributes are copied from the input series only (highdicom copies
 them from the evidence / reference dataset): (0020,000D) *Study Instance UID* is kept,
@@ -36,6 +40,7 @@ MANUFACTURER = "fedmi (federated research model)"
 SCHEME = "99FEDMI"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
+ZMAP_SERIES_NUMBER = 9903
 
 
 def _code(value: str, meaning: str) -> hd.sr.CodedConcept:
@@ -114,10 +119,13 @@ def structured_report(
         measurements=measurements,
         qualitative_evaluations=[evaluation],
     )
+    groups = [group]
+    if record.get("normative"):
+        groups.append(_normative_group(record["normative"], algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.ImagingProcedure,
-        imaging_measurements=[group],
+        imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source],
@@ -134,6 +142,54 @@ def structured_report(
     )
     _mark_device(sr, pkg)
     return sr
+
+
+def _normative_group(
+    normative: dict, algorithm: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The normative comparison as a TID 1501 group: anomaly score, z per named region."""
+    unit = codes.UCUM.NoUnits
+    measurements = [
+        hd.sr.Measurement(
+            name=_code("N001", "Normative anomaly score"),
+            value=normative["anomaly_score"],
+            unit=unit,
+            algorithm_id=algorithm,
+        )
+    ]
+    for i, region in enumerate(normative["regions_below"]):
+        measurements.append(
+            hd.sr.Measurement(
+                name=_code(f"Z{i + 1:03d}", f"Regional z-score: {region['region']}"[:64]),
+                value=region["z"],
+                unit=unit,
+                algorithm_id=algorithm,
+            )
+        )
+    n = len(normative["regions_below"])
+    finding = (
+        f"{n} region(s) below z = {normative['threshold']:g}"
+        if n
+        else f"no region below z = {normative['threshold']:g}"
+    )
+    evaluations = [
+        hd.sr.QualitativeEvaluation(name=codes.DCM.Finding, value=_code("N002", finding[:64]))
+    ]
+    if normative.get("age_unknown"):
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(
+                name=_code("N003", "Normative comparison age"),
+                value=_code("N004", "age unknown: compared with 70-year-olds"),
+            )
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=hd.UID(), identifier="fedmi normative comparison"
+        ),
+        algorithm_id=algorithm,
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
+    )
 
 
 def report_image(lines: list[str], size: tuple[int, int] = (640, 900)) -> np.ndarray:
@@ -170,13 +226,54 @@ def report_lines(record: dict, pkg: ModelPackage) -> list[str]:
         lines.append("UNCERTAIN: interval crosses the operating point")
     for r in record.get("regions", []):
         lines.append(f"  {r['region'][:28]:28s} ratio {r['suvr']:.3f} z {r['z']:+.2f}")
+    nv = record.get("normative")
+    if nv:
+        lines.append(
+            f"normal aging model: anomaly score {nv['anomaly_score']:.2f}, "
+            f"{len(nv['regions_below'])} region(s) z < {nv['threshold']:g}"
+        )
     lines.append(f"model {pkg.version}")
     return lines
 
 
 def secondary_capture(record: dict, source: pydicom.Dataset, pkg: ModelPackage) -> hd.sc.SCImage:
     """The report as a Secondary Capture image in a new series of the input's study."""
-    pixels = report_image(report_lines(record, pkg))
+    return _sc_image(
+        report_image(report_lines(record, pkg)),
+        source,
+        pkg,
+        SC_SERIES_NUMBER,
+        "fedmi report (research use)",
+    )
+
+
+def zmap_capture(
+    record: dict, figure: np.ndarray, source: pydicom.Dataset, pkg: ModelPackage
+) -> hd.sc.SCImage:
+    """The z-map figure (:func:`fedmi.client.anomaly.zmap_figure`) as a Secondary Capture
+    in a third new series; (0020,4000) *Image Comments* holds the score and named regions."""
+    from fedmi.client.anomaly import summary_line
+
+    sc = _sc_image(
+        np.ascontiguousarray(figure, dtype=np.uint8),
+        source,
+        pkg,
+        ZMAP_SERIES_NUMBER,
+        "fedmi anomaly map (research use)",
+    )
+    sc.ImageComments = (
+        f"RESEARCH USE ONLY - not a diagnosis. {summary_line(record['normative'])}"
+    )[:10240]
+    return sc
+
+
+def _sc_image(
+    pixels: np.ndarray,
+    source: pydicom.Dataset,
+    pkg: ModelPackage,
+    series_number: int,
+    description: str,
+) -> hd.sc.SCImage:
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=pixels,
@@ -184,27 +281,41 @@ def secondary_capture(record: dict, source: pydicom.Dataset, pkg: ModelPackage) 
         bits_allocated=8,
         coordinate_system="PATIENT",
         series_instance_uid=hd.UID(),
-        series_number=SC_SERIES_NUMBER,
+        series_number=series_number,
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer=MANUFACTURER,
         patient_orientation=("L", "P"),
         contributing_equipment=[_equipment(pkg)],
-        series_description="fedmi report (research use)",
+        series_description=description,
     )
     _mark_device(sc, pkg)
     return sc
 
 
-def write_results(record: dict, source_file: Path, pkg: ModelPackage, out_dir: Path) -> list[Path]:
-    """Write the SR and the Secondary Capture of an assessable study; their paths."""
+def write_results(
+    record: dict,
+    source_file: Path,
+    pkg: ModelPackage,
+    out_dir: Path,
+    *,
+    anomaly_figure: np.ndarray | None = None,
+) -> list[Path]:
+    """Write the SR and the Secondary Capture of an assessable study; their paths.
+
+    With ``anomaly_figure`` (and a ``normative`` entry in the record) a Secondary Capture
+    of the z-map is written too (``zmap-<SOP Instance UID>.dcm``).
+    """
     source = pydicom.dcmread(source_file, stop_before_pixels=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for kind, ds in (
+    objects = [
         ("sr", structured_report(record, source, pkg)),
         ("sc", secondary_capture(record, source, pkg)),
-    ):
+    ]
+    if anomaly_figure is not None and record.get("normative"):
+        objects.append(("zmap", zmap_capture(record, anomaly_figure, source, pkg)))
+    for kind, ds in objects:
         path = out_dir / f"{kind}-{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -14,9 +14,13 @@ Flow of :func:`predict_folder`:
 4. every ingested series gets the probability (the function the federation's evaluation
    uses, :func:`fedmi.client.training.loop.predict`), the class at the package's operating
    point, an MC-dropout interval, and the regional values that drive the logit;
-5. one JSON record and one HTML report per study (research use only), and per assessable
-   study a DICOM SR and a Secondary Capture in new series of its study
-   (:mod:`fedmi.client.dicom_out`).
+5. when the package holds the federation's normative model (``normative_model.json``),
+   every assessable study is also compared with it (:mod:`fedmi.client.anomaly`): age- and
+   sex-adjusted regional z-scores, the anomaly score, the regions below z = −2 and a
+   template-space z-map (``study-NNN-zmap.npy``) drawn over the scan;
+6. one JSON record and one HTML report per study (research use only), and per assessable
+   study a DICOM SR and a Secondary Capture in new series of its study, plus a Secondary
+   Capture of the z-map when there is one (:mod:`fedmi.client.dicom_out`).
 
 Nothing written here leaves the site.
 """
@@ -37,10 +41,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedmi.client.model import latest, load_verified
-from fedmi.shared.package import OOD, WEIGHTS, ModelPackage, PackageError
+from fedmi.shared.package import NORMATIVE, OOD, WEIGHTS, ModelPackage, PackageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: `fedmi-site --help` stays fast
     import torch
+
+    from fedmi.shared.grid import Grid
+    from fedmi.shared.normative import NormativeModel
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,10 @@ class LoadedModel:
     model: torch.nn.Module
     threshold: float
     threshold_source: str
+    #: The federation's normative model (package member ``normative_model.json``) and the
+    #: task grid it scores on; ``None`` without the member.
+    normative: NormativeModel | None = None
+    grid: Grid | None = None
 
 
 def load_model(pkg: ModelPackage) -> LoadedModel:
@@ -70,6 +81,11 @@ def load_model(pkg: ModelPackage) -> LoadedModel:
 
     The site-local harmonization layers stay identity (a site that never trained them),
     which is the model the federation's final evaluation used for plain methods.
+
+    Raises
+    ------
+    PackageError
+        The package's normative model member is malformed (nothing is scored).
     """
     import io
 
@@ -88,7 +104,14 @@ def load_model(pkg: ModelPackage) -> LoadedModel:
     load_federated_state(model, state)
     model.eval()
     threshold, source = pkg.threshold
-    return LoadedModel(pkg, model, threshold, source)
+    normative, grid = None, None
+    if NORMATIVE in pkg.members:
+        from fedmi.client.anomaly import load_normative
+        from fedmi.shared.tasks import get_task
+
+        grid = get_task(str(pkg.card["task"])).grid
+        normative = load_normative(pkg, grid)
+    return LoadedModel(pkg, model, threshold, source, normative, grid)
 
 
 def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | None:
@@ -155,8 +178,18 @@ def ood_distances(loaded: LoadedModel, x: torch.Tensor) -> tuple[np.ndarray | No
     return mahalanobis_scores(feats, desc), float(config["threshold_distance"])
 
 
-def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> list[dict]:
-    """Records of ingested series (``cached_path`` absolute), in ``rows`` order."""
+def score_rows(
+    loaded: LoadedModel,
+    rows: list[dict],
+    mc_passes: int = 20,
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> list[dict]:
+    """Records of ingested series (``cached_path`` absolute), in ``rows`` order.
+
+    With a normative model every assessable record gets its ``normative`` comparison
+    (:func:`fedmi.client.anomaly.normative_record`; ``None`` without the model), and
+    ``maps`` (when given) receives series UID → (z-map, scan) on the template grid.
+    """
     import torch
 
     from fedmi.client.evaluation.uncertainty import mc_dropout_probabilities
@@ -217,6 +250,16 @@ def score_rows(loaded: LoadedModel, rows: list[dict], mc_passes: int = 20) -> li
         }
         if regional is not None:
             rec["regions"] = regional[i]
+        rec["normative"] = None
+        if loaded.normative is not None and loaded.grid is not None:
+            from fedmi.client.anomaly import normative_record, zmap_volume
+
+            volume = x[i, 0].numpy()
+            rec["normative"], z = normative_record(
+                loaded.normative, volume, loaded.grid, row.get("age_years"), row.get("sex")
+            )
+            if maps is not None:
+                maps[str(row["series_uid"])] = (zmap_volume(z, loaded.grid), volume)
         out.append(rec)
     return out
 
@@ -268,7 +311,8 @@ def predict_folder(
     from fedmi.client.ingest.report import load_accepted, load_unlabelled
 
     rows = load_unlabelled(work / "ingest") + load_accepted(work / "ingest")
-    records = score_rows(loaded, rows, mc_passes)
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    records = score_rows(loaded, rows, mc_passes, maps)
     for rec, row in zip(records, rows, strict=True):
         rec["files"] = row.get("n_files")
     rejected = [r for r in report.rejected if r["reason"] != "duplicate_instance"]
@@ -285,25 +329,97 @@ def predict_folder(
         rec["schema_version"] = RECORD_SCHEMA_VERSION
         rec["model"] = {"version": pkg.version, "device_uid": pkg.device_uid}
         rec["research_use"] = RESEARCH_USE
+    figures: dict[str, np.ndarray] = {}
+    if maps and loaded.grid is not None:
+        from fedmi.client.anomaly import summary_line, zmap_figure
+
+        for rec in records:
+            uid = str(rec["series_uid"] or "")
+            if rec.get("normative") and uid in maps:
+                zmap, volume = maps[uid]
+                title = f"fedmi anomaly map (research use only): {summary_line(rec['normative'])}"
+                figures[uid] = zmap_figure(zmap, volume, loaded.grid, title[:110])
     if dicom_out:
         from fedmi.client.dicom_out import write_results
 
         for rec in records:
             rel = first_file.get(str(rec["series_uid"] or ""))
             if rec["assessable"] and rel:
-                paths = write_results(rec, site / rel, pkg, out_dir / "dicom")
+                fig = figures.get(str(rec["series_uid"] or ""))
+                paths = write_results(rec, site / rel, pkg, out_dir / "dicom", anomaly_figure=fig)
                 rec["dicom"] = [p.name for p in paths]
     elapsed = time.perf_counter() - t0
     for i, rec in enumerate(records):
         name = f"study-{i + 1:03d}"
+        uid = str(rec["series_uid"] or "")
+        figure_uri = None
+        if rec.get("normative") and uid in maps:
+            from fedmi.client.anomaly import data_uri, png_bytes
+
+            grid = loaded.grid
+            assert grid is not None
+            np.save(out_dir / f"{name}-zmap.npy", maps[uid][0])
+            rec["normative"]["zmap"] = {
+                "file": f"{name}-zmap.npy",
+                "grid": {
+                    "shape": list(grid.shape),
+                    "spacing_mm": list(grid.spacing),
+                    "origin_mm": list(grid.origin),
+                    "axes": "x, y, z (RAS, MNI)",
+                },
+                "outside_regions": "NaN",
+            }
+            if uid in figures:
+                figure_uri = data_uri(png_bytes(figures[uid]))
         (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
-        (out_dir / f"{name}.html").write_text(render_html(rec, pkg))
+        (out_dir / f"{name}.html").write_text(render_html(rec, pkg, figure_uri))
     log.info("%d series predicted in %.1f s", len(records), elapsed)
     return records
 
 
-def render_html(rec: dict, pkg: ModelPackage) -> str:
-    """A one-glance, self-contained per-study report."""
+def _normative_html(nv: dict, figure_uri: str | None) -> str:
+    """The report's section on the comparison with the federation's normative model."""
+    from fedmi.client.anomaly import FIGURE_CAPTION
+
+    e = html.escape
+    age = "unknown" if nv["age_years"] is None else f"{nv['age_years']:g} years"
+    sex = {"F": "female", "M": "male"}.get(nv["sex"] or "", "unknown")
+    out = (
+        "<h2>Comparison with the federation's normal aging model</h2>"
+        f"<p>Age {e(age)}, sex {e(sex)}. <b>Anomaly score {nv['anomaly_score']:.2f}</b> "
+        f"(minus the mean of the five lowest regional z; higher = further below normal).</p>"
+    )
+    for note in nv["notes"]:
+        out += f"<p><b>Note:</b> {e(note)}.</p>"
+    rows = "".join(
+        f"<tr><td>{e(r['region'])}</td><td>{r['z']:+.2f}</td></tr>" for r in nv["regions_below"]
+    )
+    if rows:
+        out += (
+            f"<p>Regions below z = {nv['threshold']:g}, lowest first:</p>"
+            f"<table><tr><th>region</th><th>z</th></tr>{rows}</table>"
+        )
+    else:
+        out += f"<p>No region below z = {nv['threshold']:g}.</p>"
+    if figure_uri:
+        out += (
+            f'<figure><img src="{figure_uri}" alt="regional z-map" style="max-width:100%">'
+            f"<figcaption>{e(FIGURE_CAPTION)}</figcaption></figure>"
+        )
+    m = nv["model"]
+    out += (
+        f"<p class=small>Normative model: {m['n_sites']} site(s), {m['n_scans']:g} normal scans; "
+        f"{'age- and sex-adjusted' if m['adjust_age'] else 'sex-adjusted (not age)'}; "
+        f"{'differentially private statistics' if m['dp'] else 'no DP noise'}; population "
+        "model without this site's own offset. z-scores show where the scan differs from "
+        "the federation's normals: not a diagnosis.</p>"
+    )
+    return out
+
+
+def render_html(rec: dict, pkg: ModelPackage, figure_uri: str | None = None) -> str:
+    """A one-glance, self-contained per-study report (``figure_uri``: the z-map as a PNG
+    data URI, :func:`fedmi.client.anomaly.data_uri`)."""
     e = html.escape
     card = pkg.card
     if rec["assessable"]:
@@ -328,6 +444,8 @@ def render_html(rec: dict, pkg: ModelPackage) -> str:
             )
         if rec.get("qc_flags"):
             verdict += f"<p>Quality flags: {e(', '.join(rec['qc_flags']))}</p>"
+        if rec.get("normative"):
+            verdict += _normative_html(rec["normative"], figure_uri)
     else:
         verdict = (
             f"<p class=big><b>Not assessable</b> ({e(rec['reason'])})</p><p>{e(rec['message'])}</p>"
@@ -335,7 +453,8 @@ def render_html(rec: dict, pkg: ModelPackage) -> str:
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>fedmi result</title><style>"
         "body{font-family:sans-serif;max-width:50em;margin:2em}.big{font-size:1.4em}"
-        ".ruo{border:2px solid #b00;padding:.5em;color:#b00}td,th{padding:.2em .6em}</style>"
+        ".ruo{border:2px solid #b00;padding:.5em;color:#b00}td,th{padding:.2em .6em}"
+        ".small{font-size:.85em;color:#444}</style>"
         f"</head><body><p class=ruo>{e(RESEARCH_USE)}</p>"
         f"<h1>{e(str(card.get('task')))}: {e(str(card.get('description', '')))}</h1>"
         f"{verdict}<p>Model {e(pkg.version)} (device UID {e(pkg.device_uid)})</p>"
@@ -375,6 +494,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for rec in records:
         if rec["assessable"]:
             print(f"{rec['series_uid']}: {rec['class']} (p = {rec['probability']:.3f})")
+            if rec.get("normative"):
+                from fedmi.client.anomaly import summary_line
+
+                print(f"  {summary_line(rec['normative'])}")
         else:
             print(f"{rec['series_uid']}: not assessable ({rec['reason']})")
     print(f"records and reports in {args.out}")
