@@ -45,10 +45,10 @@ FDG_AD_WEIGHTS = {
 #: are relatively preserved. The regions are disjoint AAL3 composites, so inside a region
 #: the ageing change of the grey-matter uptake is exactly its slope.
 FDG_AGING_SLOPES = {
-    "frontal_medial": -3.5,
-    "anterior_cingulate": -3.5,
-    "frontal_lateral": -3.0,
-    "orbitofrontal": -3.0,
+    "frontal_medial": -4.0,
+    "anterior_cingulate": -4.0,
+    "frontal_lateral": -3.5,
+    "orbitofrontal": -3.5,
     "insula": -3.0,
     "cingulate_mid": -2.0,
     "temporal_sup": -2.0,
