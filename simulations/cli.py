@@ -48,9 +48,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     for s in manifest["sites"]:
         labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
         extra = f"; {s['n_unlabelled']} unlabelled" if s.get("n_unlabelled") else ""
-        print(
-            f"{s['site_id']:10s} {s['role']:8s} {s['n_subjects']:4d} subjects  ({labels}{extra})"
-        )
+        print(f"{s['site_id']:10s} {s['role']:8s} {s['n_subjects']:4d} subjects  ({labels}{extra})")
     print(
         f"wrote {manifest['n_subjects']} subjects in {len(manifest['sites'])} sites to {args.out}"
     )

@@ -203,9 +203,7 @@ def _generate_site(
     if cohort:
         more = cohort_identifiers(site, seed, len(cohort), ids, acc)
         ids, acc, folders = ids + more[0], acc + more[1], folders + more[2]
-    _JOB = SiteJob(
-        site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders, cohort
-    )
+    _JOB = SiteJob(site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders, cohort)
     n_total = _JOB.n_total
     if workers > 1 and n_total > 4 and "fork" in mp.get_all_start_methods():
         with mp.get_context("fork").Pool(workers) as pool:

@@ -198,6 +198,7 @@ def feds(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, tuple[Path, dic
 def test_existing_subjects_unchanged(feds: dict[bool, tuple[Path, dict]]) -> None:
     (with_root, with_m), (without_root, without_m) = feds[True], feds[False]
     for s_with, s_without in zip(with_m["sites"], without_m["sites"], strict=True):
+        assert s_with["site_id"] == s_without["site_id"]
         site = s_with["site_id"]
         a = _read_csv(with_root / "_truth" / f"{site}.csv")
         b = _read_csv(without_root / "_truth" / f"{site}.csv")
