@@ -16,6 +16,8 @@ message type          plain function
 ``evaluate.external`` :func:`fedmi.client.evaluation.handler.handle_evaluate`
 ``query.features``    :func:`fedmi.client.harmonization.features.handle_features`
 ``query.ood``         :func:`fedmi.client.evaluation.ood.handle_ood_statistics`
+``query.normative``   :func:`fedmi.client.normative.handle_normative_statistics`
+``evaluate.normative`` :func:`fedmi.client.normative.handle_normative_evaluation`
 ====================  ===============================================================
 """
 
@@ -35,6 +37,7 @@ from fedmi.client.egress import check_outbound
 from fedmi.client.evaluation.handler import handle_evaluate
 from fedmi.client.evaluation.ood import handle_ood_statistics
 from fedmi.client.harmonization.features import handle_features
+from fedmi.client.normative import handle_normative_evaluation, handle_normative_statistics
 from fedmi.client.privacy.settings import PrivacySettings, resolve_privacy
 from fedmi.client.replies import error_reply, expected_arrays, status_reply
 from fedmi.client.site.query import handle_query
@@ -148,6 +151,8 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
         contract.EXTERNAL: with_weights(handle_evaluate),
         contract.FEATURES: with_weights(handle_features),
         contract.OOD_STATS: with_weights(handle_ood_statistics),
+        contract.NORMATIVE_STATS: with_weights(handle_normative_statistics),
+        contract.NORMATIVE_EVAL: with_weights(handle_normative_evaluation),
     }
 
     def handler(message_type: str) -> Callable[[Message, Context], Message]:
@@ -163,6 +168,8 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
     app.evaluate("external")(handler(contract.EXTERNAL))
     app.query("features")(handler(contract.FEATURES))
     app.query("ood")(handler(contract.OOD_STATS))
+    app.query("normative")(handler(contract.NORMATIVE_STATS))
+    app.evaluate("normative")(handler(contract.NORMATIVE_EVAL))
     return app
 
 

@@ -186,6 +186,25 @@ def _current_rows(site: SiteSettings, task: TaskSpec) -> list[dict]:
     return rows
 
 
+def accepted_rows(site: SiteSettings, task_name: str) -> list[dict]:
+    """Every accepted ingest row of the site (labelled or not), checked as :func:`site_data`.
+
+    Rows carry an absolute ``cached_path``, ``label`` (``None``:
+    unlabelled), ``age_years`` and ``sex`` (absent in caches older than ingest 2.1).
+
+    Raises
+    ------
+    NotIngested
+        No readable ingest report, or labels.csv changed since ingest.
+    """
+    if not (site.cache_dir / REPORT_FILE).is_file():
+        raise NotIngested(
+            f"site {site.site_id} has not ingested its DICOM for this state folder: run "
+            "`fedmi-site ingest --site-dir SITE --task TASK --state-dir STATE` first"
+        )
+    return _current_rows(site, get_task(task_name))
+
+
 def site_data(site: SiteSettings, task_name: str, split_seed: int) -> SiteData:
     """The site's labelled scans for ``task_name`` with the split of ``split_seed``.
 

@@ -134,6 +134,9 @@ class RunHistory:
     releases: list[dict] = field(default_factory=list)
     #: site-id claims refused at the start of the run (server/federation/identity.py)
     identity_refusals: list[dict] = field(default_factory=list)
+    #: the normative model: ``{"model": fit summary or None, "sites": {site_id: reply}}``
+    #: (server/federation/normative.py); empty when the run builds none
+    normative: dict = field(default_factory=dict)
 
     def _round(self, r: int) -> dict:
         return self.rounds.setdefault(r, {"round": r, "train": {}, "evaluate": {}, "dropped": []})

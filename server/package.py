@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedmi.shared.package import (
     CARD,
+    NORMATIVE,
     OOD,
     SUFFIX,
     WEIGHTS,
@@ -43,6 +44,7 @@ from fedmi.shared.package import (
 if TYPE_CHECKING:  # `fedmi-server --help` starts without Flower or torch
     from flwr.app import ArrayRecord
 
+    from fedmi.shared.normative import NormativeModel
     from fedmi.shared.ood import FeatureDescription
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,11 @@ def ood_member(ood: FeatureDescription | None, report: dict) -> dict[str, bytes]
         "threshold_from": section.get("from"),
     }
     return {OOD: json.dumps(data).encode()}
+
+
+def normative_member(model: NormativeModel | None) -> dict[str, bytes]:
+    """The normative model member (``normative_model.json``); empty without a model."""
+    return {} if model is None else {NORMATIVE: model.to_json().encode()}
 
 
 def package_card(card: dict, extra: dict | None = None) -> dict:

@@ -17,6 +17,9 @@ message type        instruction                  what the site does
                                                  OOD and (fedmi) label-free adaptation
 ``query.features``  :class:`FeaturesQuery`       embedding moments (fedmi runs)
 ``query.ood``       :class:`OodQuery`            per-class embedding sums for OOD
+``query.normative`` :class:`NormativeQuery`      normal scans' sufficient statistics
+``evaluate.         :class:`NormativeEvaluation` anomaly scores against the normative
+normative``                                      model (holdout sites)
 ==================  ===========================  =====================================
 
 Seeds: :func:`round_seed` is the one rule for the reproducible random stream of a round;
@@ -43,6 +46,7 @@ from fedmi.shared.harmonization import (
 )
 from fedmi.shared.methods import FEDERATED_METHODS
 from fedmi.shared.model import ARCHITECTURES, DEFAULT_ARCH
+from fedmi.shared.normative import DEFAULT_CLIP, NormativeError, NormativeModel
 from fedmi.shared.ood import FeatureDescription, description_config, description_from_config
 from fedmi.shared.run_config import MODEL_DEFAULTS, RunConfig
 from fedmi.shared.tasks import TASKS
@@ -349,6 +353,94 @@ class OodQuery(Instruction):
     message_type: ClassVar[str] = contract.OOD_STATS
 
 
+@dataclass(frozen=True)
+class NormativeQuery(Instruction):
+    """``query.normative``: sufficient statistics of the site's normal scans.
+
+    Attributes
+    ----------
+    clip
+        L2 bound of a profile minus ``centre`` (:func:`fedmi.shared.normative.clip_rows`).
+    centre
+        The public centre of the profiles, one value per region (``None``: zeros).
+    """
+
+    message_type: ClassVar[str] = contract.NORMATIVE_STATS
+
+    clip: float = DEFAULT_CLIP
+    centre: tuple[float, ...] | None = field(default=None, metadata={"wire": False})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"{self.message_type} instruction"
+        if not 0 < self.clip <= 100:
+            raise InstructionError(f"{where}: clip={self.clip!r} must lie in (0, 100]")
+        if self.centre is not None:
+            if not 2 <= len(self.centre) <= contract.NORMATIVE_REGIONS_MAX or not all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in self.centre
+            ):
+                raise InstructionError(
+                    f"{where}: normative-centre must be 2–{contract.NORMATIVE_REGIONS_MAX} "
+                    "finite numbers"
+                )
+
+    def _extra_record(self) -> dict[str, Any]:
+        return {} if self.centre is None else {"normative-centre": [float(v) for v in self.centre]}
+
+    @classmethod
+    def _extra_keys(cls) -> set[str]:
+        return {"normative-centre"}
+
+    @classmethod
+    def _parse_extra(cls, values: dict[str, object]) -> dict[str, Any]:
+        centre = values.get("normative-centre")
+        if centre is None:
+            return {}
+        if not isinstance(centre, list):
+            raise InstructionError(f"{cls.message_type} instruction: normative-centre is a list")
+        return {"centre": tuple(centre)}
+
+
+@dataclass(frozen=True)
+class NormativeEvaluation(Instruction):
+    """``evaluate.normative``: score the site's scans against the normative model.
+
+    Attributes
+    ----------
+    normative_model
+        The age-adjusted model, :meth:`fedmi.shared.normative.NormativeModel.to_json`.
+    normative_reference
+        The same fit without age (the unadjusted reference), same form.
+    threshold
+        The supervised classifier's operating point (for its calls on the disorders).
+    """
+
+    message_type: ClassVar[str] = contract.NORMATIVE_EVAL
+
+    normative_model: str = ""
+    normative_reference: str = ""
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"{self.message_type} instruction"
+        if not 0.0 <= self.threshold <= 1.0:
+            raise InstructionError(f"{where}: threshold={self.threshold!r} must lie in [0, 1]")
+        for key in ("normative_model", "normative_reference"):
+            try:
+                NormativeModel.from_json(getattr(self, key))
+            except NormativeError as exc:
+                raise InstructionError(f"{where}: {_key(key)}: {exc}") from None
+
+    @property
+    def models(self) -> tuple[NormativeModel, NormativeModel]:
+        """The age-adjusted model and the unadjusted reference."""
+        return (
+            NormativeModel.from_json(self.normative_model),
+            NormativeModel.from_json(self.normative_reference),
+        )
+
+
 #: message type → its instruction class
 INSTRUCTIONS: dict[str, type[Instruction]] = {
     cls.message_type: cls
@@ -359,6 +451,8 @@ INSTRUCTIONS: dict[str, type[Instruction]] = {
         ExternalInstruction,
         FeaturesQuery,
         OodQuery,
+        NormativeQuery,
+        NormativeEvaluation,
     )
 }
 

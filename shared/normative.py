@@ -108,6 +108,17 @@ DISORDER_REGIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def evaluation_groups(task: str) -> tuple[str, ...]:
+    """The labels.csv groups the anomaly score is evaluated on: the task's normal class
+    first, then its positive class, then the other disorders the task knows
+    (:data:`DISORDER_REGIONS`; MCI is not one)."""
+    from fedmi.shared.tasks import get_task
+
+    spec = get_task(task)
+    others = tuple(lab for lab in spec.other_labels if lab in DISORDER_REGIONS)
+    return (spec.classes[0], spec.classes[1], *others)
+
+
 class NormativeError(ValueError):
     """Statistics or a model that cannot be used; the message says which and why."""
 
@@ -508,7 +519,9 @@ def fit(
     weights = counts / n_total if n_total > 0 else np.full(n_sites, 1.0 / n_sites)
     intercept = weights @ alphas
     if n_sites > 1:
-        spread = ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
+        spread = (
+            ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
+        )
         sampling = np.mean([1.0 / max(c, 1.0) for c in counts]) * sigma2
         tau2 = np.maximum(spread - sampling, 0.0)
         tau2 = 0.5 * tau2 + 0.5 * tau2.mean()  # four sites say little per region
@@ -539,13 +552,19 @@ def _noise_var_sigma2(stats: Sequence[NormativeStatistics], dof: float) -> float
 
 
 def _regularised(var: np.ndarray, noise_var: float) -> np.ndarray:
-    """Per-region variances shrunk towards their mean by the noise's share, then floored."""
+    """Per-region variances shrunk towards their mean by the noise's share, then floored.
+
+    The floor is :data:`VARIANCE_FLOOR` of the mean, and under DP noise at least the noise's
+    own standard deviation in the estimate (a noisy fit errs towards wide normal ranges,
+    i.e. towards fewer false alarms, rather than towards a near-zero σ).
+    """
     mean = float(np.mean(var))
     spread = float(np.var(var))
+    floor = VARIANCE_FLOOR * max(mean, 1e-8)
     if noise_var > 0:
         w = max(spread - noise_var, 0.0) / max(spread, 1e-30)
         var = mean + w * (var - mean)
-    floor = VARIANCE_FLOOR * max(mean, 1e-8)
+        floor = max(floor, float(np.sqrt(noise_var)))
     return np.maximum(var, floor)
 
 
@@ -582,7 +601,9 @@ def fit_pooled(
     intercept = weights @ alphas
     n_sites = len(sites)
     if n_sites > 1:
-        spread = ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
+        spread = (
+            ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
+        )
         tau2 = np.maximum(spread - np.mean(1.0 / counts) * sigma2, 0.0)
         tau2 = 0.5 * tau2 + 0.5 * tau2.mean()
     else:

@@ -77,6 +77,8 @@ class RunConfig:
     report_prevalences: str = _default("report-prevalences")
     operating_point: str = _default("operating-point")
     operating_point_target: float = _default("operating-point-target")
+    normative_model: str = _default("normative-model")
+    normative_clip: float = _default("normative-clip")
     central_dp: str = _default("central-dp")
     central_noise_multiplier: float = _default("central-noise-multiplier")
     central_clipping_norm: float = _default("central-clipping-norm")
@@ -135,6 +137,13 @@ class RunConfig:
     def effective_batch_size(self) -> int:
         """The batch size sent to the sites (0: each site's whole train split)."""
         return self.batch_size or MODEL_DEFAULTS[self.model].batch_size
+
+    @property
+    def builds_normative_model(self) -> bool:
+        """Whether the run builds the normative model (``auto``: the FDG task only)."""
+        if self.normative_model == "auto":
+            return self.task == "fdg-ad"
+        return self.normative_model == "on"
 
     def validate(self) -> None:
         """Raise :class:`RunConfigError` on values no run could use (as :meth:`from_mapping`)."""

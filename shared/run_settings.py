@@ -295,6 +295,25 @@ RUN_CONFIG = Schema(
                 exclusive_maximum=True,
             ),
             Setting(
+                "normative-model",
+                str,
+                "auto",
+                "build the federated normative model of normal scans after training and "
+                "evaluate its anomaly score at the holdout sites (docs/normative-model.md); "
+                "auto: for fdg-ad",
+                choices=("auto", "on", "off"),
+            ),
+            Setting(
+                "normative-clip",
+                float,
+                1.0,
+                "L2 bound of a normal scan's regional log profile around the centre before "
+                "its sums are released (bounds one scan's effect; log units)",
+                minimum=0,
+                exclusive_minimum=True,
+                maximum=100,
+            ),
+            Setting(
                 "central-dp",
                 str,
                 "off",

@@ -8,6 +8,7 @@ computes AUC, sensitivity and specificity from them (:func:`auc_from_histograms`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -210,6 +211,16 @@ def expected_calibration_error(
         return float("nan")
     gap = np.abs(np.asarray(cal_sum_prob, dtype=np.float64) - np.asarray(cal_sum_label))
     return float(gap.sum() / n)
+
+
+def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an AUC from its value and class sizes."""
+    a = min(max(auc, 1e-6), 1 - 1e-6)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
+        1, n_pos * n_neg
+    )
+    return math.sqrt(max(var, 0.0))
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

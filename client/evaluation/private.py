@@ -38,7 +38,7 @@ from fedmi.shared.contract import (
     REFERRAL_RATES,
     THRESHOLDS,
 )
-from fedmi.shared.stats import operating_point, wilson_interval
+from fedmi.shared.stats import hanley_mcneil_se, operating_point, wilson_interval
 from fedmi.shared.uncertainty import mc_summary, referral_statistics
 
 #: mechanism weights of a release's ρ (the AUC is what the report leads with)
@@ -68,16 +68,6 @@ def auc_m(scores: np.ndarray, labels: np.ndarray, m: int) -> float:
     pos, neg = np.asarray(scores)[y], np.asarray(scores)[~y]
     pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(pairs) / (max(len(pos), m) * max(len(neg), m))
-
-
-def hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
-    """Hanley and McNeil's (1982) standard error of an AUC from its value and class sizes."""
-    a = min(max(auc, 1e-6), 1 - 1e-6)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
-        1, n_pos * n_neg
-    )
-    return math.sqrt(max(var, 0.0))
 
 
 def _histograms(scores: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:

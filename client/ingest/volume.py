@@ -323,7 +323,9 @@ def patient_age_years(ds: Dataset) -> float | None:
         scan = next(
             (
                 d
-                for d in (_date(text(ds, k)) for k in ("AcquisitionDate", "SeriesDate", "StudyDate"))
+                for d in (
+                    _date(text(ds, k)) for k in ("AcquisitionDate", "SeriesDate", "StudyDate")
+                )
                 if d is not None
             ),
             None,

@@ -52,8 +52,9 @@ KINDS_BY_ROLE = {
         contract.EXTERNAL,
         contract.FEATURES,
         contract.OOD_STATS,
+        contract.NORMATIVE_STATS,
     ),
-    "holdout": (contract.QUERY, contract.EXTERNAL),
+    "holdout": (contract.QUERY, contract.EXTERNAL, contract.NORMATIVE_EVAL),
 }
 
 
@@ -70,8 +71,10 @@ def cap(settings: PrivacySettings, kind: str) -> int:
     """How many releases of ``kind`` the site allows in one run."""
     if kind == contract.EVALUATE:
         return settings.max_evaluations_per_run
-    if kind == contract.EXTERNAL:
+    if kind in (contract.EXTERNAL, contract.NORMATIVE_EVAL):
         return settings.max_validations_per_run
+    if kind == contract.NORMATIVE_STATS:
+        return min(1, settings.max_queries_per_run)  # one normative fit per run
     return settings.max_queries_per_run
 
 

@@ -132,7 +132,8 @@ PRIVACY_SETTINGS = (
         "max-queries-per-run",
         int,
         2,
-        "most query, query.features and query.ood replies (each) in one run",
+        "most query, query.features and query.ood replies (each) in one run; "
+        "query.normative: at most one",
         minimum=0,
     ),
     Setting(
@@ -146,7 +147,7 @@ PRIVACY_SETTINGS = (
         "max-validations-per-run",
         int,
         1,
-        "most final (evaluate.external) validations in one run",
+        "most final validations (evaluate.external, evaluate.normative: each) in one run",
         minimum=0,
     ),
     Setting(

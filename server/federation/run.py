@@ -11,7 +11,10 @@ Flow of :func:`run_federation`:
 3. collect the aggregates the final evaluation needs (pooled embedding moments for
    label-free adaptation, the OOD description) and send the final model in an
    evaluation-only round to every site (:mod:`fedmi.server.federation.external`);
-4. write the final model, the model card, the signed model package
+4. where the run builds one, fit the normative model of normal scans from the training
+   sites' statistics and evaluate its anomaly score at the holdout sites
+   (:mod:`fedmi.server.federation.normative`);
+5. write the final model, the model card, the signed model package
    (:mod:`fedmi.server.package`) and ``report.json`` to the run folder.
 """
 
@@ -30,11 +33,12 @@ from flwr.serverapp.strategy import Strategy
 from fedmi.server.federation import resume
 from fedmi.server.federation.external import external_validation
 from fedmi.server.federation.harmonization import collect_feature_reference
+from fedmi.server.federation.normative import collect_normative_model, normative_validation
 from fedmi.server.federation.ood import collect_ood_description
 from fedmi.server.federation.rounds import run_rounds
 from fedmi.server.federation.sites import query_sites, wait_for_nodes
 from fedmi.server.history import RunHistory
-from fedmi.server.package import ood_member, write_model_package
+from fedmi.server.package import normative_member, ood_member, write_model_package
 from fedmi.server.report.document import (
     build_report,
     model_card,
@@ -49,8 +53,12 @@ from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import EvaluateInstruction, ExternalInstruction, TrainInstruction
 from fedmi.shared.model import ModelSpec, federated_state_dict
+from fedmi.shared.normative import NormativeModel
 from fedmi.shared.ood import FeatureDescription
+from fedmi.shared.package import operating_point
+from fedmi.shared.regional import region_index
 from fedmi.shared.run_config import RunConfig
+from fedmi.shared.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +203,20 @@ def _validate(grid: Grid, run: _Run, final: ArrayRecord) -> FeatureDescription |
     return ood
 
 
+def _normative(grid: Grid, run: _Run, final: ArrayRecord, card: dict) -> NormativeModel | None:
+    """The normative model (fit at the training sites' statistics, evaluated at the
+    holdouts at the card's operating point); ``None`` when the run builds none."""
+    if not run.cfg.builds_normative_model:
+        return None
+    names = region_index(get_task(run.cfg.task).grid)[1]
+    models = collect_normative_model(grid, final, run.cfg, run.history, names)
+    if models is None:
+        return None
+    threshold, _ = operating_point(card)
+    normative_validation(grid, final, run.cfg, run.history, models, threshold)
+    return models[0]
+
+
 def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     """The whole run; returns the report document (also written to ``out_dir``)."""
     t0 = time.perf_counter()
@@ -211,12 +233,17 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     t_val = time.perf_counter()
     ood = _validate(grid, run, final)
     run.timing["validation_seconds"] = time.perf_counter() - t_val
-    run.timing["total_seconds"] = time.perf_counter() - t0
     card = model_card(cfg, run.history, spec, model)
+    t_norm = time.perf_counter()
+    normative = _normative(grid, run, final, card)
+    if cfg.builds_normative_model:
+        run.timing["normative_seconds"] = time.perf_counter() - t_norm
+    run.timing["total_seconds"] = time.perf_counter() - t0
     write_json(out_dir / "model_card.json", card)
     report = build_report(cfg, run.history, run.timing)
     # the signed, versioned model package the sites receive (fedmi-site model pull)
-    write_model_package(out_dir, card, final, extra_members=ood_member(ood, report))
+    members = {**ood_member(ood, report), **normative_member(normative)}
+    write_model_package(out_dir, card, final, extra_members=members)
     write_report(out_dir, report)
     log.info(
         "run finished in %.0f s: report.json, model_card.json and final_model.npz written",

@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord
 
 from fedmi.server.history import RunHistory
 from fedmi.server.report.biomarker import biomarker_section
+from fedmi.server.report.normative import normative_section
 from fedmi.server.report.ood import ood_section
 from fedmi.server.report.operating_point import federated_choice, operating_point_section
 from fedmi.server.report.outcome import run_outcome
@@ -158,6 +159,7 @@ def build_report(
         "ood": ood_section(history),
         "biomarker": biomarker_section(history),
         "operating_point": operating_point_section(cfg, history),  # issue 18
+        "normative": normative_section(history, cfg.task),  # issue 21
         "timing": timing,
     }
 

@@ -22,6 +22,9 @@ from fedmi.shared.contract.records import (
     INVENTORY_FIELDS,
     MAX_EXAMPLES,
     METRICS,
+    NORMATIVE_DESIGN,
+    NORMATIVE_REGIONS_MAX,
+    NORMATIVE_STATS,
     OOD_CLASSES,
     OOD_FEATURE_DIM_MAX,
     OOD_STATS,
@@ -171,6 +174,12 @@ def _reply_metric_problems(
         problems.extend(_feature_problems(metrics))  # type: ignore[arg-type]
     if message_type == OOD_STATS and metrics is not None and _record_kind(metrics) == "metric":
         problems.extend(_ood_stats_problems(metrics))  # type: ignore[arg-type]
+    if (
+        message_type == NORMATIVE_STATS
+        and metrics is not None
+        and _record_kind(metrics) == "metric"
+    ):
+        problems.extend(_normative_stats_problems(metrics))  # type: ignore[arg-type]
     return problems
 
 
@@ -250,6 +259,26 @@ def _ood_stats_problems(metrics: Mapping[str, object]) -> list[str]:
         ]
     if len(outer) != OOD_CLASSES * d * d:
         return [f"ood-feat-outer: length {len(outer)} != {OOD_CLASSES}·{d}·{d}"]
+    return []
+
+
+def _normative_stats_problems(metrics: Mapping[str, object]) -> list[str]:
+    """``nrm-xty`` is ``NORMATIVE_DESIGN``·R long for the R of ``nrm-yty``; all or none sent."""
+    keys = ("nrm-count", "nrm-xtx", "nrm-xty", "nrm-yty", "nrm-noise-sd", "nrm-clip")
+    present = [k for k in keys if k in metrics]
+    if not present:
+        return []
+    if len(present) != len(keys):
+        return [f"normative statistics need all of {', '.join(keys)}"]
+    xty, yty = metrics["nrm-xty"], metrics["nrm-yty"]
+    if not isinstance(xty, list) or not isinstance(yty, list):
+        return []  # the specs already said so
+    r = len(yty)
+    if not 2 <= r <= NORMATIVE_REGIONS_MAX or len(xty) != NORMATIVE_DESIGN * r:
+        return [
+            f"nrm-xty: length {len(xty)} is not {NORMATIVE_DESIGN}·R for the R = {r} regions "
+            f"of nrm-yty (2 ≤ R ≤ {NORMATIVE_REGIONS_MAX})"
+        ]
     return []
 
 

@@ -20,6 +20,11 @@ from fedmi.shared.contract.records import (
     FEATURES,
     HIST_BINS,
     MAX_EXAMPLES,
+    NORMATIVE_BINS,
+    NORMATIVE_DESIGN,
+    NORMATIVE_EVAL,
+    NORMATIVE_GROUPS,
+    NORMATIVE_STATS,
     OOD_BINS,
     OOD_CLASSES,
     OOD_STATS,
@@ -211,6 +216,40 @@ OOD_STATS_METRICS: dict[str, MetricSpec] = {
     "ood-feat-outer": MetricSpec("float-list", -1e15, 1e15),  # C·d·d, class-major
 }
 
+#: ``query.normative`` replies: see :data:`fedmi.shared.contract.records.NORMATIVE_STATS`
+#: (noisy under DP, so the sums may be negative; the consistency of the lengths is checked
+#: in :mod:`fedmi.shared.contract.check`).
+NORMATIVE_STATS_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "epsilon": _NONNEG,
+    "nrm-count": MetricSpec("float", -1e6, MAX_EXAMPLES),
+    "nrm-xtx": MetricSpec("float-list", -1e9, 1e9, NORMATIVE_DESIGN * NORMATIVE_DESIGN),
+    "nrm-xty": MetricSpec("float-list", -1e9, 1e9),  # design-major, NORMATIVE_DESIGN·R
+    "nrm-yty": MetricSpec("float-list", -1e9, 1e9),  # R
+    "nrm-noise-sd": MetricSpec("float-list", 0.0, 1e9, 4),  # count, xtx, xty, yty
+    "nrm-clip": MetricSpec("float", 0.0, 100.0),
+}
+#: ``evaluate.normative`` replies: see :data:`fedmi.shared.contract.records.NORMATIVE_EVAL`.
+NORMATIVE_EVAL_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "epsilon": _NONNEG,
+    "min-cell-count": MetricSpec("int", 1, 10_000),
+    # anomaly-score histograms, group-major (NORMATIVE_GROUPS · NORMATIVE_BINS)
+    "nrm-hist": MetricSpec("int-list", 0, MAX_EXAMPLES, NORMATIVE_GROUPS * NORMATIVE_BINS),
+    # normals over NORMATIVE_OLD_AGE: count, and the sums over them of the fraction of
+    # regions with z < −2, age-adjusted then unadjusted
+    "nrm-old-count": MetricSpec("float", 0.0, MAX_EXAMPLES),
+    "nrm-old-fp": MetricSpec("float-list", 0.0, MAX_EXAMPLES, 2),
+    # every normal: the same fractions (adjusted, unadjusted)
+    "nrm-fp": MetricSpec("float-list", 0.0, MAX_EXAMPLES, 2),
+    # per group: scans whose lowest regions match the group's expected pattern
+    "nrm-match": MetricSpec("int-list", 0, MAX_EXAMPLES, NORMATIVE_GROUPS),
+    # per group: scans the supervised classifier calls positive at its operating point
+    "nrm-clf-positive": MetricSpec("int-list", 0, MAX_EXAMPLES, NORMATIVE_GROUPS),
+    # DP on: noise sd of a histogram cell, a false-positive entry, a match and a call count
+    "nrm-noise-sd": MetricSpec("float-list", 0.0, 1e9, 4),
+}
+
 #: Per message type: the metrics of its reply's MetricRecord.
 REPLY_METRICS: dict[str, dict[str, MetricSpec]] = {
     TRAIN: TRAIN_METRICS,
@@ -219,4 +258,6 @@ REPLY_METRICS: dict[str, dict[str, MetricSpec]] = {
     QUERY: QUERY_METRICS,
     FEATURES: FEATURE_METRICS,
     OOD_STATS: OOD_STATS_METRICS,
+    NORMATIVE_STATS: NORMATIVE_STATS_METRICS,
+    NORMATIVE_EVAL: NORMATIVE_EVAL_METRICS,
 }

@@ -14,6 +14,11 @@ message type        releases                                          mechanism
 external``          referral, OOD-score and biomarker histograms)     1/m after a noisy count)
 ``query.features``  per-class embedding sums and squares             Gaussian on clipped sums
 ``query.ood``       per-class embedding sums and outer products      Gaussian on clipped sums
+``query.            normal scans' design sums XᵀX, XᵀY, Σy² and       Gaussian on clipped sums
+normative``         count (age, sex, regional profile)
+``evaluate.         anomaly-score histograms per group, normals'      Gaussian on counts and
+normative``         false-positive fractions, pattern matches,        bounded sums
+                    classifier calls
 ==================  ================================================  =======================
 
 Everything else in a reply is either **public** — facts the site states about itself that do
@@ -41,6 +46,8 @@ from fedmi.shared.contract.records import (
     EVALUATE,
     EXTERNAL,
     FEATURES,
+    NORMATIVE_EVAL,
+    NORMATIVE_STATS,
     OOD_STATS,
     QUERY,
     TRAIN,
@@ -68,6 +75,12 @@ PRIVACY_CLASSES: dict[str, PrivacyClass] = {
         ),
         PrivacyClass(FEATURES, "embedding moments overall and per class", "Gaussian"),
         PrivacyClass(OOD_STATS, "per-class embedding sums and outer products", "Gaussian"),
+        PrivacyClass(NORMATIVE_STATS, "normal scans' design and regional-profile sums", "Gaussian"),
+        PrivacyClass(
+            NORMATIVE_EVAL,
+            "anomaly-score histograms, normals' false-positive fractions, matches, calls",
+            "Gaussian",
+        ),
     )
 }
 
@@ -78,6 +91,8 @@ RELEASE_WEIGHTS: dict[str, float] = {
     QUERY: 0.1,
     OOD_STATS: 0.15,
     FEATURES: 0.15,
+    NORMATIVE_STATS: 0.3,
+    NORMATIVE_EVAL: 0.3,
     EVALUATE: 0.0,
 }
 

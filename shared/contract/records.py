@@ -31,6 +31,14 @@ QUERY = "query"
 #: *train* split; a class with fewer than the site's k scans is withheld (count and sums 0).
 #: The server sums them into class means and a pooled covariance (shared/ood.py).
 OOD_STATS = "query.ood"
+#: ``query.normative`` replies (training sites): the sufficient statistics of the site's
+#: normal scans for the normative model (:mod:`fedmi.shared.normative`): count, ``XᵀX``,
+#: ``XᵀY`` and ``Σ y²`` of the design ``[1, age, sex]`` and the clipped regional profiles.
+NORMATIVE_STATS = "query.normative"
+#: ``evaluate.normative`` replies (holdout sites): the anomaly score's histograms per
+#: group (normal, then the task's disorders), the regional false-positive fractions of
+#: normals, the named-pattern matches and the supervised classifier's positive calls.
+NORMATIVE_EVAL = "evaluate.normative"
 
 #: Score histogram bins: fixed edges on the predicted probability, shared by all sites.
 HIST_BINS = 100
@@ -115,6 +123,21 @@ SUVR_RANGE: tuple[float, float] = (0.4, 2.0)
 OOD_FEATURE_DIM_MAX = 256
 OOD_CLASSES = 2
 
+#: ``query.normative``: the most regions a profile may have, and the design's width.
+NORMATIVE_REGIONS_MAX = 256
+NORMATIVE_DESIGN = 3
+#: ``evaluate.normative``: groups per reply (normal + up to three disorders, in
+#: :data:`fedmi.shared.normative.NORMATIVE_GROUPS` order; unused groups are zeros), fixed
+#: bins of the anomaly score over a range (end bins take what lies beyond).
+NORMATIVE_GROUPS = 4
+NORMATIVE_BINS = 100
+NORMATIVE_SCORE_RANGE: tuple[float, float] = (-2.0, 18.0)
+#: Under DP a site sums blocks of this many bins and releases one noisy count per block,
+#: in the block's middle bin.
+NORMATIVE_DP_BLOCK = 5
+#: Normals at least this old make the "normals over 80" false-positive figures.
+NORMATIVE_OLD_AGE = 80.0
+
 
 #: Declared string facts a site may send (ConfigRecord ``site``) and their allowed values
 #: (``None``: a short free token, as :mod:`fedmi.shared.contract.check` checks it).
@@ -136,4 +159,6 @@ REPLY_RECORDS: dict[str, dict[str, str]] = {
     QUERY: {METRICS: "metric", SITE: "config", INVENTORY: "config"},
     FEATURES: {METRICS: "metric", SITE: "config"},
     OOD_STATS: {METRICS: "metric", SITE: "config"},
+    NORMATIVE_STATS: {METRICS: "metric", SITE: "config"},
+    NORMATIVE_EVAL: {METRICS: "metric", SITE: "config"},
 }

@@ -86,3 +86,64 @@ def test_status_reply_without_weights_is_allowed():
         }
     )
     assert contract.check_reply(contract.TRAIN, reply, EXPECTED) == []
+
+
+def _normative_stats(r: int = 4, **over):
+    metrics = {
+        "num-examples": 12,
+        "nrm-count": 12.0,
+        "nrm-xtx": [1.0] * 9,
+        "nrm-xty": [0.0] * (3 * r),
+        "nrm-yty": [0.1] * r,
+        "nrm-noise-sd": [0.0] * 4,
+        "nrm-clip": 1.0,
+        **over,
+    }
+    return RecordDict(
+        {
+            contract.METRICS: MetricRecord(metrics),
+            contract.SITE: ConfigRecord({"site-id": "site-a", "role": "train", "status": "ok"}),
+        }
+    )
+
+
+def test_normative_statistics_must_be_consistent():
+    assert contract.check_reply(contract.NORMATIVE_STATS, _normative_stats()) == []
+    cases = {
+        "length": _normative_stats(**{"nrm-xty": [0.0] * 11}),
+        "one region": _normative_stats(r=1),
+        "too many regions": _normative_stats(r=contract.NORMATIVE_REGIONS_MAX + 1),
+        "xtx shape": _normative_stats(**{"nrm-xtx": [1.0] * 4}),
+        "undeclared": _normative_stats(**{"nrm-profile-0": [0.1] * 4}),
+        "infinite": _normative_stats(**{"nrm-yty": [float("inf")] * 4}),
+        "negative noise": _normative_stats(**{"nrm-noise-sd": [-1.0] * 4}),
+    }
+    for name, reply in cases.items():
+        assert contract.check_reply(contract.NORMATIVE_STATS, reply), name
+    partial = _normative_stats()
+    del partial[contract.METRICS]["nrm-yty"]
+    assert any("need all of" in p for p in contract.check_reply(contract.NORMATIVE_STATS, partial))
+
+
+def test_normative_evaluation_histograms_are_declared_counts():
+    g, b = contract.NORMATIVE_GROUPS, contract.NORMATIVE_BINS
+    metrics = {
+        "num-examples": 5,
+        "min-cell-count": 1,
+        "nrm-hist": [0] * (g * b),
+        "nrm-old-count": 1.0,
+        "nrm-old-fp": [0.1, 0.2],
+        "nrm-fp": [0.1, 0.2],
+        "nrm-match": [0] * g,
+        "nrm-clf-positive": [0] * g,
+    }
+    ok = RecordDict({contract.METRICS: MetricRecord(metrics)})
+    assert contract.check_reply(contract.NORMATIVE_EVAL, ok) == []
+    for bad in (
+        {"nrm-hist": [0.5] * (g * b)},  # not counts
+        {"nrm-hist": [0] * b},  # one group only
+        {"nrm-match": [-1] * g},
+        {"nrm-scores": [2.5, 3.1]},  # per-scan scores never leave
+    ):
+        reply = RecordDict({contract.METRICS: MetricRecord({**metrics, **bad})})
+        assert contract.check_reply(contract.NORMATIVE_EVAL, reply), bad

@@ -18,6 +18,8 @@ from fedmi.shared.instructions import (
     ExternalInstruction,
     FeaturesQuery,
     InstructionError,
+    NormativeEvaluation,
+    NormativeQuery,
     OodQuery,
     QueryInstruction,
     TrainInstruction,
@@ -65,7 +67,31 @@ def _every_field() -> list:
         ),
         FeaturesQuery(**COMMON),
         OodQuery(**COMMON),
+        NormativeQuery(**COMMON, clip=0.4, centre=(0.1, -0.2, 0.0)),
+        NormativeEvaluation(
+            **COMMON,
+            normative_model=_normative_json(True),
+            normative_reference=_normative_json(False),
+            threshold=0.3,
+        ),
     ]
+
+
+def _normative_json(adjust_age: bool) -> str:
+    from fedmi.shared.normative import NormativeModel
+
+    r = 3
+    return NormativeModel(
+        region_names=("a_L", "a_R", "b"),
+        centre=np.zeros(r),
+        intercept=np.array([0.1, 0.0, -0.1]),
+        slopes=np.array([[-0.02, -0.01, 0.0] if adjust_age else [0.0] * r, [0.01] * r]),
+        sigma2=np.full(r, 0.001),
+        tau2=np.zeros(r),
+        n_sites=2,
+        n_scans=40.0,
+        adjust_age=adjust_age,
+    ).to_json()
 
 
 def _same(a, b) -> bool:
@@ -169,3 +195,31 @@ def test_what_flowers_strategies_send_parses(method):
     ins = TrainInstruction.from_record(msgs[0].content[contract.CONFIG])
     assert ins.server_round == 2
     assert ins.proximal_mu == (0.3 if method == "fedprox" else 0.0)
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"clip": 0.0}, "clip=0.0 must lie in"),
+        ({"clip": "wide"}, "clip must be a finite number"),
+        ({"normative-centre": [0.0]}, "normative-centre must be 2"),
+        ({"normative-centre": [0.0, float("nan")]}, "normative-centre must be 2"),
+        ({"normative-centre": "0,0"}, "normative-centre is a list"),
+        ({"normative-centr": [0.0, 0.0]}, "undeclared key"),
+    ],
+)
+def test_a_bad_normative_query_is_refused_with_its_key(record, message):
+    good = dict(NormativeQuery().to_record())
+    with pytest.raises(InstructionError, match=message):
+        NormativeQuery.from_record(ConfigRecord({**good, **record}))
+
+
+def test_a_malformed_normative_model_is_refused_before_any_scoring():
+    good = dict(_every_field()[-1].to_record())
+    for key, value, message in (
+        ("normative-model", "not json", "normative-model: normative model is not JSON"),
+        ("normative-reference", "{}", "normative-reference: normative model keys"),
+        ("threshold", 1.5, "threshold=1.5 must lie in"),
+    ):
+        with pytest.raises(InstructionError, match=message):
+            NormativeEvaluation.from_record(ConfigRecord({**good, key: value}))

@@ -83,7 +83,9 @@ def test_json_round_trip_and_rejections() -> None:
     centre = np.zeros(R)
     model = nm.fit([nm.site_statistics(y, a, s, centre) for y, a, s in sites], NAMES, centre)
     back = nm.NormativeModel.from_json(model.to_json())
-    assert np.allclose(back.zscores(sites[0][0][0], 70, "F"), model.zscores(sites[0][0][0], 70, "F"))
+    assert np.allclose(
+        back.zscores(sites[0][0][0], 70, "F"), model.zscores(sites[0][0][0], 70, "F")
+    )
     data = json.loads(model.to_json())
     with pytest.raises(nm.NormativeError, match="unknown \\['extra'\\]"):
         nm.NormativeModel.from_dict({**data, "extra": 1})
@@ -101,7 +103,11 @@ def test_bad_statistics_are_refused() -> None:
     with pytest.raises(nm.NormativeError, match="NaN"):
         nm.NormativeStatistics(1.0, np.eye(3) * np.nan, np.zeros((3, R)), np.zeros(R))
     with pytest.raises(nm.NormativeError, match="too few"):
-        nm.fit([nm.site_statistics(np.zeros((2, R)), [70, 71], ["F", "M"], np.zeros(R))], NAMES, np.zeros(R))
+        nm.fit(
+            [nm.site_statistics(np.zeros((2, R)), [70, 71], ["F", "M"], np.zeros(R))],
+            NAMES,
+            np.zeros(R),
+        )
     with pytest.raises(nm.NormativeError, match="no site"):
         nm.fit([], NAMES, np.zeros(R))
 

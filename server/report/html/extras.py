@@ -206,3 +206,95 @@ def section_biomarker(report: dict) -> str:
         "the difference and its interval are paired DeLong estimates computed at each site, "
         "pooled by inverse variance.</p>"
     )
+
+
+def _normative_rows(name: str, r: dict, groups: list[str]) -> str:
+    """One table row per disorder of a site (or the pooled holdouts)."""
+    rows = []
+    for g in groups[1:]:
+        auc = (r.get("auc") or {}).get(g) or {}
+        match = (r.get("pattern_match") or {}).get(g) or {}
+        clf = (r.get("classifier_positive") or {}).get(g) or {}
+        rows.append(
+            f"<tr><td class='l'>{esc(name)}</td><td class='l'>{esc(g)}</td>"
+            f"<td>{fmt_num(auc.get('n'))} / {fmt_num(auc.get('n_normal'))}</td>"
+            f"<td>{fmt_num(auc.get('auc_histogram'))}</td><td>{fmt_ci(auc.get('ci'))}</td>"
+            f"<td>{fmt_num(match.get('rate'))}</td><td>{fmt_num(clf.get('rate'))}</td></tr>"
+        )
+    return "".join(rows)
+
+
+def section_normative(report: dict) -> str:
+    """The normative model: anomaly-score AUC per disorder, false positives in normals."""
+    nrm = report.get("normative")
+    if not nrm:
+        return ""
+    model = nrm.get("model")
+    if not model:
+        return (
+            '<h2 id="normative">Normative model</h2><p>No normative model was built: no '
+            "training site sent usable statistics of its normal scans (see the log).</p>"
+        )
+    groups = nrm.get("groups") or []
+    head = (
+        "<tr><th class='l'>site</th><th class='l'>group</th><th>scans / normals</th>"
+        "<th>anomaly AUC</th><th>95% CI</th><th>pattern match</th>"
+        "<th>classifier positive</th></tr>"
+    )
+    rows, fp_rows = [], []
+    for site, r in sorted((nrm.get("per_site") or {}).items()):
+        if r.get("status") != "ok":
+            rows.append(
+                f"<tr><td class='l'>{esc(site)}</td><td class='l muted' colspan='6'>"
+                f"{esc(r.get('status'))}</td></tr>"
+            )
+            continue
+        rows.append(_normative_rows(site, r, groups))
+        fp_rows.append((site, r))
+    pooled = nrm.get("pooled_holdout")
+    if pooled:
+        rows.append(_normative_rows("pooled holdout", pooled, groups))
+        fp_rows.append(("pooled holdout", pooled))
+    fp_head = (
+        "<tr><th class='l'>site</th><th>normals</th><th>adjusted</th><th>unadjusted</th>"
+        "<th>normals ≥ 80</th><th>adjusted</th><th>unadjusted</th></tr>"
+    )
+    fp = []
+    for site, r in fp_rows:
+        a, o = r.get("false_positive_rate") or {}, r.get("false_positive_rate_over_80") or {}
+        fp.append(
+            f"<tr><td class='l'>{esc(site)}</td><td>{fmt_num(a.get('n'))}</td>"
+            f"<td>{fmt_num(a.get('adjusted'))}</td><td>{fmt_num(a.get('unadjusted'))}</td>"
+            f"<td>{fmt_num(o.get('n'))}</td><td>{fmt_num(o.get('adjusted'))}</td>"
+            f"<td>{fmt_num(o.get('unadjusted'))}</td></tr>"
+        )
+    dp = " The fit's statistics carried DP noise." if model.get("dp") else ""
+    noise = model.get("dp_noise") or {}
+    warn = ""
+    if noise.get("noise_dominated"):
+        warn = (
+            '<p class="warn"><b>The DP noise dominates this normative model:</b> the sites\' '
+            "noise alone moves the expected normal values by "
+            f"{fmt_num(noise.get('relative_to_sigma'), 1)}× the normal variation between "
+            "people, so its z-scores and anomaly scores mostly measure noise. More normal scans "
+            "per site or a larger share of the sites' budget for this release is needed "
+            "(docs/normative-model.md).</p>"
+        )
+    return (
+        '<h2 id="normative">Normative model</h2>'
+        f"{warn}"
+        "<p>How far each holdout scan departs from the federation's model of normal scans at "
+        "its age and sex, and whether that finds the disorders no classifier was trained on. "
+        "Anomaly AUC: each disorder's scans against the site's normals (0.5: not at all); "
+        "pattern match: share of scans whose lowest regions lie in the disorder's expected "
+        "pattern; classifier positive: share the supervised model calls positive at its "
+        "operating point.</p>"
+        f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
+        "<p>Regional false-positive rate in normals (mean share of regions with z &lt; −2; "
+        "0.023 for a perfect model), age-adjusted and against the same model without age.</p>"
+        f'<div class="scroll"><table>{fp_head}{"".join(fp)}</table></div>'
+        f'<p class="muted">Model: {esc(model.get("n_scans"))} normal scans of '
+        f"{esc(len(model.get('sites') or []))} training site(s), {esc(model.get('regions'))} "
+        f"regions; score: {esc(nrm.get('score'))}. AUCs from fixed-bin histograms with "
+        f"Hanley–McNeil intervals.{dp}</p>"
+    )

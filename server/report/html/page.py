@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fedmi.server.report.html.common import esc
-from fedmi.server.report.html.extras import section_biomarker, section_ood, section_uncertainty
+from fedmi.server.report.html.extras import (
+    section_biomarker,
+    section_normative,
+    section_ood,
+    section_uncertainty,
+)
 from fedmi.server.report.html.headline import (
     section_headline,
     section_outcome,
@@ -69,6 +74,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict], str]], ...] = (
     ("uncertainty", "Uncertainty", section_uncertainty),
     ("ood", "OOD", section_ood),
     ("biomarker", "Biomarker", section_biomarker),
+    ("normative", "Normative", section_normative),
     ("training", "Training", section_training),
     ("data", "Data", section_data),
     ("privacy", "Privacy", section_privacy),

@@ -154,7 +154,13 @@ def test_a_holdout_may_release_with_its_whole_budget_a_training_site_with_its_sh
     assert holdout_rho > 10 * train_rho
     assert kind_rho(settings, "holdout", contract.FEATURES) == 0.0  # not a holdout's kind
     # the kinds' shares of a training site add up to the run's release ρ
-    kinds = (contract.QUERY, contract.EXTERNAL, contract.FEATURES, contract.OOD_STATS)
+    kinds = (
+        contract.QUERY,
+        contract.EXTERNAL,
+        contract.FEATURES,
+        contract.OOD_STATS,
+        contract.NORMATIVE_STATS,  # capped at one release per run
+    )
     total = sum(
         kind_rho(settings, "train", k)
         * (2 if k in (contract.QUERY, contract.FEATURES, contract.OOD_STATS) else 1)
