@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedmi.client.model import latest, load_verified
+from fedmi.shared.normative import ANOMALY_K
 from fedmi.shared.package import NORMATIVE, OOD, WEIGHTS, ModelPackage, PackageError
 
 if TYPE_CHECKING:  # torch is imported where it is used: `fedmi-site --help` stays fast
@@ -387,7 +388,8 @@ def _normative_html(nv: dict, figure_uri: str | None) -> str:
     out = (
         "<h2>Comparison with the federation's normal aging model</h2>"
         f"<p>Age {e(age)}, sex {e(sex)}. <b>Anomaly score {nv['anomaly_score']:.2f}</b> "
-        f"(minus the mean of the five lowest regional z; higher = further below normal).</p>"
+        f"(minus the mean of the {ANOMALY_K} lowest regional z; higher = further below "
+        "normal).</p>"
     )
     for note in nv["notes"]:
         out += f"<p><b>Note:</b> {e(note)}.</p>"

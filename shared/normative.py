@@ -8,10 +8,16 @@ the hierarchical Bayesian regression normative models of PCNtoolkit (Kia et al. 
 
     y_r = α_{s,r} + β_{age,r}·a + β_{sex,r}·s + ε,     ε ~ N(0, σ²_r),  α_{s,r} ~ N(μ_r, τ²_r)
 
-* ``y_r`` is the scan's **regional log profile**: ``log`` of the mean reference-normalised
-  uptake in composite region ``r`` (:func:`fedmi.shared.regional.region_index`) minus its
-  mean over all regions (global normalisation, as 3D-SSP's global reference), so a global
-  level drops out and a regional loss of 10 % reads as about −0.105;
+* ``y_r`` is the scan's **regional log profile**: ``log`` of the mean uptake in composite
+  region ``r`` (:func:`fedmi.shared.regional.region_index`) minus the mean ``log`` over the
+  :data:`REFERENCE_COMPOSITES` (cerebellum, vermis, sensorimotor cortex, thalamus, putamen:
+  regions that AD, bvFTD, DLB and normal aging largely spare), so a global level drops out
+  and a regional loss of 10 % reads as about −0.105. A reference inside the brain's
+  preserved regions rather than the global mean keeps a widespread loss from lowering the
+  reference itself (Yakushev et al. 2008, Psychiatry Res Neuroimaging 164:143; Dukart et
+  al. 2010, NeuroImage 49:1490 [recalled]); on the default preset it raised the anomaly
+  score's holdout AUC for AD from 0.90 to 0.94 and for DLB from 0.90 to 0.96 (seed 0,
+  benchmarks/bench_normative.py);
 * ``a = clip((age − 70) / 20, ±1.25)`` (45–95 years) and ``s = +½`` female, ``−½`` male
   (``0`` unknown), :func:`design_row`;
 * ``α_{s,r}`` is site ``s``'s intercept (its scanner, reconstruction and population).
@@ -46,7 +52,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedmi.shared.grid import Grid
-from fedmi.shared.regional import region_index
 
 #: The design's columns (:func:`design_row`).
 DESIGN = ("intercept", "age", "sex")
@@ -64,8 +69,11 @@ DESIGN_NORM2 = 1.0 + AGE_CLIP**2 + 0.25
 DEFAULT_CLIP = 1.0
 #: z below this is reported as abnormal (hypometabolism) and named.
 Z_THRESHOLD = -2.0
-#: The anomaly score averages this many lowest regional z.
-ANOMALY_K = 5
+#: The anomaly score averages this many lowest regional z (of ~52 regions: 5, 10 and 15
+#: gave holdout AUCs 0.93/0.94/0.94 for AD and 1.00 for bvFTD on the default preset).
+ANOMALY_K = 10
+#: Composite-name prefixes of the reference regions of :func:`regional_profile`.
+REFERENCE_COMPOSITES = ("cerebellum", "vermis", "sensorimotor", "thalamus", "putamen")
 #: Variances are floored at this fraction of their mean over regions.
 VARIANCE_FLOOR = 0.1
 SCHEMA_VERSION = 1
@@ -145,6 +153,8 @@ def regional_means(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[st
 
     The regions of the regional model (:func:`fedmi.shared.regional.region_index`).
     """
+    from fedmi.shared.regional import region_index  # torch only where used
+
     index, names = region_index(grid)
     flat = np.asarray(volume, dtype=np.float64).reshape(-1)
     if flat.size != index.size:
@@ -158,16 +168,34 @@ def regional_means(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[st
 def profile_of(volume: np.ndarray, grid: Grid) -> tuple[np.ndarray, tuple[str, ...]]:
     """The regional log profile of one template-grid volume, and the region names."""
     means, names = regional_means(volume, grid)
-    return regional_profile(means), names
+    return regional_profile(means, names), names
 
 
-def regional_profile(regional_means: np.ndarray) -> np.ndarray:
-    """Log profile(s) from regional mean uptake ``(..., R)``: ``log m − mean_r log m``."""
+def reference_index(region_names: Sequence[str]) -> np.ndarray:
+    """Positions of the :data:`REFERENCE_COMPOSITES` among ``region_names``.
+
+    Raises
+    ------
+    NormativeError
+        None of them is among the regions.
+    """
+    idx = np.array([i for i, n in enumerate(region_names) if _base(n) in REFERENCE_COMPOSITES])
+    if idx.size == 0:
+        raise NormativeError(
+            f"none of the reference regions {REFERENCE_COMPOSITES} is among the regions"
+        )
+    return idx
+
+
+def regional_profile(regional_means: np.ndarray, region_names: Sequence[str]) -> np.ndarray:
+    """Log profile(s) from regional mean uptake ``(..., R)``: ``log m − mean_ref log m``."""
     m = np.asarray(regional_means, dtype=np.float64)
-    if m.ndim < 1 or m.shape[-1] < 2:
-        raise NormativeError(f"need at least 2 regional means, got shape {m.shape}")
+    if m.ndim < 1 or m.shape[-1] < 2 or m.shape[-1] != len(region_names):
+        raise NormativeError(
+            f"need one regional mean per region ({len(region_names)}), got shape {m.shape}"
+        )
     log_m = np.log(np.clip(m, 1e-6, None))
-    return log_m - log_m.mean(axis=-1, keepdims=True)
+    return log_m - log_m[..., reference_index(region_names)].mean(axis=-1, keepdims=True)
 
 
 def clip_rows(rows: np.ndarray, centre: np.ndarray, clip: float) -> np.ndarray:

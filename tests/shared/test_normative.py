@@ -124,10 +124,17 @@ def test_anomaly_score_regions_and_pattern() -> None:
         nm.pattern_match(z, names, "XYZ")
 
 
-def test_regional_profile_removes_global_level() -> None:
-    m = np.array([1.0, 2.0, 4.0])
-    assert np.allclose(nm.regional_profile(m), nm.regional_profile(3.7 * m))
-    assert nm.regional_profile(m).sum() == pytest.approx(0.0)
+def test_regional_profile_is_relative_to_the_preserved_regions() -> None:
+    names = ("cerebellum_L", "frontal_lateral_L", "thalamus_R", "occipital_L")
+    m = np.array([1.0, 2.0, 4.0, 0.5])
+    prof = nm.regional_profile(m, names)
+    assert np.allclose(prof, nm.regional_profile(3.7 * m, names))  # the global level drops out
+    assert prof[0] + prof[2] == pytest.approx(0.0)  # the reference regions average to 0
+    assert prof[1] == pytest.approx(np.log(2.0) - np.log(2.0))  # 2 / geometric mean(1, 4)
+    with pytest.raises(nm.NormativeError, match="reference regions"):
+        nm.regional_profile(m, ("a", "b", "c", "d"))
+    with pytest.raises(nm.NormativeError, match="one regional mean per region"):
+        nm.regional_profile(m, names[:3])
 
 
 def test_profile_of_a_volume_on_the_template_grid() -> None:
