@@ -30,6 +30,7 @@ from fedmi.shared.normative import (
     NormativeError,
     NormativeModel,
     anomaly_score,
+    flag_threshold,
     profile_of,
     regions_below,
 )
@@ -117,6 +118,9 @@ def normative_record(
         "notes": notes,
         "zscores": {n: round(float(v), 2) for n, v in zip(names, z, strict=True)},
         "anomaly_score": round(anomaly_score(z), 3),
+        # flagged: the score is above what 95 % of normals reach (shared/normative.py)
+        "flag_threshold": round(flag_threshold(len(names)), 3),
+        "flagged": bool(anomaly_score(z) > flag_threshold(len(names))),
         "threshold": Z_THRESHOLD,
         "regions_below": [{"region": n, "z": round(v, 2)} for n, v in below],
         "site_offset": False,
@@ -248,7 +252,8 @@ def summary_line(normative: dict) -> str:
     """One line: the anomaly score and the named regions (for the console, SR and SC)."""
     below = normative["regions_below"]
     named = ", ".join(f"{r['region']} {r['z']:+.1f}" for r in below) or "none"
+    flag = " (above the normal range)" if normative.get("flagged") else ""
     return (
-        f"anomaly score {normative['anomaly_score']:.2f}; regions below z = "
+        f"anomaly score {normative['anomaly_score']:.2f}{flag}; regions below z = "
         f"{normative['threshold']:g}: {named}"
     )

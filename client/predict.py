@@ -15,7 +15,8 @@ Flow of :func:`predict_folder`:
    uses, :func:`fedmi.client.training.loop.predict`), the class at the package's operating
    point, an MC-dropout interval, and the regional values that drive the logit;
 5. when the package holds the federation's normative model (``normative_model.json``),
-   every assessable study is also compared with it (:mod:`fedmi.client.anomaly`): age- and
+   every scored study (assessable, or beyond the classifier's OOD distance) is also
+   compared with it (:mod:`fedmi.client.anomaly`): age- and
    sex-adjusted regional z-scores, the anomaly score, the regions below z = −2 and a
    template-space z-map (``study-NNN-zmap.npy``) drawn over the scan;
 6. one JSON record and one HTML report per study (research use only), and per assessable
@@ -187,8 +188,9 @@ def score_rows(
 ) -> list[dict]:
     """Records of ingested series (``cached_path`` absolute), in ``rows`` order.
 
-    With a normative model every assessable record gets its ``normative`` comparison
-    (:func:`fedmi.client.anomaly.normative_record`; ``None`` without the model), and
+    With a normative model every scored record — assessable or beyond the OOD distance —
+    gets its ``normative`` comparison (:func:`fedmi.client.anomaly.normative_record`;
+    ``None`` without the model), and
     ``maps`` (when given) receives series UID → (z-map, scan) on the template grid.
     """
     import torch
@@ -212,22 +214,37 @@ def score_rows(
     distances, limit = ood_distances(loaded, x)
     classes = loaded.package.card.get("classes", {})
     out = []
+
+    def compare(rec: dict, i: int, row: dict) -> None:
+        """The normative comparison (independent of the classifier: OOD studies get it too)."""
+        rec["normative"] = None
+        if loaded.normative is not None and loaded.grid is not None:
+            from fedmi.client.anomaly import normative_record, zmap_volume
+
+            volume = x[i, 0].numpy()
+            rec["normative"], z = normative_record(
+                loaded.normative, volume, loaded.grid, row.get("age_years"), row.get("sex")
+            )
+            if maps is not None:
+                maps[str(row["series_uid"])] = (zmap_volume(z, loaded.grid), volume)
+
     for i, row in enumerate(rows):
         if distances is not None and distances[i] > limit:
-            out.append(
-                {
-                    "series_uid": row["series_uid"],
-                    "assessable": False,
-                    "reason": "out_of_distribution",
-                    "message": (
-                        f"the study's features lie {distances[i]:.2f} (Mahalanobis) from the "
-                        f"training data, beyond the federation's flagging distance {limit:.2f} "
-                        "(the 95th percentile of the training sites' own test scans): the model "
-                        "was not trained on studies like this one"
-                    ),
-                    "ood_distance": float(distances[i]),
-                }
-            )
+            rec = {
+                "series_uid": row["series_uid"],
+                "assessable": False,
+                "reason": "out_of_distribution",
+                "message": (
+                    f"the study's features lie {distances[i]:.2f} (Mahalanobis) from the "
+                    f"training data, beyond the federation's flagging distance {limit:.2f} "
+                    "(the 95th percentile of the training sites' own test scans): the model "
+                    "was not trained on studies like this one"
+                ),
+                "ood_distance": float(distances[i]),
+            }
+            # a scan unlike the classifier's training data is what the normative model is for
+            compare(rec, i, row)
+            out.append(rec)
             continue
         p = float(probs[i])
         positive = p >= loaded.threshold
@@ -251,16 +268,7 @@ def score_rows(
         }
         if regional is not None:
             rec["regions"] = regional[i]
-        rec["normative"] = None
-        if loaded.normative is not None and loaded.grid is not None:
-            from fedmi.client.anomaly import normative_record, zmap_volume
-
-            volume = x[i, 0].numpy()
-            rec["normative"], z = normative_record(
-                loaded.normative, volume, loaded.grid, row.get("age_years"), row.get("sex")
-            )
-            if maps is not None:
-                maps[str(row["series_uid"])] = (zmap_volume(z, loaded.grid), volume)
+        compare(rec, i, row)
         out.append(rec)
     return out
 
@@ -389,7 +397,8 @@ def _normative_html(nv: dict, figure_uri: str | None) -> str:
         "<h2>Comparison with the federation's normal aging model</h2>"
         f"<p>Age {e(age)}, sex {e(sex)}. <b>Anomaly score {nv['anomaly_score']:.2f}</b> "
         f"(minus the mean of the {ANOMALY_K} lowest regional z; higher = further below "
-        "normal).</p>"
+        f"normal): <b>{'above' if nv.get('flagged') else 'within'} the normal range</b> "
+        f"(95 % of normals score below {nv.get('flag_threshold', float('nan')):.2f}).</p>"
     )
     for note in nv["notes"]:
         out += f"<p><b>Note:</b> {e(note)}.</p>"
@@ -452,6 +461,8 @@ def render_html(rec: dict, pkg: ModelPackage, figure_uri: str | None = None) -> 
         verdict = (
             f"<p class=big><b>Not assessable</b> ({e(rec['reason'])})</p><p>{e(rec['message'])}</p>"
         )
+        if rec.get("normative"):
+            verdict += _normative_html(rec["normative"], figure_uri)
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>fedmi result</title><style>"
         "body{font-family:sans-serif;max-width:50em;margin:2em}.big{font-size:1.4em}"
@@ -502,6 +513,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 print(f"  {summary_line(rec['normative'])}")
         else:
             print(f"{rec['series_uid']}: not assessable ({rec['reason']})")
+            if rec.get("normative"):
+                from fedmi.client.anomaly import summary_line
+
+                print(f"  {summary_line(rec['normative'])}")
     print(f"records and reports in {args.out}")
     return 0
 

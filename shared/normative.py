@@ -44,6 +44,7 @@ regional z (:func:`anomaly_score`); the regions below :data:`Z_THRESHOLD` are na
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -659,6 +660,28 @@ def anomaly_score(z: np.ndarray, k: int = ANOMALY_K) -> float:
     z = np.asarray(z, dtype=np.float64)
     k = max(1, min(int(k), z.size))
     return float(-np.mean(np.partition(z, k - 1)[:k]))
+
+
+#: A scan is flagged when its anomaly score exceeds this quantile of the score of normals.
+FLAG_QUANTILE = 0.95
+
+
+@functools.lru_cache(maxsize=16)
+def flag_threshold(n_regions: int, k: int = ANOMALY_K, quantile: float = FLAG_QUANTILE) -> float:
+    """The anomaly score that ``quantile`` of normals stay below, were their regional z
+    independent standard normals (Monte Carlo, 200 000 draws from a fixed seed; 1.75 for
+    52 regions and k = 10). Real normals' regions are correlated and the model's σ is an
+    estimate, so the federation's own false-positive rate is measured at the holdouts
+    (benchmarks/bench_normative.py)."""
+    if n_regions < 1 or not 0 < quantile < 1:
+        raise NormativeError(f"need n_regions ≥ 1 and 0 < quantile < 1, not {n_regions}, {quantile}")
+    rng = np.random.default_rng(20261206)
+    k = max(1, min(int(k), n_regions))
+    scores = np.empty(200_000)
+    for start in range(0, scores.size, 20_000):
+        z = rng.standard_normal((20_000, n_regions))
+        scores[start : start + 20_000] = -np.partition(z, k - 1, axis=1)[:, :k].mean(axis=1)
+    return float(np.quantile(scores, quantile))
 
 
 def regions_below(

@@ -92,7 +92,7 @@ RELEASE_WEIGHTS: dict[str, float] = {
     OOD_STATS: 0.15,
     FEATURES: 0.15,
     NORMATIVE_STATS: 0.3,
-    NORMATIVE_EVAL: 0.3,
+    NORMATIVE_EVAL: 0.2,
     EVALUATE: 0.0,
 }
 

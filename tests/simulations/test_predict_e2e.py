@@ -121,3 +121,26 @@ def test_predict_with_the_package_matches_the_final_evaluation(tiny_fdg, tmp_pat
     # one SR per assessable study (the site's MCI scans, never evaluated, included)
     assessable = sum(r["assessable"] for r in records.values())
     assert assessable >= compared and len(list((pred / "dicom").glob("sr-*.dcm"))) == assessable
+    # issue 21: the package's normative model flags the holdout's bvFTD scans (never in any
+    # training label) with frontal regions named, and leaves its normals in the normal range
+    import csv
+
+    from fedmi.shared.normative import DISORDER_REGIONS
+
+    truth = {
+        r["PatientID"]: r
+        for r in csv.DictReader((tiny_fdg / "_truth" / f"{site.data_dir.name}.csv").open())
+    }
+    groups: dict[str, list[dict]] = {}
+    for pid, rec in by_patient.items():
+        groups.setdefault(truth[pid]["group"], []).append(rec["normative"])
+    assert groups["FTD"] and all(n is not None for v in groups.values() for n in v)
+    frontal = set(DISORDER_REGIONS["FTD"])
+    for n in groups["FTD"]:
+        named = {r["region"].rsplit("_", 1)[0] for r in n["regions_below"]}
+        assert n["flagged"] and named & {"frontal_lateral", "frontal_medial", "orbitofrontal"}
+        assert named <= frontal | {"cingulate_middle", "temporal_lateral", "thalamus"}, named
+    # a model of the tiny federation's 12 normals: normals are mostly, not always, in range
+    normal = groups["CN"]
+    assert sum(not n["flagged"] for n in normal) > len(normal) / 2
+    assert max(n["anomaly_score"] for n in groups["FTD"]) > max(n["anomaly_score"] for n in normal)
