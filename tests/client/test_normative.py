@@ -29,10 +29,20 @@ from fedmi.shared.tasks import get_task
 NAMES = region_index(get_task("fdg-ad").grid)[1]
 
 
-def _site(root, tmp_path, name: str, ingested, k: int = 1):
-    ingested(root / name, tmp_path / name)
+@pytest.fixture(scope="module")
+def states(tiny_fdg, tmp_path_factory):
+    """Every tiny site ingested once for this module (its state folder per site)."""
+    from fedmi.client.ingest.pipeline import ingest_site
+
+    root = tmp_path_factory.mktemp("normative-states")
+    for name in ("site-a", "site-b", "site-c"):
+        ingest_site(tiny_fdg / name, "fdg-ad", root / name / "ingest")
+    return root
+
+
+def _site(root, states, name: str, k: int = 1):
     return resolve_site(
-        {"data-dir": str(root / name), "state-dir": str(tmp_path / name), "min-cell-count": k},
+        {"data-dir": str(root / name), "state-dir": str(states / name), "min-cell-count": k},
         {},
     )
 
@@ -43,8 +53,8 @@ def arrays():
     return contract.array_record(federated_state_dict(build_model()))
 
 
-def test_statistics_are_the_normals_sums_and_fit_like_pooled(tiny_fdg, tmp_path, ingested, arrays):
-    sites = [_site(tiny_fdg, tmp_path, s, ingested) for s in ("site-a", "site-b")]
+def test_statistics_are_the_normals_sums_and_fit_like_pooled(tiny_fdg, states, tmp_path, arrays):
+    sites = [_site(tiny_fdg, states, s) for s in ("site-a", "site-b")]
     answers, pooled = [], []
     for site in sites:
         reply = check_outbound(
@@ -77,8 +87,8 @@ def test_statistics_are_the_normals_sums_and_fit_like_pooled(tiny_fdg, tmp_path,
     assert not reference.adjust_age and np.all(reference.slopes[0] == 0)
 
 
-def test_dp_statistics_are_charged_before_release(tiny_fdg, tmp_path, ingested, arrays):
-    site = _site(tiny_fdg, tmp_path, "site-a", ingested)
+def test_dp_statistics_are_charged_before_release(tiny_fdg, states, tmp_path, arrays):
+    site = _site(tiny_fdg, states, "site-a")
     privacy = PrivacySettings(epsilon=10.0, ledger_dir=tmp_path / "ledger")
     out = handle_normative_statistics(
         site, arrays, NormativeQuery(task="fdg-ad", clip=0.5), privacy=privacy, run_id="r1"
@@ -101,12 +111,12 @@ def test_dp_statistics_are_charged_before_release(tiny_fdg, tmp_path, ingested, 
     assert len(PrivacyLedger.open(tmp_path / "ledger").charges(kind=contract.NORMATIVE_STATS)) == 1
 
 
-def test_small_sites_and_holdouts_send_no_statistics(tiny_fdg, tmp_path, ingested, arrays):
-    small = _site(tiny_fdg, tmp_path, "site-a", ingested, k=50)
+def test_small_sites_and_holdouts_send_no_statistics(tiny_fdg, states, tmp_path, arrays):
+    small = _site(tiny_fdg, states, "site-a", k=50)
     out = handle_normative_statistics(small, arrays, NormativeQuery(task="fdg-ad"))
     assert out[contract.SITE]["status"] == "suppressed"
     assert set(out[contract.METRICS]) == {"num-examples"}
-    holdout = _site(tiny_fdg, tmp_path, "site-c", ingested)
+    holdout = _site(tiny_fdg, states, "site-c")
     out = handle_normative_statistics(holdout, arrays, NormativeQuery(task="fdg-ad"))
     assert out[contract.SITE]["status"] == "no-data"
 
@@ -123,10 +133,10 @@ def _model_from(site_scans) -> tuple[nm.NormativeModel, nm.NormativeModel]:
     )
 
 
-def test_holdout_evaluation_counts_every_group(tiny_fdg, tmp_path, ingested, arrays):
-    train = [_site(tiny_fdg, tmp_path, s, ingested) for s in ("site-a", "site-b")]
+def test_holdout_evaluation_counts_every_group(tiny_fdg, states, tmp_path, arrays):
+    train = [_site(tiny_fdg, states, s) for s in ("site-a", "site-b")]
     model, reference = _model_from([load_scans(s, "fdg-ad", ("CN",)) for s in train])
-    holdout = _site(tiny_fdg, tmp_path, "site-c", ingested)
+    holdout = _site(tiny_fdg, states, "site-c")
     ins = NormativeEvaluation(
         task="fdg-ad",
         normative_model=model.to_json(),
@@ -147,19 +157,17 @@ def test_holdout_evaluation_counts_every_group(tiny_fdg, tmp_path, ingested, arr
     assert 0 <= s["false_positive_rate"]["adjusted"] <= 1
 
 
-def test_evaluation_withholds_small_groups_and_noises_under_dp(
-    tiny_fdg, tmp_path, ingested, arrays
-):
-    train = [_site(tiny_fdg, tmp_path, s, ingested) for s in ("site-a", "site-b")]
+def test_evaluation_withholds_small_groups_and_noises_under_dp(tiny_fdg, states, tmp_path, arrays):
+    train = [_site(tiny_fdg, states, s) for s in ("site-a", "site-b")]
     model, reference = _model_from([load_scans(s, "fdg-ad", ("CN",)) for s in train])
     ins = NormativeEvaluation(
         task="fdg-ad", normative_model=model.to_json(), normative_reference=reference.to_json()
     )
-    strict = _site(tiny_fdg, tmp_path, "site-c", ingested, k=50)
+    strict = _site(tiny_fdg, states, "site-c", k=50)
     m = dict(handle_normative_evaluation(strict, arrays, ins)[contract.METRICS])
     assert sum(m["nrm-hist"]) == 0 and m["nrm-old-count"] == 0.0  # every group under k
     privacy = PrivacySettings(epsilon=10.0, ledger_dir=tmp_path / "ledger-c")
-    holdout = _site(tiny_fdg, tmp_path, "site-c", ingested)
+    holdout = _site(tiny_fdg, states, "site-c")
     out = handle_normative_evaluation(holdout, arrays, ins, privacy=privacy, run_id="r")
     m = dict(check_outbound(contract.NORMATIVE_EVAL, out)[contract.METRICS])
     assert len(PrivacyLedger.open(tmp_path / "ledger-c").charges(kind=contract.NORMATIVE_EVAL)) == 1
