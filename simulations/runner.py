@@ -182,7 +182,8 @@ def run_loso(
         fold = run(
             data_root=data_root,
             out_dir=fold_dir,
-            extra={**extra, "sim-role-overrides": roles},
+            # a fold measures the classifier: the normative model is the main run's
+            extra={**extra, "sim-role-overrides": roles, "normative-model": "off"},
             **common,  # type: ignore[arg-type]
         )
         folds.append(_fold_entry(site, fold))
