@@ -674,7 +674,9 @@ def flag_threshold(n_regions: int, k: int = ANOMALY_K, quantile: float = FLAG_QU
     estimate, so the federation's own false-positive rate is measured at the holdouts
     (benchmarks/bench_normative.py)."""
     if n_regions < 1 or not 0 < quantile < 1:
-        raise NormativeError(f"need n_regions ≥ 1 and 0 < quantile < 1, not {n_regions}, {quantile}")
+        raise NormativeError(
+            f"need n_regions ≥ 1 and 0 < quantile < 1, not {n_regions}, {quantile}"
+        )
     rng = np.random.default_rng(20261206)
     k = max(1, min(int(k), n_regions))
     scores = np.empty(200_000)
