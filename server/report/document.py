@@ -245,4 +245,25 @@ def summary_table(report: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    line = normative_line(report.get("normative"))
+    return "\n".join([*lines, line] if line else lines)
+
+
+def normative_line(section: dict | None) -> str | None:
+    """One line on the normative model's anomaly AUC at the holdouts (``None``: no model)."""
+    if not section:
+        return None
+    model = section.get("model")
+    if not model:
+        return "normative model: none (no training site sent usable statistics)"
+    pooled = section.get("pooled_holdout") or {}
+    aucs = ", ".join(
+        f"{g} {_fmt(v.get('auc_histogram'))} [{_ci(v.get('ci'))}]"
+        for g, v in (pooled.get("auc") or {}).items()
+    )
+    noise = (model.get("dp_noise") or {}).get("noise_dominated")
+    note = " — DP noise dominates the model: not usable" if noise else ""
+    return (
+        f"normative model ({_fmt(model.get('n_scans'), 0)} normals): holdout anomaly AUC "
+        f"{aucs or '—'}{note}"
+    )

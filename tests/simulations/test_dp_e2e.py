@@ -30,10 +30,17 @@ def test_every_release_of_a_dp_run_is_in_the_sites_ledger(tiny_fdg, tmp_path):
             contract.QUERY: 1,
             contract.OOD_STATS: 1,
             contract.EXTERNAL: 1,
+            contract.NORMATIVE_STATS: 1,  # the normative model's statistics (fdg-ad)
         }
         # no per-round evaluations under DP by default: each was refused, and declared
         assert releases[site]["refused"] == {contract.EVALUATE: {"refused": 2}}
-    assert releases["site-c"]["released"] == {contract.QUERY: 1, contract.EXTERNAL: 1}
+    assert releases["site-c"]["released"] == {
+        contract.QUERY: 1,
+        contract.EXTERNAL: 1,
+        contract.NORMATIVE_EVAL: 1,  # the anomaly score's evaluation at the holdout
+    }
+    # the normative model was fitted from noisy statistics and says how noisy
+    assert report["normative"]["model"]["dp"] is True
     for site, row in releases.items():
         ledger = PrivacyLedger.open(ledgers / site, site_id=site)
         kinds = [c["kind"] for c in ledger.charges()]

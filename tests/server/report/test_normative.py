@@ -87,3 +87,17 @@ def test_section_keeps_refusals_and_pools_the_rest():
         {"normative": normative_section(history, "fdg-ad")}
     )
     assert normative_section(RunHistory(), "fdg-ad") is None
+
+
+def test_the_summary_table_ends_with_the_normative_line():
+    from fedmi.server.report.document import normative_line
+
+    history = RunHistory()
+    history.normative = {
+        "model": {"n_scans": 40.0, "dp_noise": {"noise_dominated": True}},
+        "sites": {"site-d": {"status": "ok", "metrics": _metrics()}},
+    }
+    line = normative_line(normative_section(history, "fdg-ad"))
+    assert line.startswith("normative model (40 normals): holdout anomaly AUC AD 0.980")
+    assert line.endswith("not usable")
+    assert normative_line(None) is None
