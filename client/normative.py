@@ -166,16 +166,9 @@ def handle_normative_statistics(
         else:
             stats = nm.site_statistics(scans.profiles, scans.ages, scans.sexes, centre, ins.clip)
             if dp:
-                try:
-                    release = open_release(
-                        site,
-                        privacy,  # type: ignore[arg-type]
-                        run_id=str(run_id),
-                        kind=ins.message_type,
-                        mechanisms=STATS_MECHANISMS,
-                    )
-                except ReleaseRefused as exc:
-                    status = exc.status
+                release = _open(site, privacy, run_id, ins.message_type, STATS_MECHANISMS)
+                if isinstance(release, str):
+                    status = release
                     metrics["num-examples"] = n
                 else:
                     stats = private_statistics(stats, release, ins.clip)
@@ -324,16 +317,9 @@ def handle_normative_evaluation(
         ev = evaluate_scans(scans, groups, model, reference, probabilities, ins.threshold)
         dp = privacy is not None and privacy.dp
         if dp:
-            try:
-                release = open_release(
-                    site,
-                    privacy,  # type: ignore[arg-type]
-                    run_id=str(run_id),
-                    kind=ins.message_type,
-                    mechanisms=EVAL_MECHANISMS,
-                )
-            except ReleaseRefused as exc:
-                status = exc.status
+            release = _open(site, privacy, run_id, ins.message_type, EVAL_MECHANISMS)
+            if isinstance(release, str):
+                status = release
             else:
                 metrics = private_evaluation_metrics(ev, release, k)
         else:
@@ -347,6 +333,26 @@ def handle_normative_evaluation(
             contract.SITE: ConfigRecord({**record, "status": status}),
         }
     )
+
+
+def _open(
+    site: SiteSettings,
+    privacy: PrivacySettings | None,
+    run_id: int | str,
+    kind: str,
+    mechanisms: dict[str, float],
+) -> Release | str:
+    """The charged release, or the status the site refuses with (nothing charged then)."""
+    try:
+        return open_release(
+            site,
+            privacy,  # type: ignore[arg-type]
+            run_id=str(run_id),
+            kind=kind,
+            mechanisms=mechanisms,
+        )
+    except ReleaseRefused as exc:
+        return exc.status
 
 
 def _classifier_probabilities(

@@ -545,17 +545,35 @@ def fit(
         xty = s.xty[cols]
         rss += s.yty - 2.0 * np.sum(th * xty, axis=0) + np.einsum("pr,pq,qr->r", th, xtx, th)
     sigma2 = _regularised(rss / dof, _noise_var_sigma2(stats, dof))
-    weights = counts / n_total if n_total > 0 else np.full(n_sites, 1.0 / n_sites)
+    return _model(alphas, beta, counts, sigma2, region_names, centre, adjust_age=adjust_age, dp=dp)
+
+
+def _model(
+    alphas: np.ndarray,
+    beta: np.ndarray,
+    counts: np.ndarray,
+    sigma2: np.ndarray,
+    region_names: Sequence[str],
+    centre: np.ndarray,
+    *,
+    adjust_age: bool,
+    dp: bool = False,
+) -> NormativeModel:
+    """The population model from the per-site intercepts ``alphas`` ``(S, R)`` and the
+    shared slopes ``beta`` (age and sex, or sex alone without age): the count-weighted
+    intercept, and the between-site variance by the method of moments (the spread of the
+    intercepts less their sampling variance), half-pooled over regions."""
+    n_sites, r = alphas.shape
+    total = float(counts.sum())
+    weights = counts / total if total > 0 else np.full(n_sites, 1.0 / n_sites)
     intercept = weights @ alphas
+    tau2 = np.zeros(r)
     if n_sites > 1:
-        spread = (
-            ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
-        )
+        spread = ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0)
+        spread *= n_sites / (n_sites - 1)
         sampling = np.mean([1.0 / max(c, 1.0) for c in counts]) * sigma2
         tau2 = np.maximum(spread - sampling, 0.0)
         tau2 = 0.5 * tau2 + 0.5 * tau2.mean()  # four sites say little per region
-    else:
-        tau2 = np.zeros(r)
     slopes = np.zeros((2, r))
     if adjust_age:
         slopes[:] = beta
@@ -569,7 +587,7 @@ def fit(
         sigma2=sigma2,
         tau2=tau2,
         n_sites=n_sites,
-        n_scans=n_total,
+        n_scans=total,
         adjust_age=adjust_age,
         dp=dp,
     )
@@ -625,34 +643,8 @@ def fit_pooled(
     sigma2 = np.maximum((resid**2).sum(axis=0) / dof, 0.0)
     sigma2 = np.maximum(sigma2, VARIANCE_FLOOR * max(float(sigma2.mean()), 1e-8))
     counts = np.array([sum(1 for s in site_ids if s == site) for site in sites], dtype=float)
-    weights = counts / counts.sum()
-    alphas = theta[: len(sites)]
-    intercept = weights @ alphas
-    n_sites = len(sites)
-    if n_sites > 1:
-        spread = (
-            ((alphas - intercept) ** 2 * weights[:, None]).sum(axis=0) * n_sites / (n_sites - 1)
-        )
-        tau2 = np.maximum(spread - np.mean(1.0 / counts) * sigma2, 0.0)
-        tau2 = 0.5 * tau2 + 0.5 * tau2.mean()
-    else:
-        tau2 = np.zeros(len(region_names))
-    slopes = np.zeros((2, len(region_names)))
-    if adjust_age:
-        slopes[:] = theta[len(sites) :]
-    else:
-        slopes[1] = theta[len(sites)]
-    return NormativeModel(
-        region_names=tuple(region_names),
-        centre=np.asarray(centre, dtype=np.float64).copy(),
-        intercept=intercept,
-        slopes=slopes,
-        sigma2=sigma2,
-        tau2=tau2,
-        n_sites=n_sites,
-        n_scans=float(len(y)),
-        adjust_age=adjust_age,
-    )
+    n = len(sites)
+    return _model(theta[:n], theta[n:], counts, sigma2, region_names, centre, adjust_age=adjust_age)
 
 
 def anomaly_score(z: np.ndarray, k: int = ANOMALY_K) -> float:
