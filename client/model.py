@@ -172,7 +172,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def add_model(sub: argparse._SubParsersAction) -> None:
-    """``fedmi-site model pull|show``."""
+    """``fedmi-site model pull|show|export``."""
+    from fedmi.client.export import add_export
+
     p = sub.add_parser("model", help="receive, verify and show the federation's model package")
     msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     pp = msub.add_parser(
@@ -192,3 +194,4 @@ def add_model(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("--state-dir", type=Path, required=True, help="the site's state folder")
     ps.add_argument("--package", type=Path, help="a package file (default: newest kept)")
     ps.set_defaults(handler=_cmd_show)
+    add_export(msub)
