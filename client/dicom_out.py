@@ -13,7 +13,12 @@ AI Results profile):
 * when the package holds the federation's normative model (:mod:`fedmi.client.anomaly`): a
   second measurement group in the SR (the anomaly score and the z of each region below
   z = −2, private codes of :data:`SCHEME`) and a Secondary Capture of the z-map figure in
-  a third new series, its (0020,4000) *Image Comments* holding the same score and regions.
+  a third new series, its (0020,4000) *Image Comments* holding the same score and regions;
+* the one-page PDF report (:mod:`fedmi.client.report_pdf`) as an Encapsulated PDF
+  (PS3.3 A.45.1; SOP Class 1.2.840.10008.5.1.4.1.1.104.1, Modality DOC) in a fourth new
+  series: what PACS viewers show as a document. highdicom has no constructor for it, so
+  it is built with pydicom here, its patient and study attributes copied from the input as
+  highdicom's ``SCImage.from_ref_dataset`` copies them.
 
 Patient and study attributes are copied from the input series only (highdicom copies
 them from the evidence / reference dataset): (0020,000D) *Study Instance UID* is kept,
@@ -41,6 +46,23 @@ SCHEME = "99FEDMI"
 SR_SERIES_NUMBER = 9901
 SC_SERIES_NUMBER = 9902
 ZMAP_SERIES_NUMBER = 9903
+PDF_SERIES_NUMBER = 9904
+#: (0008,0016) of an Encapsulated PDF Storage object.
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+#: Patient and study attributes copied from the input (those ``SCImage.from_ref_dataset``
+#: copies); the Type 2 ones are written empty when the input has none.
+_COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _code(value: str, meaning: str) -> hd.sr.CodedConcept:
@@ -293,6 +315,59 @@ def _sc_image(
     return sc
 
 
+def encapsulated_pdf(pdf: bytes, source: pydicom.Dataset, pkg: ModelPackage) -> pydicom.Dataset:
+    """The PDF report as an Encapsulated PDF Storage object in a new series of the input's
+    study (patient and study attributes copied from ``source``, nothing else)."""
+    import datetime
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    now = datetime.datetime.now()
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ENCAPSULATED_PDF
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    if "SpecificCharacterSet" in source:
+        ds.SpecificCharacterSet = source.SpecificCharacterSet
+    # SOP Common
+    ds.SOPClassUID = ENCAPSULATED_PDF
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    # Patient and General Study: the input's own values only (Type 2: empty if absent)
+    for key in _COPIED:
+        setattr(ds, key, source.get(key, ""))
+    # Encapsulated Document Series, General Equipment, SC Equipment
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = PDF_SERIES_NUMBER
+    ds.SeriesDescription = "fedmi PDF report (research use)"
+    ds.Manufacturer = MANUFACTURER
+    ds.ConversionType = "WSD"  # workstation
+    ds.ContributingEquipmentSequence = [_equipment(pkg)]
+    _mark_device(ds, pkg)
+    # Encapsulated Document
+    ds.InstanceNumber = 1
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.AcquisitionDateTime = date + time
+    ds.BurnedInAnnotation = "YES"
+    ds.DocumentTitle = "fedmi result (research use only)"
+    title = pydicom.Dataset()
+    title.CodeValue = "18748-4"
+    title.CodingSchemeDesignator = "LN"
+    title.CodeMeaning = "Diagnostic imaging report"
+    ds.ConceptNameCodeSequence = [title]
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocumentLength = len(pdf)
+    # OB value: even length (PS3.5 7.1.1); the pad byte follows the PDF's %%EOF
+    ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
+    return ds
+
+
 def write_results(
     record: dict,
     source_file: Path,
@@ -300,11 +375,13 @@ def write_results(
     out_dir: Path,
     *,
     anomaly_figure: np.ndarray | None = None,
+    report_pdf: bytes | None = None,
 ) -> list[Path]:
     """Write the SR and the Secondary Capture of an assessable study; their paths.
 
     With ``anomaly_figure`` (and a ``normative`` entry in the record) a Secondary Capture
-    of the z-map is written too (``zmap-<SOP Instance UID>.dcm``).
+    of the z-map is written too (``zmap-<SOP Instance UID>.dcm``); with ``report_pdf`` the
+    PDF report as an Encapsulated PDF (``pdf-<SOP Instance UID>.dcm``).
     """
     source = pydicom.dcmread(source_file, stop_before_pixels=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,6 +392,8 @@ def write_results(
     ]
     if anomaly_figure is not None and record.get("normative"):
         objects.append(("zmap", zmap_capture(record, anomaly_figure, source, pkg)))
+    if report_pdf is not None:
+        objects.append(("pdf", encapsulated_pdf(report_pdf, source, pkg)))
     for kind, ds in objects:
         path = out_dir / f"{kind}-{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)

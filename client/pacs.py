@@ -55,8 +55,10 @@ def send(files: list[Path], address: PacsAddress, calling_ae: str = CALLING_AE) 
         return 0
     datasets = [pydicom.dcmread(f) for f in files]
     ae = AE(ae_title=calling_ae)
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    # one presentation context per (SOP class, transfer syntax): SR, Secondary Capture,
+    # Encapsulated PDF Storage (an association offers at most 128)
+    for pair in dict.fromkeys((ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets):
+        ae.add_requested_context(*pair)
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title)
     if not assoc.is_established:
         raise SendError(

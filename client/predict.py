@@ -19,9 +19,13 @@ Flow of :func:`predict_folder`:
    compared with it (:mod:`fedmi.client.anomaly`): age- and
    sex-adjusted regional z-scores, the anomaly score, the regions below z = −2 and a
    template-space z-map (``study-NNN-zmap.npy``) drawn over the scan;
-6. one JSON record and one HTML report per study (research use only), and per assessable
-   study a DICOM SR and a Secondary Capture in new series of its study, plus a Secondary
+6. one JSON record, one HTML report and one A4 PDF report (:mod:`fedmi.client.report_pdf`)
+   per study (research use only), and per assessable study a DICOM SR, a Secondary Capture
+   and an Encapsulated PDF of the report in new series of its study, plus a Secondary
    Capture of the z-map when there is one (:mod:`fedmi.client.dicom_out`).
+
+``--watch`` runs the same path on the study folders that arrive in ``--dicom``
+(:mod:`fedmi.client.watch`).
 
 Nothing written here leaves the site.
 """
@@ -35,6 +39,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -294,21 +299,20 @@ def predict_folder(
 ) -> list[dict]:
     """Predict every series under ``dicom_dir``; the records (also written to ``out_dir``).
 
-    With ``dicom_out`` every assessable study also gets a DICOM SR and a Secondary Capture
-    of its report in ``out_dir/dicom`` (:mod:`fedmi.client.dicom_out`).
+    With ``dicom_out`` every assessable study also gets a DICOM SR, a Secondary Capture
+    and an Encapsulated PDF of its report in ``out_dir/dicom``
+    (:mod:`fedmi.client.dicom_out`).
 
     Raises
     ------
     PackageError
         The package is not verified against the site's pinned key (nothing else runs).
     """
-    from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.private_files import private_dir
 
     t0 = time.perf_counter()
     pkg = load_verified(package, state_dir)
     loaded = load_model(pkg)
-    task = str(pkg.card["task"])
     out_dir = private_dir(Path(out_dir))
     work = private_dir(out_dir / ".work")
     site = private_dir(work / "site")
@@ -316,21 +320,72 @@ def predict_folder(
     if link.is_symlink() or link.exists():
         link.unlink()
     os.symlink(Path(dicom_dir).resolve(), link)
-    report = ingest_site(site, task, work / "ingest")
+    records = predict_site(
+        loaded, site, work / "ingest", out_dir, mc_passes=mc_passes, dicom_out=dicom_out
+    )
+    log.info("%d series predicted in %.1f s", len(records), time.perf_counter() - t0)
+    return records
+
+
+#: A series' files as ingest indexed them: ``(relpath, size, mtime_ns)``.
+FileStamp = tuple[str, int, int]
+
+
+def predict_site(
+    loaded: LoadedModel,
+    site: Path,
+    ingest_dir: Path,
+    out_dir: Path,
+    *,
+    mc_passes: int = 20,
+    dicom_out: bool = True,
+    keep: Callable[[str | None, list[FileStamp]], bool] | None = None,
+    first_number: int = 1,
+) -> list[dict]:
+    """Ingest ``site/dicom`` into ``ingest_dir`` and write a record per series to ``out_dir``.
+
+    ``keep(series_uid, files)``, when given, says which series (ingested or rejected) are
+    scored and reported (the watch mode's already-processed series are not); reports are
+    numbered ``study-NNN`` from ``first_number``. Returns the records, in that order.
+    """
+    from fedmi.client.ingest.cache import load_index
+    from fedmi.client.ingest.pipeline import ingest_site
     from fedmi.client.ingest.report import load_accepted, load_unlabelled
 
-    rows = load_unlabelled(work / "ingest") + load_accepted(work / "ingest")
+    pkg = loaded.package
+    report = ingest_site(site, str(pkg.card["task"]), ingest_dir)
+    index = load_index(ingest_dir)
+    first_file: dict[str, str] = {}
+    by_series: dict[str, list[FileStamp]] = {}
+    for rel, entry in sorted(index.items()):
+        uid = str(entry.get("series_uid") or "")
+        first_file.setdefault(uid, rel)
+        by_series.setdefault(uid, []).append(
+            (rel, int(entry.get("size") or 0), int(entry.get("mtime_ns") or 0))
+        )
+
+    def stamps(uid: str | None, files: list[str]) -> list[FileStamp]:
+        if uid and uid in by_series:
+            return by_series[uid]
+        return [
+            (f, int(index.get(f, {}).get("size") or 0), int(index.get(f, {}).get("mtime_ns") or 0))
+            for f in files
+        ]
+
+    rows = load_unlabelled(ingest_dir) + load_accepted(ingest_dir)
+    rejected = [r for r in report.rejected if r["reason"] != "duplicate_instance"]
+    if keep is not None:
+        rows = [r for r in rows if keep(r["series_uid"], stamps(r["series_uid"], []))]
+        rejected = [
+            r
+            for r in rejected
+            if keep(r.get("series_uid"), stamps(r.get("series_uid"), r.get("files", [])))
+        ]
     maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     records = score_rows(loaded, rows, mc_passes, maps)
     for rec, row in zip(records, rows, strict=True):
         rec["files"] = row.get("n_files")
-    rejected = [r for r in report.rejected if r["reason"] != "duplicate_instance"]
     records += [_not_assessable(r) for r in rejected]
-    from fedmi.client.ingest.cache import load_index
-
-    first_file: dict[str, str] = {}
-    for rel, entry in sorted(load_index(work / "ingest").items()):
-        first_file.setdefault(str(entry.get("series_uid") or ""), rel)
     for rec in records:
         rel = first_file.get(str(rec["series_uid"] or ""))
         # (0020,000D) Study Instance UID of the input: the study the results belong to
@@ -348,18 +403,22 @@ def predict_folder(
                 zmap, volume = maps[uid]
                 title = f"fedmi anomaly map (research use only): {summary_line(rec['normative'])}"
                 figures[uid] = zmap_figure(zmap, volume, loaded.grid, title[:110])
+    from fedmi.client.report_pdf import report_pdf
+
+    pdfs = [report_pdf(rec, pkg, figures.get(str(rec["series_uid"] or ""))) for rec in records]
     if dicom_out:
         from fedmi.client.dicom_out import write_results
 
-        for rec in records:
+        for rec, pdf in zip(records, pdfs, strict=True):
             rel = first_file.get(str(rec["series_uid"] or ""))
             if rec["assessable"] and rel:
                 fig = figures.get(str(rec["series_uid"] or ""))
-                paths = write_results(rec, site / rel, pkg, out_dir / "dicom", anomaly_figure=fig)
+                paths = write_results(
+                    rec, site / rel, pkg, out_dir / "dicom", anomaly_figure=fig, report_pdf=pdf
+                )
                 rec["dicom"] = [p.name for p in paths]
-    elapsed = time.perf_counter() - t0
-    for i, rec in enumerate(records):
-        name = f"study-{i + 1:03d}"
+    for i, (rec, pdf) in enumerate(zip(records, pdfs, strict=True)):
+        name = f"study-{first_number + i:03d}"
         uid = str(rec["series_uid"] or "")
         figure_uri = None
         if rec.get("normative") and uid in maps:
@@ -382,7 +441,7 @@ def predict_folder(
                 figure_uri = data_uri(png_bytes(figures[uid]))
         (out_dir / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
         (out_dir / f"{name}.html").write_text(render_html(rec, pkg, figure_uri))
-    log.info("%d series predicted in %.1f s", len(records), elapsed)
+        (out_dir / f"{name}.pdf").write_bytes(pdf)
     return records
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from fedmi.client.dicom_out import ENCAPSULATED_PDF
 from fedmi.client.pacs import PacsAddress, SendError, send
 from tests.client.test_predict import setup  # noqa: F401 - the module fixture
 
@@ -52,11 +53,21 @@ def test_store_to_a_storage_scp(setup) -> None:  # noqa: F811
     )
     try:
         files = _result_files(setup)
-        assert send(files, PacsAddress("TESTPACS", "127.0.0.1", port)) == len(files) == 4
+        assert send(files, PacsAddress("TESTPACS", "127.0.0.1", port)) == len(files) == 6
     finally:
         server.shutdown()
     sent = {pydicom.dcmread(f).SOPInstanceUID for f in files}
     assert {ds.SOPInstanceUID for ds in received} == sent
+    # the Encapsulated PDF goes too (its presentation context requested and accepted)
+    assert ENCAPSULATED_PDF in {ds.SOPClassUID for ds in received}
+
+    server = ae.start_server(
+        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:  # many studies' objects: one presentation context per SOP class, under the 128 limit
+        assert send(files * 30, PacsAddress("TESTPACS", "127.0.0.1", port)) == len(files) * 30
+    finally:
+        server.shutdown()
 
 
 def test_unreachable_pacs_is_named(setup) -> None:  # noqa: F811

@@ -167,7 +167,7 @@ def test_dicom_outputs_reread_and_reference_the_study(setup):
     pkg = load_verified(path, state)
     rec = next(r for r in records if r["assessable"])
     files = [out / "dicom" / n for n in rec["dicom"]]
-    assert len(files) == 2
+    assert sorted(f.name.split("-")[0] for f in files) == ["pdf", "sc", "sr"]
     src = next(
         pydicom.dcmread(p, stop_before_pixels=True)
         for p in dicom.rglob("*")
@@ -187,7 +187,7 @@ def test_dicom_outputs_reread_and_reference_the_study(setup):
                 assert str(ds[key].value or "") == str(src.get(key, "") or ""), key
         eq = next(e for e in ds.ContributingEquipmentSequence if "fedmi" in e.Manufacturer)
         assert eq.DeviceUID == pkg.device_uid and eq.SoftwareVersions == pkg.version
-    assert len(seen_series) == 2
+    assert len(seen_series) == 3
     sr_file = next(f for f in files if f.name.startswith("sr-"))
     sr = hd.sr.srread(sr_file)
     assert sr.VerificationFlag == "UNVERIFIED"
@@ -200,6 +200,22 @@ def test_dicom_outputs_reread_and_reference_the_study(setup):
     assert abs(values["Probability"] - rec["probability"]) < 1e-6
     sc = pydicom.dcmread(next(f for f in files if f.name.startswith("sc-")))
     assert sc.Modality == "OT" and sc.pixel_array.shape[-1] == 3
+    doc = pydicom.dcmread(next(f for f in files if f.name.startswith("pdf-")))
+    assert doc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage
+    assert doc.file_meta.MediaStorageSOPClassUID == doc.SOPClassUID
+    assert doc.Modality == "DOC" and doc.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert doc.BurnedInAnnotation == "YES" and doc.DocumentTitle
+    assert doc.ConceptNameCodeSequence[0].CodingSchemeDesignator == "LN"
+    assert doc.InstanceCreationDate and doc.ContentDate and doc.ContentTime
+    assert len(doc.EncapsulatedDocument) % 2 == 0
+    pdf = doc.EncapsulatedDocument[: doc.EncapsulatedDocumentLength]
+    study = sorted(out.glob("study-*.json"))[
+        [json.loads(p.read_text())["series_uid"] for p in sorted(out.glob("study-*.json"))].index(
+            rec["series_uid"]
+        )
+    ]
+    assert pdf == study.with_suffix(".pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
 
 
 def test_out_of_distribution_study_is_not_assessable(setup, tmp_path):

@@ -179,12 +179,15 @@ def test_predict_records_name_the_region_and_flag_unknown_age(setup) -> None:
     page = (setup["out"] / "study-001.html").read_text()
     assert "data:image/png;base64," in page and html.escape(FIGURE_CAPTION) in page
     assert "Anomaly score" in page and names[r] in page
+    pdf = (setup["out"] / "study-001.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and b"/Subtype /Image" in pdf  # the z-map figure
+    assert b"/Subtype /Image" not in (setup["plain"] / "study-001.pdf").read_bytes()
 
 
 def test_without_the_member_predict_is_unchanged(setup) -> None:
     plain = [json.loads(p.read_text()) for p in sorted(setup["plain"].glob("study-*.json"))]
     assert plain and all(rec["normative"] is None for rec in plain)
-    assert all(len(rec["dicom"]) == 2 for rec in plain)
+    assert all(len(rec["dicom"]) == 3 for rec in plain)  # SR, SC, Encapsulated PDF
     assert not list(setup["plain"].glob("*-zmap.npy"))
     assert "data:image/png" not in (setup["plain"] / "study-001.html").read_text()
 
@@ -196,9 +199,9 @@ def test_sr_and_sc_carry_the_anomaly_score(setup) -> None:
     rec = setup["records"][0]
     nv = rec["normative"]
     files = [setup["out"] / "dicom" / n for n in rec["dicom"]]
-    assert sorted(f.name.split("-")[0] for f in files) == ["sc", "sr", "zmap"]
+    assert sorted(f.name.split("-")[0] for f in files) == ["pdf", "sc", "sr", "zmap"]
     datasets = [pydicom.dcmread(f) for f in files]
-    assert len({ds.SeriesInstanceUID for ds in datasets}) == 3
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 4
     assert len({ds.StudyInstanceUID for ds in datasets}) == 1
     sr = hd.sr.srread(next(f for f in files if f.name.startswith("sr-")))
     groups = hd.sr.MeasurementReport.from_sequence([sr]).get_image_measurement_groups()
