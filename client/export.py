@@ -26,7 +26,9 @@ device UID, input and output, operating point, and that it is for research use o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
 import warnings
@@ -92,6 +94,20 @@ def _torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path) -> st
     return how
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The ONNX exporter's INFO/WARNING chatter (optimizer passes, missing torchvision) off."""
+    names = ("torch.onnx", "onnxscript", "onnx_ir")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _onnx(model: torch.nn.Module, example: torch.Tensor, out: Path) -> str:
     import torch
 
@@ -105,7 +121,7 @@ def _onnx(model: torch.nn.Module, example: torch.Tensor, out: Path) -> str:
         ) from None
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,

@@ -158,3 +158,23 @@ def test_unknown_format_is_refused(tmp_path, capsys):
         main(["model", "export", "--state-dir", str(tmp_path), "--format", "tflite", "--out", "x"])
     assert exc.value.code == 2
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_onnx_without_its_packages_and_a_mismatch_write_nothing(tmp_path, monkeypatch, capsys):
+    import sys
+
+    import fedmi.client.export as export
+
+    _, state = _site(tmp_path, "cnn")
+    pkg = load_verified(latest(state), state)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails
+    argv = ["model", "export", "--state-dir", str(state), "--format", "onnx"]
+    assert main([*argv, "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "onnxscript" in err and "fedmi[export]" in err and "torchscript" in err
+    assert not list(tmp_path.glob("m.onnx*"))
+    # a file that does not reproduce the network is removed
+    monkeypatch.setattr(export, "check_parity", lambda *a: 0.5)
+    with pytest.raises(export.ExportError, match="differ from the package's network by 0.5"):
+        export.export_model(pkg, "torchscript", tmp_path / "m.pt")
+    assert not list(tmp_path.glob("m.pt*"))
