@@ -145,3 +145,22 @@ def test_bad_values_are_refused_with_the_flag_named(flag, value, capsys):
         build_parser().parse_args(argv)
     assert exc.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_loop_cleanly(package, tmp_path):
+    import signal
+    import threading
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    watcher = _watcher(package, inbox, out)
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        assert watcher.run() == 0  # no --max-cycles: only the signal ends it
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 10 and watcher.stop.is_set()
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
