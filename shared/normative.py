@@ -536,7 +536,13 @@ def fit(
     if ridge is None:
         ridge = 1e-6 if dp else 0.0
     scale = float(np.mean(np.abs(np.diag(lhs)))) or 1.0
-    theta = np.linalg.solve(lhs + ridge * scale * np.eye(size), rhs)
+    try:
+        if ridge > 0:
+            theta = np.linalg.solve(lhs + ridge * scale * np.eye(size), rhs)
+        else:  # exact statistics: the minimum-norm solution (normals of one sex, unknown ages)
+            theta = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    except np.linalg.LinAlgError as exc:
+        raise NormativeError(f"the normal equations cannot be solved: {exc}") from None
     alphas, beta = theta[:n_sites], theta[n_sites:]
     rss = np.zeros(r)
     for i, s in enumerate(stats):

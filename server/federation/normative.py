@@ -108,21 +108,34 @@ def fit_from_replies(
 
 
 #: The fit is flagged noise-dominated when DP noise alone moves the intercepts by more than
-#: this fraction of the normal variation σ (z-scores then mostly measure the noise).
+#: this fraction of the normal variation σ, or the variances by this fraction of σ² (its
+#: z-scores then mostly measure the noise).
 NOISE_DOMINATED = 0.5
 
 
 def _noise_summary(parts: list[nm.NormativeStatistics], model: nm.NormativeModel) -> dict:
-    """How much the sites' DP noise moves the fit: the noise's standard deviation in the
-    population intercept (``√(Σ sd²_xty) / n``), relative to the median σ."""
+    """How much the sites' DP noise moves the fit, relative to what it estimates.
+
+    ``intercept_sd``: the noise's sd in the population intercept (``√(Σ sd²_xty) / n``),
+    relative to the median σ; ``sigma2_sd``: the noise's sd in a region's σ² estimate
+    (``√(Σ sd²_yty) / dof``), relative to the median σ². Under heavy noise the fit floors σ²
+    at that noise, so the first ratio alone would look harmless: either ratio above
+    :data:`NOISE_DOMINATED` flags the model.
+    """
     n = max(float(model.n_scans), 1.0)
+    dof = max(n - model.n_sites - 2, 1.0)
     intercept_sd = float(np.sqrt(sum(p.noise_sd.get("xty", 0.0) ** 2 for p in parts))) / n
-    sigma = float(np.median(np.sqrt(model.sigma2)))
+    sigma2_sd = float(np.sqrt(sum(p.noise_sd.get("yty", 0.0) ** 2 for p in parts))) / dof
+    sigma2 = float(np.median(model.sigma2))
+    sigma = float(np.sqrt(sigma2))
     ratio = intercept_sd / sigma if sigma > 0 else float("inf")
+    ratio2 = sigma2_sd / sigma2 if sigma2 > 0 else float("inf")
     return {
         "intercept_sd": round(intercept_sd, 6),
         "relative_to_sigma": round(ratio, 4),
-        "noise_dominated": bool(ratio > NOISE_DOMINATED),
+        "sigma2_sd": round(sigma2_sd, 6),
+        "relative_to_sigma2": round(ratio2, 4),
+        "noise_dominated": bool(max(ratio, ratio2) > NOISE_DOMINATED),
     }
 
 

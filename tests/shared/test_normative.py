@@ -146,3 +146,18 @@ def test_profile_of_a_volume_on_the_template_grid() -> None:
     assert len(names) == len(prof) > 40 and np.allclose(prof, 0.0)
     with pytest.raises(nm.NormativeError, match="not on the grid"):
         nm.regional_means(np.ones(10), grid)
+
+
+def test_normals_of_one_sex_or_unknown_age_still_fit_like_pooled() -> None:
+    rng = np.random.default_rng(3)
+    sites = []
+    for off in (0.0, 0.02):
+        y = off + rng.normal(0, 0.02, (20, R))
+        sites.append((y, [None] * 20, ["F"] * 20))  # no age, one sex: a singular design
+    centre = np.zeros(R)
+    fed = nm.fit([nm.site_statistics(y, a, s, centre) for y, a, s in sites], NAMES, centre)
+    y = np.vstack([t[0] for t in sites])
+    pooled = nm.fit_pooled(y, [None] * 40, ["F"] * 40, ["a"] * 20 + ["b"] * 20, NAMES, centre)
+    for key in ("intercept", "slopes", "sigma2"):
+        assert np.allclose(getattr(fed, key), getattr(pooled, key), atol=1e-9), key
+    assert np.allclose(fed.intercept, 0.01, atol=0.01)
