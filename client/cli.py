@@ -14,8 +14,8 @@ from pathlib import Path
 
 from fedmi.client.deploy.join import add_approve, add_join, add_keygen
 from fedmi.client.ingest.errors import REASONS
-from fedmi.client.model import add_model
-from fedmi.client.predict import add_predict
+from fedmi.client.model_cli import add_model
+from fedmi.client.predict_cli import add_predict
 from fedmi.client.privacy.cli import add_ledger
 from fedmi.client.site.check import add_check
 

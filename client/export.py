@@ -188,7 +188,7 @@ def check_parity(fmt: str, path: Path, model: torch.nn.Module, shape: tuple[int,
 
 def sidecar(pkg: ModelPackage, fmt: str, out: Path, shape: tuple[int, ...], **extra: Any) -> dict:
     """What ``FILE.json`` says about the exported file."""
-    from fedmi.client.predict import RESEARCH_USE
+    from fedmi.client.research_use import RESEARCH_USE
     from fedmi.shared.tasks import get_task
 
     card = pkg.card

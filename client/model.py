@@ -169,29 +169,3 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"fedmi-site model show: {exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def add_model(sub: argparse._SubParsersAction) -> None:
-    """``fedmi-site model pull|show|export``."""
-    from fedmi.client.export import add_export
-
-    p = sub.add_parser("model", help="receive, verify and show the federation's model package")
-    msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
-    pp = msub.add_parser(
-        "pull",
-        help="verify a model package against the pinned coordinator key and keep it",
-        description=(
-            "Verify PACKAGE (a .fmp file from the coordinator's run folder) against the "
-            "coordinator key this site pinned, then keep a copy under STATE_DIR/model/packages. "
-            "--coordinator pins the key on first use (the ca.crt the site joined with)."
-        ),
-    )
-    pp.add_argument("--package", type=Path, required=True, help="the .fmp file")
-    pp.add_argument("--state-dir", type=Path, required=True, help="the site's state folder")
-    pp.add_argument("--coordinator", type=Path, help="coordinator ca.crt / coordinator.pub to pin")
-    pp.set_defaults(handler=_cmd_pull)
-    ps = msub.add_parser("show", help="verify a kept package and print its model card summary")
-    ps.add_argument("--state-dir", type=Path, required=True, help="the site's state folder")
-    ps.add_argument("--package", type=Path, help="a package file (default: newest kept)")
-    ps.set_defaults(handler=_cmd_show)
-    add_export(msub)

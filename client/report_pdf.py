@@ -146,7 +146,7 @@ def report_lines(rec: dict, pkg: ModelPackage) -> list[_Line]:
 
 
 def _research_use() -> str:
-    from fedmi.client.predict import RESEARCH_USE
+    from fedmi.client.research_use import RESEARCH_USE
 
     return RESEARCH_USE
 

@@ -10,7 +10,8 @@ import torch
 
 from fedmi.client.cli import main
 from fedmi.client.model import latest, load_verified, pull
-from fedmi.client.predict import RESEARCH_USE, load_model
+from fedmi.client.predict import load_model
+from fedmi.client.research_use import RESEARCH_USE
 from fedmi.client.training.loop import predict
 from fedmi.server.package import PUBLIC_FILE, write_model_package
 from fedmi.server.report.document import architecture

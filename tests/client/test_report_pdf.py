@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fedmi.client.predict import RESEARCH_USE
 from fedmi.client.report_pdf import PAGE, report_figure, report_lines, report_pdf
+from fedmi.client.research_use import RESEARCH_USE
 
 PKG = SimpleNamespace(
     card={"task": "fdg-ad", "description": "FDG PET: Alzheimer's disease vs. normal"},
