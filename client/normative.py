@@ -160,8 +160,12 @@ def handle_normative_statistics(
         n = len(scans.labels)
         centre = np.zeros(len(scans.region_names)) if ins.centre is None else np.asarray(ins.centre)
         dp = privacy is not None and privacy.dp
-        if n < site.min_cell_count or centre.shape != (len(scans.region_names),):
-            status = "suppressed" if n < site.min_cell_count else "error"
+        # the number of normals is label-derived: under DP it is released only as the noisy
+        # count, and no decision the reply shows may rest on it (the noise protects small sites)
+        if centre.shape != (len(scans.region_names),):
+            status = "error"
+        elif not dp and n < site.min_cell_count:
+            status = "suppressed"
             metrics["num-examples"] = n
         else:
             stats = nm.site_statistics(scans.profiles, scans.ages, scans.sexes, centre, ins.clip)
@@ -169,12 +173,16 @@ def handle_normative_statistics(
                 release = _open(site, privacy, run_id, ins.message_type, STATS_MECHANISMS)
                 if isinstance(release, str):
                     status = release
-                    metrics["num-examples"] = n
                 else:
                     stats = private_statistics(stats, release, ins.clip)
-                    metrics = {**statistics_metrics(stats, ins.clip), "epsilon": release.epsilon}
+                    metrics = {
+                        **statistics_metrics(stats, ins.clip),
+                        "epsilon": release.epsilon,
+                        "num-examples": int(max(round(stats.count), 0)),  # the noisy count
+                    }
+            elif status == "ok":
+                metrics = {**statistics_metrics(stats, ins.clip), "num-examples": n}
             if status == "ok":
-                metrics = {**statistics_metrics(stats, ins.clip), **metrics, "num-examples": n}
                 unknown = sum(1 for a in scans.ages if a is None)
                 log.info("normative statistics of %d normal scans (%d of unknown age)", n, unknown)
     return RecordDict(
@@ -281,7 +289,7 @@ def private_evaluation_metrics(ev: Evaluation, release: Release, k: int) -> dict
     hist = np.zeros_like(ev.hist)
     hist[:, DP_BIN_BLOCK // 2 :: DP_BIN_BLOCK] = noisy
     return {
-        "num-examples": int(ev.hist.sum()),
+        "num-examples": int(hist.sum()),  # the noisy total: group sizes are label-derived
         "min-cell-count": int(k),
         "epsilon": release.epsilon,
         "nrm-noise-sd": [release.sd(m, 1.0) for m in ("hist", "fp", "match", "clf")],

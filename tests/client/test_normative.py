@@ -103,6 +103,8 @@ def test_dp_statistics_are_charged_before_release(tiny_fdg, states, tmp_path, ar
     assert sd[2] > 0 and sd[2] / sens["xty"] == pytest.approx(sd[3] / sens["yty"] / 2**0.5)
     stats = statistics_from_metrics(metrics)
     assert np.allclose(stats.xtx, stats.xtx.T)
+    # the number of normals is label-derived: only its noisy value leaves
+    assert metrics["num-examples"] == max(round(metrics["nrm-count"]), 0)
     # one normative release per run: the second is refused, nothing more is charged
     again = handle_normative_statistics(
         site, arrays, NormativeQuery(task="fdg-ad"), privacy=privacy, run_id="r1"
@@ -119,6 +121,12 @@ def test_small_sites_and_holdouts_send_no_statistics(tiny_fdg, states, tmp_path,
     holdout = _site(tiny_fdg, states, "site-c")
     out = handle_normative_statistics(holdout, arrays, NormativeQuery(task="fdg-ad"))
     assert out[contract.SITE]["status"] == "no-data"
+    # under DP the (private) number of normals decides nothing: the noise protects them
+    privacy = PrivacySettings(epsilon=10.0, ledger_dir=tmp_path / "ledger-small")
+    out = handle_normative_statistics(
+        small, arrays, NormativeQuery(task="fdg-ad"), privacy=privacy, run_id="r"
+    )
+    assert out[contract.SITE]["status"] == "ok" and "nrm-count" in out[contract.METRICS]
 
 
 def _model_from(site_scans) -> tuple[nm.NormativeModel, nm.NormativeModel]:

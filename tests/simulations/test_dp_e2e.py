@@ -34,13 +34,17 @@ def test_every_release_of_a_dp_run_is_in_the_sites_ledger(tiny_fdg, tmp_path):
         }
         # no per-round evaluations under DP by default: each was refused, and declared
         assert releases[site]["refused"] == {contract.EVALUATE: {"refused": 2}}
+    # the holdout evaluates the anomaly score when the noisy statistics could be fitted (on
+    # this tiny federation the OS noise decides: a noisy normal count can leave too few)
+    fitted = report["normative"]["model"] is not None
     assert releases["site-c"]["released"] == {
         contract.QUERY: 1,
         contract.EXTERNAL: 1,
-        contract.NORMATIVE_EVAL: 1,  # the anomaly score's evaluation at the holdout
+        **({contract.NORMATIVE_EVAL: 1} if fitted else {}),
     }
-    # the normative model was fitted from noisy statistics and says how noisy
-    assert report["normative"]["model"]["dp"] is True
+    if fitted:  # fitted from noisy statistics, and it says how noisy
+        assert report["normative"]["model"]["dp"] is True
+        assert "noise_dominated" in report["normative"]["model"]["dp_noise"]
     for site, row in releases.items():
         ledger = PrivacyLedger.open(ledgers / site, site_id=site)
         kinds = [c["kind"] for c in ledger.charges()]
