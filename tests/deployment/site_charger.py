@@ -4,15 +4,28 @@
 real ClientApp with the site's node-config, waits until ``GO_FILE`` exists (so that two such
 processes start charging together), sends ``ROUNDS`` train messages of run ``RUN_ID`` and
 writes the reply statuses to ``OUT_JSON``. It is what two SuperNodes (or two runs) on one
-state folder do to the site's ledger at the same moment.
+state folder do to the site's ledger at the same moment. With ``CHARGER_PEERS=N`` the N
+processes meet after their first round (marker files ``round1-<run>`` beside ``GO_FILE``), so
+that every run plans and charges its first round while the others do, however the machine
+schedules them: without it a loaded machine could let one run finish before another starts,
+and the second would find the budget spent (the test's race would then not be tested).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+
+def _barrier(mine: Path, peers: int, timeout: float = 300.0) -> None:
+    """Mark this process past round 1 and wait until ``peers`` processes are."""
+    mine.touch()
+    deadline = time.monotonic() + timeout
+    while len(list(mine.parent.glob("round1-*"))) < peers and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main(argv: list[str]) -> int:
@@ -33,7 +46,10 @@ def main(argv: list[str]) -> int:
     while not Path(go_file).exists():
         time.sleep(0.05)
     statuses = []
+    peers = int(os.environ.get("CHARGER_PEERS", "1"))
     for r in range(1, int(rounds) + 1):
+        if r == 2:  # every process charges its first round before any goes on (see docstring)
+            _barrier(Path(go_file).with_name(f"round1-{run_id}"), peers)
         torch.manual_seed(r)
         ins = TrainInstruction(task="fdg-ad", server_round=r, num_server_rounds=int(rounds))
         msg = Message(

@@ -59,6 +59,9 @@ def _charge_together(
     """ClientApp processes of the site (one per run), released together; their statuses."""
     go = tmp / "go"
     go.unlink(missing_ok=True)
+    for marker in tmp.glob("round1-*"):  # the charger's after-round-1 barrier (see there)
+        marker.unlink()
+    env = {**_env(), "CHARGER_PEERS": str(len(runs))}
     procs = []
     for run_id in runs:
         out = tmp / f"run-{run_id}.json"
@@ -66,7 +69,7 @@ def _charge_together(
         procs.append(
             (
                 subprocess.Popen(
-                    [*cmd, str(rounds), str(go), str(out)], cwd=ROOT, env=_env(), text=True
+                    [*cmd, str(rounds), str(go), str(out)], cwd=ROOT, env=env, text=True
                 ),
                 out,
             )
