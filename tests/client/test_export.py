@@ -14,10 +14,10 @@ from fedmi.client.predict import load_model
 from fedmi.client.research_use import RESEARCH_USE
 from fedmi.client.training.loop import predict
 from fedmi.server.package import PUBLIC_FILE, write_model_package
-from fedmi.server.report.document import architecture
 from fedmi.shared.contract import array_record
 from fedmi.shared.model import ARCHITECTURES, ModelSpec, build_model, federated_state_dict
 from fedmi.shared.tasks import get_task
+from tests.client.packages import test_card
 
 # torch 2.13 deprecates torch.jit (trace, save, load) in favour of torch.export; it still works
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -38,15 +38,7 @@ def _site(root, arch: str):
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    card = {
-        "task": TASK,
-        "description": "test",
-        "modality": "PT",
-        "tracers": ["fdg"],
-        "classes": {"negative": "CN", "positive": "AD"},
-        "architecture": architecture(model.spec, model.backbone),
-        "operating_point": {"threshold": 0.37},
-    }
+    card = test_card(model, 0.37)
     run = root / f"run-{arch}"
     run.mkdir()
     path = write_model_package(run, card, array_record(federated_state_dict(model)))

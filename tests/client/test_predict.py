@@ -17,11 +17,11 @@ from fedmi.client.ingest.report import load_unlabelled
 from fedmi.client.model import pull
 from fedmi.client.training.loop import predict
 from fedmi.server.package import PUBLIC_FILE, write_model_package
-from fedmi.server.report.document import architecture
 from fedmi.shared.contract import array_record
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
 from fedmi.simulations.dicom import PetMeta, write_pet_series
 from tests.client.ingest.helpers import brain, write_pet
+from tests.client.packages import test_card
 
 TASK = "fdg-ad"
 
@@ -33,15 +33,7 @@ def setup(tmp_path_factory):
     model = build_model(ModelSpec(arch="regional"))
     with torch.no_grad():  # a head that gives non-trivial probabilities
         model.backbone.head.weight.normal_(0, 0.5)
-    card = {
-        "task": TASK,
-        "description": "test",
-        "modality": "PT",
-        "tracers": ["fdg"],
-        "classes": {"negative": "CN", "positive": "AD"},
-        "architecture": architecture(model.spec, model.backbone),
-        "operating_point": {"threshold": 0.4},
-    }
+    card = test_card(model)
     run = root / "run"
     run.mkdir()
     path = write_model_package(run, card, array_record(federated_state_dict(model)))

@@ -23,7 +23,6 @@ from fedmi.client.ingest.cache import read_volume
 from fedmi.client.ingest.report import load_unlabelled
 from fedmi.client.model import pull
 from fedmi.server.package import PUBLIC_FILE, write_model_package
-from fedmi.server.report.document import architecture
 from fedmi.shared.contract import array_record
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
 from fedmi.shared.normative import NormativeModel, profile_of
@@ -31,6 +30,7 @@ from fedmi.shared.package import NORMATIVE
 from fedmi.shared.regional import region_index
 from fedmi.shared.tasks import get_task
 from tests.client.ingest.helpers import write_pet
+from tests.client.packages import test_card
 
 TASK = "fdg-ad"
 GRID = get_task(TASK).grid
@@ -81,15 +81,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict-normative")
     torch.manual_seed(3)
     model = build_model(ModelSpec(arch="regional"))
-    card = {
-        "task": TASK,
-        "description": "test",
-        "modality": "PT",
-        "tracers": ["fdg"],
-        "classes": {"negative": "CN", "positive": "AD"},
-        "architecture": architecture(model.spec, model.backbone),
-        "operating_point": {"threshold": 0.4},
-    }
+    card = test_card(model)
     run = root / "run"
     run.mkdir()
     arrays = array_record(federated_state_dict(model))

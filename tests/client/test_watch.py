@@ -14,10 +14,10 @@ from fedmi.client.cli import build_parser, main
 from fedmi.client.model import pull
 from fedmi.client.watch import STATE_FILE, watch
 from fedmi.server.package import PUBLIC_FILE, write_model_package
-from fedmi.server.report.document import architecture
 from fedmi.shared.contract import array_record
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
 from tests.client.ingest.helpers import write_pet
+from tests.client.packages import test_card
 
 TASK = "fdg-ad"
 
@@ -27,15 +27,7 @@ def package(tmp_path_factory):
     root = tmp_path_factory.mktemp("watch-package")
     torch.manual_seed(3)
     model = build_model(ModelSpec(arch="regional"))
-    card = {
-        "task": TASK,
-        "description": "test",
-        "modality": "PT",
-        "tracers": ["fdg"],
-        "classes": {"negative": "CN", "positive": "AD"},
-        "architecture": architecture(model.spec, model.backbone),
-        "operating_point": {"threshold": 0.4},
-    }
+    card = test_card(model)
     run = root / "run"
     run.mkdir()
     path = write_model_package(run, card, array_record(federated_state_dict(model)))

@@ -82,3 +82,19 @@ def test_simulation_keys_are_typed_settings_and_ints_stand_for_floats():
     assert isinstance(cfg.node_wait, float) and cfg.as_dict()["sim-default-epsilon"] == 3.0
     with pytest.raises(RunConfigError, match="report-prevalences"):
         RunConfig(report_prevalences="half").validate()
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"normative-model": "yes"}, "normative-model"),
+        ({"normative-clip": 0.0}, "normative-clip"),
+        ({"normative-clip": "wide"}, "normative-clip"),
+        ({"normative-modle": "on"}, "normative-model"),  # a typo names the close match
+    ],
+)
+def test_a_bad_normative_setting_stops_with_its_key(values, key):
+    from fedmi.shared.run_config import RunConfig, RunConfigError
+
+    with pytest.raises(RunConfigError, match=key):
+        RunConfig.from_mapping(values)
