@@ -156,3 +156,14 @@ def test_sigterm_stops_the_loop_cleanly(package, tmp_path):
         timer.cancel()
     assert time.monotonic() - t0 < 10 and watcher.stop.is_set()
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_a_damaged_state_file_stops_the_watcher_naming_it_and_is_kept(package, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir(mode=0o700)
+    state_file = out / ".watch-state.json"
+    state_file.write_text("{not json")
+    (tmp_path / "inbox").mkdir()
+    with pytest.raises(ValueError, match=r"\.watch-state\.json is unreadable.*move it away"):
+        _watcher(package, tmp_path / "inbox", out)
+    assert state_file.read_text() == "{not json"  # nothing overwritten
