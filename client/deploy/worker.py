@@ -11,6 +11,13 @@ answered with an error and logged; the worker goes on with the next task.
 One process for every message also saves the start-up of a ``flwr-clientapp`` process per
 message (torch, fedmi, the cached data) — most of what a deployed round used to cost.
 
+A task can be left behind by the SuperNode: when a message arrives for a run the SuperLink no
+longer runs (a coordinator restarted mid-round), Flower 1.42 creates the task, then drops the
+message without finishing the task, and its content never arrives. The worker waits for a
+message's content only while the SuperNode has nothing newer for it: as soon as a newer task
+is pending, the SuperNode has moved on (it handles one message at a time), the stale task is
+closed as failed and the newer one runs.
+
 Run as ``python -m fedmi.client.deploy.worker --runtime-api 127.0.0.1:PORT --state-dir
 DIR --supernode-pid PID``; it stops when the SuperNode does.
 """
@@ -21,6 +28,7 @@ import argparse
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +37,10 @@ from fedmi.shared.trust import installed_fab_hash, is_approved
 log = logging.getLogger("fedmi.site.worker")
 #: seconds between task requests when the SuperNode has nothing for this site
 POLL_SECONDS = 0.2
+#: seconds between checks that the SuperNode still runs
+WATCH_SECONDS = 1.0
+#: seconds between checks for a newer task while a message's content is awaited
+SUPERSEDED_CHECK_SECONDS = 2.0
 REFUSED_REASON = "this site has not approved this app (FAB {digest}): refused, nothing ran"
 
 
@@ -52,20 +64,110 @@ def _runtime_client(address: str, token: str | None):  # noqa: ANN202 - Flower i
     )
 
 
-def run_task(address: str, token: str, installed: str, state_dir: Path, client_app) -> bool:  # noqa: ANN001
+class MessageAbandoned(Exception):
+    """The SuperNode dropped the awaited message and moved on to a newer task."""
+
+
+class NewerTask:
+    """Claims the next pending task while a message's content is awaited.
+
+    ``superseded()`` asks the SuperNode (at most every ``SUPERSEDED_CHECK_SECONDS``) for a
+    newer task; once it has one, the awaited message was abandoned by the SuperNode and
+    ``claimed`` holds the newer task for the worker to run next.
+    """
+
+    def __init__(self, acquire) -> None:  # noqa: ANN001 - () -> AcquireTaskResponse
+        self._acquire = acquire
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self.claimed = None
+
+    def superseded(self) -> bool:
+        with self._lock:
+            if self.claimed is not None:
+                return True
+            if time.monotonic() - self._checked < SUPERSEDED_CHECK_SECONDS:
+                return False
+            self._checked = time.monotonic()
+            res = self._acquire()
+            if res.HasField("task") and res.token:
+                self.claimed = res
+            return self.claimed is not None
+
+
+def pull_task_input(client, newer: NewerTask):  # noqa: ANN001, ANN201 - Flower internals
+    """Flower's ``pull_task_input``, giving up on a message the SuperNode abandoned.
+
+    Raises :class:`MessageAbandoned` when a newer task is pending while this task's
+    message content is still unavailable.
+    """
+    from flwr.app import Context, Message
+    from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+    from flwr.proto.node_pb2 import Node
+    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
+    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+        make_confirm_message_received_fn_protobuf,
+        make_pull_object_fn_protobuf,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import (
+        ObjectUnavailableError,
+        pull_and_inflate_object_from_tree,
+    )
+    from flwr.supercore.task_identity import TaskIdentity
+
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context: Context = context_from_proto(res.context)
+    run, fab = run_from_proto(res.run), fab_from_proto(res.fab)
+    messages = client.PullMessages(PullAppMessagesRequest())
+    if not messages.messages_list:
+        raise RuntimeError("No messages received from Runtime API")
+    node = Node(node_id=context.node_id)
+    pull_object = make_pull_object_fn_protobuf(client.PullObject, node, context.run_id)
+
+    def pull(object_id: str) -> bytes:
+        try:
+            return pull_object(object_id)
+        except ObjectUnavailableError:
+            if newer.superseded():
+                raise MessageAbandoned(
+                    f"the SuperNode dropped a message of run {context.run_id} (the run had "
+                    "ended) and moved on to a newer one"
+                ) from None
+            raise
+
+    tree = messages.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree,
+        pull,
+        make_confirm_message_received_fn_protobuf(
+            client.ConfirmMessageReceived, node, context.run_id
+        ),
+        return_type=Message,
+    )
+    message.metadata.__dict__["_message_id"] = tree.object_id
+    return message, context, run, fab
+
+
+def run_task(
+    address: str,
+    token: str,
+    installed: str,
+    state_dir: Path,
+    client_app,  # noqa: ANN001
+    newer: NewerTask,
+) -> bool:
     """Pull one task, refuse it unless its FAB is approved, else run fedmi on it.
 
-    Returns whether the app ran (False: refused or failed).
+    Returns whether the app ran (False: refused, abandoned or failed).
     """
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
     from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
-    from flwr.supernode.runtime.run_clientapp import (
-        pull_task_input,
-        push_message,
-        push_task_output,
-    )
+    from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
     client = _runtime_client(address, token)
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
@@ -73,7 +175,7 @@ def run_task(address: str, token: str, installed: str, state_dir: Path, client_a
     context = message = reply = None
     ran, status, details = False, SubStatus.FAILED, "refused"
     try:
-        message, context, run, fab = pull_task_input(client)
+        message, context, run, fab = pull_task_input(client, newer)
         if not is_approved(fab.hash_str, installed, state_dir):
             reason = REFUSED_REASON.format(digest=fab.hash_str)
             log.warning("run %s (%s): %s", run.run_id, run.fab_id, reason)
@@ -82,6 +184,9 @@ def run_task(address: str, token: str, installed: str, state_dir: Path, client_a
         else:
             reply = client_app(message=message, context=context)
             ran, status, details = True, SubStatus.COMPLETED, ""
+    except MessageAbandoned as exc:
+        log.warning("%s: skipped", exc)
+        details = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported to the coordinator, worker goes on
         log.exception("the ClientApp failed")
         details = f"{type(exc).__name__}: {exc}"
@@ -104,6 +209,9 @@ def run_task(address: str, token: str, installed: str, state_dir: Path, client_a
 
 def serve(address: str, state_dir: Path, supernode_pid: int | None) -> None:
     """Acquire and run ClientApp tasks until the SuperNode stops (or SIGTERM)."""
+    if supernode_pid is not None:
+        watch = threading.Thread(target=_exit_with, args=(supernode_pid,), daemon=True)
+        watch.start()
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
 
@@ -120,21 +228,36 @@ def serve(address: str, state_dir: Path, supernode_pid: int | None) -> None:
     signal.signal(signal.SIGINT, _stop)
     client = _runtime_client(address, None)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+    claimed = None  # a task claimed while the previous one's message was awaited
     while not stop["now"]:
-        if supernode_pid is not None and not _alive(supernode_pid):
-            log.info("the SuperNode (PID %d) stopped: the site worker stops", supernode_pid)
-            break
         try:
-            res = client.AcquireTask(request)
+            res = claimed or client.AcquireTask(request)
         except Exception as exc:  # noqa: BLE001 - the SuperNode may be restarting
             log.debug("no task (%s)", exc)
             time.sleep(1.0)
             continue
+        claimed = None
         if res.HasField("task") and res.token:
-            run_task(address, res.token, installed, state_dir, client_app)
+            newer = NewerTask(lambda: client.AcquireTask(request))
+            run_task(address, res.token, installed, state_dir, client_app, newer)
+            claimed = newer.claimed
         else:
             time.sleep(POLL_SECONDS)
     client.close()
+
+
+def _exit_with(supernode_pid: int) -> None:
+    """Exit the worker once the SuperNode is gone, also in the middle of a task.
+
+    Flower's Runtime API client retries a lost SuperNode for ever; nothing the worker does
+    can reach the coordinator without it. The ledger and the state folder are written
+    atomically, so leaving mid-task is as safe as the SIGKILL every part must survive.
+    """
+    while _alive(supernode_pid):
+        time.sleep(WATCH_SECONDS)
+    log.info("the SuperNode (PID %d) stopped: the site worker stops", supernode_pid)
+    logging.shutdown()
+    os._exit(0)
 
 
 def _alive(pid: int) -> bool:

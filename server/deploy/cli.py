@@ -183,8 +183,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"task {doc['task']}, method {doc['method']}")
         print(summary_table(doc))
         print(f"report: {report} and {out / 'report.html'}")
-    elif code == 0:
-        print(f"the run ended without {report}: see `flwr log` and the SuperLink log")
+    elif code == 0:  # Flower said the run ended, but it wrote no report: it did not do its job
+        print(
+            f"fedmi-server: the run ended without {report}: see `flwr log` and the SuperLink log",
+            file=sys.stderr,
+        )
+        return 1
     return code
 
 

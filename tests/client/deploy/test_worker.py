@@ -1,0 +1,147 @@
+"""The site worker gives up on a message the SuperNode abandoned, and only then.
+
+Flower 1.42's SuperNode creates a task for a message of a run that has ended (a coordinator
+restarted mid-round), then drops the message without finishing the task: its content never
+arrives. A Runtime API served from real Flower protobufs shows that the worker waits for a
+message's content while nothing newer is pending, and moves on to the newer task otherwise.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.serde import context_to_proto, fab_to_proto, message_to_proto, run_to_proto
+from flwr.proto.message_pb2 import PullObjectResponse
+from flwr.proto.runtime_pb2 import (
+    AcquireTaskResponse,
+    PullAppMessagesResponse,
+    PullTaskInputResponse,
+)
+from flwr.proto.task_pb2 import Task
+from flwr.supercore.fab import Fab
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedmi.client.deploy import worker
+
+RUN_ID, NODE_ID = 7, 11
+
+
+class RuntimeAPI:
+    """The SuperNode's Runtime API for one task whose content arrives after ``arrives`` pulls."""
+
+    def __init__(self, arrives: int | None, newer_after: int | None) -> None:
+        self.message = Message(
+            RecordDict({"config": ConfigRecord({"server-round": 2})}),
+            dst_node_id=NODE_ID,
+            message_type="train",
+        )
+        self.message.metadata.__dict__["_message_id"] = self.message.object_id
+        self.objects = {k: v.deflate() for k, v in get_all_nested_objects(self.message).items()}
+        self.arrives, self.newer_after = arrives, newer_after
+        self.pulls = self.acquires = 0
+        self.confirmed: list[str] = []
+
+    def PullTaskInput(self, _req):  # noqa: N802 - Flower's RPC names
+        ctx = Context(RUN_ID, NODE_ID, {}, RecordDict(), {})
+        run = Run.create_empty(RUN_ID)
+        return PullTaskInputResponse(
+            context=context_to_proto(ctx),
+            run=run_to_proto(run),
+            fab=fab_to_proto(Fab("ab" * 32, b"fab", {})),
+            task_id=1,
+        )
+
+    def PullMessages(self, _req):  # noqa: N802
+        from flwr.app.message import remove_content_from_message
+
+        proto = message_to_proto(remove_content_from_message(self.message))
+        return PullAppMessagesResponse(
+            messages_list=[proto], message_object_trees=[get_object_tree(self.message)]
+        )
+
+    def PullObject(self, req):  # noqa: N802
+        self.pulls += 1
+        if self.arrives is None or self.pulls < self.arrives:
+            return PullObjectResponse(object_found=True, object_available=False)
+        content = self.objects[req.object_id]
+        return PullObjectResponse(object_found=True, object_available=True, object_content=content)
+
+    def ConfirmMessageReceived(self, req):  # noqa: N802
+        self.confirmed.append(req.message_object_id)
+
+    def AcquireTask(self) -> AcquireTaskResponse:
+        self.acquires += 1
+        if self.newer_after is not None and self.acquires >= self.newer_after:
+            return AcquireTaskResponse(task=Task(task_id=2, run_id=RUN_ID + 1), token="next")
+        return AcquireTaskResponse()
+
+
+@pytest.fixture(autouse=True)
+def _fast_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker, "SUPERSEDED_CHECK_SECONDS", 0.0)
+    # Flower's identity of the task this process runs (the SuperNode's message needs a run)
+    for name, value in (("_task_id", 1), ("_run_id", RUN_ID), ("_node_id", NODE_ID)):
+        monkeypatch.setattr(TaskIdentity, name, value, raising=False)
+
+
+def test_content_that_arrives_late_is_awaited_while_nothing_newer_is_pending():
+    api = RuntimeAPI(arrives=3, newer_after=None)
+    newer = worker.NewerTask(api.AcquireTask)
+    message, context, run, fab = worker.pull_task_input(api, newer)
+    assert message.content["config"]["server-round"] == 2
+    assert message.metadata.message_id == api.message.object_id
+    assert (context.run_id, context.node_id, run.run_id) == (RUN_ID, NODE_ID, RUN_ID)
+    assert api.confirmed == [api.message.object_id]
+    assert newer.claimed is None and api.acquires >= 1  # it looked, found nothing newer
+
+
+def test_an_abandoned_message_is_given_up_for_the_newer_task():
+    api = RuntimeAPI(arrives=None, newer_after=2)
+    newer = worker.NewerTask(api.AcquireTask)
+    t0 = time.monotonic()
+    with pytest.raises(worker.MessageAbandoned, match=f"dropped a message of run {RUN_ID}"):
+        worker.pull_task_input(api, newer)
+    assert time.monotonic() - t0 < 30  # Flower alone waits up to 2 hours
+    assert newer.claimed is not None and newer.claimed.token == "next"
+    assert newer.superseded() and api.acquires == 2  # the claimed task is kept, not re-asked
+    assert api.confirmed == []
+
+
+def test_newer_task_checks_are_rate_limited(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(worker, "SUPERSEDED_CHECK_SECONDS", 3600.0)
+    api = RuntimeAPI(arrives=None, newer_after=1)
+    newer = worker.NewerTask(api.AcquireTask)
+    assert newer.superseded() is True  # the first check asks at once
+    api2 = RuntimeAPI(arrives=None, newer_after=2)
+    newer2 = worker.NewerTask(api2.AcquireTask)
+    assert [newer2.superseded() for _ in range(5)] == [False] * 5
+    assert api2.acquires == 1
+
+
+def test_the_worker_exits_when_its_supernode_is_gone(tmp_path):
+    """Also while busy: Flower's Runtime API client would retry the lost SuperNode for ever."""
+    supernode = subprocess.Popen(["sleep", "300"])
+    with socket.socket() as s:  # a port nothing listens on: every request is retried
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "fedmi.client.deploy.worker", "--runtime-api"]
+    cmd += [f"127.0.0.1:{port}", "--state-dir", str(tmp_path), "--supernode-pid"]
+    proc = subprocess.Popen([*cmd, str(supernode.pid)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None, proc.stderr.read()
+        supernode.kill()
+        supernode.wait()
+        assert proc.wait(timeout=30) == 0
+        assert "the site worker stops" in proc.stderr.read()
+    finally:
+        for p in (proc, supernode):
+            p.kill()
+            p.wait()
