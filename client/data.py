@@ -1,4 +1,5 @@
-"""The site's labelled dataset: ingested volumes in memory and a fixed site-local split.
+"""The site's labelled dataset: ingested volumes in memory and a fixed site-local split;
+and its unlabelled scans (:func:`load_unlabelled_volumes`), which never carry a label.
 
 Volumes come from the ingest cache (:mod:`fedmi.client.ingest`); nothing here reads DICOM,
 and nothing here ingests: ingest is an explicit step (``fedmi-site ingest``, or the
@@ -13,6 +14,10 @@ into its report are checked against labels.csv as it is now
 (:func:`fedmi.client.ingest.labels.stale_labels`). Either problem raises :class:`NotIngested`
 with the file and the fix (ingest again: it rebuilds damaged entries and applies the new
 labels from the cache), which the ClientApp answers ``no-data``.
+
+Series of patients that labels.csv does not list (a hospital's unlabelled archive) are
+ingested into the report's ``unlabelled`` rows; :func:`load_unlabelled_volumes` reads them
+as volumes alone, for label-free uses. They never enter :class:`SiteData` or its split.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from fedmi.client.ingest.cache import DamagedCache, read_volume
 from fedmi.client.ingest.labels import read_labels, stale_labels
-from fedmi.client.ingest.report import REPORT_FILE, load_accepted
+from fedmi.client.ingest.report import REPORT_FILE, IngestReport, load_accepted
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared.tasks import TaskSpec, get_task
 
@@ -115,19 +120,13 @@ def load_site_data(rows: list[dict], task: TaskSpec, seed: int) -> SiteData:
         cls = task.class_index(str(row["label"]))
         if cls is None:
             continue
-        vol = read_volume(Path(row["cached_path"]), row.get("volume_sha256"))
-        if vol.shape != task.grid.shape:
-            log.warning(
-                "skipping a cached volume with shape %s (expected %s)", vol.shape, task.grid.shape
-            )
+        vol = _volume_on_grid(row, task)
+        if vol is None:
             continue
         xs.append(vol)
         ys.append(cls)
         keys.append(str(row["patient_id"]))
-    if xs:
-        x = torch.from_numpy(np.stack(xs)[:, None])
-    else:
-        x = torch.zeros((0, 1, *task.grid.shape), dtype=torch.float32)
+    x = _stack(xs, task)
     y = torch.tensor(ys, dtype=torch.float32)
     is_test = split_patients(keys, np.asarray(ys), seed)
     log.info(
@@ -137,6 +136,94 @@ def load_site_data(rows: list[dict], task: TaskSpec, seed: int) -> SiteData:
         int(is_test.sum()),
     )
     return SiteData(x=x, y=y, patient_keys=keys, is_test=is_test)
+
+
+def _volume_on_grid(row: dict, task: TaskSpec) -> np.ndarray | None:
+    """The cached volume of an ingest ``row`` (checksum checked), or ``None`` (logged)
+    when it is not on the task's grid.
+
+    Raises
+    ------
+    DamagedCache
+        The volume is missing or fails the checksum ingest recorded.
+    """
+    vol = read_volume(Path(row["cached_path"]), row.get("volume_sha256"))
+    if vol.shape != task.grid.shape:
+        log.warning(
+            "skipping a cached volume with shape %s (expected %s)", vol.shape, task.grid.shape
+        )
+        return None
+    return vol
+
+
+def _stack(volumes: list[np.ndarray], task: TaskSpec) -> torch.Tensor:
+    """float32 tensor ``(n, 1, *task.grid.shape)`` of ``volumes`` (``n`` may be 0)."""
+    if volumes:
+        return torch.from_numpy(np.stack(volumes)[:, None])
+    return torch.zeros((0, 1, *task.grid.shape), dtype=torch.float32)
+
+
+def load_unlabelled_volumes(state_dir: Path, task_name: str | None = None) -> torch.Tensor:
+    """The site's unlabelled scans from its ingest cache, as volumes without labels.
+
+    These are the report's ``unlabelled`` rows: series of patients that labels.csv did not
+    list at the last ingest (a hospital's archive). They are never part of
+    :class:`SiteData` or its train/test split; every role (training or holdout site) may
+    load them, e.g. for label-free adaptation.
+
+    Parameters
+    ----------
+    state_dir
+        The folder holding ``ingest_report.json``: ``fedmi-site ingest --out`` itself, or
+        ``STATE_DIR/ingest`` for ``--state-dir STATE_DIR`` (a site's
+        :attr:`~fedmi.client.site.settings.SiteSettings.cache_dir`).
+    task_name
+        The task the volumes are for; ``None``: the task of the ingest report. A report of
+        another task is refused.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(n, 1, *grid.shape)`` on the task's template grid, reference-region
+        normalised like the labelled scans, in the report's order; ``n`` may be 0. Volumes
+        not on the task grid are skipped (logged), as for the labelled scans.
+
+    Raises
+    ------
+    NotIngested
+        No readable ingest report in ``state_dir``, a report of another task, or a cached
+        volume missing or damaged (the message names the fix: ingest again).
+    """
+    state_dir = Path(state_dir)
+    fix = "run `fedmi-site ingest` for this state folder"
+    if not (state_dir / REPORT_FILE).is_file():
+        raise NotIngested(
+            f"{state_dir} has no {REPORT_FILE}: {fix} first (a SuperNode's state folder "
+            "keeps it in STATE_DIR/ingest)"
+        )
+    try:
+        report = IngestReport.load(state_dir)
+    except (OSError, ValueError, TypeError) as exc:
+        raise NotIngested(
+            f"{state_dir / REPORT_FILE} cannot be read ({type(exc).__name__}): {fix} again"
+        ) from None
+    if task_name is not None and task_name != report.task:
+        raise NotIngested(
+            f"{state_dir / REPORT_FILE} is an ingest for task {report.task!r}, not "
+            f"{task_name!r}: {fix} with --task {task_name}"
+        )
+    task = get_task(report.task)
+    root = state_dir.resolve()
+    volumes = []
+    for row in report.unlabelled:
+        try:
+            vol = _volume_on_grid({**row, "cached_path": root / row["cached_path"]}, task)
+        except DamagedCache as exc:
+            raise NotIngested(str(exc)) from None
+        if vol is not None:
+            volumes.append(vol)
+    log.info("unlabelled site data: %d scans", len(volumes))
+    return _stack(volumes, task)
 
 
 def rows_fingerprint(state_dir: Path) -> str:

@@ -23,6 +23,7 @@ from fedmi.shared.tasks import TASKS
 def _cmd_generate(args: argparse.Namespace) -> int:
     from fedmi.simulations.generator import generate_federation
     from fedmi.simulations.sites import PRESETS
+    from fedmi.simulations.sites.presets import check_archive_factor
 
     if args.preset not in PRESETS:
         print(
@@ -39,6 +40,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.no_memory_clinic:
         overrides["memory_clinic"] = False
     try:
+        if args.unlabelled_archive is not None:
+            overrides["unlabelled_archive"] = check_archive_factor(
+                args.unlabelled_archive, "--unlabelled-archive"
+            )
         manifest = generate_federation(
             Path(args.out), args.task, args.preset, args.seed, **overrides
         )
@@ -48,9 +53,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     for s in manifest["sites"]:
         labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
         extra = f"; {s['n_unlabelled']} unlabelled" if s.get("n_unlabelled") else ""
+        if s.get("n_archive"):
+            extra += f" ({s['n_archive']} archive)"
         print(f"{s['site_id']:10s} {s['role']:8s} {s['n_subjects']:4d} subjects  ({labels}{extra})")
+    archive = f" and {manifest['n_archive']} archive scans" if manifest["n_archive"] else ""
     print(
-        f"wrote {manifest['n_subjects']} subjects in {len(manifest['sites'])} sites to {args.out}"
+        f"wrote {manifest['n_subjects']} subjects{archive} in {len(manifest['sites'])} sites "
+        f"to {args.out}"
     )
     return 0
 
@@ -94,6 +103,15 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fdg-ad: leave out the memory-clinic cohort appended to each site (ageing "
         "normals 50-90 y, bvFTD and DLB scans; docs/phantom-disorders.md)",
+    )
+    p.add_argument(
+        "--unlabelled-archive",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="give every site (holdouts included) round(FACTOR x its labelled scans) more "
+        "scans of its own population, scanner and protocol whose patients are not in "
+        "labels.csv (a number >= 0; default: the preset's, 0 = no archive)",
     )
     p.set_defaults(func=_cmd_generate)
 

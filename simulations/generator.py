@@ -16,8 +16,11 @@ Everything is deterministic from ``seed``: site profiles use
 site (ageing normals, bvFTD, DLB: :data:`fedmi.simulations.sites.presets.MEMORY_CLINIC`,
 effect sizes in ``docs/phantom-disorders.md``) uses ``SeedSequence([seed, 1_000_009,
 site, k])`` and identifiers from ``SeedSequence([seed, 1_000_007, site])``, so it leaves
-every other subject unchanged; DICOM UIDs come from
-``generate_uid(entropy_srcs=["fedmi-sim", seed, task, site, subject, ...])``. Subjects are
+every other subject unchanged; the unlabelled archive after it (``unlabelled_archive``)
+uses ``SeedSequence([seed, 1_000_013, site, k])`` and identifiers from
+``SeedSequence([seed, 1_000_011, site])``, so it leaves every labelled file unchanged;
+DICOM UIDs come from ``generate_uid(entropy_srcs=["fedmi-sim", seed, task, site, subject,
+...])`` (``..., site, "archive", k, ...`` for the archive). Subjects are
 rendered in worker processes (fork) when ``workers > 1``; the output does not depend on
 the number of workers.
 
@@ -39,12 +42,21 @@ from pathlib import Path
 
 from fedmi.shared.grid import Grid
 from fedmi.shared.tasks import TaskSpec, get_task
-from fedmi.simulations.identities import cohort_identifiers, site_identifiers
+from fedmi.simulations.identities import (
+    ARCHIVE_ID_STREAM,
+    cohort_identifiers,
+    site_identifiers,
+)
 from fedmi.simulations.phantom.basis import Basis
 from fedmi.simulations.phantom.poses import DEFAULT_POSES
 from fedmi.simulations.phantom.tasks import build_basis
 from fedmi.simulations.site_files import write_csv, write_site_toml
-from fedmi.simulations.sites.presets import PRESETS, memory_clinic_cohort
+from fedmi.simulations.sites.presets import (
+    PRESETS,
+    archive_size,
+    check_archive_factor,
+    memory_clinic_cohort,
+)
 from fedmi.simulations.sites.profiles import SiteProfile, make_sites
 from fedmi.simulations.subjects import SiteJob, write_subject
 
@@ -52,7 +64,15 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
-_ALLOWED_OVERRIDES = {"n_sites", "sites", "subjects_scale", "workers", "poses", "memory_clinic"}
+_ALLOWED_OVERRIDES = {
+    "n_sites",
+    "sites",
+    "subjects_scale",
+    "workers",
+    "poses",
+    "memory_clinic",
+    "unlabelled_archive",
+}
 
 _JOB: SiteJob | None = None  # inherited by forked workers
 
@@ -92,16 +112,32 @@ def generate_federation(
         ``memory_clinic``: append the memory-clinic cohort to each site (default ``True``;
         fdg-ad only: ageing normals 50–90 years labelled ``CN``, and bvFTD/DLB scans,
         labelled ``FTD``/``DLB`` at holdouts and unlabelled at the first training site;
-        :data:`fedmi.simulations.sites.presets.MEMORY_CLINIC`).
+        :data:`fedmi.simulations.sites.presets.MEMORY_CLINIC`);
+        ``unlabelled_archive``: every site (holdouts included) gets
+        ``round(factor × its labelled scans)`` more scans of its own population, scanner
+        and protocol whose patients are not in labels.csv (a finite number ≥ 0; default
+        the preset's :attr:`~fedmi.simulations.sites.presets.Preset.unlabelled_archive`,
+        0 for every preset: no archive). The other files do not depend on it.
 
     Returns
     -------
     dict
         The manifest also written to ``out/federation.json``. A site's ``n_subjects``
         counts its labels.csv rows (cohort included); ``n_unlabelled`` its scans that are
-        not in labels.csv; ``memory_clinic`` its cohort scans per group.
+        not in labels.csv (unlabelled cohort and archive); ``n_archive`` its archive scans;
+        ``memory_clinic`` its cohort scans per group.
+
+    Raises
+    ------
+    ValueError
+        An unknown option or a bad value (the message names it).
+    FileExistsError
+        ``out`` is not empty.
     """
     spec, out, n_sites, scale, workers = _arguments(out, task, preset, overrides)
+    factor = check_archive_factor(
+        overrides.get("unlabelled_archive", PRESETS[preset].unlabelled_archive)
+    )
     t0 = time.perf_counter()
     poses = str(overrides.get("poses") or DEFAULT_POSES)
     mc = overrides.get("memory_clinic", True)
@@ -113,9 +149,13 @@ def generate_federation(
         s.index: memory_clinic_cohort(task, preset, s.role, s.index == first_train) if mc else []
         for s in sites
     }
+    archives = {
+        s.index: archive_size(factor, s.n_subjects + sum(lab for _, lab in cohorts[s.index]))
+        for s in sites
+    }
     grid = PRESETS[preset].working_grid
     base = build_basis(task, grid)
-    n_scans = sum(s.n_subjects + len(cohorts[s.index]) for s in sites)
+    n_scans = sum(s.n_subjects + len(cohorts[s.index]) + archives[s.index] for s in sites)
     logger.info(
         "generating %s federation: preset %s, %d sites, %d subjects",
         task,
@@ -125,7 +165,17 @@ def generate_federation(
     )
     (out / "_truth").mkdir(parents=True, exist_ok=True)
     manifest_sites = [
-        _generate_site(site, len(sites), base, seed, task, out, workers, cohorts[site.index])
+        _generate_site(
+            site,
+            len(sites),
+            base,
+            seed,
+            task,
+            out,
+            workers,
+            cohorts[site.index],
+            archives[site.index],
+        )
         for site in sites
     ]
     n_subjects = sum(int(s["n_subjects"]) for s in manifest_sites)
@@ -141,10 +191,12 @@ def generate_federation(
             "subjects_scale": scale,
             "poses": poses,
             "memory_clinic": mc,
+            "unlabelled_archive": factor,
         },
         "working_grid": _grid_entry(grid),
         "n_subjects": n_subjects,
         "n_unlabelled": sum(int(s["n_unlabelled"]) for s in manifest_sites),
+        "n_archive": sum(int(s["n_archive"]) for s in manifest_sites),
         "sites": manifest_sites,
     }
     (out / "federation.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -190,10 +242,11 @@ def _generate_site(
     out: Path,
     workers: int,
     cohort: list[tuple[str, bool]] | None = None,
+    n_archive: int = 0,
 ) -> dict[str, object]:
-    """Write every subject (the site's own, then its memory-clinic ``cohort``), labels.csv
-    (labelled subjects only), site.toml and the truth CSV of ``site``; returns its
-    manifest entry."""
+    """Write every subject (the site's own, its memory-clinic ``cohort``, then its
+    ``n_archive`` unlabelled archive scans), labels.csv (labelled subjects only), site.toml
+    and the truth CSV of ``site``; returns its manifest entry."""
     global _JOB
     ts = time.perf_counter()
     cohort = list(cohort or [])
@@ -203,7 +256,12 @@ def _generate_site(
     if cohort:
         more = cohort_identifiers(site, seed, len(cohort), ids, acc)
         ids, acc, folders = ids + more[0], acc + more[1], folders + more[2]
-    _JOB = SiteJob(site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders, cohort)
+    if n_archive:
+        more = cohort_identifiers(site, seed, n_archive, ids, acc, stream=ARCHIVE_ID_STREAM)
+        ids, acc, folders = ids + more[0], acc + more[1], folders + more[2]
+    _JOB = SiteJob(
+        site, base.blurred(site.fwhm_mm), seed, task, out, ids, acc, folders, cohort, n_archive
+    )
     n_total = _JOB.n_total
     if workers > 1 and n_total > 4 and "fork" in mp.get_all_start_methods():
         with mp.get_context("fork").Pool(workers) as pool:
@@ -238,6 +296,7 @@ def _generate_site(
         "role": site.role,
         "n_subjects": len(labelled),
         "n_unlabelled": len(rows) - len(labelled),
+        "n_archive": n_archive,
         "memory_clinic": mc,
         "labels": dict(sorted(counts.items())),
         "tracer": site.tracer,

@@ -2,7 +2,9 @@
 
 Patient names, birth dates and referring physicians are drawn on the subject's generator
 (:mod:`fedmi.simulations.subjects` decides when); PatientIDs, accession numbers and study
-folder names come from the site's own stream (``[seed, SITE_STREAM, site]``).
+folder names come from the site's own stream (``[seed, SITE_STREAM, site]``); those of
+subjects appended after them (the memory-clinic cohort, the unlabelled archive) from a
+stream of their own (:func:`cohort_identifiers`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from fedmi.simulations.sites.profiles import SITE_STREAM, SiteProfile
 
 #: SeedSequence tag of the memory-clinic cohort's identifiers (``[seed, tag, site]``).
 COHORT_ID_STREAM = 1_000_007
+#: SeedSequence tag of the unlabelled archive's identifiers (``[seed, tag, site]``).
+ARCHIVE_ID_STREAM = 1_000_011
 
 _GIVEN_F = (
     "Anna",
@@ -103,12 +107,22 @@ def site_identifiers(site: SiteProfile, seed: int) -> tuple[list[str], list[str]
 
 
 def cohort_identifiers(
-    site: SiteProfile, seed: int, n_extra: int, ids: list[str], accessions: list[str]
+    site: SiteProfile,
+    seed: int,
+    n_extra: int,
+    ids: list[str],
+    accessions: list[str],
+    stream: int = COHORT_ID_STREAM,
 ) -> tuple[list[str], list[str], list[str]]:
-    """PatientIDs, accession numbers and study folders of ``n_extra`` cohort subjects
-    appended after the site's ``ids``/``accessions`` (subject indices ``n_subjects`` on),
-    unique against them, in the site's styles."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, COHORT_ID_STREAM, site.index]))
+    """PatientIDs, accession numbers and study folders of ``n_extra`` subjects appended
+    after the site's ``ids``/``accessions`` (subject indices ``len(ids)`` on), unique
+    against them, in the site's styles.
+
+    ``stream`` tags the generator ``[seed, stream, site]`` the identifiers are drawn from:
+    :data:`COHORT_ID_STREAM` for the memory-clinic cohort, :data:`ARCHIVE_ID_STREAM` for
+    the unlabelled archive, so one group's identifiers never depend on the other's size.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, stream, site.index]))
     n = len(ids)
     taken_ids, taken_acc = set(ids), set(accessions)
     new_ids: list[str] = []

@@ -11,6 +11,12 @@ Subjects ``j >= site.n_subjects`` are the site's memory-clinic cohort
 DLB; ``docs/phantom-disorders.md``): each draws from its own stream
 ``SeedSequence([seed, COHORT_STREAM, site, k])`` (``k = j - n_subjects``), so the cohort
 never changes the site's other subjects.
+
+The subjects after the cohort are the site's unlabelled archive (``SiteJob.n_archive``):
+drawn like the site's own subjects (its population, disease mix, age/sex model and poses;
+the scanner is the site's) but each from ``SeedSequence([seed, ARCHIVE_STREAM, site, k])``
+(``k`` counts archive subjects), never listed in labels.csv, and with UIDs seeded apart
+(``..., "archive", k``), so an archive of any size leaves every other file unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ _NM_CORRECTED_IMAGE = {"NC": ("DECY",), "AC": ("DECY", "ATTN"), "ACSC": ("DECY",
 #: SeedSequence tag of the memory-clinic cohort's subject streams
 #: (``[seed, COHORT_STREAM, site, k]``).
 COHORT_STREAM = 1_000_009
+#: SeedSequence tag of the unlabelled archive's subject streams
+#: (``[seed, ARCHIVE_STREAM, site, k]``).
+ARCHIVE_STREAM = 1_000_013
 
 
 @dataclass
@@ -57,10 +66,17 @@ class SiteJob:
     folders: list[str]
     #: ``(group, labelled)`` of the memory-clinic cohort subjects ``n_subjects, ...``.
     cohort: list[tuple[str, bool]] = field(default_factory=list)
+    #: Unlabelled archive subjects, after the cohort.
+    n_archive: int = 0
 
     @property
     def n_total(self) -> int:
-        """The site's subjects plus its cohort."""
+        """The site's subjects plus its cohort and its archive."""
+        return self.site.n_subjects + len(self.cohort) + self.n_archive
+
+    @property
+    def first_archive(self) -> int:
+        """Index ``j`` of the first archive subject."""
         return self.site.n_subjects + len(self.cohort)
 
 
@@ -100,6 +116,18 @@ def cohort_pose_rng(seed: int, site: int, k: int) -> np.random.Generator:
     )
 
 
+def archive_rng(seed: int, site: int, k: int) -> np.random.Generator:
+    """Archive subject ``k``'s own generator."""
+    return np.random.default_rng(np.random.SeedSequence([seed, ARCHIVE_STREAM, site, k]))
+
+
+def archive_pose_rng(seed: int, site: int, k: int) -> np.random.Generator:
+    """Archive subject ``k``'s pose stream."""
+    return np.random.default_rng(
+        np.random.SeedSequence([seed, ARCHIVE_STREAM, site, k, POSE_STREAM])
+    )
+
+
 def draw_cohort_truth(
     site: SiteProfile, seed: int, task: str, rng: np.random.Generator, k: int, group: str
 ) -> phantom.SubjectTruth:
@@ -118,10 +146,20 @@ def draw_cohort_truth(
 
 
 def draw_truth(
-    site: SiteProfile, seed: int, task: str, rng: np.random.Generator, j: int
+    site: SiteProfile,
+    seed: int,
+    task: str,
+    rng: np.random.Generator,
+    j: int,
+    archive: bool = False,
 ) -> phantom.SubjectTruth:
-    """Subject ``j``'s truth, drawn from its own generator ``rng`` (and pose stream)."""
+    """Subject ``j``'s truth, drawn from its own generator ``rng`` (and pose stream).
+
+    ``archive``: ``j`` counts the site's archive subjects, whose pose streams are
+    :func:`archive_pose_rng`; they are drawn from the same population as the others.
+    """
     pose = get_poses(site.poses)
+    streams = archive_pose_rng if archive else pose_rng
     return phantom.draw_subject(
         task,
         rng,
@@ -133,21 +171,28 @@ def draw_truth(
         max_rotation_deg=site.max_rotation_deg,
         max_shift_mm=site.max_shift_mm,
         pose=pose,
-        pose_rng=None if pose.legacy else pose_rng(seed, site.index, j),
+        pose_rng=None if pose.legacy else streams(seed, site.index, j),
     )
 
 
 def write_subject(job: SiteJob, j: int) -> dict[str, object]:
     """Draw, render and write subject ``j`` of ``job.site``; returns its truth row.
 
-    ``j >= site.n_subjects`` is cohort subject ``j - site.n_subjects``; the row's
+    ``j >= site.n_subjects`` is cohort subject ``j - site.n_subjects``, and
+    ``j >= job.first_archive`` archive subject ``j - job.first_archive``; the row's
     ``labelled`` says whether the subject is in the site's labels.csv.
     """
     site = job.site
     labelled = True
+    uid_key: tuple[str, ...] = (str(j),)
     if j < site.n_subjects:
         rng = subject_rng(job.seed, site.index, j)
         truth = draw_truth(site, job.seed, job.task, rng, j)
+    elif j >= job.first_archive:
+        k = j - job.first_archive
+        labelled, uid_key = False, ("archive", str(k))
+        rng = archive_rng(job.seed, site.index, k)
+        truth = draw_truth(site, job.seed, job.task, rng, k, archive=True)
     else:
         k = j - site.n_subjects
         group, labelled = job.cohort[k]
@@ -155,7 +200,7 @@ def write_subject(job: SiteJob, j: int) -> dict[str, object]:
         truth = draw_cohort_truth(site, job.seed, job.task, rng, k, group)
     img, affine = _render(job, truth)
     visit = _draw_visit(site, truth, rng)
-    common = _common_meta(job, j, truth, visit, rng)
+    common = _common_meta(job, j, truth, visit, rng, uid_key)
     study_dir = job.root / site.site_id / "dicom" / job.folders[j]
     if site.is_pet:
         series_dir = study_dir / f"PT_{site.series_number:04d}"
@@ -221,8 +266,10 @@ def _common_meta(
     truth: phantom.SubjectTruth,
     visit: _Visit,
     rng: np.random.Generator,
+    uid_key: tuple[str, ...],
 ) -> dict[str, object]:
-    """The :class:`~fedmi.simulations.dicom.header.CommonMeta` fields of subject ``j``."""
+    """The :class:`~fedmi.simulations.dicom.header.CommonMeta` fields of subject ``j``
+    (``uid_key`` ends the entropy of its UIDs)."""
     site = job.site
     return dict(
         patient_id=job.ids[j],
@@ -249,7 +296,7 @@ def _common_meta(
         device_serial_number=site.device_serial,
         convolution_kernel=site.convolution_kernel,
         reconstruction_diameter_mm=round(site.matrix * site.pixel_mm, 2),
-        uid_entropy=("fedmi-sim", str(job.seed), job.task, site.site_id, str(j)),
+        uid_entropy=("fedmi-sim", str(job.seed), job.task, site.site_id, *uid_key),
     )
 
 

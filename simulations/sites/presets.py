@@ -5,12 +5,14 @@ their sizes, the working grid and the scanner matrices; :data:`DEFAULT_TEMPLATES
 :data:`PRESET_TEMPLATES` fix each site's population, scanner, tracer and role (the
 numbers around them are drawn in :mod:`fedmi.simulations.sites.profiles`).
 :data:`MEMORY_CLINIC` sizes the memory-clinic cohort appended to each fdg-ad site (ageing
-normals, bvFTD and DLB; effect sizes in ``docs/phantom-disorders.md``). Mostly data
-tables.
+normals, bvFTD and DLB; effect sizes in ``docs/phantom-disorders.md``). A preset's
+``unlabelled_archive`` sizes each site's archive of scans without a research label
+(:func:`archive_size`). Mostly data tables.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fedmi.shared.grid import Grid
@@ -93,6 +95,9 @@ class Preset:
 
     ``site_sizes`` is ``("uniform", lo, hi)`` or ``("lognormal", median, sigma, lo, hi)``;
     ``total_range`` rescales the drawn train+holdout sizes into a range (lognormal only).
+    ``unlabelled_archive`` is the default size of every site's unlabelled archive, as a
+    multiple of its labelled scan count (:func:`archive_size`; ``fedmi-sim generate
+    --unlabelled-archive`` overrides it; 0: no archive).
     """
 
     name: str
@@ -109,6 +114,7 @@ class Preset:
     nm_frames: tuple[int, int] | None
     nm_pixel_mm: tuple[float, float] | None
     nm_total_counts: tuple[float, float]
+    unlabelled_archive: float = 0.0
 
 
 PRESETS: dict[str, Preset] = {
@@ -200,3 +206,50 @@ def memory_clinic_cohort(
         for group, n in parts["first_train_unlabelled"].items():
             out += [(group, False)] * n
     return out
+
+
+def archive_size(factor: float, n_labelled: int) -> int:
+    """Scans in a site's unlabelled archive: ``round(factor × n_labelled)``.
+
+    Parameters
+    ----------
+    factor
+        Archive size as a multiple of the site's labelled scan count (finite, ≥ 0; see
+        :func:`check_archive_factor`).
+    n_labelled
+        The site's labels.csv rows (its own subjects and labelled memory-clinic scans).
+
+    Returns
+    -------
+    int
+        Python's ``round`` (halves to even) of the product.
+    """
+    return int(round(factor * n_labelled))
+
+
+def check_archive_factor(value: object, name: str = "unlabelled_archive") -> float:
+    """``value`` as an archive factor, or a ``ValueError`` naming ``name``.
+
+    Parameters
+    ----------
+    value
+        A real number (``int`` or ``float``, not ``bool``), finite and ≥ 0.
+    name
+        The option's name in the error (``--unlabelled-archive`` at the command line).
+
+    Returns
+    -------
+    float
+        The factor.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not a number, is negative, NaN or infinite.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+    factor = float(value)
+    if not math.isfinite(factor) or factor < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
+    return factor
