@@ -12,6 +12,7 @@ message type          plain function
 ====================  ===============================================================
 ``query``             :func:`fedmi.client.site.query.handle_query`
 ``train``             :func:`fedmi.client.training.handler.handle_train`
+``train.pretrain``    :func:`fedmi.client.training.pretrain_handler.handle_pretrain`
 ``evaluate``          :func:`fedmi.client.evaluation.handler.handle_evaluate`
 ``evaluate.external`` :func:`fedmi.client.evaluation.handler.handle_evaluate`
 ``query.features``    :func:`fedmi.client.harmonization.features.handle_features`
@@ -43,27 +44,35 @@ from fedmi.client.replies import error_reply, expected_arrays, status_reply
 from fedmi.client.site.query import handle_query
 from fedmi.client.site.settings import SiteSettings, resolve_site
 from fedmi.client.training.handler import handle_train
+from fedmi.client.training.pretrain_handler import handle_pretrain
 from fedmi.shared import contract
 from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import INSTRUCTIONS, Instruction
 from fedmi.shared.model import ModelSpec
+from fedmi.shared.pretraining import PretrainNet
 
 log = logging.getLogger(__name__)
 
 #: replies that say how long the site worked on the instruction (``site-seconds``)
-_TIMED = (contract.TRAIN, contract.EVALUATE)
-_EXPECTED: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], str]]] = {}
+_TIMED = (contract.TRAIN, contract.PRETRAIN, contract.EVALUATE)
+_EXPECTED: dict[tuple[str, str, str], dict[str, tuple[tuple[int, ...], str]]] = {}
+#: message types whose replies carry federated weights
+_WEIGHTED = (contract.TRAIN, contract.PRETRAIN)
 
 #: what a handler gets: the site, the parsed instruction, the message content and context
 Work = Callable[[SiteSettings, Instruction, RecordDict, Context], RecordDict]
 
 
 def _expected(ins: Instruction) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Federated arrays a train reply may carry: those of the run's method and model."""
-    if (ins.method, ins.model) not in _EXPECTED:
+    """Federated arrays a train (or ``train.pretrain``) reply may carry: those of the run's
+    method and model (wrapped in the pretraining network for ``train.pretrain``)."""
+    key = (ins.message_type, ins.method, ins.model)
+    if key not in _EXPECTED:
         model = build_method_model(ins.method, ModelSpec(arch=ins.model))
-        _EXPECTED[(ins.method, ins.model)] = expected_arrays(model)
-    return _EXPECTED[(ins.method, ins.model)]
+        if ins.message_type == contract.PRETRAIN:
+            model = PretrainNet(model)
+        _EXPECTED[key] = expected_arrays(model)
+    return _EXPECTED[key]
 
 
 def _arrays(content: RecordDict) -> ArrayRecord:
@@ -110,7 +119,7 @@ def _reply(
         metrics = content.get(contract.METRICS)
         if message_type in _TIMED and isinstance(metrics, MetricRecord):
             metrics["site-seconds"] = time.perf_counter() - started
-        expected = _expected(ins) if message_type == contract.TRAIN else None
+        expected = _expected(ins) if message_type in _WEIGHTED else None
         content = check_outbound(message_type, content, expected)
     except Exception as exc:  # one bad site must not crash the run: report a status
         log.error("%s failed at this site: %s: %s", message_type, type(exc).__name__, exc)
@@ -147,6 +156,7 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
     work: dict[str, Work] = {
         contract.QUERY: query,
         contract.TRAIN: with_weights(handle_train),
+        contract.PRETRAIN: with_weights(handle_pretrain),
         contract.EVALUATE: with_weights(handle_evaluate),
         contract.EXTERNAL: with_weights(handle_evaluate),
         contract.FEATURES: with_weights(handle_features),
@@ -164,6 +174,7 @@ def build_client_app(defaults: Mapping[str, object] | None = None) -> ClientApp:
     # Flower routes by decorator: one registration per message type
     app.query()(handler(contract.QUERY))
     app.train()(handler(contract.TRAIN))
+    app.train("pretrain")(handler(contract.PRETRAIN))
     app.evaluate()(handler(contract.EVALUATE))
     app.evaluate("external")(handler(contract.EXTERNAL))
     app.query("features")(handler(contract.FEATURES))

@@ -137,9 +137,29 @@ class RunHistory:
     #: the normative model: ``{"model": fit summary or None, "sites": {site_id: reply}}``
     #: (server/federation/normative.py); empty when the run builds none
     normative: dict = field(default_factory=dict)
+    #: self-supervised pretraining rounds (server/federation/pretrain.py): round →
+    #: ``{"round", "sites": {site_id: status and metrics}, "dropped", "missing"}``
+    pretraining: dict[int, dict] = field(default_factory=dict)
 
     def _round(self, r: int) -> dict:
         return self.rounds.setdefault(r, {"round": r, "train": {}, "evaluate": {}, "dropped": []})
+
+    def pretrain_round(self, r: int) -> dict:
+        """The record of pretraining round ``r`` (created empty)."""
+        return self.pretraining.setdefault(
+            r, {"round": r, "sites": {}, "dropped": [], "missing": []}
+        )
+
+    def record_pretrain(self, r: int, node_id: int, status: str, metrics: dict | None) -> None:
+        """Note a site's pretraining reply of round ``r``: its status, role and metrics."""
+        info = self.sites.get(node_id)
+        entry: dict[str, object] = {
+            "status": status,
+            "role": info.role if info is not None else "unknown",
+        }
+        if metrics:
+            entry.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        self.pretrain_round(r)["sites"][self.site_name(node_id)] = entry
 
     def site_name(self, node_id: int) -> str:
         info = self.sites.get(node_id)

@@ -71,6 +71,6 @@ def check_content(
         if isinstance(n, (int, float)) and not isinstance(n, bool):
             if n > max_examples:
                 problems.append(f"num-examples {n} exceeds the plausible maximum {max_examples}")
-            if status == "ok" and message_type == contract.TRAIN and n < 1:
-                problems.append("num-examples must be at least 1 for a train reply")
+            if status == "ok" and message_type in (contract.TRAIN, contract.PRETRAIN) and n < 1:
+                problems.append(f"num-examples must be at least 1 for a {message_type} reply")
     return Verdict(node, site_id, status, tuple(problems))

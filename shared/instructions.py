@@ -12,6 +12,7 @@ message type        instruction                  what the site does
 ==================  ===========================  =====================================
 ``query``           :class:`QueryInstruction`    reports its role and counts
 ``train``           :class:`TrainInstruction`    trains the received weights
+``train.pretrain``  :class:`PretrainInstruction` masked-image pretraining (no labels)
 ``evaluate``        :class:`EvaluateInstruction` evaluates them on its test split
 ``evaluate.external`` :class:`ExternalInstruction` final evaluation, with uncertainty,
                                                  OOD and (fedmi) label-free adaptation
@@ -269,6 +270,74 @@ class TrainInstruction(Instruction):
 
 
 @dataclass(frozen=True)
+class PretrainInstruction(Instruction):
+    """``train.pretrain``: masked-image pretraining of the received encoder and decoder.
+
+    The site pretrains on volumes only (its train split's scans and its unlabelled
+    archive; a holdout site on its unlabelled archive alone), never on labels
+    (:mod:`fedmi.shared.pretraining`).
+
+    Attributes
+    ----------
+    local_epochs, batch_size, learning_rate, optimizer, augment
+        The local recipe (the run's fine-tuning recipe, with ``local_epochs`` from
+        ``pretrain-epochs``; ``batch_size`` 0: all the site's scans per step).
+    mask_ratio
+        Share of each scan's patches hidden, in ``(0, 1)``.
+    num_pretrain_rounds
+        Pretraining rounds planned for the run: a site calibrates its DP-SGD noise for them.
+    server_round
+        This pretraining round (1-based).
+    """
+
+    message_type: ClassVar[str] = contract.PRETRAIN
+
+    local_epochs: int = 1
+    batch_size: int = _DEFAULTS.batch_size
+    learning_rate: float = _DEFAULTS.learning_rate
+    optimizer: str = _DEFAULTS.optimizer
+    augment: bool = _DEFAULTS.augment
+    mask_ratio: float = 0.6
+    num_pretrain_rounds: int = 1
+    server_round: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"{self.message_type} instruction"
+        _at_least(self.local_epochs, 1, "local-epochs", where)
+        _at_least(self.batch_size, 0, "batch-size", where)
+        _at_least(self.num_pretrain_rounds, 1, "num-pretrain-rounds", where)
+        _at_least(self.server_round, 1, "server-round", where)
+        _choice(self.optimizer, OPTIMIZERS, "optimizer", where)
+        if not self.learning_rate > 0:
+            raise InstructionError(f"{where}: learning-rate must be positive")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise InstructionError(f"{where}: mask-ratio={self.mask_ratio!r} must lie in (0, 1)")
+        if self.model != "cnn":
+            raise InstructionError(f"{where}: model={self.model!r}: pretraining needs 'cnn'")
+
+    @classmethod
+    def from_run_config(cls, cfg: RunConfig, **values: Any) -> PretrainInstruction:
+        """The pretraining instruction of ``cfg`` for round ``values["server_round"]``."""
+        recipe = dict(
+            local_epochs=cfg.pretrain_epochs,
+            batch_size=cfg.effective_batch_size,
+            learning_rate=cfg.effective_learning_rate,
+            optimizer=cfg.effective_optimizer,
+            augment=cfg.effective_augment,
+            mask_ratio=cfg.pretrain_mask_ratio,
+            num_pretrain_rounds=max(1, cfg.pretrain_rounds),
+        )
+        return super().from_run_config(cfg, **{**recipe, **values})
+
+    @property
+    def round_seed(self) -> int:
+        """The seed of this round's shuffling, augmentation and masks: a stream apart from
+        the training rounds' (:func:`round_seed` of the round counted past any training)."""
+        return round_seed(self.seed, SEED_STRIDE - self.server_round)
+
+
+@dataclass(frozen=True)
 class EvaluateInstruction(Instruction):
     """``evaluate``: evaluate the received weights on the site's test split."""
 
@@ -447,6 +516,7 @@ INSTRUCTIONS: dict[str, type[Instruction]] = {
     for cls in (
         QueryInstruction,
         TrainInstruction,
+        PretrainInstruction,
         EvaluateInstruction,
         ExternalInstruction,
         FeaturesQuery,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fedmi.shared.methods import get_method
 from fedmi.shared.run_settings import (
     CENTRAL_DP,
     MODEL_DEFAULTS,
@@ -79,6 +80,10 @@ class RunConfig:
     operating_point_target: float = _default("operating-point-target")
     normative_model: str = _default("normative-model")
     normative_clip: float = _default("normative-clip")
+    pretrain_rounds: int = _default("pretrain-rounds")
+    pretrain_epochs: int = _default("pretrain-epochs")
+    pretrain_mask_ratio: float = _default("pretrain-mask-ratio")
+    pretrain_holdouts: bool = _default("pretrain-holdouts")
     central_dp: str = _default("central-dp")
     central_noise_multiplier: float = _default("central-noise-multiplier")
     central_clipping_norm: float = _default("central-clipping-norm")
@@ -110,7 +115,39 @@ class RunConfig:
             An unknown key (with the close match), a wrong type or a value out of range.
         """
         typed = RUN_CONFIG.validate(values, source)
-        return cls(**{RUN_CONFIG.setting(k).field: v for k, v in typed.items()})
+        cfg = cls(**{RUN_CONFIG.setting(k).field: v for k, v in typed.items()})
+        cfg._check_combinations(source)
+        return cfg
+
+    def _check_combinations(self, source: str) -> None:
+        """Settings valid one by one that no run can use together.
+
+        Raises
+        ------
+        RunConfigError
+            ``pretrain-rounds`` > 0 with a model other than ``cnn`` (masked-image
+            pretraining trains the CNN's encoder; the regional model has none), or with
+            a method whose site-local layers need harmonization groups (``fedbn``,
+            ``fedmi``: unlabelled scans carry none yet).
+        """
+        if self.pretrain_rounds > 0 and self.model != "cnn":
+            raise RunConfigError(
+                f'{source}: `pretrain-rounds` = {self.pretrain_rounds} needs `model` = "cnn" '
+                f"(masked-image pretraining trains the CNN's encoder), not {self.model!r}: "
+                "set model=cnn or pretrain-rounds=0"
+            )
+        if self.pretrain_rounds > 0 and get_method(self.method).harmonization is not None:
+            raise RunConfigError(
+                f"{source}: `pretrain-rounds` = {self.pretrain_rounds} is not available with "
+                f"`method` = {self.method!r} yet (its site-local layers need a harmonization "
+                "group for every unlabelled scan): use fedavg, fedprox or fedadam, or "
+                "pretrain-rounds=0"
+            )
+
+    @property
+    def pretrains(self) -> bool:
+        """Whether the run starts with federated self-supervised pretraining."""
+        return self.pretrain_rounds > 0
 
     @property
     def effective_optimizer(self) -> str:
@@ -148,6 +185,7 @@ class RunConfig:
     def validate(self) -> None:
         """Raise :class:`RunConfigError` on values no run could use (as :meth:`from_mapping`)."""
         RUN_CONFIG.validate(self.as_dict(), "run config")
+        self._check_combinations("run config")
 
     def prevalences(self) -> tuple[float, ...]:
         """``report-prevalences`` parsed: each strictly between 0 and 1."""

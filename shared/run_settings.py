@@ -92,6 +92,7 @@ def _federated_methods() -> tuple[str, ...]:
 _SIM = "site side, simulation only (set by `fedmi-sim run`; a deployed site ignores them)"
 _DP = "central DP at the server (docs/privacy.md)"
 _ROBUST = "robust aggregation at the server (docs/robust-aggregation.md)"
+_PRETRAIN = "self-supervised pretraining (labelled train scans and unlabelled archives)"
 
 #: Every run-config key: pyproject's ``[tool.flwr.app.config]`` holds the same keys and
 #: defaults (tests/shared/test_run_config.py).
@@ -312,6 +313,41 @@ RUN_CONFIG = Schema(
                 minimum=0,
                 exclusive_minimum=True,
                 maximum=100,
+            ),
+            Setting(
+                "pretrain-rounds",
+                int,
+                0,
+                "federated masked-image pretraining rounds of the CNN encoder before training "
+                "(0: none; needs model = cnn; the method: shared/pretraining.py)",
+                minimum=0,
+                maximum=1000,
+                group=_PRETRAIN,
+            ),
+            Setting(
+                "pretrain-epochs",
+                int,
+                1,
+                "local epochs per pretraining round",
+                minimum=1,
+                maximum=100,
+                group=_PRETRAIN,
+            ),
+            Setting(
+                "pretrain-mask-ratio",
+                float,
+                0.6,
+                "share of each scan's 8-voxel patches hidden in pretraining",
+                minimum=0.05,
+                maximum=0.95,
+                group=_PRETRAIN,
+            ),
+            Setting(
+                "pretrain-holdouts",
+                bool,
+                True,
+                "holdout sites pretrain too, on their unlabelled scans (never on labels)",
+                group=_PRETRAIN,
             ),
             Setting(
                 "central-dp",

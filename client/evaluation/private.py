@@ -119,19 +119,27 @@ def private_evaluation(
 ) -> tuple[dict[str, object], str]:
     """The declared evaluation metrics of ``scores`` against ``labels`` under DP.
 
-    Returns the metrics and the status: ``suppressed`` (counts only) when the noisy count
-    of either class is below ``min_cell_count``, else ``ok``.
+    Returns the metrics and the status: ``suppressed`` when the noisy count of either
+    class is below ``min_cell_count``, else ``ok``. A suppressed site's noisy histograms
+    go out only as ``pool-hist-pos`` / ``pool-hist-neg``: the coordinator adds them to
+    the other training sites' to choose the federation's operating point and reports no
+    figure of this site from them. They are the same Gaussian release as ``hist-pos`` /
+    ``hist-neg`` (charged when the release was opened, whatever the status): what a
+    small class count forbids is reading the site's own sensitivity or AUC off a
+    histogram dominated by noise, not the DP release itself.
     """
     y = np.asarray(labels).astype(np.int64)
     s = np.asarray(scores, dtype=np.float64)
     n = int(y.size)
     n_pos = min(n, noisy_counts(release, "count", [int(y.sum())])[0])
     stats: dict[str, object] = {"num-examples": n, "num-positive": n_pos}
-    if min(n_pos, n - n_pos) < min_cell_count:
-        return stats, "suppressed"
     hp, hn = _histograms(s, y, DP_HIST_BINS)
-    stats["hist-pos"] = spread(noisy_counts(release, "histogram", hp), HIST_BINS)
-    stats["hist-neg"] = spread(noisy_counts(release, "histogram", hn), HIST_BINS)
+    noisy_pos = spread(noisy_counts(release, "histogram", hp), HIST_BINS)
+    noisy_neg = spread(noisy_counts(release, "histogram", hn), HIST_BINS)
+    if min(n_pos, n - n_pos) < min_cell_count:
+        stats["pool-hist-pos"], stats["pool-hist-neg"] = noisy_pos, noisy_neg
+        return stats, "suppressed"
+    stats["hist-pos"], stats["hist-neg"] = noisy_pos, noisy_neg
     stats |= derived_statistics(stats["hist-pos"], stats["hist-neg"])  # type: ignore[arg-type]
     stats |= _noisy_auc(s, y, release, n_pos, min_cell_count)
     op = operating_point(stats, OPERATING_THRESHOLD)  # type: ignore[arg-type]

@@ -3,9 +3,10 @@
 :class:`DPSGD` is the optional wrapper of :func:`fedmi.client.training.loop.train_local`, the
 one training loop: with it, the same optimiser, loss and augmentation are made
 differentially private at the sample level with Opacus' ``PrivacyEngine.make_private``
-(``poisson_sampling=True``). Privacy *accounting* is not done here: the caller charges the
-steps to the site's ledger (:mod:`fedmi.client.privacy.rounds`), and the loop only reports
-the steps it took.
+(``poisson_sampling=True``) — also a call's per-sample objective in place of the
+classifier's loss (masked-image pretraining, :mod:`fedmi.client.training.pretrain`).
+Privacy *accounting* is not done here: the caller charges the steps to the site's ledger
+(:mod:`fedmi.client.privacy.rounds`), and the loop only reports the steps it took.
 
 Every trainable parameter is trained with DP-SGD, including the site-local
 (:class:`fedmi.shared.model.SiteLocal`) harmonization modules: they never leave the site, but
@@ -134,6 +135,7 @@ class PrivateSteps:
         self.model, self.optimizer, self.x, self.y = call.model, call.optimizer, call.x, call.y
         self.settings, self.device = call.settings, call.device
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="mean")
+        self.objective = call.loss
         self.taken = self.empty = 0
         self._exit = ExitStack()
 
@@ -184,10 +186,17 @@ class PrivateSteps:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
         else:
             xb, yb = xb.to(self.device), yb.to(self.device)
-            logits = self.gsm(xb).float()
-            loss = self.loss_fn(logits, yb)
-            loss.backward()
-            tally.add(float(loss.detach()) * len(yb), logits, yb)
+            if self.objective is not None:
+                # a per-sample objective (e.g. masked-image pretraining): the mean of its
+                # per-sample losses, Opacus' ``loss_reduction="mean"`` as for the classifier
+                losses = self.objective(self.gsm, xb, yb).float()
+                losses.mean().backward()
+                tally.add_losses(losses)
+            else:
+                logits = self.gsm(xb).float()
+                loss = self.loss_fn(logits, yb)
+                loss.backward()
+                tally.add(float(loss.detach()) * len(yb), logits, yb)
         if self.dp_opt.pre_step():  # clip, sum, add noise, scale (Opacus)
             if proximal is not None:
                 proximal.add_gradient()

@@ -35,6 +35,7 @@ from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.site.settings import SiteSettings
 from fedmi.shared import contract
 from fedmi.shared.contract.privacy import (
+    DP_SGD_KINDS,
     RELEASE_WEIGHTS,
     composed_noise_multiplier,
     multiplier_for,
@@ -102,7 +103,7 @@ def reserved_releases(
     spent = sum(
         rho_of(c["noise_multiplier"])
         for c in ledger.charges(run_id=run_id)
-        if c.get("kind", "train") != "train"
+        if c.get("kind", "train") not in DP_SGD_KINDS
     )
     left = run_release_rho(settings, role) - spent
     return [(multiplier_for(left), 1.0, 1)] if left > 0 else []
@@ -160,7 +161,7 @@ def _count_today(ledger: PrivacyLedger) -> int:
     return sum(
         1
         for c in ledger.charges()
-        if c.get("kind", "train") != "train" and str(c.get("time", "")).startswith(today)
+        if c.get("kind", "train") not in DP_SGD_KINDS and str(c.get("time", "")).startswith(today)
     )
 
 

@@ -6,7 +6,9 @@ summed loss, optional bf16 autocast on a GPU), or the DP-SGD stepper of
 :class:`fedmi.client.privacy.dp_sgd.DPSGD` (Poisson sampling, per-sample clipping and
 Gaussian noise with Opacus), which the loop receives as its ``privacy`` argument. The
 optimiser, the augmentation stream, the FedProx term and the reported aggregates are the
-same for both. Plain functions, no Flower.
+same for both. The loss is the classifier's binary cross-entropy unless the call brings a
+:class:`BatchLoss` (a per-sample objective such as masked-image pretraining,
+:mod:`fedmi.client.training.pretrain`). Plain functions, no Flower.
 """
 
 from __future__ import annotations
@@ -129,6 +131,11 @@ class Tally:
         self.correct += int(((logits.detach() > 0).float() == y).sum())
         self.seen += len(y)
 
+    def add_losses(self, losses: torch.Tensor) -> None:
+        """Add a :class:`BatchLoss`'s per-sample losses (no accuracy: nothing is classified)."""
+        self.loss += float(losses.detach().sum())
+        self.seen += int(losses.shape[0])
+
     def result(self, n: int, started: float) -> TrainResult:
         return TrainResult(
             num_examples=n,
@@ -139,10 +146,23 @@ class Tally:
         )
 
 
+class BatchLoss(Protocol):
+    """A per-sample training objective in place of the classifier's cross-entropy.
+
+    Called with the model being trained (inside an Opacus wrapper under DP-SGD) and one
+    batch already on the device, it returns one loss per sample, shape ``(n,)``, each
+    depending on its own sample only: DP-SGD's per-sample clipping then bounds every
+    scan's contribution. The loop minimises their mean and reports their mean.
+    """
+
+    def __call__(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor: ...
+
+
 @dataclass(frozen=True)
 class TrainingCall:
     """What one call of :func:`train_local` trains: the model and its optimiser, the scans,
-    the settings and the device (what a :class:`Stepper` is built from)."""
+    the settings and the device (what a :class:`Stepper` is built from), and the objective
+    (``loss``; ``None``: the classifier's binary cross-entropy)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -150,6 +170,7 @@ class TrainingCall:
     y: torch.Tensor
     settings: TrainSettings
     device: torch.device
+    loss: BatchLoss | None = None
 
 
 class Stepper(AbstractContextManager, Protocol):
@@ -214,6 +235,7 @@ class PlainSteps(AbstractContextManager):
         self.batch = call.settings.batch_for(int(call.y.shape[0]))
         self.device = call.device
         self.loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+        self.objective = call.loss
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -230,6 +252,9 @@ class PlainSteps(AbstractContextManager):
     ) -> None:
         xb = xb.to(self.device, non_blocking=True)
         yb = yb.to(self.device, non_blocking=True)
+        if self.objective is not None:
+            self._objective_step(xb, yb, proximal, tally)
+            return
         amp = self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = self.model(xb).float()
@@ -243,6 +268,22 @@ class PlainSteps(AbstractContextManager):
         tally.steps += 1
         tally.add(float(loss.detach()), logits, yb)
 
+    def _objective_step(
+        self, xb: torch.Tensor, yb: torch.Tensor, proximal: ProximalTerm | None, tally: Tally
+    ) -> None:
+        """One step on the call's :class:`BatchLoss` (mean of its per-sample losses)."""
+        amp = self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = self.objective(self.model, xb, yb).float()
+        objective = losses.mean()
+        if proximal is not None:
+            objective = objective + proximal.value()
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        tally.steps += 1
+        tally.add_losses(losses)
+
 
 def train_local(
     model: nn.Module,
@@ -253,6 +294,7 @@ def train_local(
     privacy: DPWrapper | None = None,
     global_params: list[torch.Tensor] | None = None,
     device: torch.device | None = None,
+    loss: BatchLoss | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x, y)`` for ``settings.epochs`` epochs.
 
@@ -266,6 +308,9 @@ def train_local(
         The federated parameters received this round, for the FedProx proximal term
         ``mu/2 · ||w − w_global||²`` (used when ``settings.proximal_mu > 0``), in the
         order of the backbone's trainable parameters.
+    loss
+        A per-sample objective (:class:`BatchLoss`) instead of the binary cross-entropy
+        on ``y``; ``y`` then only sets the number of scans and accuracy stays 0.
 
     Returns
     -------
@@ -282,7 +327,7 @@ def train_local(
     gen = torch.Generator().manual_seed(settings.seed)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     proximal = proximal_term(model, settings, global_params, device)
-    call = TrainingCall(model, optimizer, x, y, settings, device)
+    call = TrainingCall(model, optimizer, x, y, settings, device, loss)
     stepper: Stepper = PlainSteps(call) if privacy is None else privacy.stepper(call)
     tally = Tally()
     with stepper:

@@ -8,8 +8,16 @@ every completed round it persists in the run folder
 * ``checkpoints/round-NNN.npz``: the global weights (written by the ServerApp's checkpoint),
 * ``checkpoints/strategy-NNN.npz``: the strategy's server-side state (FedAdam's
   ``current_arrays``, first and second moments ``m_t`` / ``v_t``), when it has any,
-* ``resume.json``: the last completed round, a fingerprint of the run settings that shape
-  the model, and the per-round history so far.
+* ``resume.json``: the last completed round and its *phase*, a fingerprint of the run
+  settings that shape the model, and the per-round history so far.
+
+A run with ``pretrain-rounds`` > 0 has two phases. During self-supervised pretraining
+(:mod:`fedmi.server.federation.pretrain`) the resume point is phase ``pretrain``, its
+weights ``checkpoints/pretrain-NNN.npz`` (the pretraining network's encoder and decoder);
+a restarted coordinator continues pretraining after that round. Once training has
+begun the phase is ``train``: pretraining is complete, its history is kept in
+``resume.json``, and the run continues with the next training round. A resume point
+without a phase (written before pretraining existed) is a ``train`` one.
 
 When the same ``out-dir`` is given again with the same settings, :func:`load_resume_point`
 returns the state after the last completed round and the run continues with the next round
@@ -39,7 +47,9 @@ from fedmi.shared.run_config import RunConfig
 log = logging.getLogger(__name__)
 
 STATE_FILE = "resume.json"
-STATE_VERSION = 1
+STATE_VERSION = 2
+#: the phases a resume point can belong to
+PHASES = ("pretrain", "train")
 #: run-config keys that do not change the model's maths: a restart may change them
 OPERATIONAL_KEYS = frozenset(
     {
@@ -74,6 +84,11 @@ class ResumePoint:
     arrays: ArrayRecord
     strategy_state: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     rounds: dict[int, dict] = field(default_factory=dict)
+    #: ``pretrain``: ``last_round`` is a pretraining round and ``arrays`` the pretraining
+    #: network's; ``train``: a training round (pretraining, if any, is complete)
+    phase: str = "train"
+    #: the pretraining rounds' history so far
+    pretraining: dict[int, dict] = field(default_factory=dict)
 
 
 def config_fingerprint(cfg: RunConfig) -> str:
@@ -118,22 +133,28 @@ def _atomic_bytes(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
-def checkpoint_path(out_dir: Path, server_round: int) -> Path:
-    return out_dir / "checkpoints" / f"round-{server_round:03d}.npz"
+def checkpoint_path(out_dir: Path, server_round: int, phase: str = "train") -> Path:
+    """Where the global weights after ``server_round`` of ``phase`` are kept."""
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    stem = "pretrain" if phase == "pretrain" else "round"
+    return out_dir / "checkpoints" / f"{stem}-{server_round:03d}.npz"
 
 
 def save_resume_point(
     out_dir: Path,
     cfg: RunConfig,
     server_round: int,
-    strategy: Strategy,
+    strategy: Strategy | None,
     history: RunHistory,
+    phase: str = "train",
 ) -> None:
-    """Persist what a restarted coordinator needs after ``server_round`` completed.
+    """Persist what a restarted coordinator needs after ``server_round`` of ``phase``
+    completed (``strategy``: ``None`` in pretraining, which keeps no optimiser state).
 
-    The round's weights must already be in ``checkpoints/round-NNN.npz``.
+    The round's weights must already be in :func:`checkpoint_path` of the round and phase.
     """
-    state = strategy_state(strategy)
+    state = strategy_state(strategy) if strategy is not None else {}
     strategy_file = None
     if state:
         strategy_file = out_dir / "checkpoints" / f"strategy-{server_round:03d}.npz"
@@ -147,11 +168,21 @@ def save_resume_point(
     doc = {
         "version": STATE_VERSION,
         "fingerprint": config_fingerprint(cfg),
+        "phase": phase,
         "last_round": server_round,
         "num_server_rounds": cfg.num_server_rounds,
-        "checkpoint": checkpoint_path(out_dir, server_round).name,
+        "checkpoint": checkpoint_path(out_dir, server_round, phase).name,
         "strategy_state": strategy_file.name if strategy_file else None,
-        "rounds": [history.rounds[r] for r in sorted(history.rounds) if r <= server_round],
+        "rounds": (
+            []
+            if phase == "pretrain"
+            else [history.rounds[r] for r in sorted(history.rounds) if r <= server_round]
+        ),
+        "pretraining": [
+            history.pretraining[r]
+            for r in sorted(history.pretraining)
+            if phase == "train" or r <= server_round
+        ],
         "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     text = json.dumps(doc, indent=1, default=_json_default)
@@ -174,12 +205,16 @@ def load_resume_point(
     out_dir: Path,
     cfg: RunConfig,
     expected_arrays: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
+    *,
+    pretrain_arrays: Mapping[str, tuple[tuple[int, ...], str]] | None = None,
 ) -> ResumePoint | None:
     """The state after the last completed round in ``out_dir``, or ``None`` for a fresh run.
 
     ``expected_arrays`` (name → (shape, dtype) of the model this coordinator builds): the
     checkpoint must hold exactly these, else it was written by another model (e.g. an older
     fedmi whose regional model read other regions) and cannot be continued.
+    ``pretrain_arrays``: the same for a checkpoint of phase ``pretrain`` (the pretraining
+    network's federated weights).
 
     Raises
     ------
@@ -194,6 +229,9 @@ def load_resume_point(
         doc = json.loads(path.read_text())
         last = int(doc["last_round"])
         fingerprint = str(doc["fingerprint"])
+        phase = str(doc.get("phase", "train"))
+        if phase not in PHASES:
+            raise ValueError(phase)
     except (OSError, ValueError, KeyError, TypeError):
         raise ResumeError(
             f"{path} is unreadable: move the run folder aside or choose another out-dir"
@@ -208,6 +246,8 @@ def load_resume_point(
         raise ResumeError(f"{ckpt} is missing: move the run folder aside to start afresh")
     with np.load(ckpt) as data:
         arrays = array_record({k: data[k] for k in data.files})
+    if phase == "pretrain":
+        expected_arrays = pretrain_arrays
     if expected_arrays is not None:
         found = {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()}
         if found != dict(expected_arrays):
@@ -230,4 +270,12 @@ def load_resume_point(
                 attr, _, name = key.partition("/")
                 state.setdefault(attr, {})[name] = data[key]
     rounds = {int(e["round"]): e for e in doc.get("rounds", [])}
-    return ResumePoint(last_round=last, arrays=arrays, strategy_state=state, rounds=rounds)
+    pretraining = {int(e["round"]): e for e in doc.get("pretraining", [])}
+    return ResumePoint(
+        last_round=last,
+        arrays=arrays,
+        strategy_state=state,
+        rounds=rounds,
+        phase=phase,
+        pretraining=pretraining,
+    )

@@ -31,18 +31,20 @@ from fedmi.shared.logs import formatter as log_formatter
 log = logging.getLogger(__name__)
 
 
-def _send(
+def send_round(
     grid: Grid,
     messages: Iterable[Message],
     server_round: int,
     stage: str,
     timeout: float,
     history: RunHistory,
+    missing: list[dict] | None = None,
 ) -> list[Message]:
     """Send one round's instructions; keep only this round's replies, one per site.
 
     Sites that were sent an instruction but gave no reply before ``timeout``, or replied
-    with a Flower error, are recorded in ``history.rounds[r]["missing"]``.
+    with a Flower error, are recorded in ``missing`` (default:
+    ``history.rounds[r]["missing"]``).
     """
     sent = list(messages)
     if not sent:
@@ -68,20 +70,30 @@ def _send(
             continue
         answered.add(node)
         if reply.has_error():
-            _missing(history, server_round, node, stage, f"error: {reply.error.reason[:120]}")
+            reason = f"error: {reply.error.reason[:120]}"
+            _missing(history, server_round, node, stage, reason, missing)
             # kept: the strategy records the failed reply like any other
         kept.append(reply)
     for node in sorted(targets):
         if node not in answered:
-            _missing(history, server_round, node, stage, "no reply before the round timeout")
+            reason = "no reply before the round timeout"
+            _missing(history, server_round, node, stage, reason, missing)
     return kept
 
 
-def _missing(history: RunHistory, server_round: int, node: int, stage: str, reason: str) -> None:
+def _missing(
+    history: RunHistory,
+    server_round: int,
+    node: int,
+    stage: str,
+    reason: str,
+    missing: list[dict] | None = None,
+) -> None:
     site = history.site_name(node)
     log.warning("round %d: %s missing from %s (%s)", server_round, site, stage, reason)
-    entry = history._round(server_round)
-    entry.setdefault("missing", []).append({"site_id": site, "stage": stage, "reason": reason})
+    if missing is None:
+        missing = history._round(server_round).setdefault("missing", [])
+    missing.append({"site_id": site, "stage": stage, "reason": reason})
 
 
 def _error_statuses(history: RunHistory, server_round: int) -> None:
@@ -131,7 +143,7 @@ def run_rounds(
         # a resumed run re-evaluates the last checkpoint: harmless
         ins = replace(train, evaluate_received=True) if fused and r > 1 else train
         msgs = strategy.configure_train(r, arrays, ins.to_record(), grid)
-        replies = _send(grid, msgs, r, "train", timeout, history)
+        replies = send_round(grid, msgs, r, "train", timeout, history)
         if fused and r > 1:
             inner_strategy(strategy).aggregate_received_evaluations(r - 1, replies)  # type: ignore[attr-defined]
         new_arrays, _ = strategy.aggregate_train(r, replies)
@@ -140,7 +152,7 @@ def run_rounds(
             arrays = new_arrays
         if not fused or r == num_rounds:
             msgs = strategy.configure_evaluate(r, arrays, evaluate.to_record(), grid)
-            replies = _send(grid, msgs, r, "evaluate", timeout, history)
+            replies = send_round(grid, msgs, r, "evaluate", timeout, history)
             strategy.aggregate_evaluate(r, replies)
         if on_round is not None:
             on_round(r, arrays)

@@ -4,17 +4,20 @@ Flow of :func:`run_federation`:
 
 1. wait for the expected number of sites, send each a ``query`` and check the replies:
    site pseudonym, role and counts (:mod:`fedmi.server.federation.sites`);
-2. run the method's Flower strategy on the *training* sites only
+2. with ``pretrain-rounds`` > 0, federated self-supervised pretraining of the CNN encoder
+   on the sites' scans without labels (:mod:`fedmi.server.federation.pretrain`); its
+   encoder stages become the classifier's initial weights;
+3. run the method's Flower strategy on the *training* sites only
    (:mod:`fedmi.server.strategy`), with per-round evaluation on their local test splits;
    every round's weights are checkpointed and a restarted coordinator resumes
    (:mod:`fedmi.server.federation.rounds`, :mod:`fedmi.server.federation.resume`);
-3. collect the aggregates the final evaluation needs (pooled embedding moments for
+4. collect the aggregates the final evaluation needs (pooled embedding moments for
    label-free adaptation, the OOD description) and send the final model in an
    evaluation-only round to every site (:mod:`fedmi.server.federation.external`);
-4. where the run builds one, fit the normative model of normal scans from the training
+5. where the run builds one, fit the normative model of normal scans from the training
    sites' statistics and evaluate its anomaly score at the holdout sites
    (:mod:`fedmi.server.federation.normative`);
-5. write the final model, the model card, the signed model package
+6. write the final model, the model card, the signed model package
    (:mod:`fedmi.server.package`) and ``report.json`` to the run folder.
 """
 
@@ -35,6 +38,12 @@ from fedmi.server.federation.external import external_validation
 from fedmi.server.federation.harmonization import collect_feature_reference
 from fedmi.server.federation.normative import collect_normative_model, normative_validation
 from fedmi.server.federation.ood import collect_ood_description
+from fedmi.server.federation.pretrain import (
+    initial_pretrain_arrays,
+    pretrain_nodes,
+    run_pretraining,
+    transfer_pretrained,
+)
 from fedmi.server.federation.rounds import run_rounds
 from fedmi.server.federation.sites import query_sites, wait_for_nodes
 from fedmi.server.history import RunHistory
@@ -159,16 +168,60 @@ def _checkpointer(run: _Run, strategy: Strategy):
     return checkpoint
 
 
-def _train(grid: Grid, run: _Run, train_nodes: list[int], model: torch.nn.Module) -> ArrayRecord:
-    """Every round of the strategy (continuing after a resume point); the final weights."""
+def _pretrain(
+    grid: Grid,
+    run: _Run,
+    train_nodes: list[int],
+    model: torch.nn.Module,
+    initial: ArrayRecord,
+    point: resume.ResumePoint | None,
+) -> None:
+    """The pretraining rounds from ``initial`` (or after a pretraining resume point); the
+    pretrained encoder stages are then copied into ``model`` (in place)."""
     cfg = run.cfg
+    t0 = time.perf_counter()
+    arrays, first = initial, 1
+    if point is not None:
+        arrays, first = point.arrays, point.last_round + 1
+        run.history.pretraining.update(point.pretraining)
+        run.timing["resumed_after_pretraining_round"] = point.last_round
+        log.info("resuming after pretraining round %d of %d", point.last_round, cfg.pretrain_rounds)
+
+    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
+        save_arrays(resume.checkpoint_path(run.out_dir, server_round, "pretrain"), arrays)
+        resume.save_resume_point(
+            run.out_dir, cfg, server_round, None, run.history, phase="pretrain"
+        )
+
+    nodes = pretrain_nodes(run.history, cfg, train_nodes)
+    pretrained = run_pretraining(
+        grid, cfg, run.history, nodes, arrays=arrays, first_round=first, on_round=checkpoint
+    )
+    save_arrays(run.out_dir / "pretrained_model.npz", pretrained)
+    moved = transfer_pretrained(model, pretrained)
+    log.info("pretraining done: %d encoder tensors moved into the classifier", len(moved))
+    run.timing["pretraining_seconds"] = time.perf_counter() - t0
+
+
+def _train(grid: Grid, run: _Run, train_nodes: list[int], model: torch.nn.Module) -> ArrayRecord:
+    """Pretraining when asked, then every round of the strategy (continuing after a resume
+    point of either phase); the final weights."""
+    cfg = run.cfg
+    expected = array_shapes(contract.array_record(federated_state_dict(model)))
+    # the pretraining network's decoder is drawn right after the classifier (seeded)
+    pretrain_initial = initial_pretrain_arrays(model) if cfg.pretrains else None
+    pretrain_shapes = array_shapes(pretrain_initial) if pretrain_initial is not None else None
+    # a restarted coordinator continues after the last completed round of its phase
+    point = resume.load_resume_point(run.out_dir, cfg, expected, pretrain_arrays=pretrain_shapes)
+    if pretrain_initial is not None and (point is None or point.phase == "pretrain"):
+        _pretrain(grid, run, train_nodes, model, pretrain_initial, point)
+        point = None  # training starts at its first round
+    elif point is not None:
+        run.history.pretraining.update(point.pretraining)
     initial = contract.array_record(federated_state_dict(model))
-    expected = array_shapes(initial)
     strategy = make_strategy(
         cfg, train_nodes=train_nodes, history=run.history, expected_arrays=expected
     )
-    # a restarted coordinator continues after the last completed round
-    point = resume.load_resume_point(run.out_dir, cfg, expected)
     start_arrays, first_round = initial, 1
     if point is not None:
         start_arrays, first_round = point.arrays, point.last_round + 1

@@ -20,6 +20,7 @@ from fedmi.server.report.normative import normative_section
 from fedmi.server.report.ood import ood_section
 from fedmi.server.report.operating_point import federated_choice, operating_point_section
 from fedmi.server.report.outcome import run_outcome
+from fedmi.server.report.pretraining import pretraining_section
 from fedmi.server.report.privacy import privacy_section
 from fedmi.server.report.robustness import robustness_section
 from fedmi.server.report.uncertainty import uncertainty_section
@@ -153,6 +154,8 @@ def build_report(
         # issue 16: replies whose claimed site id contradicts the node's registered identity
         "identity_refusals": history.identity_refusals,
         "privacy": privacy_section(cfg, history),
+        # issue 22: federated self-supervised pretraining (None when the run did none)
+        "pretraining": pretraining_section(cfg, history),
         "robustness": robustness_section(cfg, history),
         # issue 8: MC-dropout uncertainty, OOD detection, MCI conversion biomarker
         "uncertainty": uncertainty_section(history),

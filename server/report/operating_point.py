@@ -36,16 +36,25 @@ from fedmi.shared.run_config import RunConfig
 log = logging.getLogger(__name__)
 
 CHOSEN_ON = "training sites' test splits (final evaluation), pooled score histograms"
+#: the DP noisy histograms of training sites below their min cell count count in the pooled
+#: choice (``pooled_only_sites``) and nowhere else
 
 
-def _histograms(history: RunHistory) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
-    """site → (role, hist-pos, hist-neg) of every final reply whose histograms are usable."""
+def _histograms(
+    history: RunHistory, prefix: str = ""
+) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """site → (role, hist-pos, hist-neg) of every final reply whose histograms are usable.
+
+    ``prefix="pool-"``: the noisy histograms a DP site below its min cell count sent for
+    the pooled choice only (``pool-hist-pos`` / ``pool-hist-neg``).
+    """
     out = {}
+    pos, neg = f"{prefix}hist-pos", f"{prefix}hist-neg"
     for name, raw in sorted(history.final_raw.items()):
-        if "hist-pos" not in raw:
+        if pos not in raw:
             continue
         try:
-            hp, hn = check_histograms(raw["hist-pos"], raw["hist-neg"])
+            hp, hn = check_histograms(raw[pos], raw[neg])
         except (KeyError, ValueError) as exc:  # ingress checked them; belt and braces
             log.warning("operating point: %s's histograms left out: %s", name, exc)
             continue
@@ -60,7 +69,8 @@ def federated_choice(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     training sites released no usable histograms of both classes.
     """
     hists = _histograms(history)
-    train = {k: v for k, v in hists.items() if v[0] == "train"}
+    pool_only = {k: v for k, v in _histograms(history, "pool-").items() if k not in hists}
+    train = {k: v for k, v in (hists | pool_only).items() if v[0] == "train"}
     target = cfg.operating_point_target if cfg.operating_point != "youden" else None
     if train:
         hp = np.sum([v[1] for v in train.values()], axis=0)
@@ -75,6 +85,7 @@ def federated_choice(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
                 "chosen_on": {
                     "what": CHOSEN_ON,
                     "sites": sorted(train),
+                    "pooled_only_sites": sorted(k for k in train if k in pool_only),
                     "n_positive": int(hp.sum()),
                     "n_negative": int(hn.sum()),
                     "bin_width": 1.0 / hp.size,

@@ -84,19 +84,36 @@ def _central(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
 def privacy_section(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     """Per training site: DP on/off, ε spent (cumulative, the site's dataset across runs),
     its budget, δ, σ, q, DP-SGD steps this run, clipping norm, last status and the rounds
-    it refused (``budget-exhausted``, ``ledger-error``); plus central DP when used."""
+    it refused (``budget-exhausted``, ``ledger-error``); plus central DP when used, and
+    the same rows for the pretraining rounds (``pretraining``) when the run pretrained."""
     sites: dict[str, dict[str, object]] = {}
     for r in sorted(history.rounds):
         for name, entry in history.rounds[r].get("train", {}).items():
             _record(sites.setdefault(name, _new_row(name)), r, entry)
     for row in sites.values():
         _finish(row)
-    return {
+    out: dict[str, object] = {
         "level": "sample (DP-SGD at each site, each site's own budget)",
         "per_site": [sites[k] for k in sorted(sites)],
         "releases": releases_section(history),
         "central": _central(cfg, history),
     }
+    if history.pretraining:
+        out["pretraining"] = _pretraining_rows(history)
+    return out
+
+
+def _pretraining_rows(history: RunHistory) -> list[dict[str, object]]:
+    """Per site: the DP-SGD spend of its pretraining rounds (ledger kind ``train.pretrain``),
+    as the training rows: ε after its last pretraining round, σ, q, steps, refusals."""
+    sites: dict[str, dict[str, object]] = {}
+    for r in sorted(history.pretraining):
+        for name, entry in history.pretraining[r].get("sites", {}).items():
+            _record(sites.setdefault(name, _new_row(name)), r, entry)
+    for row in sites.values():
+        _finish(row)
+        row["rounds_pretrained"] = row.pop("rounds_trained")
+    return [sites[k] for k in sorted(sites)]
 
 
 def releases_section(history: RunHistory) -> list[dict[str, object]]:

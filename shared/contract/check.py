@@ -28,6 +28,7 @@ from fedmi.shared.contract.records import (
     OOD_CLASSES,
     OOD_FEATURE_DIM_MAX,
     OOD_STATS,
+    PRETRAIN,
     REPLY_RECORDS,
     SITE,
     SITE_FIELDS,
@@ -100,8 +101,8 @@ def check_reply(
     content
         The reply's RecordDict.
     expected_arrays
-        For train replies: name → (shape, dtype string) of every federated array. When
-        given, names, shapes and dtypes must match exactly.
+        For train and ``train.pretrain`` replies: name → (shape, dtype string) of every
+        federated array. When given, names, shapes and dtypes must match exactly.
 
     Returns
     -------
@@ -120,7 +121,7 @@ def check_reply(
     if inventory is not None and _record_kind(inventory) == "config":
         problems.extend(check_inventory(inventory))  # type: ignore[arg-type]
     problems.extend(_reply_metric_problems(message_type, base, content))
-    if base == TRAIN and status == "ok":
+    if base in (TRAIN, PRETRAIN) and status == "ok":
         problems.extend(_train_array_problems(content.get(ARRAYS), expected_arrays))
     return problems
 

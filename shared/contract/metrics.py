@@ -28,6 +28,7 @@ from fedmi.shared.contract.records import (
     OOD_BINS,
     OOD_CLASSES,
     OOD_STATS,
+    PRETRAIN,
     QUERY,
     REFERRAL_RATES,
     SUVR_BINS,
@@ -102,12 +103,42 @@ TRAIN_METRICS: dict[str, MetricSpec] = {
     "max-grad-norm": _NONNEG,  # per-sample clipping norm
 }
 
+#: ``train.pretrain`` replies: the masked-image pretraining round's counts, its mean
+#: reconstruction loss (sent only without DP, like ``train-loss``) and, under DP-SGD,
+#: the same privacy metrics as a train reply.
+PRETRAIN_METRICS: dict[str, MetricSpec] = {
+    "num-examples": _COUNT,
+    "pretrain-loss": _NONNEG,
+    "local-epochs": TRAIN_METRICS["local-epochs"],
+    "local-steps": TRAIN_METRICS["local-steps"],
+    "compute-seconds": _NONNEG,
+    "site-seconds": _NONNEG,
+    **{
+        k: TRAIN_METRICS[k]
+        for k in (
+            "epsilon",
+            "epsilon-budget",
+            "delta",
+            "noise-multiplier",
+            "sample-rate",
+            "dp-steps",
+            "max-grad-norm",
+        )
+    },
+}
+
 EVAL_METRICS: dict[str, MetricSpec] = {
     "num-examples": _COUNT,
     "num-positive": _COUNT,
     "loss-sum": _NONNEG,
     "hist-pos": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
     "hist-neg": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    # under DP, a site whose (noisy) class count is below its min cell count sends its noisy
+    # histograms under these names instead: summed with the other training sites' for the
+    # federation's operating point, never reported as the site's own figures. Same
+    # mechanism and charge as hist-pos/hist-neg (charged when the release opened).
+    "pool-hist-pos": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
+    "pool-hist-neg": MetricSpec("int-list", 0, MAX_EXAMPLES, HIST_BINS),
     "tp": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
     "fp": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
     "tn": MetricSpec("int-list", 0, MAX_EXAMPLES, _NT),
@@ -253,6 +284,7 @@ NORMATIVE_EVAL_METRICS: dict[str, MetricSpec] = {
 #: Per message type: the metrics of its reply's MetricRecord.
 REPLY_METRICS: dict[str, dict[str, MetricSpec]] = {
     TRAIN: TRAIN_METRICS,
+    PRETRAIN: PRETRAIN_METRICS,
     EVALUATE: EVAL_METRICS,
     EXTERNAL: EXTERNAL_METRICS,
     QUERY: QUERY_METRICS,

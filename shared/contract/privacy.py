@@ -8,6 +8,8 @@ message type        releases                                          mechanism
 ==================  ================================================  =======================
 ``train``           federated weights                                 DP-SGD (Opacus), each
                                                                       step charged
+``train.pretrain``  federated encoder and decoder weights after       DP-SGD (Opacus), each
+                    masked-image pretraining (no labels)              step charged
 ``query``           labelled positives; scans per tracer/scanner     Gaussian on counts
 ``evaluate``        score histograms per class, the Mann–Whitney     Gaussian on counts and
 ``evaluate.         AUC (and, external, MC-dropout calibration,       on the AUC (sensitivity
@@ -49,6 +51,7 @@ from fedmi.shared.contract.records import (
     NORMATIVE_EVAL,
     NORMATIVE_STATS,
     OOD_STATS,
+    PRETRAIN,
     QUERY,
     TRAIN,
 )
@@ -68,6 +71,11 @@ PRIVACY_CLASSES: dict[str, PrivacyClass] = {
     c.message_type: c
     for c in (
         PrivacyClass(TRAIN, "federated weights", "DP-SGD (Poisson sampling, clipping, noise)"),
+        PrivacyClass(
+            PRETRAIN,
+            "federated encoder and decoder weights (masked-image pretraining)",
+            "DP-SGD (Poisson sampling, clipping, noise)",
+        ),
         PrivacyClass(QUERY, "positives; scans per tracer, manufacturer, model", "Gaussian"),
         PrivacyClass(EVALUATE, "score histograms, AUC", "Gaussian"),
         PrivacyClass(
@@ -83,6 +91,16 @@ PRIVACY_CLASSES: dict[str, PrivacyClass] = {
         ),
     )
 }
+
+#: Ledger kinds charged as DP-SGD steps ``(σ, q, steps)`` — not statistic releases: they are
+#: planned per run from the budget (``client/privacy/rounds.py``) and never count towards
+#: the release policy or the release ρ (:mod:`fedmi.client.privacy.release`).
+DP_SGD_KINDS: frozenset[str] = frozenset({TRAIN, PRETRAIN})
+
+#: Default share of a site's ε that its pretraining may bring the ledger to: a pretraining
+#: call is planned so that the ledger's composed ε stays within ``share × ε`` after it,
+#: which keeps the rest for fine-tuning and the run's statistic releases.
+PRETRAIN_BUDGET_SHARE = 0.3
 
 #: How a site with DP on divides the part of its budget kept for releases (zCDP ρ) among
 #: the release kinds of one run (each kind's share is spread over its per-run cap).

@@ -21,6 +21,11 @@ EVALUATION = "evaluation"
 
 # --- message types ---------------------------------------------------------------------------
 TRAIN = "train"
+#: Self-supervised pretraining round (masked-image modelling, :mod:`fedmi.shared.pretraining`):
+#: a train handler routed by message type ``train.pretrain``; the reply carries the federated
+#: encoder-and-decoder weights after DP-SGD, like ``train`` (records: :data:`REPLY_RECORDS`;
+#: metrics: :data:`fedmi.shared.contract.metrics.PRETRAIN_METRICS`).
+PRETRAIN = "train.pretrain"
 EVALUATE = "evaluate"
 EXTERNAL = "evaluate.external"  #: evaluation-only round after training
 #: ``fedmi`` method only: embedding moments of the final model at a training site
@@ -154,6 +159,7 @@ SITE_FIELDS: dict[str, tuple[str, ...] | None] = {
 #: MetricRecord: :data:`fedmi.shared.contract.metrics.REPLY_METRICS`).
 REPLY_RECORDS: dict[str, dict[str, str]] = {
     TRAIN: {ARRAYS: "array", METRICS: "metric", SITE: "config", EVALUATION: "metric"},
+    PRETRAIN: {ARRAYS: "array", METRICS: "metric", SITE: "config"},
     EVALUATE: {METRICS: "metric", SITE: "config"},
     EXTERNAL: {METRICS: "metric", SITE: "config"},
     QUERY: {METRICS: "metric", SITE: "config", INVENTORY: "config"},

@@ -97,3 +97,61 @@ def test_strategy_keeps_model_when_too_few_valid_updates(flower_identity):
     )
     arrays, metrics = strategy.aggregate_train(1, [_reply(flower_identity, 1, GOOD)])
     assert arrays is None and metrics is None
+
+
+def _pretrain_reply(flower_identity, arrays: dict, metrics: dict) -> Message:
+    flower_identity.node_id = 0
+    instr = Message(content=RecordDict(), dst_node_id=9, message_type=contract.PRETRAIN)
+    content = RecordDict(
+        {
+            contract.ARRAYS: contract.array_record(arrays),
+            contract.METRICS: MetricRecord(metrics),
+            contract.SITE: ConfigRecord({"site-id": "site-c", "role": "holdout", "status": "ok"}),
+        }
+    )
+    return Message(content, reply_to=instr)
+
+
+PRETRAIN_EXPECTED = {
+    "encoder.stages.0.w": ((2, 2), "float32"),
+    "decoder.out.w": ((3,), "float32"),
+}
+GOOD_PRETRAIN = {"encoder.stages.0.w": GOOD, "decoder.out.w": np.zeros(3, np.float32)}
+
+
+@pytest.mark.parametrize(
+    ("arrays", "metrics", "needle"),
+    [
+        # an undeclared metric: a per-scan loss list, a label count
+        (GOOD_PRETRAIN, {"num-examples": 5, "scan-losses": [0.1, 0.2]}, "'scan-losses' is not"),
+        (GOOD_PRETRAIN, {"num-examples": 5, "num-positive": 2}, "'num-positive' is not"),
+        # train-only metrics are not pretraining's
+        (GOOD_PRETRAIN, {"num-examples": 5, "train-accuracy": 0.9}, "'train-accuracy' is not"),
+        # wrong-shaped, extra, non-finite or missing arrays
+        ({**GOOD_PRETRAIN, "decoder.out.w": np.zeros(4, np.float32)}, {"num-examples": 5}, "shape"),
+        ({**GOOD_PRETRAIN, "head.w": np.zeros(2, np.float32)}, {"num-examples": 5}, "undeclared"),
+        (
+            {**GOOD_PRETRAIN, "decoder.out.w": np.array([0, np.nan, 0], np.float32)},
+            {"num-examples": 5},
+            "non-finite",
+        ),
+        ({"encoder.stages.0.w": GOOD}, {"num-examples": 5}, "arrays missing"),
+        (GOOD_PRETRAIN, {"num-examples": 0}, "at least 1 for a train.pretrain reply"),
+    ],
+)
+def test_a_crafted_pretrain_reply_is_refused_at_ingress(flower_identity, arrays, metrics, needle):
+    msg = _pretrain_reply(flower_identity, arrays, metrics)
+    verdict = check_inbound(contract.PRETRAIN, msg, PRETRAIN_EXPECTED)
+    assert not verdict.accepted
+    assert any(needle in p for p in verdict.problems), verdict.problems
+
+
+def test_a_declared_pretrain_reply_is_accepted(flower_identity):
+    metrics = {"num-examples": 5, "pretrain-loss": 0.8, "local-steps": 2, "epsilon": 1.5}
+    msg = _pretrain_reply(flower_identity, GOOD_PRETRAIN, metrics)
+    verdict = check_inbound(contract.PRETRAIN, msg, PRETRAIN_EXPECTED)
+    assert verdict.accepted, verdict.problems
+    # a pretrain reply cannot carry a train reply's evaluation record either
+    msg.content[contract.EVALUATION] = MetricRecord({"num-examples": 1})
+    verdict = check_inbound(contract.PRETRAIN, msg, PRETRAIN_EXPECTED)
+    assert any("'evaluation' is not declared" in p for p in verdict.problems)

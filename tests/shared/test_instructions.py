@@ -21,6 +21,7 @@ from fedmi.shared.instructions import (
     NormativeEvaluation,
     NormativeQuery,
     OodQuery,
+    PretrainInstruction,
     QueryInstruction,
     TrainInstruction,
     replace,
@@ -73,6 +74,17 @@ def _every_field() -> list:
             normative_model=_normative_json(True),
             normative_reference=_normative_json(False),
             threshold=0.3,
+        ),
+        PretrainInstruction(
+            **COMMON,
+            local_epochs=2,
+            batch_size=6,
+            learning_rate=0.002,
+            optimizer="sgd",
+            augment=False,
+            mask_ratio=0.75,
+            num_pretrain_rounds=4,
+            server_round=2,
         ),
     ]
 
@@ -215,7 +227,7 @@ def test_a_bad_normative_query_is_refused_with_its_key(record, message):
 
 
 def test_a_malformed_normative_model_is_refused_before_any_scoring():
-    good = dict(_every_field()[-1].to_record())
+    good = dict(next(i for i in _every_field() if isinstance(i, NormativeEvaluation)).to_record())
     for key, value, message in (
         ("normative-model", "not json", "normative-model: normative model is not JSON"),
         ("normative-reference", "{}", "normative-reference: normative model keys"),
@@ -223,3 +235,33 @@ def test_a_malformed_normative_model_is_refused_before_any_scoring():
     ):
         with pytest.raises(InstructionError, match=message):
             NormativeEvaluation.from_record(ConfigRecord({**good, key: value}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mask-ratio": 1.0}, "mask-ratio=1.0 must lie in"),
+        ({"mask-ratio": "most"}, "mask-ratio must be a finite number"),
+        ({"num-pretrain-rounds": 0}, "num-pretrain-rounds=0 must be at least 1"),
+        ({"server-round": 0}, "server-round=0 must be at least 1"),
+        ({"model": "regional"}, "pretraining needs 'cnn'"),
+        ({"label-column": "dx"}, "undeclared key"),
+    ],
+)
+def test_a_bad_pretrain_instruction_is_refused_with_its_key(change, message):
+    record = dict(PretrainInstruction(model="cnn").to_record())
+    record.update(change)
+    with pytest.raises(InstructionError, match=message):
+        PretrainInstruction.from_record(ConfigRecord(record))
+
+
+def test_the_run_config_decides_the_pretrain_instruction():
+    cfg = RunConfig(
+        model="cnn", seed=3, pretrain_rounds=5, pretrain_epochs=2, pretrain_mask_ratio=0.5
+    )
+    ins = PretrainInstruction.from_run_config(cfg, server_round=4)
+    assert (ins.local_epochs, ins.mask_ratio, ins.num_pretrain_rounds) == (2, 0.5, 5)
+    assert (ins.batch_size, ins.optimizer, ins.server_round, ins.seed) == (16, "adamw", 4, 3)
+    # its stream differs from every training round's
+    train_seeds = {round_seed(3, r) for r in range(0, 1000)}
+    assert ins.round_seed not in train_seeds

@@ -175,6 +175,7 @@ def section_privacy(report: dict) -> str:
         return (
             '<h2 id="privacy">Privacy</h2>'
             '<p class="muted">No differential-privacy accounting in this run.</p>'
+            + _pretraining_line(report)
         )
     body = "".join(
         f"<tr><td class='l'>{esc(r['site_id'])}</td><td class='l'>{esc(r['dp'])}</td>"
@@ -184,7 +185,7 @@ def section_privacy(report: dict) -> str:
         for r in rows
     )
     central = privacy.get("central") or {}
-    central_line = (
+    central_line = _pretraining_line(report) + (
         f"<p>Central (client-level) DP: ε {fmt_num(central.get('epsilon'), 2)} at δ "
         f"{fmt_sci(central.get('delta'))} over {central.get('released_rounds')} released rounds "
         f"(σ {fmt_num(central.get('noise_multiplier'), 2)}).</p>"
@@ -202,6 +203,26 @@ def section_privacy(report: dict) -> str:
         "statistic releases, across runs, from its own ledger), of the budget the site set; "
         "releases: evaluation statistics released under DP this run, by kind; refused: "
         "rounds or releases the site declined (its budget or its query policy).</p>"
+    )
+
+
+def _pretraining_line(report: dict) -> str:
+    """One line on the run's self-supervised pretraining, naming the holdouts whose
+    unlabelled scans it used ("" when the run did not pretrain)."""
+    pre = report.get("pretraining")
+    if not pre:
+        return ""
+    sites = [r for r in pre.get("per_site") or [] if r.get("rounds_pretrained")]
+    holdouts = pre.get("holdouts_contributed") or []
+    if not pre.get("holdouts_enabled"):
+        who = "holdout sites did not take part (pretrain-holdouts off)"
+    elif holdouts:
+        who = "holdouts that contributed unlabelled scans: " + ", ".join(esc(h) for h in holdouts)
+    else:
+        who = "no holdout contributed unlabelled scans"
+    return (
+        f"<p>Self-supervised pretraining: {pre.get('completed_rounds')} of {pre.get('rounds')} "
+        f"round(s), {len(sites)} site(s) pretrained on scans without labels; {who}.</p>"
     )
 
 

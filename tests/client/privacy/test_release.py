@@ -81,6 +81,27 @@ def test_without_noise_the_release_is_the_decile_statistics():
     assert sum(deciles) == 30 and stats["num-positive"] == 30
 
 
+def test_a_class_below_k_sends_its_noisy_histograms_for_the_pooled_choice_only():
+    """Status suppressed: no hist-pos/hist-neg (nothing of the site is reported), but the
+    same, already charged, noisy deciles as pool-hist-* for the federation's threshold."""
+    s, y = _scores(np.random.default_rng(4), 6, 30)
+    stats, status = private_evaluation(s, y, Release(EXACT, 0.0), 10)
+    assert status == "suppressed"
+    assert "hist-pos" not in stats and "auc-exact" not in stats and "tp" not in stats
+    reply = RecordDict(
+        {
+            contract.METRICS: MetricRecord(stats),  # type: ignore[arg-type]
+            contract.SITE: ConfigRecord({"site-id": "s", "role": "train", "status": status}),
+        }
+    )
+    assert contract.check_reply(contract.EXTERNAL, reply) == []
+    assert sum(stats["pool-hist-pos"]) == 6 and sum(stats["pool-hist-neg"]) == 30
+    exact = sufficient_statistics(s, y)
+    for mine, full in (("pool-hist-pos", "hist-pos"), ("pool-hist-neg", "hist-neg")):
+        deciles = [sum(stats[mine][i : i + 10]) for i in range(0, 100, 10)]
+        assert deciles == [sum(exact[full][i : i + 10]) for i in range(0, 100, 10)]
+
+
 def test_the_interval_includes_the_noise():
     """Over many draws the released interval covers the exact AUC about as often as it says."""
     rng = np.random.default_rng(3)

@@ -45,6 +45,8 @@ class FakeGrid:
         self.timeouts: dict[str, float] = {}
         self.silent = silent_in_validation
         self.small = small_site
+        #: the coordinator "dies" when this pretraining round is sent (resume tests)
+        self.crash_in_pretrain_round: int | None = None
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.sites)
@@ -53,6 +55,10 @@ class FakeGrid:
         replies = []
         for msg in messages:
             node, mtype = msg.metadata.dst_node_id, msg.metadata.message_type
+            if mtype == contract.PRETRAIN and self.crash_in_pretrain_round == int(
+                msg.content[contract.CONFIG]["server-round"]
+            ):
+                raise KeyboardInterrupt  # the coordinator is killed mid-pretraining
             self.sent.append((mtype, node))
             self.timeouts[mtype] = timeout  # type: ignore[assignment]
             if mtype == contract.EXTERNAL and (node == self.silent or node in self.silent_sites):
@@ -97,6 +103,8 @@ class FakeGrid:
                     ),
                 }
             )
+        elif mtype == contract.PRETRAIN:
+            out = self._pretrain_answer(node, role, content)
         else:
             rng = np.random.default_rng(node)
             n = 8 if node == self.small else 60
@@ -109,6 +117,34 @@ class FakeGrid:
         )
         assert contract.check_reply(mtype, out) == [], mtype
         return out
+
+    @staticmethod
+    def _pretrain_answer(node: int, role: str, content: RecordDict) -> RecordDict:
+        """A deterministic pretraining reply: ``w + 0.01·node·round`` for every array, a
+        training site on 45 scans (train split and archive), a holdout on its 6 archive
+        scans, with the DP metrics of a charged round."""
+        r = int(content[contract.CONFIG]["server-round"])
+        arrays = {
+            k: (v.numpy() + np.float32(0.01 * node * r)).astype(v.numpy().dtype)
+            for k, v in content[contract.ARRAYS].items()
+        }
+        metrics = {
+            "num-examples": 45 if role == "train" else 6,
+            "local-steps": 3,
+            "epsilon": 0.5 * r,
+            "epsilon-budget": 8.0,
+            "delta": 1e-5,
+            "noise-multiplier": 1.1,
+            "sample-rate": 0.3,
+            "dp-steps": 3,
+            "max-grad-norm": 1.0,
+        }
+        return RecordDict(
+            {
+                contract.ARRAYS: contract.array_record(arrays),
+                contract.METRICS: MetricRecord(metrics),
+            }
+        )
 
 
 @pytest.fixture

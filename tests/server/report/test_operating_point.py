@@ -23,15 +23,19 @@ def _hist(cells: dict[int, int]) -> list[int]:
     return h
 
 
-def _reply(node: int, site: str, role: str, hp: list, hn: list) -> Message:
+def _reply(node: int, site: str, role: str, hp: list, hn: list, pool: bool = False) -> Message:
+    """An ``evaluate.external`` reply; ``pool``: a DP site below its min cell count, whose
+    noisy histograms come as ``pool-hist-*`` with status ``suppressed``."""
     instr = Message(content=RecordDict(), dst_node_id=node, message_type=contract.EXTERNAL)
+    prefix = "pool-" if pool else ""
     metrics = {
         "num-examples": int(sum(hp) + sum(hn)) if all(v >= 0 for v in hp + hn) else 10,
         "num-positive": 5,
-        "hist-pos": hp,
-        "hist-neg": hn,
+        f"{prefix}hist-pos": hp,
+        f"{prefix}hist-neg": hn,
     }
-    if len(hp) == BINS and len(hn) == BINS:  # the confusion counts a site derives
+    status = "suppressed" if pool else "ok"
+    if not pool and len(hp) == BINS and len(hn) == BINS:  # the confusion counts a site derives
         cuts = [round(t * BINS) for t in contract.THRESHOLDS]
         metrics["tp"] = [sum(hp[c:]) for c in cuts]
         metrics["fp"] = [sum(hn[c:]) for c in cuts]
@@ -40,19 +44,22 @@ def _reply(node: int, site: str, role: str, hp: list, hn: list) -> Message:
     content = RecordDict(
         {
             contract.METRICS: MetricRecord(metrics),
-            contract.SITE: ConfigRecord({"site-id": site, "role": role, "status": "ok"}),
+            contract.SITE: ConfigRecord({"site-id": site, "role": role, "status": status}),
         }
     )
     return Message(content, reply_to=instr)
 
 
-def _history(flower_identity, replies: list[tuple[str, str, list, list]]) -> RunHistory:
+def _history(
+    flower_identity, replies: list[tuple[str, str, list, list]], pool: tuple[str, ...] = ()
+) -> RunHistory:
     history = RunHistory()
     answered: set[int] = set()
     for node, (site, role, hp, hn) in enumerate(replies, start=1):
         history.sites[node] = SiteInfo(node, site, role, "ok", num_examples=40)
         flower_identity.node_id = 0
-        _record_reply(_reply(node, site, role, hp, hn), history, answered, 100_000)
+        reply = _reply(node, site, role, hp, hn, pool=site in pool)
+        _record_reply(reply, history, answered, 100_000)
     return history
 
 
@@ -122,6 +129,32 @@ def test_a_forged_training_histogram_is_refused_at_ingress(flower_identity, hp, 
     card = federated_choice(RunConfig(), history)
     assert card["chosen_on"]["sites"] == ["train-a", "train-b"]
     assert card["threshold"] == pytest.approx(0.33)
+
+
+def test_dp_sites_below_k_count_in_the_pooled_choice_only(flower_identity):
+    """Under DP a training site below its min cell count sends its noisy histograms as
+    pool-hist-*: they enter the pooled threshold (the same one as if sent in full) and
+    nothing of that site is reported from them."""
+    history = _history(flower_identity, GOOD, pool=("train-b",))
+    assert not history.missing_final
+    card = federated_choice(RunConfig(), history)
+    assert card["threshold"] == pytest.approx(0.33)  # the sum is the same as with GOOD
+    assert card["chosen_on"]["sites"] == ["train-a", "train-b"]
+    assert card["chosen_on"]["pooled_only_sites"] == ["train-b"]
+    assert card["chosen_on"]["n_positive"] == 20 and card["chosen_on"]["n_negative"] == 20
+    section = operating_point_section(RunConfig(), history)
+    assert {s["site_id"] for s in section["per_site"]} == {"train-a", "hold-c"}
+    assert section["pooled"]["train"]["sensitivity"]["n"] == 10  # train-a's alone
+    # all training sites pooled-only: still a choice, not the fixed fallback
+    only = _history(flower_identity, GOOD, pool=("train-a", "train-b"))
+    assert federated_choice(RunConfig(), only)["threshold"] == pytest.approx(0.33)
+
+
+def test_a_forged_pooled_only_histogram_is_refused_at_ingress(flower_identity):
+    forged = [("train-x", "train", _hist({62: 500}), _hist({25: -490}))]
+    history = _history(flower_identity, GOOD + forged, pool=("train-x",))
+    assert any(m["site_id"] == "train-x" for m in history.missing_final)
+    assert federated_choice(RunConfig(), history)["chosen_on"]["pooled_only_sites"] == []
 
 
 def test_no_training_histograms_falls_back_to_fixed(flower_identity):
