@@ -22,11 +22,14 @@ def site_record(site: SiteSettings, task: str, status: str) -> ConfigRecord:
     )
 
 
-def status_reply(site: SiteSettings, task: str, status: str) -> RecordDict:
-    """A reply that carries a status and no statistics (``num-examples`` 0)."""
+def status_reply(
+    site: SiteSettings, task: str, status: str, metrics: dict[str, float | int] | None = None
+) -> RecordDict:
+    """A reply that carries a status and no statistics (``num-examples`` 0), and
+    ``metrics`` (a DP refusal's privacy metrics: the ε the site has spent)."""
     return RecordDict(
         {
-            contract.METRICS: MetricRecord({"num-examples": 0}),
+            contract.METRICS: MetricRecord({"num-examples": 0, **(metrics or {})}),
             contract.SITE: site_record(site, task, status),
         }
     )

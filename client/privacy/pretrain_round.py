@@ -22,16 +22,16 @@ from dataclasses import dataclass
 
 import torch
 
-from fedmi.client.privacy.accounting import BudgetExhausted, calibrate_noise, epsilon_of
+from fedmi.client.privacy.accounting import BudgetExhausted, epsilon_of
 from fedmi.client.privacy.dp_sgd import DPSGD, poisson_plan
 from fedmi.client.privacy.ledger import LedgerError, PrivacyLedger
-from fedmi.client.privacy.rounds import privacy_metrics
+from fedmi.client.privacy.rounds import charge_steps, plan_sigma, privacy_metrics
 from fedmi.client.privacy.settings import PrivacySettings
+from fedmi.client.site.config import DEFAULT_PRETRAIN_SHARE
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import TrainSettings
 from fedmi.client.training.pretrain import MaskingSettings, PretrainResult, pretrain_local
 from fedmi.shared.contract import PRETRAIN
-from fedmi.shared.contract.privacy import PRETRAIN_BUDGET_SHARE
 from fedmi.shared.pretraining import PretrainNet
 
 log = logging.getLogger(__name__)
@@ -63,62 +63,6 @@ def _check_args(share: float, server_round: int, planned_rounds: int, run_id: st
             raise ValueError(f"{name} must be an int ≥ 1, got {value!r}")
 
 
-def _pretrain_sigma(
-    ledger: PrivacyLedger,
-    settings: PrivacySettings,
-    *,
-    run_id: str,
-    sample_rate: float,
-    steps: int,
-    rounds_left: int,
-    target: float,
-) -> float:
-    """The run's pretraining σ: the kept plan, or a new one calibrated to ``target`` ε.
-
-    Raises
-    ------
-    BudgetExhausted
-        When no σ fits the rounds left under ``target``.
-    """
-    key = plan_key(run_id)
-    wanted = {
-        "sample_rate": sample_rate,
-        "steps_per_round": steps,
-        "max_grad_norm": settings.max_grad_norm,
-        "delta": settings.delta,
-        "epsilon_budget": settings.epsilon,
-        "epsilon_target": target,
-        "accountant": settings.accountant,
-    }
-    plan = ledger.run_plan(key)
-    if plan is not None and all(plan.get(k) == v for k, v in wanted.items()):
-        return float(plan["noise_multiplier"])
-    sigma = calibrate_noise(
-        epsilon=target,
-        delta=settings.delta,
-        sample_rate=sample_rate,
-        steps=steps * rounds_left,
-        prior=ledger.history(),
-        accountant=settings.accountant,
-    )
-    ledger.set_run_plan(
-        key, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
-    )
-    log.info(
-        "DP pretraining planned: σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g "
-        "(%g of the budget %g) at δ %g",
-        sigma,
-        sample_rate,
-        steps * rounds_left,
-        rounds_left,
-        target,
-        target / settings.epsilon,
-        settings.epsilon,
-        settings.delta,
-    )
-    return sigma
-
-
 def _charge_pretraining(
     ledger: PrivacyLedger,
     settings: PrivacySettings,
@@ -138,40 +82,27 @@ def _charge_pretraining(
     q, per_epoch = poisson_plan(n, train.batch_for(n))
     steps = per_epoch * train.epochs
     try:
-        sigma = _pretrain_sigma(
+        sigma = plan_sigma(
             ledger,
             settings,
             run_id=run_id,
             sample_rate=q,
             steps=steps,
             rounds_left=max(1, planned_rounds - server_round + 1),
+            history=history,
+            spent=spent,
+            plan_key=plan_key(run_id),
             target=target,
         )
     except BudgetExhausted as exc:
         log.warning("pretraining budget exhausted, refusing to pretrain: %s", exc)
         return PrivatePretraining("budget-exhausted", None, privacy_metrics(settings, spent))
     after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
-    if after > target * (1 + 1e-9):
-        log.warning(
-            "pretraining round %d would spend ε to %.3f, over its share %g of the budget %g: "
-            "refusing to pretrain",
-            server_round,
-            after,
-            share,
-            settings.epsilon,
-        )
-        return PrivatePretraining("budget-exhausted", None, privacy_metrics(settings, spent))
-    ledger.charge(
-        run_id=run_id,
-        server_round=server_round,
-        noise_multiplier=sigma,
-        sample_rate=q,
-        steps=steps,
-        max_grad_norm=settings.max_grad_norm,
-        delta=settings.delta,
-        epsilon=after,
-        kind=PRETRAIN,
+    charged = charge_steps(
+        ledger, settings, run_id, server_round, sigma, q, steps, after, limit=target, kind=PRETRAIN
     )
+    if not charged:
+        return PrivatePretraining("budget-exhausted", None, privacy_metrics(settings, spent))
     return sigma, q, steps, after
 
 
@@ -185,7 +116,7 @@ def private_pretraining(
     run_id: str,
     server_round: int,
     planned_rounds: int,
-    share: float = PRETRAIN_BUDGET_SHARE,
+    share: float = DEFAULT_PRETRAIN_SHARE,
     masking: MaskingSettings | None = None,
     device: torch.device | None = None,
 ) -> PrivatePretraining:
@@ -201,7 +132,7 @@ def private_pretraining(
         The run, this round (1-based) and the run's planned pretraining rounds.
     share
         Share of the site's ε that the ledger may reach after pretraining, in ``(0, 1]``
-        (default :data:`~fedmi.shared.contract.privacy.PRETRAIN_BUDGET_SHARE`; the site's,
+        (default: site.toml ``[privacy] pretrain-share``'s, :data:`~fedmi.client.site.config.DEFAULT_PRETRAIN_SHARE`; the site's,
         never the server's, to choose).
 
     Returns

@@ -20,6 +20,7 @@ from fedmi.client.privacy.release import reserved_releases
 from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import TrainResult, TrainSettings, train_local
+from fedmi.shared.contract import TRAIN
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def privacy_metrics(
     }
 
 
-def _run_sigma(
+def plan_sigma(
     ledger: PrivacyLedger,
     settings: PrivacySettings,
     *,
@@ -65,6 +66,8 @@ def _run_sigma(
     history: list[tuple[float, float, int]],
     spent: float,
     reserved: list[tuple[float, float, int]] = (),  # type: ignore[assignment]
+    plan_key: str | None = None,
+    target: float | None = None,
 ) -> float:
     """The run's noise multiplier: the one kept in the ledger, or a new plan for the run.
 
@@ -74,12 +77,18 @@ def _run_sigma(
     (:func:`fedmi.client.privacy.release.reserved_releases`) — composed in, so that
     training leaves them their part of the budget.
 
+    ``plan_key`` (default ``run_id``) is where the ledger keeps the plan and ``target``
+    (default the whole budget ε) the ε the ledger may reach after the planned steps: the
+    DP pretraining of :mod:`fedmi.client.privacy.pretrain_round` plans under its own key
+    for its share of the budget.
+
     Raises
     ------
     BudgetExhausted
         When no noise multiplier fits the rounds left in the remaining budget.
     """
-    plan = ledger.run_plan(run_id)
+    key = plan_key or run_id
+    plan = ledger.run_plan(key)
     wanted = {
         "sample_rate": sample_rate,
         "steps_per_round": steps,
@@ -88,10 +97,13 @@ def _run_sigma(
         "epsilon_budget": settings.epsilon,
         "accountant": settings.accountant,
     }
+    if target is not None:
+        wanted["epsilon_target"] = target
     if plan is not None and all(plan.get(k) == v for k, v in wanted.items()):
         return float(plan["noise_multiplier"])
+    limit = settings.epsilon if target is None else target
     sigma = calibrate_noise(
-        epsilon=settings.epsilon,
+        epsilon=limit,
         delta=settings.delta,
         sample_rate=sample_rate,
         steps=steps * rounds_left,
@@ -99,23 +111,25 @@ def _run_sigma(
         accountant=settings.accountant,
     )
     ledger.set_run_plan(
-        run_id, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
+        key, {**wanted, "noise_multiplier": sigma, "planned_steps": steps * rounds_left}
     )
     log.info(
-        "DP-SGD planned: σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g at δ %g "
-        "(ε %.3f already spent)",
+        "DP-SGD planned (%s): σ %.3f, q %.4f, %d steps over %d round(s) for ε ≤ %g at δ %g "
+        "(budget %g, ε %.3f already spent)",
+        key,
         sigma,
         sample_rate,
         steps * rounds_left,
         rounds_left,
-        settings.epsilon,
+        limit,
         settings.delta,
+        settings.epsilon,
         spent,
     )
     return sigma
 
 
-def _charged(
+def charge_steps(
     ledger: PrivacyLedger,
     settings: PrivacySettings,
     run_id: str,
@@ -124,13 +138,20 @@ def _charged(
     sample_rate: float,
     steps: int,
     after: float,
+    *,
+    limit: float | None = None,
+    kind: str = TRAIN,
 ) -> bool:
-    """Charge the round's steps before they are taken (write-ahead), unless over budget."""
-    if after > settings.epsilon * (1 + 1e-9):
+    """Charge the round's steps before they are taken (write-ahead), unless the ledger's ε
+    would pass ``limit`` (default the budget) after them."""
+    limit = settings.epsilon if limit is None else limit
+    if after > limit * (1 + 1e-9):
         log.warning(
-            "round %d would spend ε to %.3f, over the budget %g: refusing to train",
+            "%s round %d would spend ε to %.3f, over its limit %g (budget %g): refused",
+            kind,
             server_round,
             after,
+            limit,
             settings.epsilon,
         )
         return False
@@ -143,6 +164,7 @@ def _charged(
         max_grad_norm=settings.max_grad_norm,
         delta=settings.delta,
         epsilon=after,
+        kind=kind,
     )
     return True
 
@@ -167,7 +189,7 @@ def _charge_round(
     q, per_epoch = poisson_plan(int(y.shape[0]), train.batch_for(int(y.shape[0])))
     steps = per_epoch * train.epochs
     try:
-        sigma = _run_sigma(
+        sigma = plan_sigma(
             ledger,
             settings,
             run_id=run_id,
@@ -182,7 +204,7 @@ def _charge_round(
         log.warning("privacy budget exhausted, refusing to train: %s", exc)
         return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
     after = epsilon_of([*history, (sigma, q, steps)], settings.delta, settings.accountant)
-    if not _charged(ledger, settings, run_id, server_round, sigma, q, steps, after):
+    if not charge_steps(ledger, settings, run_id, server_round, sigma, q, steps, after):
         return PrivateRound("budget-exhausted", None, privacy_metrics(settings, spent))
     return sigma, q, steps, after
 

@@ -82,6 +82,7 @@ class PrivacySettings:
     max_grad_norm: float = _DEFAULTS["max-grad-norm"]
     accountant: str = _DEFAULTS["accountant"]
     release_share: float = _DEFAULTS["release-share"]
+    pretrain_share: float = _DEFAULTS["pretrain-share"]
     max_queries_per_run: int = _DEFAULTS["max-queries-per-run"]
     max_evaluations_per_run: int = _DEFAULTS["max-evaluations-per-run"]
     max_validations_per_run: int = _DEFAULTS["max-validations-per-run"]

@@ -36,6 +36,8 @@ DEFAULT_EPSILON = 10.0
 DEFAULT_DELTA = 1e-5
 DEFAULT_MAX_GRAD_NORM = 1.0
 DEFAULT_RELEASE_SHARE = 0.2
+#: share of ε a site's ledger may reach through self-supervised pretraining (issue 22)
+DEFAULT_PRETRAIN_SHARE = 0.3
 ACCOUNTANTS = ("rdp", "prv")
 
 _TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -127,6 +129,16 @@ PRIVACY_SETTINGS = (
         maximum=1,
         exclusive_minimum=True,
         exclusive_maximum=True,
+    ),
+    Setting(
+        "pretrain-share",
+        float,
+        DEFAULT_PRETRAIN_SHARE,
+        "share of ε the ledger may reach through self-supervised pretraining (train.pretrain);"
+        " the rest stays for fine-tuning and releases",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
     ),
     Setting(
         "max-queries-per-run",

@@ -113,9 +113,7 @@ def train_round(
             global_params=global_params,
         )
         if outcome.result is None:
-            reply = status_reply(site, ins.task, outcome.status)
-            reply[contract.METRICS] = MetricRecord({"num-examples": 0, **outcome.metrics})
-            return reply
+            return status_reply(site, ins.task, outcome.status, outcome.metrics)
         result, dp_metrics = outcome.result, outcome.metrics
     else:
         result = train_local(model, x, y, settings, global_params=global_params)

@@ -11,7 +11,7 @@ evaluation). No label is ever read here: the train split comes from
 With DP on (the site's :class:`~fedmi.client.privacy.settings.PrivacySettings`) the
 round is DP-SGD charged to the site's ledger under kind ``train.pretrain``
 (:func:`fedmi.client.privacy.pretrain_round.private_pretraining`), capped at the site's
-own share of its budget (:data:`~fedmi.shared.contract.privacy.PRETRAIN_BUDGET_SHARE`);
+own share of its budget (site.toml ``[privacy] pretrain-share``);
 the reconstruction loss is then not sent, as the train loss is not. Without DP,
 :func:`fedmi.client.training.pretrain.pretrain_local`.
 """
@@ -31,7 +31,6 @@ from fedmi.client.site.settings import SiteSettings
 from fedmi.client.training.loop import TrainSettings
 from fedmi.client.training.pretrain import MaskingSettings, PretrainResult, pretrain_local
 from fedmi.shared import contract
-from fedmi.shared.contract.privacy import PRETRAIN_BUDGET_SHARE
 from fedmi.shared.harmonization import build_method_model
 from fedmi.shared.instructions import PretrainInstruction
 from fedmi.shared.model import ModelSpec, federated_state_dict, load_federated_state
@@ -72,7 +71,6 @@ def handle_pretrain(
     *,
     privacy: PrivacySettings,
     run_id: int | str = "local",
-    share: float = PRETRAIN_BUDGET_SHARE,
 ) -> RecordDict:
     """One pretraining round on the received weights (module docstring).
 
@@ -81,10 +79,9 @@ def handle_pretrain(
     site, arrays, ins
         The site, the received federated :class:`PretrainNet` weights and the instruction.
     privacy, run_id
-        The site's DP settings and the run (its ledger entries).
-    share
-        The site's share of its ε that pretraining may bring its ledger to (the site's to
-        choose, never the server's).
+        The site's DP settings (``pretrain_share``: the share of its ε pretraining may
+        bring its ledger to — the site's to choose, never the server's) and the run (its
+        ledger entries).
 
     Returns
     -------
@@ -118,13 +115,11 @@ def handle_pretrain(
             run_id=str(run_id),
             server_round=ins.server_round,
             planned_rounds=ins.num_pretrain_rounds,
-            share=share,
+            share=privacy.pretrain_share,
             masking=masking,
         )
         if outcome.result is None:
-            reply = status_reply(site, ins.task, outcome.status)
-            reply[contract.METRICS] = MetricRecord({"num-examples": 0, **outcome.metrics})
-            return reply
+            return status_reply(site, ins.task, outcome.status, outcome.metrics)
         result, dp_metrics = outcome.result, outcome.metrics
     else:
         result = pretrain_local(net, x, settings, masking=masking)

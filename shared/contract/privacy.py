@@ -97,11 +97,6 @@ PRIVACY_CLASSES: dict[str, PrivacyClass] = {
 #: the release policy or the release ρ (:mod:`fedmi.client.privacy.release`).
 DP_SGD_KINDS: frozenset[str] = frozenset({TRAIN, PRETRAIN})
 
-#: Default share of a site's ε that its pretraining may bring the ledger to: a pretraining
-#: call is planned so that the ledger's composed ε stays within ``share × ε`` after it,
-#: which keeps the rest for fine-tuning and the run's statistic releases.
-PRETRAIN_BUDGET_SHARE = 0.3
-
 #: How a site with DP on divides the part of its budget kept for releases (zCDP ρ) among
 #: the release kinds of one run (each kind's share is spread over its per-run cap).
 RELEASE_WEIGHTS: dict[str, float] = {

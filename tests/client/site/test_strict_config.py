@@ -62,6 +62,15 @@ def _site(tmp_path: Path, text: str) -> Path:
             r'\[privacy\] `accountant` must be one of "rdp", "prv"',
         ),
         ('[privacy]\ndp = "maybe"\n', r'\[privacy\] `dp` must be "on" or "off"'),
+        (
+            GOOD_SITE + "[privacy]\npretrain-share = 0\n",
+            r"\[privacy\] `pretrain-share` must be a number \(greater than 0 and at most 1\), "
+            r"not 0$",
+        ),
+        (
+            GOOD_SITE + "[privacy]\npretrain_share = 0.5\n",
+            r"`pretrain_share` is not a setting of \[privacy\]; did you mean `pretrain-share`\?$",
+        ),
         ('[site]\ntask = "fdg"\n', r'\[site\] `task` must be one of "fdg-ad"'),
         ("[site\nrole = 1\n", r"not valid TOML"),
     ],

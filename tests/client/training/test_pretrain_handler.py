@@ -135,20 +135,28 @@ def test_a_holdout_pretrains_on_its_archive_alone(
     assert contract.check_reply(contract.PRETRAIN, reply.content, EXPECTED) == []
 
 
-def test_dp_pretraining_is_charged_to_the_ledger(flower_identity, context_for, archive, tmp_path):
+@pytest.mark.parametrize("share", [None, 0.1])
+def test_dp_pretraining_is_charged_to_the_ledger(
+    flower_identity, context_for, archive, tmp_path, share
+):
+    """Charged as train.pretrain, up to the site's pretrain-share of its ε (default 0.3)."""
     archive(_archive(2, 1.0))
     ctx = context_for("site-a")
     site = resolve_site(dict(ctx.node_config), {})
-    privacy = PrivacySettings(dp=True, epsilon=8.0, ledger_dir=tmp_path / "ledger")
+    own = {} if share is None else {"pretrain_share": share}
+    privacy = PrivacySettings(dp=True, epsilon=8.0, ledger_dir=tmp_path / "ledger", **own)
+    share = 0.3 if share is None else share
     arrays = _message().content[contract.ARRAYS]
     reply = pretrain_handler.handle_pretrain(site, arrays, INS, privacy=privacy, run_id="r1")
     assert reply[contract.SITE]["status"] == "ok"
     metrics = reply[contract.METRICS]
     assert "pretrain-loss" not in metrics  # not a DP statistic
-    assert 0 < metrics["epsilon"] <= 0.3 * 8.0 + 1e-9  # the site's default share
+    assert 0 < metrics["epsilon"] <= share * 8.0 + 1e-9
     assert contract.check_reply(contract.PRETRAIN, reply, EXPECTED) == []
     with PrivacyLedger.transaction(privacy.ledger_folder(site), site_id=site.site_id) as led:
         charges = led.charges(run_id="r1", kind=contract.PRETRAIN)
+        # σ planned for the run's pretraining rounds to end at the site's share of ε
+        assert led.run_plan(f"r1/{contract.PRETRAIN}")["epsilon_target"] == share * 8.0
         assert led.charges(kind=contract.TRAIN) == []
     assert len(charges) == 1 and charges[0]["epsilon"] == pytest.approx(metrics["epsilon"])
 

@@ -1,0 +1,45 @@
+"""fedmi's SuperNode launcher: Flower's SuperNode with its idle sleep capped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flwr.supernode import start_client_internal as loop
+
+from fedmi.client.deploy import supernode
+from fedmi.client.deploy.join import supernode_command
+
+
+@pytest.fixture
+def restored(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(loop, "time", time)  # undone after the test
+    return loop
+
+
+def test_the_supernode_loop_sleeps_at_most_the_idle_poll(restored):
+    supernode.patch_idle_poll()
+    t0 = time.monotonic()
+    restored.time.sleep(3)  # Flower's idle wait
+    assert time.monotonic() - t0 < supernode.IDLE_POLL_SECONDS + 0.3
+    t0 = time.monotonic()
+    restored.time.sleep(0.05)  # shorter sleeps are kept
+    assert 0.04 < time.monotonic() - t0 < 0.3
+    assert restored.time.monotonic() > 0 and restored.time.time() > 0  # the rest is time's
+    supernode.patch_idle_poll()  # twice is harmless
+
+
+def test_a_flower_whose_loop_does_not_use_time_is_refused(restored, monkeypatch):
+    monkeypatch.setattr(loop, "time", object())
+    with pytest.raises(RuntimeError, match="no longer uses the time module"):
+        supernode.patch_idle_poll()
+
+
+def test_join_runs_the_supernode_through_the_launcher(tmp_path: Path):
+    cmd = supernode_command(
+        "127.0.0.1:9092", tmp_path / "ca.crt", tmp_path / "key", tmp_path, tmp_path
+    )
+    assert cmd[:3] == [sys.executable, "-m", "fedmi.client.deploy.supernode"]
+    assert cmd[cmd.index("--isolation") + 1] == "process"
