@@ -201,6 +201,12 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
         )
         for n, d in sites.items()
     }
+    # the unregistered site ingests too (join refuses a site that has not, before it
+    # reaches the coordinator)
+    ingest = ("ingest", "--site-dir", str(sites["a"]), "--task", "fdg-ad")
+    ingest_x = pool.submit(
+        dep.cli, "client", *ingest, "--state-dir", str(tmp_path / "state-x"), timeout=300
+    )
     keys = {
         n: pool.submit(dep.cli, "client", "keygen", "--out", str(tmp_path / "keys" / n))
         for n in [*sites, "x"]
@@ -266,19 +272,8 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     for fut in joins:
         assert "connected" in _ok(fut.result())
 
-    # --- run 1: the coordinator dies after round 1 -----------------------------------
-    run_config = (
-        "num-server-rounds=2 local-epochs=1 min-nodes=3 min-train-replies=1 "
-        "round-timeout=30 validation-timeout=90 node-wait=120"
-    )
-    run = ("run", "--out", str(run_dir), "--run-config", run_config)
-    mark("three sites joined")
-    run1, out1 = dep.spawn(*run)
-
-    # while it runs: an unregistered key is refused (its site has ingested: join refuses
-    # a site that has not, before it reaches the coordinator) ...
-    ingest = ("ingest", "--site-dir", str(sites["a"]), "--task", "fdg-ad")
-    _ok(dep.cli("client", *ingest, "--state-dir", str(tmp_path / "state-x"), timeout=300))
+    # --- outsiders: an unregistered key is refused ... --------------------------------
+    _ok(ingest_x.result())
     refused = join("x", sites["a"], site_ports[3])
     assert refused.returncode != 0
     assert _one_line(refused.stderr, "register"), refused.stderr
@@ -291,9 +286,20 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     status = _ok(dep.cli("server", "status"))
     assert "3 registered, 3 online" in status, status
     pool.shutdown()
+    mark("refusals checked")
+
+    # --- run 1: the coordinator dies after round 1 -----------------------------------
+    # (nothing else happens meanwhile: a deployed round takes a few seconds, and the kill
+    # must come between the checkpoint of round 1 and the end of round 2)
+    run_config = (
+        "num-server-rounds=2 local-epochs=1 min-nodes=3 min-train-replies=1 "
+        "round-timeout=30 validation-timeout=90 node-wait=120"
+    )
+    run = ("run", "--out", str(run_dir), "--run-config", run_config)
+    run1, out1 = dep.spawn(*run)
 
     _wait(lambda: _last_round(run_dir) >= 1, 240, "round 1 of run 1", poll=0.2)
-    mark("run 1 reached round 1 (refusals checked meanwhile)")
+    mark("run 1 reached round 1")
     for name in coordinator:  # SuperLink, front, ServerApp launcher and ServerApp
         _kill_group(_pid(state / name) or 0)
     _kill_group(run1.pid)
