@@ -17,8 +17,13 @@ machine are noisy: compare the two figures from one run.
 Measured on the shared 2-core machine, default preset (5 sites, 341 subjects), 2 rounds:
 before issue 16 (a ``flwr-clientapp`` process per message) deployed 38.7 s/round vs
 simulated 0.7; after (one long-lived site worker per site) deployed 10.6 vs simulated
-2.6 s/round (whole deployed run 165 s → 42 s). Most of what remains is the SuperNode's
-fixed 3 s poll for messages (Flower 1.42, ``start_client_internal``).
+2.6 s/round (whole deployed run 165 s → 42 s). Stop 26: the SuperNode through fedmi's
+launcher (idle poll 0.5 s instead of Flower's 3 s, :mod:`fedmi.client.deploy.supernode`):
+deployed 8.8 vs simulated 0.9 s/round (+7.9); with one torch thread per site worker, as the
+simulation engine gives each ClientApp (this script since then): 7.8 vs 1.3 (+6.5). What
+remains is not the poll: a site starts on a round's message 2–4 s after the coordinator sends
+it (the ServerApp pushes every message's objects to the SuperLink one HTTPS request at a time,
+and each SuperNode pulls them through the fedmi front); not profiled further.
 """
 
 from __future__ import annotations
@@ -66,6 +71,11 @@ def deployed(data: Path, out: Path, rounds: int) -> float:
         "FLWR_HOME": str(out / "flwr-home"),
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
+        # every site here shares one machine: one torch thread per site worker, as the
+        # simulation engine gives each ClientApp (run config `client-threads`, default 1);
+        # a hospital's site has its machine to itself
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
     sites = sorted(p for p in data.iterdir() if (p / "site.toml").is_file())
     task = json.loads((data / "federation.json").read_text())["task"]
