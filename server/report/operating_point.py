@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 CHOSEN_ON = "training sites' test splits (final evaluation), pooled score histograms"
 #: the DP noisy histograms of training sites below their min cell count count in the pooled
 #: choice (``pooled_only_sites``) and nowhere else
+#: A DP histogram is rounded and clipped at 0 bin by bin, so its noise adds counts to every
+#: empty bin: when the pooled training histograms hold more than this multiple of the scans
+#: the sites scored, the noise dominates them and the threshold falls back to 0.5, saying so
+#: (exact histograms hold exactly the scans)
+NOISE_MASS_LIMIT = 1.5
 
 
 def _histograms(
@@ -66,16 +71,24 @@ def federated_choice(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
     """The model card's ``operating_point``: threshold, criterion, where it was chosen.
 
     Falls back to the fixed 0.5 threshold (criterion ``fixed``, with the reason) when the
-    training sites released no usable histograms of both classes.
+    training sites released no usable histograms of both classes, or when DP noise dominates
+    them (:data:`NOISE_MASS_LIMIT`).
     """
     hists = _histograms(history)
     pool_only = {k: v for k, v in _histograms(history, "pool-").items() if k not in hists}
     train = {k: v for k, v in (hists | pool_only).items() if v[0] == "train"}
     target = cfg.operating_point_target if cfg.operating_point != "youden" else None
+    reason = "no training site released score histograms of both classes"
     if train:
         hp = np.sum([v[1] for v in train.values()], axis=0)
         hn = np.sum([v[2] for v in train.values()], axis=0)
-        if hp.sum() > 0 and hn.sum() > 0:
+        scans = sum(_scans(history, name) for name in train)
+        if hp.sum() + hn.sum() > NOISE_MASS_LIMIT * max(scans, 1):
+            reason = (
+                f"the training sites' histograms hold {int(hp.sum() + hn.sum())} counts for "
+                f"{scans} scans: DP noise dominates them (the threshold would be the noise's)"
+            )
+        elif hp.sum() > 0 and hn.sum() > 0:
             choice = choose_threshold(hp, hn, cfg.operating_point, target)
             platt = fit_platt(hp, hn)
             return {
@@ -102,8 +115,16 @@ def federated_choice(cfg: RunConfig, history: RunHistory) -> dict[str, object]:
         "threshold": OPERATING_THRESHOLD,
         "criterion": "fixed",
         "target": None,
-        "reason": "no training site released score histograms of both classes",
+        "reason": reason,
     }
+
+
+def _scans(history: RunHistory, name: str) -> int:
+    """The scans a site's final reply says it scored (``num-examples``: public)."""
+    try:
+        return int(history.final_raw[name].get("num-examples", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _site_entry(hp: np.ndarray, hn: np.ndarray, threshold: float, platt: Platt | None) -> dict:

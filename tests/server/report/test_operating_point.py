@@ -150,6 +150,19 @@ def test_dp_sites_below_k_count_in_the_pooled_choice_only(flower_identity):
     assert federated_choice(RunConfig(), only)["threshold"] == pytest.approx(0.33)
 
 
+def test_histograms_dominated_by_dp_noise_fall_back_to_fixed(flower_identity):
+    """DP noise clipped at 0 adds counts to every empty bin: histograms holding far more
+    counts than the scans the sites scored choose nothing and say why."""
+    noisy = [(site, role, [v + 3 for v in hp], [v + 3 for v in hn]) for site, role, hp, hn in GOOD]
+    history = _history(flower_identity, noisy, pool=("train-a", "train-b"))
+    for raw in history.final_raw.values():  # the scans scored (public), not the noisy mass
+        raw["num-examples"] = 40
+    card = federated_choice(RunConfig(), history)
+    assert card["criterion"] == "fixed" and card["threshold"] == 0.5
+    assert card["reason"].startswith("the training sites' histograms hold 1240 counts for 80")
+    assert "DP noise dominates" in card["reason"]
+
+
 def test_a_forged_pooled_only_histogram_is_refused_at_ingress(flower_identity):
     forged = [("train-x", "train", _hist({62: 500}), _hist({25: -490}))]
     history = _history(flower_identity, GOOD + forged, pool=("train-x",))
