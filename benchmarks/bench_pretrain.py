@@ -15,6 +15,8 @@ Variants (``--variants``, default all):
   DP at ``--epsilon`` in total;
 * ``cnn-scratch-dp``: the CNN from scratch under DP at ``--epsilon`` (what pretraining
   must beat).
+* ``cnn-pretrain``: pretraining then fine-tuning without DP (does the pretrained encoder
+  help at all).
 
 With ``--labels-per-site N`` every variant also runs on a copy of the federation in which
 each training site keeps N labelled scans (stratified by class, seeded) and the others
@@ -50,6 +52,7 @@ VARIANTS: dict[str, str] = {
     "cnn-scratch": "model=cnn sim-default-dp=off",
     "cnn-scratch-dp": "model=cnn",
     "cnn-pretrain-dp": "model=cnn pretrain-rounds={pretrain_rounds}",
+    "cnn-pretrain": "model=cnn sim-default-dp=off pretrain-rounds={pretrain_rounds}",
 }
 
 
