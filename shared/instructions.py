@@ -207,6 +207,27 @@ class QueryInstruction(Instruction):
     message_type: ClassVar[str] = contract.QUERY
 
 
+def _recipe(cfg: RunConfig) -> dict[str, Any]:
+    """The local recipe a train and a pretraining round share (the model's defaults applied)."""
+    return dict(
+        batch_size=cfg.effective_batch_size,
+        learning_rate=cfg.effective_learning_rate,
+        optimizer=cfg.effective_optimizer,
+        augment=cfg.effective_augment,
+    )
+
+
+def _check_recipe(ins: Any) -> str:
+    """Validate the recipe fields of a train or pretraining instruction; where it is."""
+    where = f"{ins.message_type} instruction"
+    _at_least(ins.local_epochs, 1, "local-epochs", where)
+    _at_least(ins.batch_size, 0, "batch-size", where)
+    _choice(ins.optimizer, OPTIMIZERS, "optimizer", where)
+    if not ins.learning_rate > 0:
+        raise InstructionError(f"{where}: learning-rate must be positive")
+    return where
+
+
 @dataclass(frozen=True)
 class TrainInstruction(Instruction):
     """``train``: train the received federated weights on the site's train split.
@@ -240,25 +261,17 @@ class TrainInstruction(Instruction):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        where = f"{self.message_type} instruction"
-        _at_least(self.local_epochs, 1, "local-epochs", where)
-        _at_least(self.batch_size, 0, "batch-size", where)
+        where = _check_recipe(self)
         _at_least(self.num_server_rounds, 1, "num-server-rounds", where)
         _at_least(self.server_round, 0, "server-round", where)
         _at_least(self.proximal_mu, 0.0, "proximal-mu", where)
-        _choice(self.optimizer, OPTIMIZERS, "optimizer", where)
-        if not self.learning_rate > 0:
-            raise InstructionError(f"{where}: learning-rate must be positive")
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, **values: Any) -> TrainInstruction:
         """The round-independent train instruction of ``cfg`` (the model's defaults applied)."""
         recipe = dict(
+            _recipe(cfg),
             local_epochs=cfg.effective_local_epochs,
-            batch_size=cfg.effective_batch_size,
-            learning_rate=cfg.effective_learning_rate,
-            optimizer=cfg.effective_optimizer,
-            augment=cfg.effective_augment,
             num_server_rounds=cfg.num_server_rounds,
         )
         return super().from_run_config(cfg, **{**recipe, **values})
@@ -303,14 +316,9 @@ class PretrainInstruction(Instruction):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        where = f"{self.message_type} instruction"
-        _at_least(self.local_epochs, 1, "local-epochs", where)
-        _at_least(self.batch_size, 0, "batch-size", where)
+        where = _check_recipe(self)
         _at_least(self.num_pretrain_rounds, 1, "num-pretrain-rounds", where)
         _at_least(self.server_round, 1, "server-round", where)
-        _choice(self.optimizer, OPTIMIZERS, "optimizer", where)
-        if not self.learning_rate > 0:
-            raise InstructionError(f"{where}: learning-rate must be positive")
         if not 0.0 < self.mask_ratio < 1.0:
             raise InstructionError(f"{where}: mask-ratio={self.mask_ratio!r} must lie in (0, 1)")
         if self.model != "cnn":
@@ -320,11 +328,8 @@ class PretrainInstruction(Instruction):
     def from_run_config(cls, cfg: RunConfig, **values: Any) -> PretrainInstruction:
         """The pretraining instruction of ``cfg`` for round ``values["server_round"]``."""
         recipe = dict(
+            _recipe(cfg),
             local_epochs=cfg.pretrain_epochs,
-            batch_size=cfg.effective_batch_size,
-            learning_rate=cfg.effective_learning_rate,
-            optimizer=cfg.effective_optimizer,
-            augment=cfg.effective_augment,
             mask_ratio=cfg.pretrain_mask_ratio,
             num_pretrain_rounds=max(1, cfg.pretrain_rounds),
         )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedmi.shared.instructions import TrainInstruction
+from fedmi.shared.instructions import PretrainInstruction, TrainInstruction
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,16 @@ class TrainSettings:
     weight_decay: float = 1e-4
 
     @classmethod
-    def from_instruction(cls, ins: TrainInstruction) -> TrainSettings:
-        """The settings of a train instruction (its round's seed, :func:`round_seed`)."""
+    def from_instruction(cls, ins: TrainInstruction | PretrainInstruction) -> TrainSettings:
+        """The settings of a train or pretraining instruction (its round's seed,
+        :func:`round_seed`; pretraining has no proximal term)."""
         return cls(
             epochs=ins.local_epochs,
             batch_size=ins.batch_size,
             learning_rate=ins.learning_rate,
             optimizer=ins.optimizer,
             augment=ins.augment,
-            proximal_mu=ins.proximal_mu,
+            proximal_mu=getattr(ins, "proximal_mu", 0.0),
             seed=ins.round_seed,
         )
 

@@ -92,14 +92,7 @@ def handle_pretrain(
     x = pretrain_volumes(site, ins)
     if x.shape[0] == 0:
         return status_reply(site, ins.task, "no-data")
-    settings = TrainSettings(
-        epochs=ins.local_epochs,
-        batch_size=ins.batch_size,
-        learning_rate=ins.learning_rate,
-        optimizer=ins.optimizer,
-        augment=ins.augment,
-        seed=ins.round_seed,
-    )
+    settings = TrainSettings.from_instruction(ins)
     masking = MaskingSettings(mask_ratio=ins.mask_ratio)
     torch.manual_seed(settings.seed)
     net = PretrainNet(build_method_model(ins.method, ModelSpec(arch=ins.model)))
