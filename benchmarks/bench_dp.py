@@ -199,7 +199,14 @@ def cmd_auc(args: argparse.Namespace) -> None:
 
 
 def fedavg_draw(
-    sites: list, datas: dict, holdout: str, eps: float | None, seed: int, rounds: int, ledger: Path
+    sites: list,
+    datas: dict,
+    holdout: str,
+    eps: float | None,
+    seed: int,
+    rounds: int,
+    ledger: Path,
+    task: str,
 ) -> float:
     """One FedAvg run without Flower: every training site runs the project's own round
     (:func:`fedmi.client.privacy.rounds.private_round`, real ledger under ``ledger``; plain
@@ -222,12 +229,12 @@ def fedavg_draw(
 
     d = MODEL_DEFAULTS["regional"]
     torch.manual_seed(seed)
-    weights = federated_state_dict(build_model(ModelSpec(arch="regional")))
+    weights = federated_state_dict(build_model(ModelSpec(arch="regional", task=task)))
     for r in range(1, rounds + 1):
         states, counts = [], []
         for site in sites:
             x, y = datas[site.site_id].subset("train")
-            model = build_model(ModelSpec(arch="regional"))
+            model = build_model(ModelSpec(arch="regional", task=task))
             load_federated_state(model, {k: v.clone() for k, v in weights.items()})
             ts = TrainSettings(
                 epochs=d.local_epochs,
@@ -249,7 +256,7 @@ def fedavg_draw(
             states.append(federated_state_dict(model))
             counts.append(int(y.shape[0]))
         weights = average_states(states, counts)
-    model = build_model(ModelSpec(arch="regional"))
+    model = build_model(ModelSpec(arch="regional", task=task))
     load_federated_state(model, weights)
     x, y = datas[holdout].subset("all")
     return float(roc_auc_score(y.numpy(), predict(model, x)))
@@ -283,7 +290,9 @@ def cmd_draws(args: argparse.Namespace) -> None:
                 s.site_id: load_site_data(load_accepted(s.cache_dir), task, seed) for s in sites
             }
             ledger = Path(tempfile.mkdtemp(prefix="fedmi-draws-ledger-"))
-            aucs.append(fedavg_draw(train, datas, holdout, eps, seed, args.rounds, ledger))
+            aucs.append(
+                fedavg_draw(train, datas, holdout, eps, seed, args.rounds, ledger, args.task)
+            )
         se = statistics.stdev(aucs) / len(aucs) ** 0.5 if len(aucs) > 1 else float("nan")
         report[eps_text] = {
             "mean": round(statistics.mean(aucs), 4),

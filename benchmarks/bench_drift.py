@@ -84,7 +84,7 @@ def run_seed(args: argparse.Namespace, sites: list, seed: int) -> dict[str, dict
 
     cfg = RunConfig(model=args.model, local_epochs=args.local_epochs, learning_rate=args.lr)
     batch = args.batch_size if args.batch_size >= 0 else cfg.effective_batch_size
-    spec = ModelSpec(arch=args.model)
+    spec = ModelSpec(arch=args.model, task=args.task)
     task = get_task(args.task)
     datas = {s.site_id: load_site_data(load_accepted(s.cache_dir), task, seed) for s in sites}
     train = [s.site_id for s in sites if s.role == "train"]

@@ -54,7 +54,7 @@ def main() -> None:
     for s in series:
         shutil.copytree(s, studies / s.name)
     torch.manual_seed(0)
-    model = build_model(ModelSpec(arch="regional"))
+    model = build_model(ModelSpec(arch="regional", task="fdg-ad"))
     card = {
         "task": "fdg-ad",
         "tracers": ["fdg"],

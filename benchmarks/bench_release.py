@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="regional")
     args = p.parse_args(argv)
     settings = replace(PrivacySettings(), epsilon=args.epsilon)
-    model = build_model(ModelSpec(arch=args.model))
+    model = build_model(ModelSpec(arch=args.model, task=args.task))
     state = {k: np.asarray(v.numpy()) for k, v in load_arrays(args.run / "final_model.npz").items()}
     import torch
 

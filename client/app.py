@@ -68,7 +68,7 @@ def _expected(ins: Instruction) -> dict[str, tuple[tuple[int, ...], str]]:
     method and model (wrapped in the pretraining network for ``train.pretrain``)."""
     key = (ins.message_type, ins.method, ins.model)
     if key not in _EXPECTED:
-        model = build_method_model(ins.method, ModelSpec(arch=ins.model))
+        model = build_method_model(ins.method, ModelSpec(arch=ins.model, task=ins.task))
         if ins.message_type == contract.PRETRAIN:
             model = PretrainNet(model)
         _EXPECTED[key] = expected_arrays(model)

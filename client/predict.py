@@ -119,9 +119,10 @@ def load_model(pkg: ModelPackage) -> LoadedModel:
 def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | None:
     """Per scan, the regions contributing most to the logit (regional model only).
 
-    The regional head is linear on standardised log-ratios, so the logit is exactly
-    ``bias + Σ_r w_r f_r``; each region's ``w_r f_r`` is its share, reported with the
-    regional ratio to the reference region (SUVR for PET) and its standardised value.
+    The regional head is linear on standardised log-ratios centred on the task template's
+    pattern, so the logit is exactly ``bias + Σ_r w_r (f_r − t_r)``; each region's
+    ``w_r (f_r − t_r)`` is its share, reported with the regional ratio to the reference
+    region (SUVR for PET) and its standardised value ``f_r``.
     """
     import torch
 
@@ -133,7 +134,7 @@ def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | Non
         h = model.harmonizer(x)
         suvr = backbone.encoder[0](h)
         feats = backbone.encoder(h)  # eval: dropout off
-        contrib = feats * backbone.head.weight[0]
+        contrib = backbone.head_input(feats) * backbone.head.weight[0]
     out = []
     for i in range(x.shape[0]):
         order = torch.argsort(contrib[i].abs(), descending=True)[:TOP_REGIONS]

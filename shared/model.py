@@ -56,6 +56,12 @@ class ModelSpec:
         ``cnn`` (residual 3-D CNN, :class:`Backbone`) or ``regional`` (fixed atlas
         pooling + linear head, :class:`fedmi.shared.regional.RegionalBackbone`: the model that
         still learns under sample-level DP at sites of tens of scans).
+    task
+        The clinical task (:data:`fedmi.shared.tasks.TASKS`). The regional head reads the
+        features' deviation from the task template's own regional pattern
+        (:func:`fedmi.shared.regional.template_features`); ``None`` (a model built without
+        a task, or from a model card written before the field existed) reads them
+        uncentred. Every training, evaluation and prediction path builds with the run's task.
     """
 
     in_shape: tuple[int, int, int, int] = (1, 40, 48, 40)
@@ -65,6 +71,7 @@ class ModelSpec:
     dropout: float = 0.1
     num_groups: int = 4
     arch: str = "regional"
+    task: str | None = None
 
 
 class Encoder(nn.Module):
@@ -125,7 +132,7 @@ def make_backbone(spec: ModelSpec) -> nn.Module:
     if spec.arch == "regional":
         from fedmi.shared.regional import RegionalBackbone
 
-        return RegionalBackbone(dropout=spec.dropout)
+        return RegionalBackbone(dropout=spec.dropout, task=spec.task)
     raise ValueError(
         f"unknown model architecture {spec.arch!r}; choose one of {', '.join(ARCHITECTURES)}"
     )

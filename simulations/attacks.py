@@ -31,7 +31,7 @@ from fedmi.client.privacy.settings import PrivacySettings
 from fedmi.client.site.settings import resolve_site
 from fedmi.shared import contract
 from fedmi.shared.instructions import ExternalInstruction, OodQuery
-from fedmi.shared.model import build_model, federated_state_dict
+from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
 
 #: a profile counts as recovered within this relative L2 error
 TOLERANCE = 0.05
@@ -64,7 +64,7 @@ def instruction_message(ins, weights) -> Message:
 def _features(site_dir: Path, state: Path, task: str, seed: int):
     site = resolve_site({"data-dir": str(site_dir), "state-dir": str(state)}, {})
     data = site_data(site, task, seed)
-    model = build_model().eval()
+    model = build_model(ModelSpec(task=task)).eval()
     with torch.no_grad():
         return site, data, model, model.features(data.x).double().numpy()
 
@@ -131,7 +131,9 @@ def crafted_label_attack(
         head = crafted_head(feats, target)
         weights = federated_state_dict(model)
         weights["backbone.head.weight"] = torch.tensor(head[None, :-1], dtype=torch.float32)
-        weights["backbone.head.bias"] = torch.tensor(head[-1:], dtype=torch.float32)
+        # the head reads f − centre (the task template's pattern): the crafted bias adds it back
+        bias = head[-1] + float(head[:-1] @ model.backbone.centre.double().numpy())
+        weights["backbone.head.bias"] = torch.tensor([bias], dtype=torch.float32)
         ins = ExternalInstruction(task=task, mc_passes=2)
         ctx = site_context(site_dir, state, 100 + attempt, node)  # a new run each time
         reply = app(instruction_message(ins, contract.array_record(weights)), ctx)

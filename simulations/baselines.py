@@ -104,7 +104,7 @@ def _pooled(cfg, sites, datas, history, settings, out_dir) -> torch.nn.Module:
     """One model on all training sites' train splits, evaluated everywhere."""
     train_idx = [i for i, s in enumerate(sites) if s.role == "train"]
     torch.manual_seed(cfg.seed)
-    model = build_model(ModelSpec(arch=cfg.model))
+    model = build_model(ModelSpec(arch=cfg.model, task=cfg.task))
     xs = [datas[i].subset("train") for i in train_idx]
     x = torch.cat([a for a, _ in xs])
     y = torch.cat([b for _, b in xs])
@@ -122,7 +122,7 @@ def _local(cfg, sites, datas, history, settings, out_dir) -> tuple[torch.nn.Modu
     kept = None
     for i in train_idx:
         torch.manual_seed(cfg.seed)
-        model = build_model(ModelSpec(arch=cfg.model))
+        model = build_model(ModelSpec(arch=cfg.model, task=cfg.task))
         x, y = datas[i].subset("train")
         res = train_local(model, x, y, settings)
         _record_training(history, settings.epochs, sites[i].site_id, res)
@@ -157,7 +157,7 @@ def run_baseline(cfg: RunConfig, method: str, sites: list[SiteSettings], out_dir
     report["method"] = method
     if note:
         report["final"]["note"] = note  # type: ignore[index]
-    card = model_card(cfg, history, ModelSpec(arch=cfg.model), model)
+    card = model_card(cfg, history, ModelSpec(arch=cfg.model, task=cfg.task), model)
     card["training"]["method"] = method  # type: ignore[index]
     write_json(out_dir / "model_card.json", card)
     write_report(out_dir, report)

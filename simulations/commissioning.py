@@ -110,7 +110,7 @@ def commission_run(
     platt = Platt(rec["a"], rec["b"]) if rec else Platt(0.0, 1.0)
     threshold = float(rec["threshold_recalibrated"]) if rec else float(card["threshold"])
     torch.manual_seed(cfg.seed)
-    model = build_model(ModelSpec(arch=cfg.model))
+    model = build_model(ModelSpec(arch=cfg.model, task=cfg.task))
     load_federated_state(model, to_state(load_arrays(run_dir / "final_model.npz")))
     root = data_root or (Path(cfg.sim_data_root) if cfg.sim_data_root else None)
     if root is None:

@@ -302,7 +302,9 @@ def local_layers(site: SiteSettings, ins: Instruction, data: SiteData) -> SiteHa
     """The site's harmonized model for the run's method, or ``None`` for plain methods."""
     if ins.method not in HARMONIZED_METHODS:
         return None
-    return load_site_harmonization(site, ins.task, ins.method, data, ModelSpec(arch=ins.model))
+    return load_site_harmonization(
+        site, ins.task, ins.method, data, ModelSpec(arch=ins.model, task=ins.task)
+    )
 
 
 def evaluation_model(
@@ -353,7 +355,7 @@ def site_model(
     harmonized = evaluation_model(site, ins, arrays_state, data, which)
     if harmonized is not None:
         return harmonized
-    model = build_model(ModelSpec(arch=ins.model))
+    model = build_model(ModelSpec(arch=ins.model, task=ins.task))
     load_federated_state(model, dict(arrays_state))
     x, y = data.subset(which)
     return model, x, y, None

@@ -91,7 +91,9 @@ def train_round(
     settings = TrainSettings.from_instruction(ins)
     torch.manual_seed(settings.seed)
     local = local_layers(site, ins, data)  # fedbn/fedmi: the site's own layers
-    model = local.model if local is not None else build_model(ModelSpec(arch=ins.model))
+    model = (
+        local.model if local is not None else build_model(ModelSpec(arch=ins.model, task=ins.task))
+    )
     if local is not None:
         x, y = local.subset(data, "train")  # + the scans' harmonization-group channel
     load_federated_state(model, to_state(arrays))

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from fedmi.shared.instructions import PretrainInstruction, TrainInstruction
+from fedmi.shared.model import SiteLocal
+from fedmi.shared.run_config import MODEL_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class TrainSettings:
     seed: int = 0
     proximal_mu: float = 0.0
     weight_decay: float = 1e-4
+    #: the site-local (harmonization) layers train at ``learning_rate × local_lr_scale``
+    local_lr_scale: float = 1.0
 
     @classmethod
     def from_instruction(cls, ins: TrainInstruction | PretrainInstruction) -> TrainSettings:
@@ -65,6 +69,7 @@ class TrainSettings:
             augment=ins.augment,
             proximal_mu=getattr(ins, "proximal_mu", 0.0),
             seed=ins.round_seed,
+            local_lr_scale=MODEL_DEFAULTS[ins.model].local_lr_scale,
         )
 
     def batch_for(self, n: int) -> int:
@@ -83,10 +88,29 @@ class TrainResult:
     seconds: float
 
 
+def parameter_groups(model: nn.Module, settings: TrainSettings) -> list[dict[str, object]]:
+    """The trainable parameters: the federated ones at ``learning_rate``, those of the
+    site-local layers (:class:`fedmi.shared.model.SiteLocal`) at ``learning_rate ×
+    local_lr_scale`` (a group is left out when it has none)."""
+    local_ids = {id(p) for m in model.modules() if isinstance(m, SiteLocal) for p in m.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, object]] = [
+        {"params": [p for p in trainable if id(p) not in local_ids], "lr": settings.learning_rate},
+        {
+            "params": [p for p in trainable if id(p) in local_ids],
+            "lr": settings.learning_rate * settings.local_lr_scale,
+        },
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def make_optimizer(
-    params: list[torch.nn.Parameter], settings: TrainSettings
+    params: list[torch.nn.Parameter] | list[dict[str, object]], settings: TrainSettings
 ) -> torch.optim.Optimizer:
-    """``adamw`` or ``sgd`` (momentum 0.9; steadier under DP-SGD's noise)."""
+    """``adamw`` or ``sgd`` (momentum 0.9; steadier under DP-SGD's noise).
+
+    ``params``: parameters, or groups of them with their own ``lr``
+    (:func:`parameter_groups`)."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=settings.learning_rate, momentum=0.9, weight_decay=settings.weight_decay
@@ -326,7 +350,7 @@ def train_local(
     model.to(device).train()
     # one seeded stream for shuffling and augmentation (DP-SGD samples from the OS instead)
     gen = torch.Generator().manual_seed(settings.seed)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
+    optimizer = make_optimizer(parameter_groups(model, settings), settings)
     proximal = proximal_term(model, settings, global_params, device)
     call = TrainingCall(model, optimizer, x, y, settings, device, loss)
     stepper: Stepper = PlainSteps(call) if privacy is None else privacy.stepper(call)

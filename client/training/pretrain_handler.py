@@ -95,7 +95,7 @@ def handle_pretrain(
     settings = TrainSettings.from_instruction(ins)
     masking = MaskingSettings(mask_ratio=ins.mask_ratio)
     torch.manual_seed(settings.seed)
-    net = PretrainNet(build_method_model(ins.method, ModelSpec(arch=ins.model)))
+    net = PretrainNet(build_method_model(ins.method, ModelSpec(arch=ins.model, task=ins.task)))
     load_federated_state(net, to_state(arrays))
     dp_metrics: dict[str, float | int] | None = None
     if privacy.dp:

@@ -102,7 +102,9 @@ def array_shapes(arrays: ArrayRecord) -> dict[str, tuple[tuple[int, ...], str]]:
 def model_arrays(cfg: RunConfig) -> ArrayRecord:
     """The federated weights of a fresh model of ``cfg`` (shapes only matter to callers)."""
     return contract.array_record(
-        federated_state_dict(build_method_model(cfg.method, ModelSpec(arch=cfg.model)))
+        federated_state_dict(
+            build_method_model(cfg.method, ModelSpec(arch=cfg.model, task=cfg.task))
+        )
     )
 
 
@@ -277,7 +279,7 @@ def run_federation(grid: Grid, cfg: RunConfig, out_dir: Path) -> dict:
     run = _Run(cfg, out_dir)
     train_nodes = _training_nodes(grid, run)
     torch.manual_seed(cfg.seed)
-    spec = ModelSpec(arch=cfg.model)
+    spec = ModelSpec(arch=cfg.model, task=cfg.task)
     model = build_method_model(cfg.method, spec)
     t_train = time.perf_counter()
     final = _train(grid, run, train_nodes, model)

@@ -85,6 +85,10 @@ def architecture(spec: ModelSpec, backbone: nn.Module) -> dict[str, object]:
     if regions is not None:
         out["atlas"] = "AAL3 composites (shared.anatomy.parcellation)"
         out["regions"] = list(regions)  # head weight order
+        if spec.task is not None:
+            out["head_input"] = (
+                "regional features minus the task template's (shared.regional.template_features)"
+            )
     return out
 
 

@@ -39,7 +39,7 @@ def test_bad_values_name_the_key(values, needle):
 def test_model_defaults_fill_settings_left_at_zero():
     regional = RunConfig()  # the default model
     assert (regional.effective_batch_size, regional.effective_local_epochs) == (0, 3)
-    assert (regional.effective_optimizer, regional.effective_learning_rate) == ("sgd", 0.6)
+    assert (regional.effective_optimizer, regional.effective_learning_rate) == ("sgd", 3.0)
     cnn = RunConfig(model="cnn")
     assert (cnn.effective_batch_size, cnn.effective_local_epochs) == (16, 1)
     chosen = RunConfig.from_mapping({"batch-size": 8, "local-epochs": 2})

@@ -43,7 +43,8 @@ def test_predict_with_the_package_matches_the_final_evaluation(tiny_fdg, tmp_pat
     # the holdout site's final evaluation: the federated weights on all its labelled scans
     site = next(s for s in site_settings(tiny_fdg, out, extra) if s.role == "holdout")
     data = site_data(site, "fdg-ad", 0)
-    model = build_model(ModelSpec(arch=card["architecture"]["arch"]))
+    arch = card["architecture"]
+    model = build_model(ModelSpec(arch=arch["arch"], task=arch["task"]))
     load_federated_state(
         model,
         {k: torch.from_numpy(v.numpy()) for k, v in load_arrays(out / "final_model.npz").items()},

@@ -101,3 +101,27 @@ def test_batch_size_zero_is_full_batch_gradient_descent():
     )
     result = train_local(build_model(SPEC), x, y, settings, device=torch.device("cpu"))
     assert result.steps == 3 and result.num_examples == 20
+
+
+def test_site_local_layers_train_at_their_share_of_the_learning_rate():
+    """fedmi's input adapter acts on raw intensities: it trains at ``local_lr_scale`` of the
+    rate (the regional default 0.2 of 3.0), the federated head at the full rate."""
+    from fedmi.client.training.loop import make_optimizer, parameter_groups
+    from fedmi.shared.harmonization import build_method_model
+    from fedmi.shared.instructions import TrainInstruction
+    from fedmi.shared.run_config import MODEL_DEFAULTS
+
+    ins = TrainInstruction(task="dat-pd", model="regional", method="fedmi", learning_rate=3.0)
+    settings = TrainSettings.from_instruction(ins)
+    assert settings.local_lr_scale == MODEL_DEFAULTS["regional"].local_lr_scale == 0.2
+    model = build_method_model("fedmi", ModelSpec(arch="regional", task="dat-pd"), n_groups=2)
+    groups = make_optimizer(parameter_groups(model, settings), settings).param_groups
+    head = {id(p) for p in model.backbone.head.parameters()}
+    adapter = {id(p) for p in model.adapter_parameters()}
+    assert [g["lr"] for g in groups] == [3.0, 3.0 * 0.2]
+    assert {id(p) for p in groups[0]["params"]} == head
+    assert {id(p) for p in groups[1]["params"]} == adapter
+    # a plain model has one group; the CNN's local layers keep the full rate
+    plain = parameter_groups(build_model(ModelSpec(arch="regional")), settings)
+    assert len(plain) == 1 and plain[0]["lr"] == 3.0
+    assert MODEL_DEFAULTS["cnn"].local_lr_scale == 1.0
