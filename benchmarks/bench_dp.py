@@ -198,26 +198,27 @@ def cmd_auc(args: argparse.Namespace) -> None:
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def fedavg_draw(
+def fedavg_model(
     sites: list,
     datas: dict,
-    holdout: str,
     eps: float | None,
     seed: int,
     rounds: int,
     ledger: Path,
     task: str,
-) -> float:
+    *,
+    learning_rate: float | None = None,
+    centred: bool = True,
+) -> nn.Module:
     """One FedAvg run without Flower: every training site runs the project's own round
     (:func:`fedmi.client.privacy.rounds.private_round`, real ledger under ``ledger``; plain
-    :func:`fedmi.client.training.loop.train_local` when ``eps`` is None) with the regional model's
-    defaults; the holdout site's exact AUC of the final model."""
-    from sklearn.metrics import roc_auc_score
-
+    :func:`fedmi.client.training.loop.train_local` when ``eps`` is None) with the regional
+    model's defaults (``learning_rate``: another rate; ``centred=False``: the head on the
+    uncentred features, as before shared/regional.py centred them); the final model."""
     from benchmarks.bench_drift import average_states
     from fedmi.client.privacy.rounds import private_round
     from fedmi.client.privacy.settings import PrivacySettings
-    from fedmi.client.training.loop import TrainSettings, predict, train_local
+    from fedmi.client.training.loop import TrainSettings, train_local
     from fedmi.shared.instructions import round_seed
     from fedmi.shared.model import (
         ModelSpec,
@@ -228,18 +229,19 @@ def fedavg_draw(
     from fedmi.shared.run_config import MODEL_DEFAULTS
 
     d = MODEL_DEFAULTS["regional"]
+    spec = ModelSpec(arch="regional", task=task if centred else None)
     torch.manual_seed(seed)
-    weights = federated_state_dict(build_model(ModelSpec(arch="regional", task=task)))
+    weights = federated_state_dict(build_model(spec))
     for r in range(1, rounds + 1):
         states, counts = [], []
         for site in sites:
             x, y = datas[site.site_id].subset("train")
-            model = build_model(ModelSpec(arch="regional", task=task))
+            model = build_model(spec)
             load_federated_state(model, {k: v.clone() for k, v in weights.items()})
             ts = TrainSettings(
                 epochs=d.local_epochs,
                 batch_size=d.batch_size,
-                learning_rate=d.learning_rate,
+                learning_rate=learning_rate or d.learning_rate,
                 optimizer=d.optimizer,
                 augment=d.augment,
                 seed=round_seed(seed, r),
@@ -256,8 +258,27 @@ def fedavg_draw(
             states.append(federated_state_dict(model))
             counts.append(int(y.shape[0]))
         weights = average_states(states, counts)
-    model = build_model(ModelSpec(arch="regional", task=task))
+    model = build_model(spec)
     load_federated_state(model, weights)
+    return model.eval()
+
+
+def fedavg_draw(
+    sites: list,
+    datas: dict,
+    holdout: str,
+    eps: float | None,
+    seed: int,
+    rounds: int,
+    ledger: Path,
+    task: str,
+) -> float:
+    """:func:`fedavg_model` with the defaults; the holdout site's exact AUC of its model."""
+    from sklearn.metrics import roc_auc_score
+
+    from fedmi.client.training.loop import predict
+
+    model = fedavg_model(sites, datas, eps, seed, rounds, ledger, task)
     x, y = datas[holdout].subset("all")
     return float(roc_auc_score(y.numpy(), predict(model, x)))
 

@@ -58,6 +58,7 @@ class RunConfig:
     learning_rate: float = _default("learning-rate")
     optimizer: str = _default("optimizer")
     method: str = _default("method")
+    adaptation: str = _default("adaptation")
     proximal_mu: float = _default("proximal-mu")
     server_learning_rate: float = _default("server-learning-rate")
     seed: int = _default("seed")

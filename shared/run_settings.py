@@ -152,6 +152,15 @@ RUN_CONFIG = Schema(
                 choices=_federated_methods,
             ),
             Setting(
+                "adaptation",
+                str,
+                "on",
+                "methods that adapt (fedmi): a site without trained local layers (a holdout) fits "
+                "them label-free to the training sites' pooled feature moments; off: it uses "
+                "identity layers (the federated model as trained)",
+                choices=("on", "off"),
+            ),
+            Setting(
                 "proximal-mu", float, 0.01, "FedProx: weight of mu/2·||w − w_global||²", minimum=0
             ),
             Setting(

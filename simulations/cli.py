@@ -295,7 +295,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
-        help="run local, pooled, FedAvg, FedProx, FedBN-style and fedmi on identical splits",
+        help="run local, pooled, FedAvg, FedProx, FedBN-style and fedmi (with and without "
+        "adaptation) on identical splits",
         description="Run every method for every seed on one federation (same splits, seeds and "
         "initial weights) and write one table of per-site and holdout AUC (mean ± sd over "
         "seeds) to OUT/compare.md and OUT/compare.json. Site DP-SGD is off unless "

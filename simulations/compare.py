@@ -1,8 +1,9 @@
 """``fedmi-sim compare``: every method on identical data, splits and seeds, in one table.
 
 For each seed the same federation folder is run with ``local``, ``pooled``, ``fedavg``,
-``fedprox``, ``fedbn`` (local GroupNorm affines) and ``fedmi`` (per-group harmonization
-adapter + local norm corrections, label-free adaptation at holdout sites) through
+``fedprox``, ``fedbn`` (local GroupNorm affines), ``fedmi`` (per-group harmonization
+adapter + local norm corrections, label-free adaptation at holdout sites) and
+``fedmi-noadapt`` (fedmi with ``adaptation = "off"``: holdouts keep identity layers) through
 :func:`fedmi.simulations.runner.run`. The split and the initial weights depend only on the seed,
 so every method sees the same test scans. The table gives each site's AUC (its test split;
 all scans at holdout sites) and the pooled training-site and holdout AUC, as mean ± sd
@@ -31,7 +32,11 @@ from fedmi.shared.methods import METHODS
 
 log = logging.getLogger(__name__)
 
-COMPARE_METHODS = ("local", "pooled", "fedavg", "fedprox", "fedbn", "fedmi")
+#: Rows of the comparison that are a method run with other settings: name → (method, run config)
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {
+    "fedmi-noadapt": ("fedmi", {"adaptation": "off"}),
+}
+COMPARE_METHODS = ("local", "pooled", "fedavg", "fedprox", "fedbn", "fedmi", "fedmi-noadapt")
 HOLDOUT = "holdout (pooled)"
 TRAIN = "train (pooled)"
 #: pooled histogram AUCs with a wider bound (k-merged bins) are shown as "—"
@@ -230,12 +235,15 @@ def run_config(run_dir: Path, extra: dict[str, object] | None) -> dict[str, obje
 
 
 def _reused(report_path: Path, method: str, seed: int) -> dict | None:
-    """A finished run of ``method`` at ``seed`` left by an earlier compare, else ``None``."""
+    """A finished run of ``method`` (a row name) at ``seed`` left by an earlier compare."""
     if not report_path.exists():
         return None
     report = json.loads(report_path.read_text())
     # only runs that compare itself finished (a killed run leaves a partial report)
-    if not report.get("compare_finished") or report.get("method") != method:
+    if (
+        not report.get("compare_finished")
+        or report.get("compare_method", report.get("method")) != method
+    ):
         return None
     return report if int(report.get("seed", -1)) == int(seed) else None
 
@@ -258,9 +266,9 @@ class _Results:
                 by_site = self.op.setdefault(method, {}).setdefault(site, {})
                 by_site.setdefault(name, []).append(value)
         self.roles.update(site_roles)
-        if method == "fedmi":
+        if method in ("fedmi", *VARIANTS):
             for site, state in used.items():
-                self.harmonization[f"{site} seed {seed}"] = state
+                self.harmonization[f"{method}: {site} seed {seed}"] = state
         for col, auc in aucs.items():
             self.per_seed[method].setdefault(col, []).append(auc)
         self.runs.append({"method": method, "seed": int(seed), "report": str(report_path)})
@@ -294,9 +302,10 @@ def compare(
     """Run ``methods`` × ``seeds`` on one federation and write compare.json / compare.md."""
     from fedmi.simulations.runner import run
 
-    unknown = [m for m in methods if m not in METHODS]
+    known = (*METHODS, *VARIANTS)
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(known)}")
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     data_root = _federation(data_root, out_dir, task, preset, int(seeds[0]))
@@ -312,17 +321,19 @@ def compare(
             report = _reused(report_path, method, int(seed)) if reuse else None
             if report is None:
                 log.info("compare: %s, seed %d", method, seed)
+                base, settings = VARIANTS.get(method, (method, {}))
                 report = run(
                     data_root=data_root,
                     task=task,
                     out_dir=run_dir,
                     rounds=rounds,
-                    method=method,
+                    method=base,
                     seed=int(seed),
                     local_epochs=local_epochs,
-                    extra=run_config(run_dir, extra),
+                    extra=run_config(run_dir, {**dict(extra or {}), **settings}),
                 )
                 report["seed"] = int(seed)
+                report["compare_method"] = method
                 report["compare_finished"] = True
                 write_json(report_path, report)
             results.add(method, int(seed), report, report_path)

@@ -68,10 +68,13 @@ def collect_feature_reference(
 ) -> tuple[FeatureMoments | None, ClassMoments | None]:
     """Ask the training sites for embedding moments; the pooled moments (and per class).
 
-    ``(None, None)`` for methods that do not adapt, or when no site could answer (the
-    holdout sites then evaluate with identity layers).
+    ``(None, None)`` for methods that do not adapt, with ``adaptation = "off"``, or when no
+    site could answer (the holdout sites then evaluate with identity layers).
     """
     if not get_method(cfg.method).adapts:
+        return None, None
+    if cfg.adaptation == "off":
+        log.info("adaptation off: unseen sites evaluate with identity local layers")
         return None, None
     query = FeaturesQuery.from_run_config(cfg)
     good = [m for _, m in collect_from_training_sites(grid, arrays, query, cfg, history)]

@@ -29,6 +29,8 @@ def test_pyproject_run_config_matches_the_dataclass_defaults():
         ({"learning-rate": "fast"}, "learning-rate"),
         ({"batch-size": -1}, "batch-size"),
         ({"local-epochs": -2}, "local-epochs"),
+        ({"adaptation": "no"}, "adaptation"),
+        ({"adaptation": False}, "adaptation"),
     ],
 )
 def test_bad_values_name_the_key(values, needle):

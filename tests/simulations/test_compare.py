@@ -49,7 +49,7 @@ def test_compare_table_and_gap(tmp_path, monkeypatch, capsys):
     assert hold["sd"] == pytest.approx(0.01)
     assert doc["gap_closed"]["fedmi"] == pytest.approx((0.86 - 0.71) / (0.91 - 0.71))
     assert doc["gap_closed"]["fedavg"] == pytest.approx(0.0) and doc["complete"]
-    assert doc["harmonization"]["site-e seed 0"] == "adapted"
+    assert doc["harmonization"]["fedmi: site-e seed 0"] == "adapted"
     saved = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert saved["methods"] == list(cmp.COMPARE_METHODS)
     md = (tmp_path / "out" / "compare.md").read_text()
@@ -105,6 +105,53 @@ def test_every_run_spends_its_own_privacy_budget(tmp_path, monkeypatch):
         out_dir=tmp_path / "out2", methods=["fedavg"], extra={"sim-ledger-root": mine}, **kw
     )
     assert seen[0]["sim-ledger-root"] == mine
+
+
+def test_fedmi_without_adaptation_is_fedmi_run_with_adaptation_off(tmp_path, monkeypatch):
+    """The variant row runs the fedmi method with ``adaptation = "off"`` (and nothing else
+    differs); reuse tells the two rows apart, and a report written before rows had their own
+    name is reused for its method."""
+    calls: list[tuple[str, dict]] = []
+
+    def fake(*, method, extra, **kw):
+        calls.append((method, dict(extra)))
+        rep = _fake_run(method=method, **kw)
+        if extra.get("adaptation") == "off":
+            rep["final"]["per_site"][1]["harmonization"] = "identity"
+        return rep
+
+    monkeypatch.setattr(runner, "run", fake)
+    kw = dict(methods=["fedmi", "fedmi-noadapt"], seeds=[0])
+    doc = _compare(tmp_path, **kw)
+    assert [m for m, _ in calls] == ["fedmi", "fedmi"]
+    assert "adaptation" not in calls[0][1] and calls[1][1]["adaptation"] == "off"
+    same = {k: v for k, v in calls[0][1].items() if k != "sim-ledger-root"}
+    assert {
+        k: v for k, v in calls[1][1].items() if k not in ("adaptation", "sim-ledger-root")
+    } == same
+    assert doc["harmonization"] == {
+        "fedmi: site-e seed 0": "adapted",
+        "fedmi: site-a seed 0": "trained",
+        "fedmi-noadapt: site-e seed 0": "identity",
+        "fedmi-noadapt: site-a seed 0": "trained",
+    }
+    assert set(doc["summary"]) == {"fedmi", "fedmi-noadapt"}
+    runs = tmp_path / "out" / "runs"
+    assert (
+        json.loads((runs / "fedmi-noadapt-seed0" / "report.json").read_text())["compare_method"]
+        == "fedmi-noadapt"
+    )
+    # reuse: nothing reruns; an older report (no compare_method) counts for its method
+    old = json.loads((runs / "fedmi-seed0" / "report.json").read_text())
+    del old["compare_method"]
+    (runs / "fedmi-seed0" / "report.json").write_text(json.dumps(old))
+    calls.clear()
+    cmp.compare(data_root=tmp_path / "data", task="amyloid", out_dir=tmp_path / "out", rounds=2,
+                local_epochs=1, reuse=True, **kw)  # fmt: skip
+    assert calls == []
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ValueError, match="fedmi-noadapt"):
+        _compare(tmp_path / "x", methods=["fedmi-adapt"])
 
 
 def test_the_sites_exact_auc_is_preferred_to_the_merged_histogram():

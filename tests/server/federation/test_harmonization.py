@@ -38,3 +38,25 @@ def test_pooled_classes_are_exact_and_all_or_nothing():
     # one site without per-class moments (a class under its small-cell rule): none pooled
     assert pooled_classes([_reply(*a), _reply(*b, classes=False)]) is None
     assert pooled_classes([]) is None
+
+
+def test_with_adaptation_off_no_site_is_asked_for_moments(monkeypatch):
+    """``adaptation = "off"``: the coordinator asks no training site for its feature moments
+    (nothing is released or charged) and the holdouts get no reference; "on" asks."""
+    from fedmi.server.federation import harmonization as hz
+    from fedmi.shared.run_config import RunConfig
+
+    asked: list[str] = []
+
+    def collect(grid, arrays, query, cfg, history):
+        asked.append(query.message_type)
+        return []
+
+    monkeypatch.setattr(hz, "collect_from_training_sites", collect)
+    off = RunConfig.from_mapping({"method": "fedmi", "adaptation": "off"})
+    assert hz.collect_feature_reference(None, None, off, None) == (None, None)
+    assert asked == []
+    on = RunConfig.from_mapping({"method": "fedmi"})
+    assert on.adaptation == "on"
+    assert hz.collect_feature_reference(None, None, on, None) == (None, None)  # nobody answered
+    assert len(asked) == 1
