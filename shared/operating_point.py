@@ -80,12 +80,29 @@ def confusion_at(
     )
 
 
-def _select(sens: np.ndarray, spec: np.ndarray, criterion: str, target: float | None) -> int:
-    """Index of the chosen cut among candidate cuts sorted by increasing threshold."""
+#: Among thresholds that tie for the best Youden J the one nearest this: the model's own
+#: decision point (a probability of 0.5)
+TIE_PIVOT = 0.5
+
+
+def _select(
+    sens: np.ndarray,
+    spec: np.ndarray,
+    criterion: str,
+    target: float | None,
+    thresholds: np.ndarray,
+) -> int:
+    """Index of the chosen cut among candidate cuts sorted by increasing threshold.
+
+    Youden: of the cuts that tie for the largest J, the one whose threshold is nearest
+    :data:`TIE_PIVOT` (the lower on an exact tie). A tie means the data cannot tell those
+    thresholds apart — histograms whose small cells were merged, or DP deciles, leave wide
+    plateaus — and the model's own 0.5 is then kept wherever the data allow it.
+    """
     if criterion == "youden":
         j = sens + spec - 1
         best = np.flatnonzero(j >= j.max() - 1e-12)
-        return int(best[len(best) // 2])  # the middle of a tie (a plateau of the ROC)
+        return int(best[np.argmin(np.abs(thresholds[best] - TIE_PIVOT))])
     if target is None or not 0 < target < 1:
         raise ValueError(f"criterion {criterion!r} needs a target in (0, 1), got {target!r}")
     if criterion == "sensitivity":  # the highest threshold that still reaches the target
@@ -115,7 +132,7 @@ def choose_threshold(
     # cut k calls bins k.. positive, k = 0..B (threshold k/B)
     sens = np.concatenate([np.cumsum(hp[::-1])[::-1], [0.0]]) / hp.sum()
     spec = np.concatenate([[0.0], np.cumsum(hn)]) / hn.sum()
-    k = _select(sens, spec, criterion, target)
+    k = _select(sens, spec, criterion, target, np.arange(hp.size + 1) / hp.size)
     threshold = k / hp.size
     return ThresholdChoice(threshold, criterion, target, confusion_at(hp, hn, threshold))
 
@@ -126,13 +143,23 @@ def threshold_from_scores(
     criterion: str = "youden",
     target: float | None = None,
 ) -> float:
-    """The same rule on unbinned scores: candidate thresholds are the distinct scores."""
+    """The same rule on unbinned scores: candidate thresholds are the distinct scores.
+
+    Every threshold in ``(previous score, score]`` calls the same scans positive. Youden
+    returns, of the tied best cuts, the threshold nearest :data:`TIE_PIVOT` within them (as
+    the histogram rule picks the bin edge nearest it on a plateau); the target criteria
+    return the score itself.
+    """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     cands = np.unique(np.concatenate([s, [np.inf]]))
     sens = np.array([(s[y] >= t).mean() for t in cands])
     spec = np.array([(s[~y] < t).mean() for t in cands])
-    t = float(cands[_select(sens, spec, criterion, target)])
+    # the point of each cut's interval (previous score, score] nearest the pivot
+    low = np.nextafter(np.concatenate([[-np.inf], cands[:-1]]), np.inf)
+    nearest = np.clip(TIE_PIVOT, low, cands)
+    k = _select(sens, spec, criterion, target, nearest)
+    t = float(nearest[k] if criterion == "youden" else cands[k])
     return min(t, 1.0)
 
 

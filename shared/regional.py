@@ -7,19 +7,20 @@ of its reference-normalised uptake in each of ~50 anatomical regions (lobar, gyr
 deep-nuclei composites of AAL3 per hemisphere, :func:`fedmi.shared.anatomy.parcellation`: the
 regional SUVR / SBR that nuclear-medicine physicists read; a fixed, parameter-free layer),
 takes a scaled log, standardises it per scan and feeds a linear head: ~50 trainable
-weights. The head reads each scan's deviation from the task template's own regional pattern
-(:func:`template_features`): the standardised pattern is mostly anatomy that every scan shares
-(on the dat-pd preset the training scans' mean feature vector has squared norm 51.7 of the
-52 every scan has),
-and that common direction made the head's full-batch SGD (learning rate 0.6, momentum 0.9)
-unstable: the loss's largest curvature there was 10.5 (8.8 on fdg-ad) where momentum SGD at
-that rate is stable only below 2·1.9/0.6 = 6.3, so the bias oscillated until the sigmoid
-saturated and every scan scored > 0.99 (every holdout scan called positive at 0.5, with AUC
-0.89). Centred on the template, the largest curvature is 0.35 (1.8 on fdg-ad) and nothing
-else changes: the same functions of the features, a better-conditioned parameterisation. The composites rather than the 151 single AAL3 labels: the DP noise grows with
-the number of weights, and on the default fdg-ad preset the composites keep the accuracy
-without DP (holdout AUC 0.99) while losing far less at ε = 8 (docs/privacy.md). It is the
+weights. The composites rather than the 151 single AAL3 labels: the DP noise grows with the
+number of weights, and on the default fdg-ad preset the composites keep the accuracy without
+DP (holdout AUC 0.99) while losing far less at ε = 8 (docs/privacy.md). It is the
 default under DP; the CNN remains for runs without sample-level DP.
+
+The head reads each scan's deviation from the task template's own regional pattern
+(:func:`template_features`). The standardised pattern is mostly anatomy that every scan
+shares: on the dat-pd preset the training scans' mean feature vector has squared norm 51.7 of
+the 52 every scan has. Along that common direction the loss's curvature was 10.5 (8.8 on
+fdg-ad), where full-batch SGD with momentum 0.9 at learning rate 0.6 is stable only below
+2·1.9/0.6 = 6.3: the weights oscillated until the sigmoid saturated and every scan scored
+above 0.99 (every dat-pd holdout scan called PD at 0.5, with AUC 0.89). Centred, the largest
+curvature is 0.35 (1.8 on fdg-ad): the same functions of the features, a better-conditioned
+parameterisation, trained at 3.0 (docs/operating-point.md).
 """
 
 from __future__ import annotations
