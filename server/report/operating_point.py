@@ -19,7 +19,7 @@ import logging
 import numpy as np
 
 from fedmi.server.history import RunHistory
-from fedmi.shared.contract import OPERATING_THRESHOLD
+from fedmi.shared.contract import OPERATING_THRESHOLD, THRESHOLDS
 from fedmi.shared.operating_point import (
     Platt,
     best_balanced_accuracy,
@@ -32,6 +32,7 @@ from fedmi.shared.operating_point import (
     recalibrated_threshold,
 )
 from fedmi.shared.run_config import RunConfig
+from fedmi.shared.stats import OperatingPoint, operating_point
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,36 @@ def _scans(history: RunHistory, name: str) -> int:
         return 0
 
 
-def _site_entry(hp: np.ndarray, hn: np.ndarray, threshold: float, platt: Platt | None) -> dict:
-    entry: dict[str, object] = rates_at(confusion_at(hp, hn, threshold))
+def site_point(raw: dict, threshold: float) -> OperatingPoint | None:
+    """The confusion counts the site itself released at ``threshold``.
+
+    A site sends ``tp``/``fp``/``tn``/``fn`` at each of :data:`THRESHOLDS`: without DP
+    counted on its unbinned scores (exact), under DP read off its noisy histograms (the
+    same as reading them here). Histograms merged to ≥ k cases per cell can put a cell's
+    scans on the wrong side of a threshold: on the amyloid compare a holdout with AUC 0.96
+    read as sensitivity 0 at 0.5 from its merged cells, 0.95 from its own counts.
+    ``None`` when the threshold is not one of them or the counts are absent or malformed.
+    """
+    match = [t for t in THRESHOLDS if abs(t - threshold) < 1e-9]
+    if not match:
+        return None
+    try:
+        point = operating_point(raw, match[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    counts = (point.tp, point.fp, point.tn, point.fn)
+    return point if min(counts) >= 0 and sum(counts) > 0 else None
+
+
+def _site_entry(
+    hp: np.ndarray,
+    hn: np.ndarray,
+    threshold: float,
+    platt: Platt | None,
+    released: OperatingPoint | None = None,
+) -> dict:
+    entry: dict[str, object] = rates_at(released or confusion_at(hp, hn, threshold))
+    entry["counts"] = "site" if released is not None else "histogram"
     entry["best_balanced_accuracy"] = best_balanced_accuracy(hp, hn)
     entry["calibration"] = calibration_summary(hp, hn)
     if platt is not None:
@@ -143,19 +172,31 @@ def operating_point_section(cfg: RunConfig, history: RunHistory) -> dict[str, ob
     rec = card.get("recalibration")
     platt = Platt(rec["a"], rec["b"]) if isinstance(rec, dict) else None
     hists = _histograms(history)
+    released = {name: site_point(history.final_raw[name], threshold) for name in hists}
     per_site = [
-        {"site_id": name, "role": role, **_site_entry(hp, hn, threshold, platt)}
+        {"site_id": name, "role": role, **_site_entry(hp, hn, threshold, platt, released[name])}
         for name, (role, hp, hn) in hists.items()
     ]
     pooled = {}
     for role in ("train", "holdout"):
-        members = [v for v in hists.values() if v[0] == role]
-        if members:
-            hp = np.sum([m[1] for m in members], axis=0)
-            hn = np.sum([m[2] for m in members], axis=0)
-            pooled[role] = _site_entry(hp, hn, threshold, platt)
+        names = [name for name, v in hists.items() if v[0] == role]
+        if names:
+            hp = np.sum([hists[n][1] for n in names], axis=0)
+            hn = np.sum([hists[n][2] for n in names], axis=0)
+            points = [released[n] for n in names]
+            summed = None
+            if all(pt is not None for pt in points):
+                summed = OperatingPoint(
+                    threshold,
+                    *(int(sum(getattr(pt, f) for pt in points)) for f in ("tp", "fp", "tn", "fn")),  # type: ignore[union-attr]
+                )
+            pooled[role] = _site_entry(hp, hn, threshold, platt, summed)
     note = (
         "Scans with score >= threshold are called positive. Training sites' figures are on "
-        "the data the threshold was chosen on (optimistic); holdout sites' are independent."
+        "the data the threshold was chosen on (optimistic); holdout sites' are independent. "
+        "counts: site = the confusion counts the site released at the threshold (exact "
+        "without DP); histogram = read off its released histograms (cells merged to >= k "
+        "scans, or DP noise: approximate). "
+        "best_balanced_accuracy and calibration are always read off the histograms."
     )
     return {**card, "per_site": per_site, "pooled": pooled, "note": note}

@@ -182,3 +182,43 @@ def test_no_training_histograms_falls_back_to_fixed(flower_identity):
     hold = operating_point_section(RunConfig(), history)["per_site"][0]
     assert hold["threshold"] == 0.5 and hold["sensitivity"]["value"] == pytest.approx(0.6)
     assert np.isfinite(hold["calibration"]["ece"])
+
+
+def test_at_a_released_threshold_the_sites_own_counts_are_used(flower_identity):
+    """A holdout's histogram merged to ≥ k scans per cell puts a whole cell on one side of
+    0.5; its own confusion counts at 0.5 (released from its unbinned scores) are the truth.
+    The report uses them (``counts: "site"``), pooled too; at a threshold that is not one of
+    the released ones it reads the histograms and says so."""
+    merged = [
+        # two training sites whose cells tie Youden from 0.31 to 0.80: the threshold is 0.5
+        ("train-a", "train", _hist({80: 12}), _hist({30: 11})),
+        ("train-b", "train", _hist({70: 10}), _hist({20: 10})),
+        # the holdout's merged cells: 20 positives at 0.48 (their mean), 10 negatives at 0.45
+        ("hold-c", "holdout", _hist({48: 20}), _hist({45: 10})),
+    ]
+    history = _history(flower_identity, merged)
+    # what hold-c counted on its own scores at 0.5: 18 of 20 positives, 9 of 10 negatives right
+    raw = history.final_raw["hold-c"]
+    i = contract.THRESHOLDS.index(0.5)
+    for key, value in (("tp", 18), ("fn", 2), ("tn", 9), ("fp", 1)):
+        raw[key] = list(raw[key])
+        raw[key][i] = value
+    section = operating_point_section(RunConfig(), history)
+    assert section["threshold"] == pytest.approx(0.5)
+    hold = next(s for s in section["per_site"] if s["site_id"] == "hold-c")
+    assert hold["counts"] == "site"
+    assert hold["sensitivity"]["value"] == pytest.approx(0.9)  # 0.0 from the merged cells
+    assert hold["specificity"]["value"] == pytest.approx(0.9)
+    assert section["pooled"]["holdout"]["counts"] == "site"
+    assert section["pooled"]["holdout"]["sensitivity"]["successes"] == 18
+    # malformed counts are not used: the histogram is read and the entry says so
+    raw["tp"] = raw["tp"][:3]
+    hold = next(
+        s
+        for s in operating_point_section(RunConfig(), history)["per_site"]
+        if s["site_id"] == "hold-c"
+    )
+    assert hold["counts"] == "histogram" and hold["sensitivity"]["value"] == 0.0
+    # GOOD's threshold 0.35 is not a released threshold: histograms
+    good = operating_point_section(RunConfig(), _history(flower_identity, GOOD))
+    assert {s["counts"] for s in good["per_site"]} == {"histogram"}
