@@ -25,8 +25,6 @@ parameterisation, trained at 3.0 (docs/operating-point.md).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 from torch import nn
@@ -81,23 +79,6 @@ class LogRatio(nn.Module):
         return LOG_SCALE * torch.log(torch.clamp(x, min=1e-3))
 
 
-def _standardised_pattern(pool: RegionPooling, volume: torch.Tensor) -> torch.Tensor:
-    """The encoder's deterministic part: regional means, scaled log, per-scan standardised."""
-    return nn.functional.layer_norm(LogRatio()(pool(volume)), (pool.num_regions,))
-
-
-@lru_cache(maxsize=8)
-def _template_features(task: str, grid: Grid) -> np.ndarray:
-    from fedmi.shared.templates import task_template  # scipy: only when a task asks for it
-
-    template = np.array(task_template(get_task(task), grid), dtype=np.float32, copy=True)
-    with torch.no_grad():
-        pattern = _standardised_pattern(RegionPooling(grid), torch.from_numpy(template)[None, None])
-    out = pattern[0].numpy().astype(np.float32)
-    out.setflags(write=False)
-    return out
-
-
 def template_features(task: str, grid: Grid = TEMPLATE_GRID_4MM) -> torch.Tensor:
     """The regional features of the task's template (:func:`fedmi.shared.templates.task_template`).
 
@@ -110,7 +91,7 @@ def template_features(task: str, grid: Grid = TEMPLATE_GRID_4MM) -> torch.Tensor
     ValueError
         ``task`` is not a task of :data:`fedmi.shared.tasks.TASKS`.
     """
-    return torch.from_numpy(_template_features(str(task), grid).copy())
+    return RegionalBackbone(grid=grid, task=task).centre.clone()
 
 
 class RegionalBackbone(nn.Module):
@@ -141,9 +122,13 @@ class RegionalBackbone(nn.Module):
             nn.Dropout(dropout),
         )
         self.head = nn.Linear(pool.num_regions, 1)
-        centre = (
-            template_features(task, grid) if task is not None else torch.zeros(pool.num_regions)
-        )
+        centre = torch.zeros(pool.num_regions)
+        if task is not None:
+            from fedmi.shared.templates import task_template  # scipy: only when a task asks
+
+            template = np.array(task_template(get_task(task), grid), dtype=np.float32)
+            with torch.no_grad():  # the encoder without its dropout: pooling, log, standardising
+                centre = self.encoder[:3](torch.from_numpy(template)[None, None])[0]
         # fixed by the task, never trained or sent: not part of the state dict
         self.register_buffer("centre", centre, persistent=False)
 

@@ -186,10 +186,8 @@ def operating_point_section(cfg: RunConfig, history: RunHistory) -> dict[str, ob
             points = [released[n] for n in names]
             summed = None
             if all(pt is not None for pt in points):
-                summed = OperatingPoint(
-                    threshold,
-                    *(int(sum(getattr(pt, f) for pt in points)) for f in ("tp", "fp", "tn", "fn")),  # type: ignore[union-attr]
-                )
+                counts = [[pt.tp, pt.fp, pt.tn, pt.fn] for pt in points if pt is not None]
+                summed = OperatingPoint(threshold, *map(int, np.sum(counts, axis=0)))
             pooled[role] = _site_entry(hp, hn, threshold, platt, summed)
     note = (
         "Scans with score >= threshold are called positive. Training sites' figures are on "
