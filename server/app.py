@@ -17,6 +17,7 @@ from fedmi.server.federation.rounds import progress_logging
 from fedmi.server.federation.run import run_federation
 from fedmi.shared.logs import close_run_log, run_log
 from fedmi.shared.run_config import RunConfig
+from fedmi.shared.transport import shorten_pull_backoff
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def build_server_app(overrides: Mapping[str, object] | None = None) -> ServerApp
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        shorten_pull_backoff()  # a site's reply is read 50 ms after it is not there yet, not 1 s
         values = {**dict(context.run_config), **dict(overrides or {})}
         cfg = RunConfig.from_mapping(values)
         out_dir = cfg.output_dir(context.run_id)

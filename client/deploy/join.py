@@ -338,19 +338,27 @@ def _cmd_join(args: argparse.Namespace) -> int:
     return _foreground(proc, worker, state_dir, log_path, start, args)
 
 
-def _start_worker(args: argparse.Namespace, state_dir: Path, supernode: int) -> subprocess.Popen:
-    """The site's one app process (:mod:`fedmi.client.deploy.worker`)."""
-    cmd = [
+def worker_command(port: int, state_dir: Path, supernode_pid: int, site_dir: Path) -> list[str]:
+    """The command of the site's one app process (:mod:`fedmi.client.deploy.worker`)."""
+    return [
         sys.executable,
         "-m",
         "fedmi.client.deploy.worker",
         "--runtime-api",
-        f"127.0.0.1:{args.port}",
+        f"127.0.0.1:{port}",
         "--state-dir",
         str(state_dir),
         "--supernode-pid",
-        str(supernode),
+        str(supernode_pid),
+        "--site-dir",
+        str(site_dir),
     ]
+
+
+def _start_worker(args: argparse.Namespace, state_dir: Path, supernode: int) -> subprocess.Popen:
+    """Start the site's one app process (:func:`worker_command`)."""
+    site_dir = Path(args.site_dir).expanduser().resolve()
+    cmd = worker_command(args.port, state_dir, supernode, site_dir)
     with open(state_dir / WORKER_LOG_FILE, "ab") as logf:
         worker = subprocess.Popen(
             cmd,

@@ -9,7 +9,11 @@ site's approvals (:mod:`fedmi.shared.trust`). An unapproved run's messages are
 answered with an error and logged; the worker goes on with the next task.
 
 One process for every message also saves the start-up of a ``flwr-clientapp`` process per
-message (torch, fedmi, the cached data) — most of what a deployed round used to cost.
+message (torch, fedmi, the cached data) — most of what a deployed round used to cost. Before
+it serves, the worker computes what the first round would otherwise wait for
+(:func:`warm_up`: the regional model's template centre, 4–5 s of anatomy resampling), and
+it retries a message's content 50 ms after it was not there yet instead of Flower's 1 s
+(:mod:`fedmi.shared.transport`).
 
 A task can be left behind by the SuperNode: when a message arrives for a run the SuperLink no
 longer runs (a coordinator restarted mid-round), Flower 1.42 creates the task, then drops the
@@ -19,7 +23,7 @@ is pending, the SuperNode has moved on (it handles one message at a time), the s
 closed as failed and the newer one runs.
 
 Run as ``python -m fedmi.client.deploy.worker --runtime-api 127.0.0.1:PORT --state-dir
-DIR --supernode-pid PID``; it stops when the SuperNode does.
+DIR --supernode-pid PID [--site-dir DIR]``; it stops when the SuperNode does.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ import threading
 import time
 from pathlib import Path
 
+from fedmi.shared.transport import shorten_pull_backoff
 from fedmi.shared.trust import installed_fab_hash, is_approved
 
 log = logging.getLogger("fedmi.site.worker")
-#: seconds between task requests when the SuperNode has nothing for this site
-POLL_SECONDS = 0.2
+#: seconds between task requests when the SuperNode has nothing for this site (a loopback
+#: request to the site's own SuperNode)
+POLL_SECONDS = 0.1
 #: seconds between checks that the SuperNode still runs
 WATCH_SECONDS = 1.0
 #: seconds between checks for a newer task while a message's content is awaited
@@ -174,8 +180,11 @@ def run_task(
     heartbeat.start()
     context = message = reply = None
     ran, status, details = False, SubStatus.FAILED, "refused"
+    started = time.perf_counter()
+    pulled = handled = started
     try:
         message, context, run, fab = pull_task_input(client, newer)
+        pulled = time.perf_counter()
         if not is_approved(fab.hash_str, installed, state_dir):
             reason = REFUSED_REASON.format(digest=fab.hash_str)
             log.warning("run %s (%s): %s", run.run_id, run.fab_id, reason)
@@ -183,6 +192,7 @@ def run_task(
             details = reason
         else:
             reply = client_app(message=message, context=context)
+            handled = time.perf_counter()
             ran, status, details = True, SubStatus.COMPLETED, ""
     except MessageAbandoned as exc:
         log.warning("%s: skipped", exc)
@@ -204,10 +214,50 @@ def run_task(
         push_task_output(client, context, status, details)
         heartbeat.stop()
         client.close()
+    if ran:
+        log.info(
+            "%s message: content pulled in %.2f s, handled in %.2f s, reply pushed in %.2f s",
+            message.metadata.message_type,
+            pulled - started,
+            handled - pulled,
+            time.perf_counter() - handled,
+        )
     return ran
 
 
-def serve(address: str, state_dir: Path, supernode_pid: int | None) -> None:
+def warm_up(site_dir: Path | None) -> float:
+    """Compute, before the first message, what the first round would otherwise wait for.
+
+    The regional model's head is centred on its task's template as the encoder sees it
+    (:func:`fedmi.shared.regional.template_features`): data-free, the same at every site,
+    cached for the life of the process, and 4–5 s of anatomy resampling on one core the
+    first time a model is built. Built here for the task of ``site_dir``'s site.toml
+    (every task when it names none, or without a site folder). A failure is logged and
+    left to the round that needs it.
+
+    Returns the seconds it took.
+    """
+    start = time.perf_counter()
+    from fedmi.shared.model import ModelSpec, build_model
+    from fedmi.shared.tasks import TASKS
+
+    tasks = list(TASKS)
+    try:
+        if site_dir is not None:
+            from fedmi.client.site.config import load_site_config
+
+            task = load_site_config(site_dir).task
+            tasks = [task] if task in TASKS else tasks
+        for task in tasks:
+            build_model(ModelSpec(arch="regional", task=task))
+    except Exception as exc:  # noqa: BLE001 - the round that needs it reports it properly
+        log.warning("warm-up skipped (%s: %s)", type(exc).__name__, exc)
+    return time.perf_counter() - start
+
+
+def serve(
+    address: str, state_dir: Path, supernode_pid: int | None, site_dir: Path | None = None
+) -> None:
     """Acquire and run ClientApp tasks until the SuperNode stops (or SIGTERM)."""
     if supernode_pid is not None:
         watch = threading.Thread(target=_exit_with, args=(supernode_pid,), daemon=True)
@@ -217,6 +267,8 @@ def serve(address: str, state_dir: Path, supernode_pid: int | None) -> None:
 
     from fedmi.client.app import app as client_app
 
+    shorten_pull_backoff()
+    log.info("site worker: ready to serve after a %.1f s warm-up", warm_up(site_dir))
     installed = installed_fab_hash()
     log.info("site worker: runs fedmi's installed app (FAB %s) and approved apps", installed)
     stop = {"now": False}
@@ -278,13 +330,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runtime-api", required=True, help="the SuperNode's 127.0.0.1:PORT")
     ap.add_argument("--state-dir", type=Path, required=True)
     ap.add_argument("--supernode-pid", type=int)
+    ap.add_argument("--site-dir", type=Path, help="the site folder (its task is warmed up)")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    serve(args.runtime_api, args.state_dir.resolve(), args.supernode_pid)
+    serve(args.runtime_api, args.state_dir.resolve(), args.supernode_pid, args.site_dir)
 
 
 if __name__ == "__main__":

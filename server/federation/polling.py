@@ -16,11 +16,14 @@ else (node ids, message creation, the run) is the wrapped grid's.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 
 from flwr.app import Message
 from flwr.serverapp import Grid
+
+log = logging.getLogger(__name__)
 
 #: first poll interval (s)
 SHORTEST = 0.005
@@ -96,8 +99,10 @@ class PromptGrid(Grid):
 
         ``timeout=None`` waits until every message has a reply, as Flower's grids do.
         """
+        began = time.monotonic()
         pending = set(self.push_messages(messages))
         start = time.monotonic()
+        sent = len(pending)
         replies: list[Message] = []
         while pending:
             got = list(self.pull_messages(pending))
@@ -112,4 +117,8 @@ class PromptGrid(Grid):
             if timeout is not None:
                 pause = min(pause, max(0.0, timeout - waited))
             time.sleep(pause)
+        log.debug(
+            "%d message(s) pushed in %.2f s; %d reply(ies) after %.2f s",
+            sent, start - began, len(replies), time.monotonic() - start,
+        )
         return replies

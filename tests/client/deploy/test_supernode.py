@@ -1,4 +1,4 @@
-"""fedmi's SuperNode launcher: Flower's SuperNode with its idle sleep capped."""
+"""fedmi's SuperNode launcher: Flower's SuperNode with its sleeps capped."""
 
 from __future__ import annotations
 
@@ -25,10 +25,17 @@ def test_the_supernode_loop_sleeps_at_most_the_idle_poll(restored):
     restored.time.sleep(3)  # Flower's idle wait
     assert time.monotonic() - t0 < supernode.IDLE_POLL_SECONDS + 0.3
     t0 = time.monotonic()
-    restored.time.sleep(0.05)  # shorter sleeps are kept
-    assert 0.04 < time.monotonic() - t0 < 0.3
+    restored.time.sleep(0.5)  # a local wait (the worker's reply): capped much shorter
+    assert time.monotonic() - t0 < supernode.LOCAL_WAIT_SECONDS + 0.2
     assert restored.time.monotonic() > 0 and restored.time.time() > 0  # the rest is time's
     supernode.patch_idle_poll()  # twice is harmless
+
+
+def test_the_caps_separate_the_idle_poll_from_local_waits():
+    assert supernode.capped_sleep(3) == supernode.IDLE_POLL_SECONDS == 0.5
+    assert supernode.capped_sleep(0.5) == supernode.LOCAL_WAIT_SECONDS == 0.02
+    assert supernode.capped_sleep(0.01) == 0.01  # shorter sleeps are kept
+    assert supernode.capped_sleep(0) == 0
 
 
 def test_a_flower_whose_loop_does_not_use_time_is_refused(restored, monkeypatch):

@@ -145,3 +145,64 @@ def test_the_worker_exits_when_its_supernode_is_gone(tmp_path):
         for p in (proc, supernode):
             p.kill()
             p.wait()
+
+
+def _site(tmp_path, task_line: str):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "site.toml").write_text(f'[site]\nsite-id = "site-a"\n{task_line}\n')
+    return site
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The ModelSpecs warm_up builds (the real build is 4–5 s of anatomy resampling)."""
+    from fedmi.shared import model
+
+    specs = []
+    monkeypatch.setattr(model, "build_model", lambda spec: specs.append(spec))
+    return specs
+
+
+def test_the_worker_warms_up_the_regional_centre_of_its_sites_task(tmp_path, built):
+    from fedmi.shared.model import ModelSpec
+
+    worker.warm_up(_site(tmp_path, 'task = "dat-pd"'))
+    assert built == [ModelSpec(arch="regional", task="dat-pd")]
+
+
+def test_a_site_without_a_task_warms_up_every_task(tmp_path, built):
+    from fedmi.shared.tasks import TASKS
+
+    worker.warm_up(_site(tmp_path, ""))
+    assert [s.task for s in built] == list(TASKS)
+    built.clear()
+    worker.warm_up(None)
+    assert [s.task for s in built] == list(TASKS)
+
+
+def test_a_failed_warm_up_is_logged_and_the_worker_serves_anyway(tmp_path, built, caplog):
+    site = _site(tmp_path, "tsak = 'fdg-ad'")  # a typo: site.toml is refused
+    assert worker.warm_up(site) >= 0
+    assert built == []
+    assert "warm-up skipped (SiteConfigError" in caplog.text and "tsak" in caplog.text
+
+
+def test_the_warm_up_makes_the_first_model_build_cheap():
+    """What it is for: the centre is computed once per process, the second build is free."""
+    from fedmi.shared.model import ModelSpec, build_model
+
+    build_model(ModelSpec(arch="regional", task="fdg-ad"))  # cached from here on
+    t0 = time.perf_counter()
+    build_model(ModelSpec(arch="regional", task="fdg-ad"))
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_join_starts_the_worker_with_the_site_folder(tmp_path):
+    from fedmi.client.deploy.join import worker_command
+
+    cmd = worker_command(9094, tmp_path / "state", 123, tmp_path / "site")
+    assert cmd[:3] == [sys.executable, "-m", "fedmi.client.deploy.worker"]
+    assert cmd[cmd.index("--runtime-api") + 1] == "127.0.0.1:9094"
+    assert cmd[cmd.index("--supernode-pid") + 1] == "123"
+    assert cmd[cmd.index("--site-dir") + 1] == str(tmp_path / "site")

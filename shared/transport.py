@@ -1,0 +1,70 @@
+"""How soon a deployed process asks again for a message's content (Flower 1.42's object pulls).
+
+A Flower message travels as a tree of objects: the sender registers the message, then
+uploads its objects one request at a time; the receiver pulls each object and, when one
+is not there yet (``ObjectUnavailableError``), retries with an exponential backoff that
+starts at **1 s** (``flwr.supercore.inflatable.inflatable_utils``: ``pull_objects`` and
+``pull_and_inflate_object_from_tree``, ``initial_backoff=PULL_INITIAL_BACKOFF``). In a
+deployed round every hop meets an upload still in progress — the site worker pulls a
+message from its SuperNode while the SuperNode is still storing it, the ServerApp pulls a
+reply the SuperNode is still pushing — so a message whose content is ready a few
+milliseconds later arrives a whole second late, at each hop (measured with
+``benchmarks/bench_deployment.py``: the site worker's pull took 0.9–1.2 s for a 10 kB
+message, ~3 s of fixed cost per exchange).
+
+:func:`shorten_pull_backoff` makes the first retry come after :data:`FIRST_RETRY_SECONDS`
+instead; the backoff still doubles to Flower's cap (10 s) and the number of tries and the
+time limit are Flower's, so a peer that really is slow is polled as gently as before after
+a few retries. fedmi's own deployed processes call it at start: the site's SuperNode
+(:mod:`fedmi.client.deploy.supernode`), the site worker (:mod:`fedmi.client.deploy.worker`)
+and the coordinator's ServerApp (:mod:`fedmi.server.app`). It changes only the default of
+a keyword argument, never the protocol.
+"""
+
+from __future__ import annotations
+
+#: seconds before the first retry of an object that is not there yet (Flower: 1 s)
+FIRST_RETRY_SECONDS = 0.05
+#: the Flower functions whose ``initial_backoff`` default is shortened
+PULL_FUNCTIONS = ("pull_objects", "pull_and_inflate_object_from_tree")
+
+
+def shorten_pull_backoff(first_retry: float = FIRST_RETRY_SECONDS) -> None:
+    """Retry an unavailable object after ``first_retry`` seconds (module docstring).
+
+    Idempotent; affects every caller in this process that uses Flower's default.
+
+    Raises
+    ------
+    ValueError
+        When ``first_retry`` is not a positive number of seconds.
+    RuntimeError
+        When the installed Flower no longer has these functions or their
+        ``initial_backoff`` keyword (another Flower version): fedmi then refuses to start
+        rather than run with an unknown transport.
+    """
+    if not isinstance(first_retry, (int, float)) or isinstance(first_retry, bool):
+        raise ValueError(f"first_retry must be a number of seconds, got {first_retry!r}")
+    if not first_retry > 0:
+        raise ValueError(f"first_retry must be > 0 s, got {first_retry!r}")
+    from flwr.supercore.inflatable import inflatable_utils
+
+    for name in PULL_FUNCTIONS:
+        fn = getattr(inflatable_utils, name, None)
+        defaults = getattr(fn, "__kwdefaults__", None) or {}
+        if "initial_backoff" not in defaults:
+            raise RuntimeError(
+                f"flwr.supercore.inflatable.inflatable_utils.{name} has no `initial_backoff` "
+                "keyword: install the Flower version fedmi's pyproject names"
+            )
+        defaults["initial_backoff"] = float(first_retry)
+
+
+def pull_backoff() -> dict[str, float]:
+    """The ``initial_backoff`` default each of :data:`PULL_FUNCTIONS` has now (seconds)."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    return {
+        name: float(getattr(inflatable_utils, name).__kwdefaults__["initial_backoff"])
+        for name in PULL_FUNCTIONS
+    }
