@@ -119,6 +119,9 @@ class PromptGrid(Grid):
             time.sleep(pause)
         log.debug(
             "%d message(s) pushed in %.2f s; %d reply(ies) after %.2f s",
-            sent, start - began, len(replies), time.monotonic() - start,
+            sent,
+            start - began,
+            len(replies),
+            time.monotonic() - start,
         )
         return replies
