@@ -20,10 +20,15 @@ simulated 0.7; after (one long-lived site worker per site) deployed 10.6 vs simu
 2.6 s/round (whole deployed run 165 s → 42 s). Stop 26: the SuperNode through fedmi's
 launcher (idle poll 0.5 s instead of Flower's 3 s, :mod:`fedmi.client.deploy.supernode`):
 deployed 8.8 vs simulated 0.9 s/round (+7.9); with one torch thread per site worker, as the
-simulation engine gives each ClientApp (this script since then): 7.8 vs 1.3 (+6.5). What
-remains is not the poll: a site starts on a round's message 2–4 s after the coordinator sends
-it (the ServerApp pushes every message's objects to the SuperLink one HTTPS request at a time,
-and each SuperNode pulls them through the fedmi front); not profiled further.
+simulation engine gives each ClientApp (this script since then): 7.8 vs 1.3 (+6.5). Stop 28
+profiled it with the site worker's per-message timings (site.log): every hop of a message
+met a part still being uploaded and waited Flower's 1 s first retry (the worker's pull of a
+10 kB message took 0.9–1.2 s; ~3 s of fixed cost per exchange, two exchanges a round), and
+the first DP round spent 4–5 s per site worker computing the regional head's template
+centre, four workers at once on two cores. With the 50 ms first retry
+(:mod:`fedmi.shared.transport`), the SuperNode's local waits capped at 20 ms and the
+worker's warm-up: before 9.0 vs 2.5 s/round (+6.6), after 4.0 vs 1.7 and 3.9 vs 2.1 (+2.3,
++1.8) in two runs; the whole deployed run 55 s → 35 s.
 """
 
 from __future__ import annotations
