@@ -4,9 +4,10 @@ normative model of the aging brain (:mod:`fedmi.shared.normative`).
 When the verified model package holds ``normative_model.json``
 (:data:`fedmi.shared.package.NORMATIVE`), ``fedmi-site predict`` scores every assessable
 study against it (:func:`normative_record`): the study's regional log profile on the
-task's template grid, age- and sex-adjusted z per region against the population model (no
-site offset: a site's own normals are not used at prediction), the anomaly score and the
-regions below :data:`~fedmi.shared.normative.Z_THRESHOLD`. The z-scores are painted back
+task's template grid, age- and sex-adjusted z per region against the population model
+after the **site's own offset** (:func:`site_offset_from_ingest`: estimated from the normals
+of the site's last federation ingest, which never leave the site; none when the site has
+no labelled normals), the anomaly score and the regions below :data:`~fedmi.shared.normative.Z_THRESHOLD`. The z-scores are painted back
 on the template grid (:func:`zmap_volume`) and drawn as axial slices over the scan
 (:func:`zmap_figure`) for the HTML report and a DICOM Secondary Capture.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -30,6 +32,7 @@ from fedmi.shared.normative import (
     NormativeError,
     NormativeModel,
     anomaly_score,
+    evaluation_groups,
     flag_threshold,
     profile_of,
     regions_below,
@@ -77,12 +80,56 @@ def load_normative(pkg: ModelPackage, grid: Grid) -> NormativeModel | None:
     return model
 
 
+def _sex(sex: str | None) -> str | None:
+    """``F`` or ``M`` from (0010,0040) *Patient's Sex*; ``None`` for anything else."""
+    code = str(sex or "").upper()
+    return code if code in ("F", "M") else None
+
+
+def site_offset_from_ingest(
+    model: NormativeModel, ingest_dir: Path, task: str, grid: Grid
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, int]:
+    """The site's own offset from the normals of its last federation ingest, and their count.
+
+    The normals are the accepted scans of ``ingest_dir`` (``STATE/ingest``, written by
+    ``fedmi-site check`` / ``join``) labelled the task's normal group
+    (:func:`fedmi.shared.normative.evaluation_groups`, e.g. ``CN``), with the labels as at
+    that ingest; the offset is :meth:`NormativeModel.site_offset` of their profiles, ages
+    and sexes. ``(None, 0)`` when the folder holds no ingest of ``task`` or no normal: the
+    population model is then used as it is.
+    """
+    from fedmi.client.ingest.cache import read_volume
+    from fedmi.client.ingest.report import IngestReport, load_accepted
+
+    ingest_dir = Path(ingest_dir)
+    try:
+        if IngestReport.load(ingest_dir).task != task:
+            return None, 0
+        rows = load_accepted(ingest_dir)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None, 0
+    normal = evaluation_groups(task)[0]
+    rows = [r for r in rows if r.get("label") == normal]
+    if not rows:
+        return None, 0
+    profiles = np.array(
+        [
+            profile_of(read_volume(Path(r["cached_path"]), r.get("volume_sha256")), grid)[0]
+            for r in rows
+        ]
+    )
+    ages = [r.get("age_years") for r in rows]
+    return model.site_offset(profiles, ages, [_sex(r.get("sex")) for r in rows]), len(rows)
+
+
 def normative_record(
     model: NormativeModel,
     volume: np.ndarray,
     grid: Grid,
     age_years: float | None,
     sex: str | None,
+    offset: tuple[np.ndarray, np.ndarray] | None = None,
+    site_normals: int = 0,
 ) -> tuple[dict, np.ndarray]:
     """The record's ``normative`` entry for one template-grid volume, and the raw z ``(R,)``.
 
@@ -90,11 +137,13 @@ def normative_record(
     ----------
     age_years, sex
         From the ingest row ((0010,1010) / birth date, (0010,0040)); ``None``: unknown.
+    offset, site_normals
+        The site's own offset (:func:`site_offset_from_ingest`) and how many normals gave
+        it; ``None``: the population model alone.
     """
     profile, names = profile_of(volume, grid)
-    sex_code = str(sex or "").upper()
-    sex_used = sex_code if sex_code in ("F", "M") else None
-    z = model.zscores(profile, age_years, sex_used)
+    sex_used = _sex(sex)
+    z = model.zscores(profile, age_years, sex_used, offset)
     notes = []
     age_unknown = age_years is None
     if not model.adjust_age:
@@ -123,7 +172,8 @@ def normative_record(
         "flagged": bool(anomaly_score(z) > flag_threshold(len(names))),
         "threshold": Z_THRESHOLD,
         "regions_below": [{"region": n, "z": round(v, 2)} for n, v in below],
-        "site_offset": False,
+        "site_offset": offset is not None,
+        "site_normals": int(site_normals) if offset is not None else 0,
         "model": {
             "n_sites": model.n_sites,
             "n_scans": model.n_scans,

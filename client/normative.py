@@ -18,6 +18,11 @@ holds the maths):
   below z = −2 in its normals (all, and those over 80; age-adjusted and unadjusted), how
   many scans' lowest regions match their disorder's pattern, and how many the supervised
   classifier calls positive. Noisy under DP (one release), small groups withheld without.
+  Without DP every scan is scored after the **site's own offset** from its normals (leave
+  one out for a normal; :meth:`fedmi.shared.normative.NormativeModel.own_offsets`), as
+  ``fedmi-site predict`` scores a patient at a site with labelled normals. Under DP the
+  population model is used as is: with an offset, one normal's data would move every other
+  scan's score, and the release's noise is calibrated to one scan moving one count.
 
 No profile, age, sex or per-scan score leaves the site.
 """
@@ -220,9 +225,23 @@ def evaluate_scans(
     reference: nm.NormativeModel,
     probabilities: np.ndarray,
     threshold: float,
+    own_offsets: bool = False,
 ) -> Evaluation:
-    """Anomaly scores, false-positive fractions, pattern matches and classifier calls."""
+    """Anomaly scores, false-positive fractions, pattern matches and classifier calls.
+
+    ``own_offsets``: every scan is scored after the site's own offset, estimated from its
+    normals (``groups[0]``) and, for a normal, without that scan
+    (:meth:`fedmi.shared.normative.NormativeModel.own_offsets`), for the model and for the
+    unadjusted reference alike.
+    """
     g_max = contract.NORMATIVE_GROUPS
+    n = len(scans.labels)
+    offsets: list = [None] * n
+    ref_offsets: list = [None] * n
+    if own_offsets:
+        normal = [lab == groups[0] for lab in scans.labels]
+        offsets = model.own_offsets(scans.profiles, scans.ages, scans.sexes, normal)
+        ref_offsets = reference.own_offsets(scans.profiles, scans.ages, scans.sexes, normal)
     hist = np.zeros((g_max, contract.NORMATIVE_BINS), dtype=np.int64)
     match = np.zeros(g_max, dtype=np.int64)
     clf = np.zeros(g_max, dtype=np.int64)
@@ -233,13 +252,15 @@ def evaluate_scans(
         idx = [i for i, lab in enumerate(scans.labels) if lab == group]
         scores = []
         for i in idx:
-            z = model.zscores(scans.profiles[i], scans.ages[i], scans.sexes[i])
+            z = model.zscores(scans.profiles[i], scans.ages[i], scans.sexes[i], offsets[i])
             scores.append(nm.anomaly_score(z))
             if group in nm.DISORDER_REGIONS:
                 match[gi] += int(nm.pattern_match(z, scans.region_names, group))
             clf[gi] += int(probabilities[i] >= threshold)
             if gi == 0:
-                z_ref = reference.zscores(scans.profiles[i], scans.ages[i], scans.sexes[i])
+                z_ref = reference.zscores(
+                    scans.profiles[i], scans.ages[i], scans.sexes[i], ref_offsets[i]
+                )
                 frac = np.array([np.mean(z < nm.Z_THRESHOLD), np.mean(z_ref < nm.Z_THRESHOLD)])
                 fp += frac
                 age = scans.ages[i]
@@ -322,8 +343,10 @@ def handle_normative_evaluation(
         status = "no-data" if len(scans.labels) == 0 else "error"
     else:
         probabilities = _classifier_probabilities(site, ins, arrays, scans)
-        ev = evaluate_scans(scans, groups, model, reference, probabilities, ins.threshold)
         dp = privacy is not None and privacy.dp
+        ev = evaluate_scans(
+            scans, groups, model, reference, probabilities, ins.threshold, own_offsets=not dp
+        )
         if dp:
             release = _open(site, privacy, run_id, ins.message_type, EVAL_MECHANISMS)
             if isinstance(release, str):

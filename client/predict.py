@@ -76,13 +76,19 @@ class LoadedModel:
     #: task grid it scores on; ``None`` without the member.
     normative: NormativeModel | None = None
     grid: Grid | None = None
+    #: The site's own offset for the normative model and how many normals gave it
+    #: (:func:`fedmi.client.anomaly.site_offset_from_ingest`); ``None``: not used.
+    site_offset: tuple[np.ndarray, np.ndarray] | None = None
+    site_normals: int = 0
 
 
-def load_model(pkg: ModelPackage) -> LoadedModel:
+def load_model(pkg: ModelPackage, state_dir: Path | None = None) -> LoadedModel:
     """Build the card's architecture and load the package's federated weights.
 
     The site-local harmonization layers stay identity (a site that never trained them),
-    which is the model the federation's final evaluation used for plain methods.
+    which is the model the federation's final evaluation used for plain methods. With
+    ``state_dir`` and a normative model, the site's own offset comes from the normals of
+    its federation ingest (``state_dir/ingest``; :func:`fedmi.client.anomaly.site_offset_from_ingest`).
 
     Raises
     ------
@@ -113,7 +119,20 @@ def load_model(pkg: ModelPackage) -> LoadedModel:
 
         grid = get_task(str(pkg.card["task"])).grid
         normative = load_normative(pkg, grid)
-    return LoadedModel(pkg, model, threshold, source, normative, grid)
+    loaded = LoadedModel(pkg, model, threshold, source, normative, grid)
+    if normative is not None and grid is not None and state_dir is not None:
+        from fedmi.client.anomaly import site_offset_from_ingest
+
+        loaded.site_offset, loaded.site_normals = site_offset_from_ingest(
+            normative, Path(state_dir) / "ingest", str(pkg.card["task"]), grid
+        )
+        log.info(
+            "normative model: %s",
+            f"this site's own offset from {loaded.site_normals} normal(s)"
+            if loaded.site_offset is not None
+            else "no labelled normals at this site: the population model alone",
+        )
+    return loaded
 
 
 def _regional(model: torch.nn.Module, x: torch.Tensor) -> list[list[dict]] | None:
@@ -224,7 +243,13 @@ def score_rows(
 
             volume = x[i, 0].numpy()
             rec["normative"], z = normative_record(
-                loaded.normative, volume, loaded.grid, row.get("age_years"), row.get("sex")
+                loaded.normative,
+                volume,
+                loaded.grid,
+                row.get("age_years"),
+                row.get("sex"),
+                loaded.site_offset,
+                loaded.site_normals,
             )
             if maps is not None:
                 maps[str(row["series_uid"])] = (zmap_volume(z, loaded.grid), volume)
@@ -308,7 +333,7 @@ def predict_folder(
 
     t0 = time.perf_counter()
     pkg = load_verified(package, state_dir)
-    loaded = load_model(pkg)
+    loaded = load_model(pkg, state_dir)
     out_dir = private_dir(Path(out_dir))
     work = private_dir(out_dir / ".work")
     site = private_dir(work / "site")
@@ -476,9 +501,14 @@ def _normative_html(nv: dict, figure_uri: str | None) -> str:
     out += (
         f"<p class=small>Normative model: {m['n_sites']} site(s), {m['n_scans']:g} normal scans; "
         f"{'age- and sex-adjusted' if m['adjust_age'] else 'sex-adjusted (not age)'}; "
-        f"{'differentially private statistics' if m['dp'] else 'no DP noise'}; population "
-        "model without this site's own offset. z-scores show where the scan differs from "
-        "the federation's normals: not a diagnosis.</p>"
+        f"{'differentially private statistics' if m['dp'] else 'no DP noise'}; "
+        + (
+            f"with this site's own offset from its {nv['site_normals']} normal scans"
+            if nv.get("site_offset")
+            else "population model without this site's own offset"
+        )
+        + ". z-scores show where the scan differs from the federation's normals: not a "
+        "diagnosis.</p>"
     )
     return out
 

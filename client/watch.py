@@ -289,4 +289,6 @@ def watch(
 
     if not Path(dicom_dir).is_dir():
         raise ValueError(f"--dicom {dicom_dir} is not a folder")
-    return Watcher(load_model(load_verified(package, state_dir)), dicom_dir, out_dir, **kwargs)
+    return Watcher(
+        load_model(load_verified(package, state_dir), state_dir), dicom_dir, out_dir, **kwargs
+    )

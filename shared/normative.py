@@ -354,6 +354,38 @@ class NormativeModel:
         shrink = n * self.tau2 / (n * self.tau2 + self.sigma2)
         return shrink * resid.mean(axis=0), self.tau2 * self.sigma2 / (n * self.tau2 + self.sigma2)
 
+    def own_offsets(
+        self,
+        profiles: np.ndarray,
+        ages: Sequence[float | None],
+        sexes: Sequence[str | None],
+        normal: Sequence[bool],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each scan's site offset from the site's normals, never from the scan itself.
+
+        The offset of :meth:`site_offset` from the scans where ``normal`` is true; a normal
+        scan's own offset leaves that scan out (leave-one-out), so no normal is compared
+        with a reference it helped to make and the normals' false-positive rate is not
+        flattered. One ``(offset, posterior variance)`` per scan, for :meth:`zscores`.
+        """
+        y = np.asarray(profiles, dtype=np.float64).reshape(-1, len(self.region_names))
+        flags = [bool(v) for v in normal]
+        if not len(flags) == len(y) == len(ages) == len(sexes):
+            raise NormativeError(
+                f"{len(y)} profiles, {len(ages)} ages, {len(sexes)} sexes and {len(flags)} "
+                "normal flags: one of each per scan"
+            )
+        idx = [i for i, f in enumerate(flags) if f]
+        everyone = self.site_offset(y[idx], [ages[i] for i in idx], [sexes[i] for i in idx])
+        out = []
+        for i, f in enumerate(flags):
+            if not f:
+                out.append(everyone)
+                continue
+            rest = [j for j in idx if j != i]
+            out.append(self.site_offset(y[rest], [ages[j] for j in rest], [sexes[j] for j in rest]))
+        return out
+
     def zscores(
         self,
         profile: np.ndarray,

@@ -13,7 +13,9 @@ Per holdout site and pooled over them (sums of the sites' histograms and counts)
   pattern, and the share the supervised classifier calls positive at its operating point
   (both with Wilson intervals).
 
-Under DP the sites' numbers are noisy: the section says so (``dp``).
+Under DP the sites' numbers are noisy: the section says so (``dp``). Without DP a site
+scores each scan after its own offset from its normals (``site_offset``: leave-one-out for
+a normal), as ``fedmi-site predict`` does; under DP against the population model alone.
 """
 
 from __future__ import annotations
@@ -158,7 +160,14 @@ def normative_section(history: RunHistory, task: str) -> dict[str, object] | Non
             sites[name] = {"status": reply.get("status")}
             continue
         metrics = _with_noise(metrics)
-        sites[name] = {"status": "ok", "dp": "epsilon" in metrics, **summarise(metrics, groups)}
+        dp = "epsilon" in metrics
+        # without DP the site scored each scan after its own offset (client/normative.py)
+        sites[name] = {
+            "status": "ok",
+            "dp": dp,
+            "site_offset": not dp,
+            **summarise(metrics, groups),
+        }
         usable.append(metrics)
     pooled = summarise(_pool(usable), groups) if usable else None
     return {

@@ -188,3 +188,33 @@ def test_evaluation_withholds_small_groups_and_noises_under_dp(tiny_fdg, states,
         {**m, "nrm-hist-noise-var": m["nrm-noise-sd"][0] ** 2}, ("CN", "AD", "FTD", "DLB")
     )
     assert s["noisy"] and all(v["noise_sd"] is None or v["noise_sd"] > 0 for v in s["auc"].values())
+
+
+def test_exact_evaluation_scores_after_the_sites_own_offset(tiny_fdg, states, arrays):
+    """Without DP the holdout scores every scan after its own offset from its normals."""
+    import dataclasses
+
+    from fedmi.client.normative import evaluate_scans
+
+    train = [_site(tiny_fdg, states, s) for s in ("site-a", "site-b")]
+    model, reference = _model_from([load_scans(s, "fdg-ad", ("CN",)) for s in train])
+    holdout = _site(tiny_fdg, states, "site-c")
+    groups = nm.evaluation_groups("fdg-ad")
+    scans = load_scans(holdout, "fdg-ad", groups)
+    probs = np.zeros(len(scans.labels))
+    own = evaluate_scans(scans, groups, model, reference, probs, 0.5, own_offsets=True)
+    plain = evaluate_scans(scans, groups, model, reference, probs, 0.5)
+    ins = NormativeEvaluation(
+        task="fdg-ad", normative_model=model.to_json(), normative_reference=reference.to_json()
+    )
+    m = dict(handle_normative_evaluation(holdout, arrays, ins)[contract.METRICS])
+    assert m["nrm-fp"] == pytest.approx(list(own.fp)) and own.fp != plain.fp
+    # what it is for: a scanner that reads every region 10 % low makes the holdout's
+    # normals abnormal against the population model, not against its own offset
+    low = dataclasses.replace(scans, profiles=scans.profiles - 0.1)
+    own_low = evaluate_scans(low, groups, model, reference, probs, 0.5, own_offsets=True)
+    plain_low = evaluate_scans(low, groups, model, reference, probs, 0.5)
+    normals = groups[0]
+    n = scans.labels.count(normals)
+    assert plain_low.fp[0] / n > 0.5  # 0.68 here (0.05 unshifted)
+    assert own_low.fp[0] / n < 0.2  # 0.11: six normals, the offset shrunk towards zero

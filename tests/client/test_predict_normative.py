@@ -3,8 +3,10 @@ named regions, z-map, the HTML figure and the DICOM objects; a malformed member 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +229,61 @@ def test_malformed_member_is_refused_and_nothing_scored(setup, tmp_path, capsys,
     err = capsys.readouterr().err
     assert NORMATIVE in err and "no study was scored" in err
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def site_state(setup, tmp_path_factory):
+    """A state folder whose federation ingest holds three labelled normals (and an AD)."""
+    from fedmi.client.ingest.pipeline import ingest_site
+
+    root = tmp_path_factory.mktemp("predict-offset")
+    site = root / "site"
+    for pid, age in (("N1", 60), ("N2", 70), ("N3", 80), ("A1", 75)):
+        write_pet(site / "dicom" / pid, pid, patient_age_years=age, patient_sex="M")
+    (site / "labels.csv").write_text("PatientID,label\nN1,CN\nN2,CN\nN3,CN\nA1,AD\n")
+    state = root / "state"
+    shutil.copytree(setup["state"], state)  # the coordinator's key pinned
+    ingest_site(site, TASK, state / "ingest")
+    return state
+
+
+def test_the_sites_own_offset_comes_from_its_ingested_normals(setup, site_state) -> None:
+    from fedmi.client.anomaly import site_offset_from_ingest
+    from fedmi.client.ingest.report import load_accepted
+
+    model = dataclasses.replace(  # the site reads 5 % high; sites vary by τ = σ
+        _model(setup["profile"] - 0.05, setup["names"]), tau2=np.full(len(setup["names"]), SD**2)
+    )
+    offset, n = site_offset_from_ingest(model, site_state / "ingest", TASK, GRID)
+    assert n == 3  # the AD scan is not a normal
+    rows = [r for r in load_accepted(site_state / "ingest") if r["label"] == "CN"]
+    profiles = np.array(
+        [profile_of(read_volume(Path(r["cached_path"]), r["volume_sha256"]), GRID)[0] for r in rows]
+    )
+    want = model.site_offset(profiles, [r["age_years"] for r in rows], ["M"] * 3)
+    assert np.array_equal(offset[0], want[0]) and np.array_equal(offset[1], want[1])
+    # no ingest of this task, or no folder: the population model alone
+    assert site_offset_from_ingest(model, site_state / "ingest", "amyloid", GRID) == (None, 0)
+    assert site_offset_from_ingest(model, site_state / "nothing", TASK, GRID) == (None, 0)
+    rec, _ = normative_record(model, setup["volume"], GRID, 68.0, "F", offset, n)
+    plain, _ = normative_record(model, setup["volume"], GRID, 68.0, "F")
+    assert rec["site_offset"] is True and rec["site_normals"] == 3
+    assert plain["site_offset"] is False and plain["site_normals"] == 0
+    # the site's high reading is absorbed: z about +1 everywhere, about 0 after the offset
+    assert abs(rec["anomaly_score"]) < 0.3 < 0.7 < abs(plain["anomaly_score"])
+
+
+def test_predict_uses_the_sites_own_offset(setup, site_state, tmp_path) -> None:
+    member = {NORMATIVE: _model(setup["profile"], setup["names"]).to_json().encode()}
+    package = write_model_package(
+        setup["run"], setup["card"], setup["arrays"], extra_members=member
+    )
+    out = tmp_path / "out"
+    assert _predict(site_state, setup["dicom"], out, package) == 0
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("study-*.json"))]
+    assert records and all(r["normative"]["site_offset"] for r in records)
+    assert all(r["normative"]["site_normals"] == 3 for r in records)
+    assert "this site's own offset from its 3 normal scans" in (out / "study-001.html").read_text()
+    # the records of the setup, whose state folder has no ingest, used none
+    assert not any(r["normative"]["site_offset"] for r in setup["records"])
+    assert "without this site's own offset" in (setup["out"] / "study-001.html").read_text()

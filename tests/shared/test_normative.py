@@ -53,6 +53,40 @@ def test_recovers_known_age_slope_and_site_offset() -> None:
     assert np.all(v <= model.tau2)
 
 
+def test_own_offsets_leave_each_normal_out_of_its_own_reference() -> None:
+    sites, slope, _ = _sites()
+    centre = np.zeros(R)
+    model = nm.fit([nm.site_statistics(y, a, s, centre) for y, a, s in sites], NAMES, centre)
+    rng = np.random.default_rng(9)
+    y, a, s = _cohort(rng, 8, np.full(R, -0.06), slope)  # a new site that reads low
+    normal = [True] * 5 + [False] * 3
+    out = model.own_offsets(y, a, s, normal)
+    assert len(out) == 8
+    for i in range(5):  # each normal: the offset of the four other normals, exactly
+        rest = [j for j in range(5) if j != i]
+        o, v = model.site_offset(y[rest], [a[j] for j in rest], [s[j] for j in rest])
+        assert np.array_equal(out[i][0], o) and np.array_equal(out[i][1], v)
+    o5, v5 = model.site_offset(y[:5], a[:5], s[:5])  # the others: all five normals
+    for i in range(5, 8):
+        assert np.array_equal(out[i][0], o5) and np.array_equal(out[i][1], v5)
+    # what it is for: the site's low reading no longer makes its normals abnormal
+    plain = np.mean([model.zscores(y[i], a[i], s[i]) < -2 for i in range(5)])
+    own = np.mean([model.zscores(y[i], a[i], s[i], out[i]) < -2 for i in range(5)])
+    assert plain > 0.5 and own < 0.2
+    # no normals: the population model (zero offset, full τ²)
+    none = model.own_offsets(y, a, s, [False] * 8)
+    assert all(np.all(o == 0) and np.array_equal(v, model.tau2) for o, v in none)
+
+
+def test_own_offsets_need_one_flag_per_scan() -> None:
+    sites, _, _ = _sites()
+    centre = np.zeros(R)
+    model = nm.fit([nm.site_statistics(y, a, s, centre) for y, a, s in sites], NAMES, centre)
+    y, a, s = sites[0]
+    with pytest.raises(nm.NormativeError, match="normal flags"):
+        model.own_offsets(y, a, s, [True] * (len(a) - 1))
+
+
 def test_federated_fit_equals_pooled_fit() -> None:
     sites, _, _ = _sites(1)
     centre = np.full(R, 0.01)

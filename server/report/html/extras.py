@@ -269,6 +269,16 @@ def section_normative(report: dict) -> str:
             f"<td>{fmt_num(o.get('unadjusted'))}</td></tr>"
         )
     dp = " The fit's statistics carried DP noise." if model.get("dp") else ""
+    ok = [r for r in (nrm.get("per_site") or {}).values() if r.get("status") == "ok"]
+    own = sorted({bool(r.get("site_offset")) for r in ok})
+    offset = {
+        (True,): " Each holdout scored its scans after its own site offset, estimated from "
+        "its normals (each normal left out of its own), as fedmi-site predict does.",
+        (False,): " Each holdout scored its scans against the population model (under DP, "
+        "without its own site offset).",
+        (False, True): " Holdouts without DP scored their scans after their own site offset "
+        "from their normals; holdouts under DP against the population model.",
+    }.get(tuple(own), "")
     noise = model.get("dp_noise") or {}
     warn = ""
     if noise.get("noise_dominated"):
@@ -296,5 +306,5 @@ def section_normative(report: dict) -> str:
         f'<p class="muted">Model: {esc(model.get("n_scans"))} normal scans of '
         f"{esc(len(model.get('sites') or []))} training site(s), {esc(model.get('regions'))} "
         f"regions; score: {esc(nrm.get('score'))}. AUCs from fixed-bin histograms with "
-        f"Hanley–McNeil intervals.{dp}</p>"
+        f"Hanley–McNeil intervals.{dp}{offset}</p>"
     )

@@ -78,10 +78,21 @@ def test_section_keeps_refusals_and_pools_the_rest():
     }
     section = normative_section(history, "fdg-ad")
     assert section["per_site"]["site-f"] == {"status": "budget-exhausted"}
+    # an exact release was scored after the site's own offset (client/normative.py)
+    assert section["per_site"]["site-d"]["site_offset"] is True
+    assert section["per_site"]["site-d"]["dp"] is False
     assert section["pooled_holdout"]["n"]["FTD"] == 20
     assert section["pooled_holdout"]["auc"]["AD"]["auc_histogram"] == pytest.approx(0.98)
     html = section_normative({"normative": section})
     assert "Normative model" in html and "budget-exhausted" in html and "dominates" not in html
+    assert "after its own site offset" in html
+    history.normative["sites"]["site-e"]["metrics"] = {**_metrics(), "epsilon": 1.0}
+    dp_site = normative_section(history, "fdg-ad")["per_site"]["site-e"]
+    assert dp_site["dp"] is True and dp_site["site_offset"] is False
+    assert "holdouts under DP against the population model" in section_normative(
+        {"normative": normative_section(history, "fdg-ad")}
+    )
+    history.normative["sites"]["site-e"]["metrics"] = _metrics()
     history.normative["model"]["dp_noise"] = {"noise_dominated": True, "relative_to_sigma": 9.0}
     assert "DP noise dominates" in section_normative(
         {"normative": normative_section(history, "fdg-ad")}
