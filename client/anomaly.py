@@ -7,8 +7,8 @@ study against it (:func:`normative_record`): the study's regional log profile on
 task's template grid, age- and sex-adjusted z per region against the population model
 after the **site's own offset** (:func:`site_offset_from_ingest`: estimated from the normals
 of the site's last federation ingest, which never leave the site; none when the site has
-no labelled normals), the anomaly score and the regions below :data:`~fedmi.shared.normative.Z_THRESHOLD`. The z-scores are painted back
-on the template grid (:func:`zmap_volume`) and drawn as axial slices over the scan
+no labelled normals), the anomaly score and the regions below
+:data:`~fedmi.shared.normative.Z_THRESHOLD`. The z-scores are painted back on the template grid (:func:`zmap_volume`) and drawn as axial slices over the scan
 (:func:`zmap_figure`) for the HTML report and a DICOM Secondary Capture.
 
 Research use only: a z-map shows where a scan differs from the federation's normals, not
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ from fedmi.shared.normative import (
 )
 from fedmi.shared.package import NORMATIVE, ModelPackage, PackageError
 from fedmi.shared.regional import region_index
+
+log = logging.getLogger(__name__)
 
 #: Colour scale of the z-map figure: z from 0 down to this.
 Z_FLOOR = -5.0
@@ -96,9 +99,10 @@ def site_offset_from_ingest(
     (:func:`fedmi.shared.normative.evaluation_groups`, e.g. ``CN``), with the labels as at
     that ingest; the offset is :meth:`NormativeModel.site_offset` of their profiles, ages
     and sexes. ``(None, 0)`` when the folder holds no ingest of ``task`` or no normal: the
-    population model is then used as it is.
+    population model is then used as it is. A normal whose cached volume cannot be read
+    (damaged or removed since) is left out and logged, without its path.
     """
-    from fedmi.client.ingest.cache import read_volume
+    from fedmi.client.ingest.cache import DamagedCache, read_volume
     from fedmi.client.ingest.report import IngestReport, load_accepted
 
     ingest_dir = Path(ingest_dir)
@@ -109,17 +113,24 @@ def site_offset_from_ingest(
     except (OSError, ValueError, TypeError, KeyError):
         return None, 0
     normal = evaluation_groups(task)[0]
-    rows = [r for r in rows if r.get("label") == normal]
-    if not rows:
+    profiles, used = [], []
+    for row in (r for r in rows if r.get("label") == normal):
+        try:
+            volume = read_volume(Path(row["cached_path"]), row.get("volume_sha256"))
+        except (DamagedCache, OSError, ValueError, KeyError) as exc:
+            log.warning(
+                "a normal scan of the ingest cache is unreadable (%s): left out of "
+                "the site's offset; `fedmi-site ingest` rebuilds it",
+                type(exc).__name__,
+            )
+            continue
+        profiles.append(profile_of(volume, grid)[0])
+        used.append(row)
+    if not used:
         return None, 0
-    profiles = np.array(
-        [
-            profile_of(read_volume(Path(r["cached_path"]), r.get("volume_sha256")), grid)[0]
-            for r in rows
-        ]
-    )
-    ages = [r.get("age_years") for r in rows]
-    return model.site_offset(profiles, ages, [_sex(r.get("sex")) for r in rows]), len(rows)
+    ages = [r.get("age_years") for r in used]
+    offset = model.site_offset(np.array(profiles), ages, [_sex(r.get("sex")) for r in used])
+    return offset, len(used)
 
 
 def normative_record(

@@ -287,3 +287,17 @@ def test_predict_uses_the_sites_own_offset(setup, site_state, tmp_path) -> None:
     # the records of the setup, whose state folder has no ingest, used none
     assert not any(r["normative"]["site_offset"] for r in setup["records"])
     assert "without this site's own offset" in (setup["out"] / "study-001.html").read_text()
+
+
+def test_a_damaged_cached_normal_is_left_out_of_the_offset(setup, site_state, tmp_path, caplog):
+    from fedmi.client.anomaly import site_offset_from_ingest
+    from fedmi.client.ingest.report import load_accepted
+
+    state = tmp_path / "state"
+    shutil.copytree(site_state, state)
+    rows = [r for r in load_accepted(state / "ingest") if r["label"] == "CN"]
+    Path(rows[0]["cached_path"]).write_bytes(b"damaged")
+    model = _model(setup["profile"], setup["names"])
+    offset, n = site_offset_from_ingest(model, state / "ingest", TASK, GRID)
+    assert offset is not None and n == 2
+    assert "unreadable (DamagedCache)" in caplog.text and str(state) not in caplog.text
