@@ -18,19 +18,23 @@ Variants (``--variants``, default all):
 * ``cnn-pretrain``: pretraining then fine-tuning without DP (does the pretrained encoder
   help at all).
 
-With ``--labels-per-site N`` every variant also runs on a copy of the federation in which
-each training site keeps N labelled scans (stratified by class, seeded) and the others
+With ``--labels-per-site N [N ...]`` every variant also runs on copies of the federation in
+which each training site keeps N labelled scans (stratified by class, seeded) and the others
 become unlabelled (label efficiency: the issue's target is the pretrained model with 10
 labels per site against ``cnn-scratch`` with all labels).
 
 Usage::
 
     fedmi-sim generate --out D0 --preset default --task fdg-ad --seed 0 --unlabelled-archive 3
-    python -m benchmarks.bench_pretrain --data D0 [D1 D2] --out OUT [--labels-per-site 10]
+    python -m benchmarks.bench_pretrain --data D0 [D1 D2] --out OUT [--labels-per-site 5 10 20]
+    python -m benchmarks.bench_pretrain --merge OUT1/results.json OUT2/results.json --out OUT
 
-Writes ``OUT/results.json`` and ``OUT/results.md`` (and ``OUT/label_efficiency.png`` with
-``--labels-per-site``). Hours on a 2-core CPU for three seeds; one seed of one preset is
-the smallest useful run.
+Writes ``OUT/results.json`` and ``OUT/results.md`` and, when more than one label count was
+run, ``OUT/label_efficiency.png`` (mean holdout AUC against labelled scans per training
+site, a line per variant, each seed a dot). ``--merge`` runs nothing: it joins earlier
+``results.json`` files (a later file's entry replaces an earlier one of the same variant,
+label count and seed) and writes the same three files. Hours on a 2-core CPU for three seeds;
+one seed of one preset is the smallest useful run.
 """
 
 from __future__ import annotations
@@ -115,25 +119,110 @@ def _mean_auc(result: dict) -> float | None:
     return float(np.mean(aucs)) if aucs else None
 
 
+def _split_key(key: str) -> tuple[str, str, int]:
+    """``"cnn-pretrain | labels 10/site | seed 0"`` → ``("cnn-pretrain", "10/site", 0)``."""
+    parts = [p.strip() for p in key.split("|")]
+    if (
+        len(parts) != 3
+        or not parts[1].startswith("labels ")
+        or not parts[2].startswith("seed ")
+        or not parts[2].removeprefix("seed ").isdigit()
+    ):
+        raise ValueError(
+            f"not a bench_pretrain result key: {key!r} "
+            "(expected 'VARIANT | labels all|N/site | seed K')"
+        )
+    return parts[0], parts[1].removeprefix("labels "), int(parts[2].removeprefix("seed "))
+
+
+def _label_order(labels: str) -> float:
+    """Sort key of a label count: N/site by N, ``all`` last."""
+    return float("inf") if labels == "all" else float(labels.removesuffix("/site"))
+
+
+def summarise(results: dict[str, dict]) -> dict[tuple[str, str], list[float | None]]:
+    """Each (variant, label count)'s holdout AUC per seed, in seed order."""
+    by_seed: dict[tuple[str, str], dict[int, float | None]] = {}
+    for key, res in results.items():
+        name, labels, seed = _split_key(key)
+        by_seed.setdefault((name, labels), {})[seed] = _mean_auc(res)
+    return {
+        k: [v[s] for s in sorted(v)]
+        for k, v in sorted(by_seed.items(), key=lambda kv: (kv[0][0], _label_order(kv[0][1])))
+    }
+
+
+def write_outputs(results: dict[str, dict], out: Path) -> list[str]:
+    """``results.json``, ``results.md`` and, with two label counts or more, the plot."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    groups = summarise(results)
+    lines = ["| variant | labels | seeds | mean holdout AUC | per seed |", "|---|---|---|---|---|"]
+    for (name, labels), aucs in groups.items():
+        got = [a for a in aucs if a is not None]
+        mean = f"{np.mean(got):.3f}" if got else "—"
+        per = ", ".join("—" if a is None else f"{a:.3f}" for a in aucs)
+        lines.append(f"| {name} | {labels} | {len(aucs)} | {mean} | {per} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    if len({labels for _, labels in groups}) > 1:
+        plot_label_efficiency(groups, out / "label_efficiency.png")
+    return lines
+
+
+def merge(paths: list[Path]) -> dict[str, dict]:
+    """Earlier ``results.json`` files joined; a later file's entry replaces an earlier one."""
+    results: dict[str, dict] = {}
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable results.json ({exc})") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: expected a JSON object of results")
+        for key, res in doc.items():
+            try:
+                _split_key(key)  # refuses a file of another benchmark, naming the key
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            if not isinstance(res, dict):
+                raise ValueError(f"{path}: entry {key!r} is not an object")
+            results[key] = res
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, nargs="+", required=True, help="one federation per seed")
+    ap.add_argument("--data", type=Path, nargs="+", help="one federation per seed")
+    ap.add_argument(
+        "--merge", type=Path, nargs="+", help="results.json files to join; runs nothing"
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--epsilon", type=float, default=8.0, help="each site's ε in total")
     ap.add_argument("--pretrain-rounds", type=int, default=6)
-    ap.add_argument("--labels-per-site", type=int, default=0, help="0: all labels only")
+    ap.add_argument(
+        "--labels-per-site", type=int, nargs="+", default=[], help="label counts besides all"
+    )
     args = ap.parse_args(argv)
-    if args.epsilon <= 0 or args.pretrain_rounds < 1 or args.labels_per_site < 0:
-        ap.error("--epsilon must be > 0, --pretrain-rounds >= 1, --labels-per-site >= 0")
+    if (args.data is None) == (args.merge is None):
+        ap.error("give --data (run the variants) or --merge (join results), not both")
+    if args.epsilon <= 0 or args.pretrain_rounds < 1 or any(n < 1 for n in args.labels_per_site):
+        ap.error("--epsilon must be > 0, --pretrain-rounds >= 1, each --labels-per-site >= 1")
+    if args.merge is not None:
+        try:
+            results = merge(args.merge)
+        except ValueError as exc:
+            ap.error(str(exc))
+        print("\n".join(write_outputs(results, args.out)))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
+    results = {}
     for seed, data in enumerate(args.data):
         sets = {"all": data}
-        if args.labels_per_site:
-            reduced = args.out / f"data-s{seed}-{args.labels_per_site}"
-            reduce_labels(data, reduced, args.labels_per_site, seed)
-            sets[f"{args.labels_per_site}/site"] = reduced
+        for n in sorted(set(args.labels_per_site)):
+            reduced = args.out / f"data-s{seed}-{n}"
+            reduce_labels(data, reduced, n, seed)
+            sets[f"{n}/site"] = reduced
         for labels, root in sets.items():
             for name in args.variants:
                 config = VARIANTS[name].format(pretrain_rounds=args.pretrain_rounds)
@@ -141,50 +230,39 @@ def main(argv: list[str] | None = None) -> int:
                 out = args.out / f"{name}-{labels.replace('/', '')}-s{seed}"
                 results[key] = run_variant(root, out, config, seed, args.epsilon)
                 print(key, json.dumps(results[key]), flush=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    lines = ["| variant | labels | seeds | mean holdout AUC | per seed |", "|---|---|---|---|---|"]
-    groups: dict[tuple[str, str], list[float | None]] = {}
-    for key, res in results.items():
-        name, labels, _ = (p.strip() for p in key.split("|"))
-        groups.setdefault((name, labels), []).append(_mean_auc(res))
-    for (name, labels), aucs in groups.items():
-        got = [a for a in aucs if a is not None]
-        mean = f"{np.mean(got):.3f}" if got else "—"
-        per = ", ".join("—" if a is None else f"{a:.3f}" for a in aucs)
-        lines.append(
-            f"| {name} | {labels.removeprefix('labels ')} | {len(aucs)} | {mean} | {per} |"
-        )
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if args.labels_per_site:
-        _plot(groups, args.out / "label_efficiency.png")
+    print("\n".join(write_outputs(results, args.out)))
     return 0
 
 
-def _plot(groups: dict[tuple[str, str], list[float | None]], path: Path) -> None:
-    """Mean holdout AUC per variant, all labels beside the reduced labels."""
+def plot_label_efficiency(groups: dict[tuple[str, str], list[float | None]], path: Path) -> None:
+    """Mean holdout AUC against labelled scans per training site: a line per variant."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({n for n, _ in groups})
-    label_sets = sorted({lab for _, lab in groups}, key=lambda v: v != "labels all")
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / len(label_sets)
-    for i, labels in enumerate(label_sets):
-        means = []
-        for n in names:
-            got = [a for a in groups.get((n, labels), []) if a is not None]
-            means.append(float(np.mean(got)) if got else np.nan)
-        xs = np.arange(len(names)) + i * width
-        ax.bar(xs, means, width, label=labels.removeprefix("labels "))
-    ax.set_xticks(np.arange(len(names)) + width * (len(label_sets) - 1) / 2, names)
-    ax.set_ylabel("mean holdout AUC")
-    ax.set_ylim(0.5, 1.0)
-    ax.legend(title="labels per training site")
+    ticks = sorted({labels for _, labels in groups}, key=_label_order)
+    x_of = {labels: i for i, labels in enumerate(ticks)}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name in sorted({n for n, _ in groups}):
+        seeds = {
+            labels: [a for a in groups.get((name, labels), []) if a is not None] for labels in ticks
+        }
+        xs = [x_of[labels] for labels in ticks if seeds[labels]]
+        means = [float(np.mean(seeds[labels])) for labels in ticks if seeds[labels]]
+        (line,) = ax.plot(xs, means, marker="o", label=name)
+        for labels in ticks:
+            got = seeds[labels]
+            ax.scatter([x_of[labels]] * len(got), got, s=12, alpha=0.5, color=line.get_color())
+    ax.set_xticks(range(len(ticks)), [t.removesuffix("/site") for t in ticks])
+    ax.set_xlabel("labelled scans per training site")
+    ax.set_ylabel("holdout AUC (line: mean over seeds)")
+    ax.set_ylim(0.4, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

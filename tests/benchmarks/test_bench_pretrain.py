@@ -1,5 +1,6 @@
 """The label-efficiency copy of a federation keeps N labels per training site, stratified,
-and never writes into the source federation."""
+and never writes into the source federation; results of several runs merge into one table
+and one label-efficiency plot, and a file of another benchmark is refused."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import csv
 import json
 from pathlib import Path
 
-from benchmarks.bench_pretrain import reduce_labels
+import pytest
+
+from benchmarks.bench_pretrain import main, merge, reduce_labels, summarise, write_outputs
 
 
 def _labels(path: Path) -> list[dict[str, str]]:
@@ -46,3 +49,83 @@ def test_reduce_labels(tmp_path: Path):
     ).stat().st_ino  # DICOM hard-linked, not copied
     reduce_labels(src, dst, 10, seed=0)  # again: same choice
     assert _labels(dst / "site-a" / "labels.csv") == a
+
+
+def _result(auc: float | None) -> dict:
+    return {"seconds": 1.0, "exit": 0, "holdout_auc": {"site-e": auc, "site-f": None}}
+
+
+def test_summarise_orders_label_counts_and_keeps_seeds():
+    results = {
+        "cnn-scratch | labels all | seed 1": _result(0.9),
+        "cnn-scratch | labels all | seed 0": _result(0.8),
+        "cnn-scratch | labels 20/site | seed 0": _result(0.7),
+        "cnn-scratch | labels 5/site | seed 0": _result(None),
+        "cnn-pretrain | labels 10/site | seed 0": _result(0.6),
+    }
+    groups = summarise(results)
+    assert list(groups) == [
+        ("cnn-pretrain", "10/site"),
+        ("cnn-scratch", "5/site"),
+        ("cnn-scratch", "20/site"),
+        ("cnn-scratch", "all"),
+    ]
+    assert groups[("cnn-scratch", "all")] == [0.8, 0.9]  # seed order; a None site skipped
+    assert groups[("cnn-scratch", "5/site")] == [None]
+
+
+def test_merge_later_file_wins_and_writes_the_plot(tmp_path: Path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(
+        json.dumps(
+            {
+                "cnn-scratch | labels all | seed 0": _result(0.5),
+                "cnn-scratch | labels 10/site | seed 0": _result(0.7),
+            }
+        )
+    )
+    b.write_text(json.dumps({"cnn-scratch | labels all | seed 0": _result(0.99)}))
+    results = merge([a, b])
+    assert results["cnn-scratch | labels all | seed 0"]["holdout_auc"]["site-e"] == 0.99
+    lines = write_outputs(results, tmp_path / "out")
+    assert "| cnn-scratch | 10/site | 1 | 0.700 | 0.700 |" in lines
+    assert "| cnn-scratch | all | 1 | 0.990 | 0.990 |" in lines
+    png = tmp_path / "out" / "label_efficiency.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    only_all = write_outputs({"regional-dp | labels all | seed 0": _result(0.9)}, tmp_path / "o2")
+    assert len(only_all) == 3 and not (tmp_path / "o2" / "label_efficiency.png").exists()
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"site-e": {"auc": 0.9}}', "'site-e'"),  # another benchmark's results
+        ('{"cnn | labels all | seed x": {}}', "seed x"),
+        ('{"cnn | labels all | seed 0": 3}', "not an object"),
+        ("[1, 2]", "JSON object"),
+        ("{not json", "not a readable results.json"),
+    ],
+)
+def test_merge_refuses_a_foreign_file_naming_it(tmp_path: Path, content: str, needle: str):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="r.json") as err:
+        merge([path])
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--out", "O"],  # neither --data nor --merge
+        ["--out", "O", "--data", "D", "--merge", "r.json"],  # both
+        ["--out", "O", "--data", "D", "--labels-per-site", "0"],
+        ["--out", "O", "--data", "D", "--epsilon", "0"],
+    ],
+)
+def test_bad_arguments_stop_before_anything_runs(tmp_path: Path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert not (tmp_path / "O").exists()
