@@ -20,7 +20,7 @@ Variants (``--variants``, default all):
 
 With ``--labels-per-site N [N ...]`` every variant also runs on copies of the federation in
 which each training site keeps N labelled scans (stratified by class, seeded) and the others
-become unlabelled (label efficiency: the issue's target is the pretrained model with 10
+become unlabelled (``--skip-all-labels``: those copies only) (label efficiency: the issue's target is the pretrained model with 10
 labels per site against ``cnn-scratch`` with all labels).
 
 Usage::
@@ -203,11 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--labels-per-site", type=int, nargs="+", default=[], help="label counts besides all"
     )
+    ap.add_argument(
+        "--skip-all-labels",
+        action="store_true",
+        help="run the --labels-per-site counts only (the all-labels runs come from --merge)",
+    )
     args = ap.parse_args(argv)
     if (args.data is None) == (args.merge is None):
         ap.error("give --data (run the variants) or --merge (join results), not both")
     if args.epsilon <= 0 or args.pretrain_rounds < 1 or any(n < 1 for n in args.labels_per_site):
         ap.error("--epsilon must be > 0, --pretrain-rounds >= 1, each --labels-per-site >= 1")
+    if args.skip_all_labels and not args.labels_per_site:
+        ap.error("--skip-all-labels needs --labels-per-site (there would be nothing to run)")
     if args.merge is not None:
         try:
             results = merge(args.merge)
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for seed, data in enumerate(args.data):
-        sets = {"all": data}
+        sets = {} if args.skip_all_labels else {"all": data}
         for n in sorted(set(args.labels_per_site)):
             reduced = args.out / f"data-s{seed}-{n}"
             reduce_labels(data, reduced, n, seed)

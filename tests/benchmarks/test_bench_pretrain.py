@@ -121,6 +121,7 @@ def test_merge_refuses_a_foreign_file_naming_it(tmp_path: Path, content: str, ne
         ["--out", "O", "--data", "D", "--merge", "r.json"],  # both
         ["--out", "O", "--data", "D", "--labels-per-site", "0"],
         ["--out", "O", "--data", "D", "--epsilon", "0"],
+        ["--out", "O", "--data", "D", "--skip-all-labels"],  # nothing left to run
     ],
 )
 def test_bad_arguments_stop_before_anything_runs(tmp_path: Path, monkeypatch, argv):
