@@ -130,3 +130,27 @@ def test_bad_arguments_stop_before_anything_runs(tmp_path: Path, monkeypatch, ar
         main(argv)
     assert exc.value.code == 2
     assert not (tmp_path / "O").exists()
+
+
+def test_skip_all_labels_runs_only_the_reduced_copies(tmp_path: Path, monkeypatch):
+    import benchmarks.bench_pretrain as bench
+
+    ran: list[tuple[str, str]] = []
+    monkeypatch.setattr(bench, "reduce_labels", lambda src, dst, n, seed: None)
+
+    def fake_run(root: Path, out: Path, config: str, seed: int, epsilon: float) -> dict:
+        ran.append((root.name, out.name))
+        return _result(0.8)
+
+    monkeypatch.setattr(bench, "run_variant", fake_run)
+    argv = ["--data", str(tmp_path / "D"), "--out", str(tmp_path / "O")]
+    argv += ["--variants", "cnn-scratch", "--labels-per-site", "20", "5", "5"]
+    assert main([*argv, "--skip-all-labels"]) == 0
+    assert ran == [("data-s0-5", "cnn-scratch-5site-s0"), ("data-s0-20", "cnn-scratch-20site-s0")]
+    ran.clear()
+    assert main(argv) == 0
+    assert [out for _, out in ran] == [
+        "cnn-scratch-all-s0",
+        "cnn-scratch-5site-s0",
+        "cnn-scratch-20site-s0",
+    ]
