@@ -17,6 +17,11 @@ Variants (``--variants``, default all):
   must beat).
 * ``cnn-pretrain``: pretraining then fine-tuning without DP (does the pretrained encoder
   help at all).
+* ``cnn-pretrain-lp-dp``: as ``cnn-pretrain-dp``, but the first ``--linear-probe-rounds``
+  training rounds train only the encoder's projection and the head (linear probing, then
+  fine-tuning: LP-FT, Kumar et al., ICLR 2022);
+* ``cnn-pretrain-probe-dp``: as ``cnn-pretrain-dp``, every training round a linear probe
+  (the pretrained stages never move).
 
 With ``--labels-per-site N [N ...]`` every variant also runs on copies of the federation in
 which each training site keeps N labelled scans (stratified by class, seeded) and the others
@@ -57,7 +62,16 @@ VARIANTS: dict[str, str] = {
     "cnn-scratch-dp": "model=cnn",
     "cnn-pretrain-dp": "model=cnn pretrain-rounds={pretrain_rounds}",
     "cnn-pretrain": "model=cnn sim-default-dp=off pretrain-rounds={pretrain_rounds}",
+    "cnn-pretrain-lp-dp": (
+        "model=cnn pretrain-rounds={pretrain_rounds} linear-probe-rounds={probe_rounds}"
+    ),
+    "cnn-pretrain-probe-dp": (
+        "model=cnn pretrain-rounds={pretrain_rounds} linear-probe-rounds={rounds} "
+        "num-server-rounds={rounds}"
+    ),
 }
+#: training rounds of every variant (the run config's default ``num-server-rounds``)
+TRAIN_ROUNDS = 6
 
 
 def reduce_labels(src: Path, dst: Path, per_site: int, seed: int) -> None:
@@ -201,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epsilon", type=float, default=8.0, help="each site's ε in total")
     ap.add_argument("--pretrain-rounds", type=int, default=6)
     ap.add_argument(
+        "--linear-probe-rounds",
+        type=int,
+        default=3,
+        help=f"cnn-pretrain-lp-dp's probe rounds (of {TRAIN_ROUNDS} training rounds)",
+    )
+    ap.add_argument(
         "--labels-per-site", type=int, nargs="+", default=[], help="label counts besides all"
     )
     ap.add_argument(
@@ -213,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give --data (run the variants) or --merge (join results), not both")
     if args.epsilon <= 0 or args.pretrain_rounds < 1 or any(n < 1 for n in args.labels_per_site):
         ap.error("--epsilon must be > 0, --pretrain-rounds >= 1, each --labels-per-site >= 1")
+    if not 1 <= args.linear_probe_rounds <= TRAIN_ROUNDS:
+        ap.error(f"--linear-probe-rounds must lie in 1 … {TRAIN_ROUNDS}")
     if args.skip_all_labels and not args.labels_per_site:
         ap.error("--skip-all-labels needs --labels-per-site (there would be nothing to run)")
     if args.merge is not None:
@@ -232,7 +254,11 @@ def main(argv: list[str] | None = None) -> int:
             sets[f"{n}/site"] = reduced
         for labels, root in sets.items():
             for name in args.variants:
-                config = VARIANTS[name].format(pretrain_rounds=args.pretrain_rounds)
+                config = VARIANTS[name].format(
+                    pretrain_rounds=args.pretrain_rounds,
+                    probe_rounds=args.linear_probe_rounds,
+                    rounds=TRAIN_ROUNDS,
+                )
                 key = f"{name} | labels {labels} | seed {seed}"
                 out = args.out / f"{name}-{labels.replace('/', '')}-s{seed}"
                 results[key] = run_variant(root, out, config, seed, args.epsilon)

@@ -245,6 +245,10 @@ class TrainInstruction(Instruction):
     evaluate_received
         Evaluate the received weights on the test split first and send that evaluation
         with the train reply (:data:`fedmi.shared.contract.EVALUATION`).
+    linear_probe_rounds
+        Rounds ``1 … linear_probe_rounds`` train only the CNN encoder's projection and the
+        head, its pretrained stages (and the harmonizer) frozen
+        (:func:`fedmi.shared.pretraining.set_linear_probe`; 0: none).
     """
 
     message_type: ClassVar[str] = contract.TRAIN
@@ -258,6 +262,7 @@ class TrainInstruction(Instruction):
     server_round: int = 0
     proximal_mu: float = 0.0
     evaluate_received: bool = False
+    linear_probe_rounds: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -265,6 +270,17 @@ class TrainInstruction(Instruction):
         _at_least(self.num_server_rounds, 1, "num-server-rounds", where)
         _at_least(self.server_round, 0, "server-round", where)
         _at_least(self.proximal_mu, 0.0, "proximal-mu", where)
+        _at_least(self.linear_probe_rounds, 0, "linear-probe-rounds", where)
+        if self.linear_probe_rounds > self.num_server_rounds:
+            raise InstructionError(
+                f"{where}: linear-probe-rounds={self.linear_probe_rounds} exceeds "
+                f"num-server-rounds={self.num_server_rounds}"
+            )
+        if self.linear_probe_rounds and self.model != "cnn":
+            raise InstructionError(
+                f"{where}: linear-probe-rounds={self.linear_probe_rounds} with "
+                f"model={self.model!r}: only the 'cnn' encoder has stages to freeze"
+            )
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, **values: Any) -> TrainInstruction:
@@ -273,6 +289,7 @@ class TrainInstruction(Instruction):
             _recipe(cfg),
             local_epochs=cfg.effective_local_epochs,
             num_server_rounds=cfg.num_server_rounds,
+            linear_probe_rounds=cfg.linear_probe_rounds,
         )
         return super().from_run_config(cfg, **{**recipe, **values})
 
@@ -280,6 +297,11 @@ class TrainInstruction(Instruction):
     def round_seed(self) -> int:
         """The seed of this round's shuffling and augmentation (:func:`round_seed`)."""
         return round_seed(self.seed, self.server_round)
+
+    @property
+    def linear_probe(self) -> bool:
+        """Whether this round trains the projection and head only (encoder stages frozen)."""
+        return 1 <= self.server_round <= self.linear_probe_rounds
 
 
 @dataclass(frozen=True)

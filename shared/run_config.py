@@ -85,6 +85,7 @@ class RunConfig:
     pretrain_epochs: int = _default("pretrain-epochs")
     pretrain_mask_ratio: float = _default("pretrain-mask-ratio")
     pretrain_holdouts: bool = _default("pretrain-holdouts")
+    linear_probe_rounds: int = _default("linear-probe-rounds")
     central_dp: str = _default("central-dp")
     central_noise_multiplier: float = _default("central-noise-multiplier")
     central_clipping_norm: float = _default("central-clipping-norm")
@@ -129,8 +130,22 @@ class RunConfig:
             ``pretrain-rounds`` > 0 with a model other than ``cnn`` (masked-image
             pretraining trains the CNN's encoder; the regional model has none), or with
             a method whose site-local layers need harmonization groups (``fedbn``,
-            ``fedmi``: unlabelled scans carry none yet).
+            ``fedmi``: unlabelled scans carry none yet); ``linear-probe-rounds`` > 0 without
+            pretraining (there is nothing pretrained to keep frozen) or beyond
+            ``num-server-rounds``.
         """
+        if self.linear_probe_rounds > 0 and self.pretrain_rounds == 0:
+            raise RunConfigError(
+                f"{source}: `linear-probe-rounds` = {self.linear_probe_rounds} needs "
+                "`pretrain-rounds` > 0 (it freezes the pretrained encoder stages): set "
+                "pretrain-rounds or linear-probe-rounds=0"
+            )
+        if self.linear_probe_rounds > self.num_server_rounds:
+            raise RunConfigError(
+                f"{source}: `linear-probe-rounds` = {self.linear_probe_rounds} exceeds "
+                f"`num-server-rounds` = {self.num_server_rounds}: at most every training "
+                "round can be a probe round"
+            )
         if self.pretrain_rounds > 0 and self.model != "cnn":
             raise RunConfigError(
                 f'{source}: `pretrain-rounds` = {self.pretrain_rounds} needs `model` = "cnn" '

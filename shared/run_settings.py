@@ -364,6 +364,17 @@ RUN_CONFIG = Schema(
                 group=_PRETRAIN,
             ),
             Setting(
+                "linear-probe-rounds",
+                int,
+                0,
+                "the first training rounds after pretraining train only the encoder's projection "
+                "and the head, the pretrained stages frozen (linear probing, then fine-tuning; "
+                "0: every weight from the first round; needs pretrain-rounds > 0)",
+                minimum=0,
+                maximum=1000,
+                group=_PRETRAIN,
+            ),
+            Setting(
                 "central-dp",
                 str,
                 "off",

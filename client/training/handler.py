@@ -25,6 +25,7 @@ from fedmi.client.training.loop import TrainResult, TrainSettings, train_local
 from fedmi.shared import contract
 from fedmi.shared.instructions import EvaluateInstruction, TrainInstruction
 from fedmi.shared.model import ModelSpec, build_model, federated_state_dict, load_federated_state
+from fedmi.shared.pretraining import set_linear_probe
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,13 @@ def train_round(
     if local is not None:
         x, y = local.subset(data, "train")  # + the scans' harmonization-group channel
     load_federated_state(model, to_state(arrays))
+    if ins.linear_probe:  # before the proximal copy and DP-SGD: both take trainable weights only
+        trainable = set_linear_probe(model)
+        log.info(
+            "round %d: linear probe (encoder stages frozen, %d weight tensors trained)",
+            ins.server_round,
+            len(trainable),
+        )
     global_params = None
     if settings.proximal_mu > 0:
         global_params = [p.detach().clone() for p in model.backbone.parameters() if p.requires_grad]

@@ -56,6 +56,7 @@ def pretraining_section(cfg: RunConfig, history: RunHistory) -> dict[str, object
         "epochs": cfg.pretrain_epochs,
         "mask_ratio": cfg.pretrain_mask_ratio,
         "holdouts_enabled": cfg.pretrain_holdouts,
+        "linear_probe_rounds": cfg.linear_probe_rounds,
         "per_site": [rows[k] for k in sorted(rows)],
         "holdouts_contributed": contributed,
         "dropped": [

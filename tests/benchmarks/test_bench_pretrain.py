@@ -122,6 +122,8 @@ def test_merge_refuses_a_foreign_file_naming_it(tmp_path: Path, content: str, ne
         ["--out", "O", "--data", "D", "--labels-per-site", "0"],
         ["--out", "O", "--data", "D", "--epsilon", "0"],
         ["--out", "O", "--data", "D", "--skip-all-labels"],  # nothing left to run
+        ["--out", "O", "--data", "D", "--linear-probe-rounds", "7"],
+        ["--out", "O", "--data", "D", "--linear-probe-rounds", "0"],
     ],
 )
 def test_bad_arguments_stop_before_anything_runs(tmp_path: Path, monkeypatch, argv):
@@ -154,3 +156,22 @@ def test_skip_all_labels_runs_only_the_reduced_copies(tmp_path: Path, monkeypatc
         "cnn-scratch-5site-s0",
         "cnn-scratch-20site-s0",
     ]
+
+
+def test_every_variant_is_a_valid_run_config():
+    """What each variant passes to ``fedmi-sim run`` parses (a typo would only show hours
+    into a benchmark)."""
+    import benchmarks.bench_pretrain as bench
+    from fedmi.shared.run_config import RunConfig
+
+    for name, template in bench.VARIANTS.items():
+        config = template.format(pretrain_rounds=2, probe_rounds=3, rounds=bench.TRAIN_ROUNDS)
+        values = dict(item.split("=", 1) for item in config.split())
+        for key in ("pretrain-rounds", "linear-probe-rounds", "num-server-rounds"):
+            if key in values:
+                values[key] = int(values[key])
+        cfg = RunConfig.from_mapping(values, source=name)
+        assert cfg.num_server_rounds == bench.TRAIN_ROUNDS
+        assert cfg.linear_probe_rounds == {"cnn-pretrain-lp-dp": 3, "cnn-pretrain-probe-dp": 6}.get(
+            name, 0
+        )

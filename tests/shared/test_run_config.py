@@ -119,6 +119,15 @@ def test_a_bad_normative_setting_stops_with_its_key(values, key):
             {"pretrain-rounds": 1, "model": "cnn", "method": "fedmi"},
             "`pretrain-rounds` = 1 is not available with `method` = 'fedmi'",
         ),
+        # the linear probe: typed, only after pretraining, at most every training round
+        ({"linear-probe-round": 2}, "did you mean `linear-probe-rounds`"),
+        ({"linear-probe-rounds": -1}, "`linear-probe-rounds` must be a whole number"),
+        ({"linear-probe-rounds": 1.0}, "`linear-probe-rounds` must be a whole number"),
+        ({"linear-probe-rounds": 2, "model": "cnn"}, "`linear-probe-rounds` = 2 needs `pretrain"),
+        (
+            {"linear-probe-rounds": 7, "model": "cnn", "pretrain-rounds": 1},
+            "`linear-probe-rounds` = 7 exceeds `num-server-rounds` = 6",
+        ),
     ],
 )
 def test_a_bad_pretraining_setting_stops_with_its_key(values, key):
@@ -134,3 +143,15 @@ def test_pretraining_settings_parse_and_default_off():
     assert cfg.pretrains and cfg.pretrain_rounds == 3 and cfg.pretrain_holdouts is False
     with pytest.raises(RunConfigError, match="pretrain-rounds"):
         RunConfig(pretrain_rounds=1).validate()  # the dataclass door checks it too
+
+
+def test_the_linear_probe_reaches_the_train_instruction():
+    from fedmi.shared.instructions import TrainInstruction
+
+    cfg = RunConfig.from_mapping(
+        {"model": "cnn", "pretrain-rounds": 2, "linear-probe-rounds": 6, "num-server-rounds": 6}
+    )
+    assert cfg.linear_probe_rounds == 6 and RunConfig().linear_probe_rounds == 0
+    ins = TrainInstruction.from_run_config(cfg, server_round=6)
+    assert ins.linear_probe_rounds == 6 and ins.linear_probe
+    assert not TrainInstruction.from_run_config(RunConfig(), server_round=1).linear_probe

@@ -220,9 +220,16 @@ def _pretraining_line(report: dict) -> str:
         who = "holdouts that contributed unlabelled scans: " + ", ".join(esc(h) for h in holdouts)
     else:
         who = "no holdout contributed unlabelled scans"
+    probe = int(pre.get("linear_probe_rounds") or 0)
+    then = (
+        f" Training rounds 1–{probe} trained only the encoder's projection and the head "
+        "(linear probe, pretrained stages frozen), later rounds every weight."
+        if probe
+        else ""
+    )
     return (
         f"<p>Self-supervised pretraining: {pre.get('completed_rounds')} of {pre.get('rounds')} "
-        f"round(s), {len(sites)} site(s) pretrained on scans without labels; {who}.</p>"
+        f"round(s), {len(sites)} site(s) pretrained on scans without labels; {who}.{then}</p>"
     )
 
 

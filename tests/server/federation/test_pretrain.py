@@ -66,6 +66,7 @@ def test_the_report_shows_pretraining_spend_and_contributing_holdouts(flower_ide
     report = run_federation(FakeGrid(), _cfg(tmp_path), tmp_path / "run")  # type: ignore[arg-type]
     pre = report["pretraining"]
     assert pre["rounds"] == pre["completed_rounds"] == 3 and pre["holdouts_enabled"] is True
+    assert pre["linear_probe_rounds"] == 0
     assert pre["holdouts_contributed"] == ["site-c"]
     rows = {r["site_id"]: r for r in pre["per_site"]}
     assert rows["site-c"] == {
@@ -89,6 +90,29 @@ def test_the_report_shows_pretraining_spend_and_contributing_holdouts(flower_ide
     assert "Self-supervised pretraining: 3 of 3 round(s)" in page
     assert "holdouts that contributed unlabelled scans: site-c" in page
     assert "train.pretrain 3" in page
+    assert "linear probe" not in page
+
+
+def test_the_linear_probe_rounds_are_sent_and_reported(flower_identity, tmp_path):
+    cfg = _cfg(tmp_path, pretrain_rounds=1, linear_probe_rounds=1)
+    sent: list[dict] = []
+
+    class Recording(FakeGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            messages = list(messages)
+            sent.extend(
+                dict(m.content[contract.CONFIG])
+                for m in messages
+                if m.metadata.message_type == contract.TRAIN
+            )
+            return super().send_and_receive(messages, timeout=timeout)
+
+    report = run_federation(Recording(), cfg, tmp_path / "run")  # type: ignore[arg-type]
+    assert sent and all(c["linear-probe-rounds"] == 1 for c in sent)
+    assert report["pretraining"]["linear_probe_rounds"] == 1
+    assert_valid_report(report)
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Training rounds 1–1 trained only the encoder's projection and the head" in page
 
 
 def test_holdouts_stay_out_of_pretraining_when_asked(flower_identity, tmp_path):
