@@ -84,7 +84,7 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
             if "round 1/200" in line or time.monotonic() > deadline:
                 break
         p.send_signal(signal.SIGINT)
-        assert p.wait(60) == 130
+        assert p.wait(180) == 130  # a liveness bound (Ray shuts down slowly on a busy machine)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
