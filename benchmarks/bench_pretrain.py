@@ -105,15 +105,23 @@ def reduce_labels(src: Path, dst: Path, per_site: int, seed: int) -> None:
             writer.writerows(keep)
 
 
+def run_command(data: Path, out: Path, config: str, seed: int, epsilon: float) -> list[str]:
+    """The ``fedmi-sim run`` of one variant, for the task the federation was generated for
+    (its ``federation.json``)."""
+    task = json.loads((data / "federation.json").read_text())["task"]
+    cfg = f"{config} sim-default-epsilon={epsilon} sim-ledger-root={out / 'ledgers'}"
+    cmd = [sys.executable, "-m", "fedmi.simulations.cli", "run", "--data", str(data)]
+    cmd += ["--out", str(out), "--seed", str(seed), "--task", task]
+    for item in cfg.split():
+        cmd += ["--config", item]
+    return cmd
+
+
 def run_variant(data: Path, out: Path, config: str, seed: int, epsilon: float) -> dict:
     """One ``fedmi-sim run``; the holdouts' AUCs and the wall time."""
     if out.exists():
         shutil.rmtree(out)
-    cfg = f"{config} sim-default-epsilon={epsilon} sim-ledger-root={out / 'ledgers'}"
-    cmd = [sys.executable, "-m", "fedmi.simulations.cli", "run", "--data", str(data)]
-    cmd += ["--out", str(out), "--seed", str(seed)]
-    for item in cfg.split():
-        cmd += ["--config", item]
+    cmd = run_command(data, out, config, seed, epsilon)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

@@ -175,3 +175,16 @@ def test_every_variant_is_a_valid_run_config():
         assert cfg.linear_probe_rounds == {"cnn-pretrain-lp-dp": 3, "cnn-pretrain-probe-dp": 6}.get(
             name, 0
         )
+
+
+def test_each_run_is_for_the_federations_own_task(tmp_path: Path):
+    """An amyloid federation runs the amyloid task (fedmi-sim run's default is fdg-ad, which
+    the sites' site.toml would refuse)."""
+    from benchmarks.bench_pretrain import run_command
+
+    (tmp_path / "federation.json").write_text(json.dumps({"task": "amyloid", "sites": []}))
+    cmd = run_command(tmp_path, tmp_path / "out", "model=cnn", 1, 8.0)
+    assert cmd[cmd.index("--task") + 1] == "amyloid"
+    assert cmd[cmd.index("--seed") + 1] == "1"
+    configs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--config"]
+    assert configs[0] == "model=cnn" and "sim-default-epsilon=8.0" in configs
