@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -78,13 +79,23 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
         env=env,
         start_new_session=True,
     )
+    rest: list[str] = []
     try:
         deadline = time.monotonic() + 240
         for line in p.stdout:  # type: ignore[union-attr]
             if "round 1/200" in line or time.monotonic() > deadline:
                 break
+        # keep draining its output: a run blocked writing to a full pipe could never exit
+        drain = threading.Thread(target=lambda: rest.extend(p.stdout), daemon=True)  # type: ignore[arg-type]
+        drain.start()
         p.send_signal(signal.SIGINT)
-        assert p.wait(180) == 130  # a liveness bound (Ray shuts down slowly on a busy machine)
+        try:
+            code = p.wait(180)  # a liveness bound (Ray shuts down slowly on a busy machine)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 130, "the interrupted run did not exit 130; its last output:\n" + "".join(
+            rest[-40:]
+        )
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
