@@ -23,6 +23,10 @@ def _sleep_forever_with_children(payload: dict) -> None:
     time.sleep(payload.get("sleep", 0))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_stop_marked_kills_processes_in_other_sessions():
     mark = uuid.uuid4().hex
     env = dict(os.environ, **{MARK_VARIABLE: mark})
@@ -78,6 +82,9 @@ def test_ctrl_c_stops_a_running_federation(tiny_fdg, tmp_path):
         text=True,
         env=env,
         start_new_session=True,
+        # Ctrl-C as at a terminal: a shell's background job (as CI may start pytest) ignores
+        # SIGINT, its children inherit that, and Python then never raises KeyboardInterrupt
+        preexec_fn=_default_sigint,
     )
     rest: list[str] = []
     try:
