@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedmi.shared.run_settings import RUN_CONFIG
+
 VARIANTS: dict[str, str] = {
     "regional-dp": "model=regional",
     "cnn-scratch": "model=cnn sim-default-dp=off",
@@ -70,8 +72,8 @@ VARIANTS: dict[str, str] = {
         "num-server-rounds={rounds}"
     ),
 }
-#: training rounds of every variant (the run config's default ``num-server-rounds``)
-TRAIN_ROUNDS = 6
+#: training rounds of every variant: the run config's default ``num-server-rounds``
+TRAIN_ROUNDS: int = RUN_CONFIG.setting("num-server-rounds").default
 
 
 def reduce_labels(src: Path, dst: Path, per_site: int, seed: int) -> None:
