@@ -25,8 +25,15 @@ Variants (``--variants``, default all):
 
 With ``--labels-per-site N [N ...]`` every variant also runs on copies of the federation in
 which each training site keeps N labelled scans (stratified by class, seeded) and the others
-become unlabelled (``--skip-all-labels``: those copies only) (label efficiency: the issue's target is the pretrained model with 10
-labels per site against ``cnn-scratch`` with all labels).
+become unlabelled (``--skip-all-labels``: those copies only) (label efficiency: the issue's
+target is the pretrained model with 10 labels per site against ``cnn-scratch`` with all
+labels). ``--config KEY=VALUE`` adds run-config settings to every variant (checked before
+anything runs; a key a variant sets itself is refused); the result keys then name the variant
+``NAME +KEY=VALUE``, e.g. ``cnn-pretrain +local-epochs=10`` (with 10 labels a site's train
+split is one batch, so one local epoch is one optimiser step a round).
+
+Each federation's results are keyed and run with the seed it was generated with (its
+``federation.json``): the run's ``--seed`` and the label copies' draw.
 
 Usage::
 
@@ -105,6 +112,32 @@ def reduce_labels(src: Path, dst: Path, per_site: int, seed: int) -> None:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(keep)
+
+
+def federation_seed(data: Path, default: int) -> int:
+    """The seed ``data`` was generated with (``federation.json``), else ``default``."""
+    try:
+        seed = json.loads((data / "federation.json").read_text()).get("seed")
+    except (OSError, ValueError):
+        return default
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else default
+
+
+def extra_config(items: list[str], variants: list[str]) -> str:
+    """``--config`` items checked against the run config and the variants' own keys.
+
+    Raises
+    ------
+    ValueError
+        A typo, a bad value (naming the key) or a key one of ``variants`` already sets.
+    """
+    RUN_CONFIG.parse_pairs(items, "--config")  # a ConfigError (a ValueError) names the key
+    for item in items:
+        key = item.partition("=")[0].strip()
+        for name in variants:
+            if any(word.startswith(f"{key}=") for word in VARIANTS[name].split()):
+                raise ValueError(f"--config {item!r}: variant {name} sets `{key}` itself")
+    return " ".join(item.strip() for item in items)
 
 
 def run_command(data: Path, out: Path, config: str, seed: int, epsilon: float) -> list[str]:
@@ -238,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the --labels-per-site counts only (the all-labels runs come from --merge)",
     )
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run-config setting added to every variant (named in the result keys)",
+    )
     args = ap.parse_args(argv)
     if (args.data is None) == (args.merge is None):
         ap.error("give --data (run the variants) or --merge (join results), not both")
@@ -247,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--linear-probe-rounds must lie in 1 … {TRAIN_ROUNDS}")
     if args.skip_all_labels and not args.labels_per_site:
         ap.error("--skip-all-labels needs --labels-per-site (there would be nothing to run)")
+    try:
+        extra = extra_config(args.config, args.variants)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.merge is not None:
         try:
             results = merge(args.merge)
@@ -256,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for seed, data in enumerate(args.data):
+    for position, data in enumerate(args.data):
+        seed = federation_seed(data, position)
         sets = {} if args.skip_all_labels else {"all": data}
         for n in sorted(set(args.labels_per_site)):
             reduced = args.out / f"data-s{seed}-{n}"
@@ -269,9 +314,13 @@ def main(argv: list[str] | None = None) -> int:
                     probe_rounds=args.linear_probe_rounds,
                     rounds=TRAIN_ROUNDS,
                 )
-                key = f"{name} | labels {labels} | seed {seed}"
-                out = args.out / f"{name}-{labels.replace('/', '')}-s{seed}"
-                results[key] = run_variant(root, out, config, seed, args.epsilon)
+                label = f"{name} +{extra.replace(' ', ' +')}" if extra else name
+                key = f"{label} | labels {labels} | seed {seed}"
+                tag = f"-{extra.replace(' ', '-').replace('=', '')}" if extra else ""
+                out = args.out / f"{name}{tag}-{labels.replace('/', '')}-s{seed}"
+                results[key] = run_variant(
+                    root, out, f"{config} {extra}".strip(), seed, args.epsilon
+                )
                 print(key, json.dumps(results[key]), flush=True)
     print("\n".join(write_outputs(results, args.out)))
     return 0

@@ -188,3 +188,70 @@ def test_each_run_is_for_the_federations_own_task(tmp_path: Path):
     assert cmd[cmd.index("--seed") + 1] == "1"
     configs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--config"]
     assert configs[0] == "model=cnn" and "sim-default-epsilon=8.0" in configs
+
+
+@pytest.mark.parametrize(
+    "item, needle",
+    [
+        ("local-epoch=10", "local-epoch"),  # a typo: the key named
+        ("local-epochs=ten", "local-epochs"),  # a bad value
+        ("model=regional", "sets `model` itself"),  # would silently replace the variant's
+        ("local-epochs", "KEY=VALUE"),
+    ],
+)
+def test_extra_config_is_checked_before_anything_runs(tmp_path: Path, monkeypatch, item, needle):
+    import benchmarks.bench_pretrain as bench
+
+    monkeypatch.setattr(bench, "run_variant", lambda *a: pytest.fail("ran"))
+    with pytest.raises(ValueError, match=needle):
+        bench.extra_config([item], ["cnn-scratch"])
+    argv = ["--data", str(tmp_path / "D"), "--out", str(tmp_path / "O"), "--config", item]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--variants", "cnn-scratch"])
+    assert exc.value.code == 2 and not (tmp_path / "O").exists()
+
+
+def test_extra_config_reaches_every_run_and_names_the_results(tmp_path: Path, monkeypatch):
+    """``--config`` settings go to each run and into the result keys and folders; the key's
+    seed is the federation's own (federation.json), not its place on the command line."""
+    import benchmarks.bench_pretrain as bench
+
+    ran: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(bench, "reduce_labels", lambda src, dst, n, seed: None)
+
+    def fake_run(root: Path, out: Path, config: str, seed: int, epsilon: float) -> dict:
+        ran.append((out.name, config, seed))
+        return _result(0.8)
+
+    monkeypatch.setattr(bench, "run_variant", fake_run)
+    data = tmp_path / "D"
+    data.mkdir()
+    (data / "federation.json").write_text(json.dumps({"task": "fdg-ad", "seed": 2, "sites": []}))
+    argv = ["--data", str(data), "--out", str(tmp_path / "O"), "--variants", "cnn-scratch"]
+    argv += ["--config", "local-epochs=10", "--config", "learning-rate=0.003"]
+    assert main(argv) == 0
+    assert ran == [
+        (
+            "cnn-scratch-local-epochs10-learning-rate0.003-all-s2",
+            "model=cnn sim-default-dp=off local-epochs=10 learning-rate=0.003",
+            2,
+        )
+    ]
+    results = json.loads((tmp_path / "O" / "results.json").read_text())
+    assert list(results) == [
+        "cnn-scratch +local-epochs=10 +learning-rate=0.003 | labels all | seed 2"
+    ]
+    assert summarise(results) == {
+        ("cnn-scratch +local-epochs=10 +learning-rate=0.003", "all"): [0.8]
+    }
+
+
+def test_federation_seed_falls_back_to_the_position(tmp_path: Path):
+    from benchmarks.bench_pretrain import federation_seed
+
+    assert federation_seed(tmp_path, 3) == 3  # no federation.json
+    for doc, want in [({"seed": 1}, 1), ({"seed": -1}, 3), ({"seed": True}, 3), ({}, 3)]:
+        (tmp_path / "federation.json").write_text(json.dumps(doc))
+        assert federation_seed(tmp_path, 3) == want
+    (tmp_path / "federation.json").write_text("{broken")
+    assert federation_seed(tmp_path, 3) == 3
