@@ -20,6 +20,9 @@ from fedmi.simulations.processes import run_isolated
 
 log = logging.getLogger(__name__)
 
+#: the folder under a federation's root that holds every simulated site's ingest cache
+SIM_CACHE_DIR = ".fedmi-cache"
+
 
 def quiet_environment() -> None:
     """No telemetry, no update checks, no dependency installation, loopback only."""
@@ -38,7 +41,7 @@ def sim_paths(data_root: Path, out_dir: Path) -> dict[str, str]:
     return {
         "sim-data-root": str(data_root.resolve()),
         "sim-state-root": str((out_dir / "site-state").resolve()),
-        "sim-cache-root": str((data_root / ".fedmi-cache").resolve()),
+        "sim-cache-root": str((data_root / SIM_CACHE_DIR).resolve()),
     }
 
 

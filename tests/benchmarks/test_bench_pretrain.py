@@ -51,6 +51,25 @@ def test_reduce_labels(tmp_path: Path):
     assert _labels(dst / "site-a" / "labels.csv") == a
 
 
+def test_reduce_labels_copies_the_ingest_cache_without_linking_it(tmp_path: Path):
+    """The copy's first run finds every series in its cache (no 13-minute ingest), and what
+    it writes there never reaches the source federation's cache."""
+    from fedmi.simulations.federated import SIM_CACHE_DIR
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _federation(src)
+    entry = src / SIM_CACHE_DIR / "site-a" / "cache" / "0123.json"
+    entry.parent.mkdir(parents=True)
+    entry.write_text('{"status": "accepted"}')
+    (src / SIM_CACHE_DIR / "site-a" / "data_manifest.json").write_text("{}")
+    reduce_labels(src, dst, 10, seed=0)
+    copied = dst / SIM_CACHE_DIR / "site-a" / "cache" / "0123.json"
+    assert copied.read_text() == entry.read_text()
+    assert copied.stat().st_ino != entry.stat().st_ino  # a copy: the copy's ingest writes apart
+    assert not (dst / SIM_CACHE_DIR / "site-a" / "data_manifest.json").exists()  # rebuilt by it
+    assert not (dst / SIM_CACHE_DIR / "site-b").exists()  # no cache, nothing made up
+
+
 def _result(auc: float | None) -> dict:
     return {"seconds": 1.0, "exit": 0, "holdout_auc": {"site-e": auc, "site-f": None}}
 
