@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -274,3 +276,52 @@ def test_federation_seed_falls_back_to_the_position(tmp_path: Path):
         assert federation_seed(tmp_path, 3) == want
     (tmp_path / "federation.json").write_text("{broken")
     assert federation_seed(tmp_path, 3) == 3
+
+
+def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise(
+    tiny_fdg: Path, tmp_path: Path
+):
+    """The figure the benchmark compares is the holdout's exact AUC of the final model,
+    not the DP release (noise sd about 0.05): it equals the Mann–Whitney AUC of the model's
+    scores on the holdout's scans, and is the same on every call."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.bench_pretrain import exact_holdout_auc
+    from fedmi.client.data import site_data
+    from fedmi.client.training.loop import predict
+    from fedmi.server.report.document import save_arrays
+    from fedmi.shared.contract.check import array_record
+    from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
+    from fedmi.shared.run_config import RunConfig
+    from fedmi.simulations.runner import ingest_all, site_settings
+
+    # a hard-linked copy whose holdout reports an AUC at its 15 labelled scans (k = 1)
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(tiny_fdg, data, copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
+    run.mkdir()
+    for toml in data.glob("*/site.toml"):
+        text = toml.read_text()
+        toml.unlink()  # never write through the link into the session's federation
+        toml.write_text(text.replace("[site]\n", "[site]\nmin-cell-count = 1\n", 1))
+    sites = site_settings(data.resolve(), run.resolve())
+    holdouts = [s for s in sites if s.role == "holdout"]
+    ingest_all(holdouts, "fdg-ad")  # only the holdouts are scored
+    cfg = RunConfig.from_mapping({"model": "regional", "seed": 0}, source="test")
+    (run / "report.json").write_text(json.dumps({"run_config": cfg.as_dict()}))
+    torch.manual_seed(3)
+    model = build_model(ModelSpec(arch="regional", task="fdg-ad"))
+    with torch.no_grad():  # a model whose scores are neither perfect nor constant
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    state = {k: v.numpy() for k, v in federated_state_dict(model).items()}
+    save_arrays(run / "final_model.npz", array_record(state))
+
+    got = exact_holdout_auc(data, run)
+    assert holdouts and set(got) == {s.site_id for s in holdouts}
+    for site in holdouts:
+        x, y = site_data(site, "fdg-ad", 0).subset("all")
+        want = roc_auc_score(y.numpy().astype(int), predict(model.eval(), x))
+        assert got[site.site_id] == pytest.approx(want, abs=1e-12)
+        assert 0.0 < want < 1.0
+    assert exact_holdout_auc(data, run) == got  # no noise drawn
