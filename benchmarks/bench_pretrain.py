@@ -3,8 +3,10 @@
 Each variant is one ``fedmi-sim run`` on the same generated federation (made with an
 unlabelled archive: ``fedmi-sim generate ... --unlabelled-archive 3``); every variant gets
 fresh privacy ledgers (``sim-ledger-root`` in its own folder) and shares the ingest cache.
-The figure is the holdout sites' ``auc`` in report.json (the exact Mann–Whitney AUC, or
-its noisy release under DP), per seed and averaged.
+The figure is each holdout's exact Mann–Whitney AUC of the run's final model
+(:func:`exact_holdout_auc`: the holdout's own evaluation repeated without the DP release),
+per seed and averaged; the released AUC of report.json (noisy under DP) is kept beside it
+(``holdout_auc_released``).
 
 Variants (``--variants``, default all):
 
@@ -40,12 +42,15 @@ Usage::
     fedmi-sim generate --out D0 --preset default --task fdg-ad --seed 0 --unlabelled-archive 3
     python -m benchmarks.bench_pretrain --data D0 [D1 D2] --out OUT [--labels-per-site 5 10 20]
     python -m benchmarks.bench_pretrain --merge OUT1/results.json OUT2/results.json --out OUT
+    python -m benchmarks.bench_pretrain --rescore --data D0 [D1 D2] --out OUT
 
 Writes ``OUT/results.json`` and ``OUT/results.md`` and, when more than one label count was
 run, ``OUT/label_efficiency.png`` (mean holdout AUC against labelled scans per training
 site, a line per variant, each seed a dot). ``--merge`` runs nothing: it joins earlier
 ``results.json`` files (a later file's entry replaces an earlier one of the same variant,
-label count and seed) and writes the same three files. Hours on a 2-core CPU for three seeds;
+label count and seed) and writes the same three files. ``--rescore`` runs nothing either: it
+scores the finished runs of ``OUT/results.json`` exactly (results written before the
+benchmark did). Hours on a 2-core CPU for three seeds;
 one seed of one preset is the smallest useful run.
 """
 
@@ -269,6 +274,32 @@ def write_outputs(results: dict[str, dict], out: Path) -> list[str]:
     return lines
 
 
+def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, dict]:
+    """``results`` with each finished run's exact holdout AUC (:func:`exact_holdout_auc`).
+
+    For results written before the benchmark scored exactly (their ``holdout_auc`` was the
+    released one): the run folder is the entry's ``run`` or the one its key names under
+    ``out``; the federation is the one of ``data`` generated with the key's seed (a label
+    count's copy under ``out``). An entry whose run folder or federation is missing is
+    left as it was.
+    """
+    by_seed = {federation_seed(d, i): d for i, d in enumerate(data)}
+    done: dict[str, dict] = {}
+    for key, res in results.items():
+        name, labels, seed = _split_key(key)
+        base, _, extra = name.partition(" +")
+        tag = "-" + extra.replace(" +", "-").replace("=", "") if extra else ""
+        run = out / str(res.get("run") or f"{base}{tag}-{labels.replace('/', '')}-s{seed}")
+        root = by_seed.get(seed) if labels == "all" else out / f"data-s{seed}-{labels[:-5]}"
+        res = dict(res)
+        if root is not None and root.is_dir() and (run / "final_model.npz").is_file():
+            res.setdefault("holdout_auc_released", res.get("holdout_auc"))
+            res["run"] = run.name
+            res["holdout_auc"] = exact_holdout_auc(root, run)
+        done[key] = res
+    return done
+
+
 def merge(paths: list[Path]) -> dict[str, dict]:
     """Earlier ``results.json`` files joined; a later file's entry replaces an earlier one."""
     results: dict[str, dict] = {}
@@ -321,7 +352,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a run-config setting added to every variant (named in the result keys)",
     )
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score OUT/results.json's finished runs exactly (with --data); runs nothing",
+    )
     args = ap.parse_args(argv)
+    if args.rescore:
+        if args.data is None or args.merge is not None:
+            ap.error("--rescore needs --data (the federations of OUT's runs) and no --merge")
+        try:
+            results = json.loads((args.out / "results.json").read_text())
+            results = rescore(results, args.out, args.data)
+        except (OSError, ValueError) as exc:
+            ap.error(f"{args.out / 'results.json'}: {exc}")
+        print("\n".join(write_outputs(results, args.out)))
+        return 0
     if (args.data is None) == (args.merge is None):
         ap.error("give --data (run the variants) or --merge (join results), not both")
     if args.epsilon <= 0 or args.pretrain_rounds < 1 or any(n < 1 for n in args.labels_per_site):

@@ -325,3 +325,43 @@ def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise
         assert got[site.site_id] == pytest.approx(want, abs=1e-12)
         assert 0.0 < want < 1.0
     assert exact_holdout_auc(data, run) == got  # no noise drawn
+
+
+def test_rescore_replaces_released_aucs_of_finished_runs(tmp_path: Path, monkeypatch):
+    """Results written before exact scoring: each finished run is scored on the federation of
+    its seed (or its label count's copy), the released figure kept; a run that never finished
+    keeps its entry."""
+    import benchmarks.bench_pretrain as bench
+
+    scored: list[tuple[str, str]] = []
+
+    def fake_exact(root: Path, run: Path) -> dict:
+        scored.append((root.name, run.name))
+        return {"site-e": 0.99}
+
+    monkeypatch.setattr(bench, "exact_holdout_auc", fake_exact)
+    data, out = tmp_path / "fdg2", tmp_path / "O"
+    data.mkdir()
+    (data / "federation.json").write_text(json.dumps({"seed": 2}))
+    (out / "data-s2-10").mkdir(parents=True)
+    for run in ("regional-dp-all-s2", "cnn-pretrain-local-epochs10-10site-s2"):
+        (out / run).mkdir()
+        (out / run / "final_model.npz").write_bytes(b"")
+    results = {
+        "regional-dp | labels all | seed 2": _result(0.9),
+        "cnn-pretrain +local-epochs=10 | labels 10/site | seed 2": _result(0.5),
+        "cnn-scratch | labels all | seed 2": _result(0.7),  # no run folder
+    }
+    (out / "results.json").write_text(json.dumps(results))
+    assert main(["--rescore", "--data", str(data), "--out", str(out)]) == 0
+    got = json.loads((out / "results.json").read_text())
+    assert sorted(scored) == [
+        ("data-s2-10", "cnn-pretrain-local-epochs10-10site-s2"),
+        ("fdg2", "regional-dp-all-s2"),
+    ]
+    reg = got["regional-dp | labels all | seed 2"]
+    assert reg["holdout_auc"] == {"site-e": 0.99}
+    assert reg["holdout_auc_released"] == {"site-e": 0.9, "site-f": None}
+    assert got["cnn-scratch | labels all | seed 2"] == _result(0.7)
+    with pytest.raises(SystemExit):
+        main(["--rescore", "--out", str(out)])  # no federation given
