@@ -219,6 +219,14 @@ def exact_holdout_auc(data: Path, run: Path) -> dict[str, float | None]:
     return out
 
 
+def run_folder(label: str, labels: str, seed: int) -> str:
+    """The folder of one run under OUT: ``cnn-pretrain +local-epochs=10``, ``10/site``, 2 →
+    ``cnn-pretrain-local-epochs10-10site-s2`` (``label``: the variant as the result key names
+    it)."""
+    tag = label.replace(" +", "-").replace("=", "")
+    return f"{tag}-{labels.replace('/', '')}-s{seed}"
+
+
 def _mean_auc(result: dict) -> float | None:
     aucs = [a for a in (result.get("holdout_auc") or {}).values() if a is not None]
     return float(np.mean(aucs)) if aucs else None
@@ -284,12 +292,12 @@ def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, 
     left as it was.
     """
     by_seed = {federation_seed(d, i): d for i, d in enumerate(data)}
+    if len(by_seed) < len(data):
+        raise ValueError("--data: two federations generated with the same seed")
     done: dict[str, dict] = {}
     for key, res in results.items():
         name, labels, seed = _split_key(key)
-        base, _, extra = name.partition(" +")
-        tag = "-" + extra.replace(" +", "-").replace("=", "") if extra else ""
-        run = out / str(res.get("run") or f"{base}{tag}-{labels.replace('/', '')}-s{seed}")
+        run = out / str(res.get("run") or run_folder(name, labels, seed))
         root = by_seed.get(seed) if labels == "all" else out / f"data-s{seed}-{labels[:-5]}"
         res = dict(res)
         if root is not None and root.is_dir() and (run / "final_model.npz").is_file():
@@ -387,10 +395,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
         print("\n".join(write_outputs(results, args.out)))
         return 0
+    seeds = [federation_seed(data, i) for i, data in enumerate(args.data)]
+    if len(set(seeds)) < len(seeds):
+        ap.error(
+            f"--data: federations generated with the same seed ({seeds}) would share result keys; run them apart"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for position, data in enumerate(args.data):
-        seed = federation_seed(data, position)
+    for seed, data in zip(seeds, args.data, strict=True):
         sets = {} if args.skip_all_labels else {"all": data}
         for n in sorted(set(args.labels_per_site)):
             reduced = args.out / f"data-s{seed}-{n}"
@@ -405,8 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 label = f"{name} +{extra.replace(' ', ' +')}" if extra else name
                 key = f"{label} | labels {labels} | seed {seed}"
-                tag = f"-{extra.replace(' ', '-').replace('=', '')}" if extra else ""
-                out = args.out / f"{name}{tag}-{labels.replace('/', '')}-s{seed}"
+                out = args.out / run_folder(label, labels, seed)
                 results[key] = run_variant(
                     root, out, f"{config} {extra}".strip(), seed, args.epsilon
                 )

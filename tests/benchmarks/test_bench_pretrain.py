@@ -365,3 +365,31 @@ def test_rescore_replaces_released_aucs_of_finished_runs(tmp_path: Path, monkeyp
     assert got["cnn-scratch | labels all | seed 2"] == _result(0.7)
     with pytest.raises(SystemExit):
         main(["--rescore", "--out", str(out)])  # no federation given
+
+
+def test_federations_of_one_seed_are_refused_before_anything_runs(tmp_path: Path, monkeypatch):
+    """Two federations generated with the same seed (an FDG and an amyloid seed 0) would write
+    the same result keys, the second silently replacing the first."""
+    import benchmarks.bench_pretrain as bench
+
+    monkeypatch.setattr(bench, "run_variant", lambda *a: pytest.fail("ran"))
+    for name, task in [("fdg0", "fdg-ad"), ("amy0", "amyloid")]:
+        (tmp_path / name).mkdir()
+        doc = {"task": task, "seed": 0, "sites": []}
+        (tmp_path / name / "federation.json").write_text(json.dumps(doc))
+    argv = ["--data", str(tmp_path / "fdg0"), str(tmp_path / "amy0"), "--out", str(tmp_path / "O")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and not (tmp_path / "O").exists()
+    with pytest.raises(ValueError, match="same seed"):
+        bench.rescore({}, tmp_path / "O", [tmp_path / "fdg0", tmp_path / "amy0"])
+
+
+def test_run_folder_names_the_variant_its_settings_labels_and_seed():
+    from benchmarks.bench_pretrain import run_folder
+
+    assert run_folder("regional-dp", "all", 0) == "regional-dp-all-s0"
+    assert (
+        run_folder("cnn-pretrain +local-epochs=10 +learning-rate=0.003", "10/site", 2)
+        == "cnn-pretrain-local-epochs10-learning-rate0.003-10site-s2"
+    )
