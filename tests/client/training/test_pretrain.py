@@ -221,10 +221,17 @@ def test_private_pretraining_validates_its_arguments(tmp_path):
 
 # --- the supervised path is unchanged ------------------------------------------------------
 
-#: train_local's results on this fixed problem, computed with the code *before* the loss was
-#: made pluggable (loss, accuracy, steps, examples, sum of all parameters after training).
-GOLDEN_PLAIN = (0.43828880538543064, 0.875, 6, 24, 15.962181271715963)
-GOLDEN_DP = (0.6820946452094288, 0.5121951219512195, 6, 24, 10.306210779199318)
+#: train_local's results on this fixed problem (loss, accuracy, steps, examples, sum of the
+#: trained model's logits on the inputs). The first four were computed with the code *before*
+#: the loss was made pluggable. The fifth was the sum of all parameters until stop 29: on an
+#: AMD EPYC it came out 2e-4 away (plain AdamW), because a convolution bias whose group the
+#: GroupNorm after it holds one channel has a gradient of float round-off only, which Adam
+#: scales up to a step of ±lr whose sign depends on the CPU's kernels. Such a bias cannot
+#: change what the model computes, so the logits' sum (pinned then from the code that had
+#: matched the old golden run) checks the trained function and not those signs; it is compared
+#: at 1e-5 (a 1e-6 change of the inputs, which flips such signs, moves it by 2.5e-6).
+GOLDEN_PLAIN = (0.43828880538543064, 0.875, 6, 24, 3.010046601295471)
+GOLDEN_DP = (0.6820946452094288, 0.5121951219512195, 6, 24, 9.67651617527008)
 
 
 def _supervised(privacy=None) -> tuple[float, float, int, int, float]:
@@ -248,12 +255,20 @@ def _supervised(privacy=None) -> tuple[float, float, int, int, float]:
     )  # fmt: skip
     start = [p.detach().clone() for p in model.backbone.parameters()]
     r = train_local(model, x, y, settings, privacy=privacy, global_params=start, device=CPU)
-    total = sum(float(p.detach().double().sum()) for p in model.parameters())
-    return r.loss, r.accuracy, r.steps, r.num_examples, total
+    model.eval()
+    with torch.no_grad():
+        logits = float(model(x).double().sum())
+    return r.loss, r.accuracy, r.steps, r.num_examples, logits
+
+
+def _matches(got: tuple, golden: tuple) -> bool:
+    return got[:4] == pytest.approx(golden[:4], rel=1e-6) and got[4] == pytest.approx(
+        golden[4], rel=1e-5
+    )
 
 
 def test_supervised_training_is_unchanged(monkeypatch):
-    assert _supervised() == pytest.approx(GOLDEN_PLAIN, rel=1e-6)
+    assert _matches(got := _supervised(), GOLDEN_PLAIN), got
     # DP-SGD with its OS-seeded streams pinned, to compare against the golden run
     monkeypatch.setattr(
         dp_sgd,
@@ -263,4 +278,4 @@ def test_supervised_training_is_unchanged(monkeypatch):
     dp = DPSGD(
         noise_multiplier=0.7, max_grad_norm=1.0, noise_generator=torch.Generator().manual_seed(3)
     )
-    assert _supervised(dp) == pytest.approx(GOLDEN_DP, rel=1e-6)
+    assert _matches(got := _supervised(dp), GOLDEN_DP), got
