@@ -298,7 +298,11 @@ def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, 
     for key, res in results.items():
         name, labels, seed = _split_key(key)
         run = out / str(res.get("run") or run_folder(name, labels, seed))
-        root = by_seed.get(seed) if labels == "all" else out / f"data-s{seed}-{labels[:-5]}"
+        root = (
+            by_seed.get(seed)
+            if labels == "all"
+            else out / f"data-s{seed}-{labels.removesuffix('/site')}"
+        )
         res = dict(res)
         if root is not None and root.is_dir() and (run / "final_model.npz").is_file():
             res.setdefault("holdout_auc_released", res.get("holdout_auc"))
