@@ -142,14 +142,56 @@ def deployment(tmp_path):
     dep.stop_all()
 
 
-def _wait(predicate, timeout: float, what: str, poll: float = 0.5):
+def _wait(predicate, timeout: float, what: str, poll: float = 0.5, context=None):
+    """Poll ``predicate`` until it is true; on time-out fail with ``context()`` (the logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    detail = f"\n{context()}" if context is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"   ({exc.strerror})"
+    return "\n".join(f"   {ln}" for ln in lines[-n:])
+
+
+def _diagnosis(tmp_path: Path, state: Path, run_out: list[str]) -> str:
+    """What a failed wait needs to be explained: every process, its log's end, the run's."""
+    parts = ["--- the run's output (last 30 lines)", *(f"   {ln.rstrip()}" for ln in run_out[-30:])]
+    for name in ("superlink", "front", "executor"):
+        pid = _pid(state / f"{name}.pid")
+        parts += [
+            f"--- coordinator {name} (PID {pid}, alive {_alive(pid)})",
+            _tail(state / f"{name}.log"),
+        ]
+    for site in ("a", "b", "c"):
+        folder = tmp_path / f"state-{site}"
+        for proc, log in (("supernode", "supernode.log"), ("site", "site.log")):
+            pid = _pid(folder / f"{proc}.pid")
+            parts += [
+                f"--- site-{site} {proc} (PID {pid}, alive {_alive(pid)})",
+                _tail(folder / log),
+            ]
+    return "\n".join(parts)
 
 
 def _last_round(run_dir: Path) -> int:
@@ -298,7 +340,13 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
     run = ("run", "--out", str(run_dir), "--run-config", run_config)
     run1, out1 = dep.spawn(*run)
 
-    _wait(lambda: _last_round(run_dir) >= 1, 240, "round 1 of run 1", poll=0.2)
+    _wait(
+        lambda: _last_round(run_dir) >= 1,
+        240,
+        "round 1 of run 1",
+        poll=0.2,
+        context=lambda: _diagnosis(tmp_path, state, out1),
+    )
     mark("run 1 reached round 1")
     for name in coordinator:  # SuperLink, front, ServerApp launcher and ServerApp
         _kill_group(_pid(state / name) or 0)
@@ -315,6 +363,7 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
         ),
         60,
         "run 2 to start",
+        context=lambda: _diagnosis(tmp_path, state, out2),
     )
     b_log = tmp_path / "state-b" / "supernode.log"
 
@@ -323,10 +372,26 @@ def test_tls_auth_dropout_and_resume(tiny_fdg: Path, deployment: Deployment, tmp
         at = text.find(f"[RUN {run_id}, ROUND 2]")
         return at >= 0 and "Receiving: train message" in text[at:]
 
-    _wait(b_training, 240, "round 2's train message at site-b", poll=0.2)
+    def b_training_or_run_over() -> bool:
+        if b_training():
+            return True
+        if run2.poll() is not None:
+            raise AssertionError(
+                f"run 2 ended (exit {run2.returncode}) before site-b had round 2's train "
+                f"message\n{_diagnosis(tmp_path, state, out2)}"
+            )
+        return False
+
+    _wait(
+        b_training_or_run_over,
+        240,
+        "round 2's train message at site-b",
+        poll=0.2,
+        context=lambda: _diagnosis(tmp_path, state, out2),
+    )
     mark("restarted; run 2 sent round 2 to site-b")
     _kill_group(_pid(tmp_path / "state-b" / "supernode.pid") or 0)
-    assert run2.wait(timeout=300) == 0, "".join(out2[-40:])
+    assert run2.wait(timeout=300) == 0, _diagnosis(tmp_path, state, out2)
     mark("run 2 finished")
     streamed = "".join(out2)
     assert "resuming after round 1 of 2" in streamed and "round 2/2:" in streamed, streamed[-3000:]
