@@ -22,6 +22,16 @@ message's content only while the SuperNode has nothing newer for it: as soon as 
 is pending, the SuperNode has moved on (it handles one message at a time), the stale task is
 closed as failed and the newer one runs.
 
+A task can also be revoked under the worker: the SuperNode finishes a task whose message it
+failed to receive, and a task whose heartbeat lapsed, and its token then answers 401. Flower's
+HTTP retry treats a 401 as "this process must stop" and sends the process SIGINT, and so does
+Flower's task heartbeat when the SuperNode says the task no longer runs. Either would stop the
+worker for good while its SuperNode stays connected: the site would look online and never
+answer again. The worker's Runtime API client therefore gives up only the call
+(:func:`task_retry_invoker`), its heartbeat only notes that the task ended
+(:class:`TaskHeartbeat`), and no failure of one task stops the worker (:func:`serve_tasks`);
+only SIGTERM/SIGINT from outside, or its SuperNode stopping, do.
+
 Run as ``python -m fedmi.client.deploy.worker --runtime-api 127.0.0.1:PORT --state-dir
 DIR --supernode-pid PID [--site-dir DIR]``; it stops when the SuperNode does.
 """
@@ -50,12 +60,83 @@ SUPERSEDED_CHECK_SECONDS = 2.0
 REFUSED_REASON = "this site has not approved this app (FAB {digest}): refused, nothing ran"
 
 
+class TaskRevoked(Exception):
+    """The SuperNode no longer knows this task's token (HTTP 401): the task is over."""
+
+
+def task_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
+    """Flower's HTTP retry for the Runtime API, except that a 401 ends the call, not the process.
+
+    Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401 by
+    sending its own process SIGINT (meant for a SuperNode whose coordinator stopped its run).
+    In the worker a 401 means only that one task's token was revoked (module docstring), so
+    the call raises :class:`TaskRevoked` at once; every other answer is Flower's (transport
+    errors and 502/503/504 retried, 403 raises ``RunNotRunningException``).
+    """
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    flower_should_giveup = invoker.should_giveup
+
+    def should_giveup(exc: Exception) -> bool:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
+            raise TaskRevoked(
+                f"the SuperNode revoked this task's token ({exc.request.url.path}: 401)"
+            ) from None
+        return flower_should_giveup(exc)
+
+    invoker.should_giveup = should_giveup
+    return invoker
+
+
+class TaskHeartbeat:
+    """Flower's task heartbeat function, except that a task the SuperNode ended ends nothing else.
+
+    Flower 1.42's ``make_task_heartbeat_fn_http`` raises SIGINT in the process when the
+    SuperNode answers that the task no longer runs. Here that answer, or a revoked token
+    (:class:`TaskRevoked`), is logged once and sets :attr:`ended`; a transport error or a
+    503/504 is a failed beat that Flower's :class:`~flwr.supercore.heartbeat.HeartbeatSender`
+    retries, as with Flower's function.
+    """
+
+    def __init__(self, client) -> None:  # noqa: ANN001 - RuntimeHttpClient
+        from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
+
+        self._client = client
+        self._request = SendTaskHeartbeatRequest()
+        self.ended = threading.Event()
+
+    def __call__(self) -> bool:
+        import httpx
+
+        try:
+            res = self._client.SendTaskHeartbeat(self._request)
+        except httpx.TransportError:
+            return False
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code in (503, 504):
+                return False
+            self._end(f"heartbeat answered {err.response.status_code}")
+            return True
+        except TaskRevoked as exc:
+            self._end(str(exc))
+            return True
+        if not res.success:
+            self._end("the SuperNode no longer runs this task")
+        return True
+
+    def _end(self, why: str) -> None:
+        if not self.ended.is_set():
+            self.ended.set()
+            log.warning("task heartbeat: %s; the worker goes on", why)
+
+
 def _runtime_client(address: str, token: str | None):  # noqa: ANN202 - Flower internals
     from flwr.supercore.interceptors import (
         RuntimeTokenHttpInterceptor,
         RuntimeVersionHttpInterceptor,
     )
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
     interceptors = [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp")]
@@ -66,7 +147,7 @@ def _runtime_client(address: str, token: str | None):  # noqa: ANN202 - Flower i
         insecure=True,
         root_certificates=None,
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=task_retry_invoker(),
     )
 
 
@@ -172,11 +253,11 @@ def run_task(
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.heartbeat import HeartbeatSender
     from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
     client = _runtime_client(address, token)
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat = HeartbeatSender(TaskHeartbeat(client))
     heartbeat.start()
     context = message = reply = None
     ran, status, details = False, SubStatus.FAILED, "refused"
@@ -194,7 +275,7 @@ def run_task(
             reply = client_app(message=message, context=context)
             handled = time.perf_counter()
             ran, status, details = True, SubStatus.COMPLETED, ""
-    except MessageAbandoned as exc:
+    except (MessageAbandoned, TaskRevoked) as exc:
         log.warning("%s: skipped", exc)
         details = str(exc)
     except Exception as exc:  # noqa: BLE001 - reported to the coordinator, worker goes on
@@ -209,10 +290,16 @@ def run_task(
         try:
             if reply is not None and context is not None:
                 push_message(client, reply, context)
+        except TaskRevoked as exc:
+            log.warning("%s: the reply was not pushed", exc)
         except Exception:  # noqa: BLE001
             log.exception("could not push the reply")
-        push_task_output(client, context, status, details)
-        heartbeat.stop()
+        try:
+            push_task_output(client, context, status, details)
+        except Exception as exc:  # noqa: BLE001 - a revoked or ended task: nothing to close
+            log.warning("task output not pushed (%s: %s)", type(exc).__name__, exc)
+        if heartbeat.is_running:
+            heartbeat.stop()
         client.close()
     if ran:
         log.info(
@@ -280,22 +367,47 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     client = _runtime_client(address, None)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+
+    def run_one(res, newer: NewerTask) -> None:  # noqa: ANN001 - AcquireTaskResponse
+        run_task(address, res.token, installed, state_dir, client_app, newer)
+
+    try:
+        serve_tasks(lambda: client.AcquireTask(request), run_one, lambda: stop["now"])
+    finally:
+        client.close()
+    log.info("site worker: stopped by a signal")
+
+
+def serve_tasks(acquire, run_one, stopping) -> int:  # noqa: ANN001
+    """Acquire tasks and run them until ``stopping()``; returns how many were run.
+
+    ``acquire()`` asks the SuperNode for a task (an ``AcquireTaskResponse``);
+    ``run_one(response, newer)`` runs one, with the :class:`NewerTask` that may claim the
+    next task while its message is awaited. A failure to acquire (the SuperNode restarting)
+    is retried after a second; **a task that raises is logged and the worker goes on**: one
+    message of an ended run must never stop a site from answering the next run.
+    """
     claimed = None  # a task claimed while the previous one's message was awaited
-    while not stop["now"]:
+    ran = 0
+    while not stopping():
         try:
-            res = claimed or client.AcquireTask(request)
+            res = claimed or acquire()
         except Exception as exc:  # noqa: BLE001 - the SuperNode may be restarting
             log.debug("no task (%s)", exc)
             time.sleep(1.0)
             continue
         claimed = None
         if res.HasField("task") and res.token:
-            newer = NewerTask(lambda: client.AcquireTask(request))
-            run_task(address, res.token, installed, state_dir, client_app, newer)
+            newer = NewerTask(acquire)
+            try:
+                run_one(res, newer)
+            except Exception:  # noqa: BLE001 - one task, not the site
+                log.exception("a task failed outside the ClientApp; the worker goes on")
+            ran += 1
             claimed = newer.claimed
         else:
             time.sleep(POLL_SECONDS)
-    client.close()
+    return ran
 
 
 def _exit_with(supernode_pid: int) -> None:

@@ -206,3 +206,169 @@ def test_join_starts_the_worker_with_the_site_folder(tmp_path):
     assert cmd[cmd.index("--runtime-api") + 1] == "127.0.0.1:9094"
     assert cmd[cmd.index("--supernode-pid") + 1] == "123"
     assert cmd[cmd.index("--site-dir") + 1] == str(tmp_path / "site")
+
+
+# --- a task revoked under the worker ends that task, never the worker ----------------------
+# (after a coordinator restart the SuperNode finishes tasks whose message it failed to
+# receive; their tokens then answer 401, and their heartbeats "not running")
+
+
+@pytest.fixture
+def sigints():
+    """Record SIGINTs sent to this process (Flower's way of stopping it) instead of acting."""
+    import signal
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    yield seen
+    signal.signal(signal.SIGINT, previous)
+
+
+def _status_error(code: int):
+    import httpx
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/runtime/pull-task-input")
+    return httpx.HTTPStatusError(
+        str(code), request=request, response=httpx.Response(code, request=request)
+    )
+
+
+def _failing(*codes: int):
+    """A call answering ``codes`` in turn (then 200 OK)."""
+    answers = iter(codes)
+
+    def call() -> str:
+        code = next(answers, 200)
+        if code != 200:
+            raise _status_error(code)
+        return "ok"
+
+    return call
+
+
+def test_flowers_own_retry_stops_the_process_on_a_401(sigints):
+    """Why the worker has its own: Flower answers a 401 by SIGINTing its process."""
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    assert make_simple_http_retry_invoker().invoke(_failing(401)) == "ok"
+    assert sigints, "Flower no longer SIGINTs on a 401: task_retry_invoker may be removed"
+
+
+def test_a_revoked_token_ends_the_call_at_once_and_sends_no_signal(sigints):
+    from flwr.supercore.run import RunNotRunningException
+
+    invoker = worker.task_retry_invoker()
+    t0 = time.monotonic()
+    with pytest.raises(worker.TaskRevoked, match="401"):
+        invoker.invoke(_failing(401))
+    assert time.monotonic() - t0 < 1.0
+    assert sigints == []
+    # everything else is Flower's: a 502 is retried, a 403 means the run ended
+    assert invoker.invoke(_failing(502)) == "ok"
+    with pytest.raises(RunNotRunningException):
+        invoker.invoke(_failing(403))
+    assert sigints == []
+
+
+class _BeatClient:
+    def __init__(self, answer) -> None:  # noqa: ANN001
+        self.answer = answer
+
+    def SendTaskHeartbeat(self, _req):  # noqa: N802 - Flower's RPC name
+        from flwr.proto.runtime_pb2 import SendTaskHeartbeatResponse
+
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return SendTaskHeartbeatResponse(success=self.answer)
+
+
+def test_flowers_heartbeat_stops_the_process_when_the_task_no_longer_runs(sigints):
+    from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
+
+    assert make_task_heartbeat_fn_http(_BeatClient(False))() is True
+    assert sigints, "Flower's heartbeat no longer SIGINTs: TaskHeartbeat may be removed"
+
+
+def test_the_task_heartbeat_notes_an_ended_task_and_sends_no_signal(sigints, caplog):
+    import httpx
+
+    beat = worker.TaskHeartbeat(_BeatClient(True))
+    assert beat() is True and not beat.ended.is_set()
+    for answer in (False, worker.TaskRevoked("revoked"), _status_error(401)):
+        beat = worker.TaskHeartbeat(_BeatClient(answer))
+        assert beat() is True and beat() is True
+        assert beat.ended.is_set()
+    assert sigints == []
+    assert sum("the worker goes on" in r.getMessage() for r in caplog.records) == 3  # once each
+    # a lost SuperNode or a busy one is a failed beat, retried by Flower's HeartbeatSender
+    for answer in (httpx.ConnectError("refused"), _status_error(503), _status_error(504)):
+        beat = worker.TaskHeartbeat(_BeatClient(answer))
+        assert beat() is False and not beat.ended.is_set()
+
+
+def test_run_task_with_a_revoked_token_is_skipped_without_a_signal(sigints, tmp_path):
+    """Flower's real Runtime API client against a SuperNode that answers 401 to the token."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Revoked(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(401)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_a) -> None:  # noqa: ANN002
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Revoked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        ran = []
+        t0 = time.monotonic()
+        result = worker.run_task(
+            address,
+            "revoked-token",
+            "ab" * 32,
+            tmp_path,
+            lambda **kw: ran.append(kw),
+            worker.NewerTask(lambda: AcquireTaskResponse()),
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result is False and ran == []
+    assert time.monotonic() - t0 < 5.0
+    assert any(p.endswith("pull-task-input") for p in hits), hits
+    assert any(p.endswith("push-task-output") for p in hits), hits  # closing is still tried
+    assert sigints == []
+
+
+def test_one_failing_task_does_not_stop_the_worker(monkeypatch, caplog):
+    monkeypatch.setattr(worker, "POLL_SECONDS", 0.0)
+    tasks = iter(
+        [AcquireTaskResponse(task=Task(task_id=i, run_id=RUN_ID), token=f"t{i}") for i in (1, 2)]
+    )
+    acquired: list[int] = []
+
+    def acquire() -> AcquireTaskResponse:
+        res = next(tasks, AcquireTaskResponse())
+        if res.HasField("task"):
+            acquired.append(res.task.task_id)
+        return res
+
+    done: list[int] = []
+
+    def run_one(res, _newer) -> None:  # noqa: ANN001
+        if res.task.task_id == 1:
+            raise RuntimeError("the run of this message ended")
+        done.append(res.task.task_id)
+
+    polls = iter(range(50))
+    assert worker.serve_tasks(acquire, run_one, lambda: next(polls) >= 40) == 2
+    assert acquired == [1, 2] and done == [2]
+    assert "the worker goes on" in caplog.text
