@@ -19,6 +19,11 @@ a few retries. fedmi's own deployed processes call it at start: the site's Super
 (:mod:`fedmi.client.deploy.supernode`), the site worker (:mod:`fedmi.client.deploy.worker`)
 and the coordinator's ServerApp (:mod:`fedmi.server.app`). It changes only the default of
 a keyword argument, never the protocol.
+
+:func:`runtime_retry_invoker` is the retry policy of fedmi's own Runtime API clients (the site
+worker and the coordinator's ServerApp launcher): Flower's, except that an HTTP 401 — the
+token of one task was revoked — ends that call (:class:`TaskRevoked`) instead of sending the
+whole process SIGINT, which stopped these long-lived processes for good.
 """
 
 from __future__ import annotations
@@ -68,3 +73,35 @@ def pull_backoff() -> dict[str, float]:
         name: float(getattr(inflatable_utils, name).__kwdefaults__["initial_backoff"])
         for name in PULL_FUNCTIONS
     }
+
+
+class TaskRevoked(Exception):
+    """The Runtime API no longer knows this task's token (HTTP 401): that task is over."""
+
+
+def runtime_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
+    """Flower's HTTP retry for a Runtime API client, except that a 401 ends the call only.
+
+    Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401
+    by sending its own process SIGINT (a one-message ``flwr-clientapp`` whose run was
+    stopped). fedmi's site worker and ServerApp launcher are long-lived and serve every
+    run: to them a 401 means that one task's token was revoked (the SuperNode or SuperLink
+    finished the task, or its heartbeat lapsed), so the call raises :class:`TaskRevoked` at
+    once. Every other answer is Flower's: transport errors and 502/503/504 are retried with
+    Flower's backoff, a 403 raises ``RunNotRunningException``.
+    """
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    invoker = make_simple_http_retry_invoker()
+    flower_should_giveup = invoker.should_giveup
+
+    def should_giveup(exc: Exception) -> bool:
+        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
+            raise TaskRevoked(
+                f"the task's token was revoked ({exc.request.url.path}: 401)"
+            ) from None
+        return flower_should_giveup(exc)
+
+    invoker.should_giveup = should_giveup
+    return invoker

@@ -66,3 +66,18 @@ def ingested():
         return Path(state_dir)
 
     return ingest
+
+
+@pytest.fixture
+def sigints():
+    """Record the SIGINTs sent to this process instead of acting on them.
+
+    Flower 1.42 stops a process by sending it SIGINT from inside its HTTP retry (on a 401)
+    and its task heartbeat; fedmi's long-lived deployed processes must not get one.
+    """
+    import signal
+
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
+    yield seen
+    signal.signal(signal.SIGINT, previous)

@@ -28,9 +28,9 @@ HTTP retry treats a 401 as "this process must stop" and sends the process SIGINT
 Flower's task heartbeat when the SuperNode says the task no longer runs. Either would stop the
 worker for good while its SuperNode stays connected: the site would look online and never
 answer again. The worker's Runtime API client therefore gives up only the call
-(:func:`task_retry_invoker`), its heartbeat only notes that the task ended
-(:class:`TaskHeartbeat`), and no failure of one task stops the worker (:func:`serve_tasks`);
-only SIGTERM/SIGINT from outside, or its SuperNode stopping, do.
+(:func:`fedmi.shared.transport.runtime_retry_invoker`), its heartbeat only notes that the
+task ended (:class:`TaskHeartbeat`), and no failure of one task stops the worker
+(:func:`serve_tasks`); only SIGTERM/SIGINT from outside, or its SuperNode stopping, do.
 
 Run as ``python -m fedmi.client.deploy.worker --runtime-api 127.0.0.1:PORT --state-dir
 DIR --supernode-pid PID [--site-dir DIR]``; it stops when the SuperNode does.
@@ -46,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from fedmi.shared.transport import shorten_pull_backoff
+from fedmi.shared.transport import TaskRevoked, runtime_retry_invoker, shorten_pull_backoff
 from fedmi.shared.trust import installed_fab_hash, is_approved
 
 log = logging.getLogger("fedmi.site.worker")
@@ -58,36 +58,6 @@ WATCH_SECONDS = 1.0
 #: seconds between checks for a newer task while a message's content is awaited
 SUPERSEDED_CHECK_SECONDS = 2.0
 REFUSED_REASON = "this site has not approved this app (FAB {digest}): refused, nothing ran"
-
-
-class TaskRevoked(Exception):
-    """The SuperNode no longer knows this task's token (HTTP 401): the task is over."""
-
-
-def task_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
-    """Flower's HTTP retry for the Runtime API, except that a 401 ends the call, not the process.
-
-    Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401 by
-    sending its own process SIGINT (meant for a SuperNode whose coordinator stopped its run).
-    In the worker a 401 means only that one task's token was revoked (module docstring), so
-    the call raises :class:`TaskRevoked` at once; every other answer is Flower's (transport
-    errors and 502/503/504 retried, 403 raises ``RunNotRunningException``).
-    """
-    import httpx
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-
-    invoker = make_simple_http_retry_invoker()
-    flower_should_giveup = invoker.should_giveup
-
-    def should_giveup(exc: Exception) -> bool:
-        if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401:
-            raise TaskRevoked(
-                f"the SuperNode revoked this task's token ({exc.request.url.path}: 401)"
-            ) from None
-        return flower_should_giveup(exc)
-
-    invoker.should_giveup = should_giveup
-    return invoker
 
 
 class TaskHeartbeat:
@@ -147,7 +117,7 @@ def _runtime_client(address: str, token: str | None):  # noqa: ANN202 - Flower i
         insecure=True,
         root_certificates=None,
         interceptors=interceptors,
-        retry_invoker=task_retry_invoker(),
+        retry_invoker=runtime_retry_invoker(),
     )
 
 

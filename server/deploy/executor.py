@@ -7,7 +7,9 @@ only when the run's FAB hash (``Task.fab_hash``) is the installed fedmi release'
 approved with ``fedmi-server approve`` (:mod:`fedmi.shared.trust`): an approved FAB is
 byte for byte the installed release, so the ServerApp runs fedmi's own code. Any other
 run is marked failed ("not approved") before any of its code runs, even when the
-coordinator's own operator submitted it with plain ``flwr run``.
+coordinator's own operator submitted it with plain ``flwr run``. A task the SuperLink ended
+before the launcher closed it (a revoked token: :class:`fedmi.shared.transport.TaskRevoked`)
+is logged and the launcher goes on: only SIGTERM/SIGINT or its SuperLink stopping stop it.
 
 Run as ``python -m fedmi.server.deploy.executor --runtime-api 127.0.0.1:PORT --certs DIR
 --state DIR --superlink-pid PID``; it stops when the SuperLink does.
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 from fedmi.server.deploy.processes import pid_alive
+from fedmi.shared.transport import runtime_retry_invoker
 from fedmi.shared.trust import installed_fab_hash, is_approved
 
 log = logging.getLogger("fedmi.coordinator.executor")
@@ -37,7 +40,6 @@ def _client(address: str, ca: Path, token: str | None = None):  # noqa: ANN202 -
         RuntimeTokenHttpInterceptor,
         RuntimeVersionHttpInterceptor,
     )
-    from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
 
     interceptors = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
@@ -48,7 +50,7 @@ def _client(address: str, ca: Path, token: str | None = None):  # noqa: ANN202 -
         insecure=False,
         root_certificates=ca.read_bytes(),
         interceptors=interceptors,
-        retry_invoker=make_simple_http_retry_invoker(),
+        retry_invoker=runtime_retry_invoker(),
     )
 
 
@@ -98,7 +100,10 @@ def serve(address: str, ca: Path, state: Path, superlink_pid: int | None) -> Non
         digest = res.task.fab_hash
         if not is_approved(digest, installed, state):
             log.warning("run %s: %s", res.task.run_id, REFUSED.format(digest=digest))
-            refuse(address, ca, res.token, digest)
+            try:
+                refuse(address, ca, res.token, digest)
+            except Exception as exc:  # noqa: BLE001 - the task ended meanwhile; launcher goes on
+                log.warning("run %s: not marked refused (%s)", res.task.run_id, exc)
             continue
         log.info("run %s: starting the ServerApp (FAB %s)", res.task.run_id, digest)
         cmd = [exe, "--runtime-api-address", address, "--token", res.token]

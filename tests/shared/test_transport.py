@@ -10,6 +10,7 @@ from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
 
 from fedmi.shared import transport
+from tests.http_errors import http_status_error
 
 
 @pytest.fixture
@@ -57,3 +58,43 @@ def test_a_flower_without_the_keyword_is_refused(restored, monkeypatch):
     monkeypatch.setattr(inflatable_utils, "pull_objects", lambda object_ids, fn: {})
     with pytest.raises(RuntimeError, match="pull_objects has no `initial_backoff`"):
         transport.shorten_pull_backoff()
+
+
+# --- the Runtime API retry of fedmi's long-lived processes ---------------------------------
+
+
+def _answers(*codes: int):
+    """A call answering ``codes`` in turn, then 200 ("ok")."""
+    answers = iter(codes)
+
+    def call() -> str:
+        code = next(answers, 200)
+        if code != 200:
+            raise http_status_error(code)
+        return "ok"
+
+    return call
+
+
+def test_flowers_own_retry_stops_the_process_on_a_401(sigints):
+    """The fact runtime_retry_invoker exists for: Flower SIGINTs its process on a 401."""
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    assert make_simple_http_retry_invoker().invoke(_answers(401)) == "ok"
+    assert sigints, "Flower no longer SIGINTs on a 401: runtime_retry_invoker may go"
+
+
+def test_a_revoked_token_ends_the_call_at_once_and_sends_no_signal(sigints):
+    from flwr.supercore.run import RunNotRunningException
+
+    invoker = transport.runtime_retry_invoker()
+    t0 = time.monotonic()
+    with pytest.raises(transport.TaskRevoked, match="pull-task-input: 401"):
+        invoker.invoke(_answers(401))
+    assert time.monotonic() - t0 < 1.0
+    assert sigints == []
+    # everything else is Flower's: a 502 is retried, a 403 means the run ended
+    assert invoker.invoke(_answers(502)) == "ok"
+    with pytest.raises(RunNotRunningException):
+        invoker.invoke(_answers(403))
+    assert sigints == []

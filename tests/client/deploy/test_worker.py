@@ -29,6 +29,8 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedmi.client.deploy import worker
+from fedmi.shared import transport
+from tests.http_errors import http_status_error
 
 RUN_ID, NODE_ID = 7, 11
 
@@ -213,63 +215,6 @@ def test_join_starts_the_worker_with_the_site_folder(tmp_path):
 # receive; their tokens then answer 401, and their heartbeats "not running")
 
 
-@pytest.fixture
-def sigints():
-    """Record SIGINTs sent to this process (Flower's way of stopping it) instead of acting."""
-    import signal
-
-    seen: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: seen.append(signum))
-    yield seen
-    signal.signal(signal.SIGINT, previous)
-
-
-def _status_error(code: int):
-    import httpx
-
-    request = httpx.Request("POST", "http://127.0.0.1:9/v1/runtime/pull-task-input")
-    return httpx.HTTPStatusError(
-        str(code), request=request, response=httpx.Response(code, request=request)
-    )
-
-
-def _failing(*codes: int):
-    """A call answering ``codes`` in turn (then 200 OK)."""
-    answers = iter(codes)
-
-    def call() -> str:
-        code = next(answers, 200)
-        if code != 200:
-            raise _status_error(code)
-        return "ok"
-
-    return call
-
-
-def test_flowers_own_retry_stops_the_process_on_a_401(sigints):
-    """Why the worker has its own: Flower answers a 401 by SIGINTing its process."""
-    from flwr.supercore.retry import make_simple_http_retry_invoker
-
-    assert make_simple_http_retry_invoker().invoke(_failing(401)) == "ok"
-    assert sigints, "Flower no longer SIGINTs on a 401: task_retry_invoker may be removed"
-
-
-def test_a_revoked_token_ends_the_call_at_once_and_sends_no_signal(sigints):
-    from flwr.supercore.run import RunNotRunningException
-
-    invoker = worker.task_retry_invoker()
-    t0 = time.monotonic()
-    with pytest.raises(worker.TaskRevoked, match="401"):
-        invoker.invoke(_failing(401))
-    assert time.monotonic() - t0 < 1.0
-    assert sigints == []
-    # everything else is Flower's: a 502 is retried, a 403 means the run ended
-    assert invoker.invoke(_failing(502)) == "ok"
-    with pytest.raises(RunNotRunningException):
-        invoker.invoke(_failing(403))
-    assert sigints == []
-
-
 class _BeatClient:
     def __init__(self, answer) -> None:  # noqa: ANN001
         self.answer = answer
@@ -294,14 +239,14 @@ def test_the_task_heartbeat_notes_an_ended_task_and_sends_no_signal(sigints, cap
 
     beat = worker.TaskHeartbeat(_BeatClient(True))
     assert beat() is True and not beat.ended.is_set()
-    for answer in (False, worker.TaskRevoked("revoked"), _status_error(401)):
+    for answer in (False, transport.TaskRevoked("revoked"), http_status_error(401)):
         beat = worker.TaskHeartbeat(_BeatClient(answer))
         assert beat() is True and beat() is True
         assert beat.ended.is_set()
     assert sigints == []
     assert sum("the worker goes on" in r.getMessage() for r in caplog.records) == 3  # once each
     # a lost SuperNode or a busy one is a failed beat, retried by Flower's HeartbeatSender
-    for answer in (httpx.ConnectError("refused"), _status_error(503), _status_error(504)):
+    for answer in (httpx.ConnectError("refused"), http_status_error(503), http_status_error(504)):
         beat = worker.TaskHeartbeat(_BeatClient(answer))
         assert beat() is False and not beat.ended.is_set()
 
