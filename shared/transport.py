@@ -20,10 +20,19 @@ a few retries. fedmi's own deployed processes call it at start: the site's Super
 and the coordinator's ServerApp (:mod:`fedmi.server.app`). It changes only the default of
 a keyword argument, never the protocol.
 
-:func:`runtime_retry_invoker` is the retry policy of fedmi's own Runtime API clients (the site
-worker and the coordinator's ServerApp launcher): Flower's, except that an HTTP 401 — the
-token of one task was revoked — ends that call (:class:`TaskRevoked`) instead of sending the
-whole process SIGINT, which stopped these long-lived processes for good.
+Flower's HTTP retry (``flwr.supercore.retry.make_simple_http_retry_invoker``) has two rules
+that stop a long-lived fedmi process for good when the coordinator restarts, and fedmi
+changes exactly those two:
+
+* it gives up on every transport error whose text mentions SSL, so a TLS handshake the
+  peer cut short — the coordinator killed or restarted while a connection was being set
+  up; Python raises ``ssl.SSLEOFError`` "UNEXPECTED_EOF_WHILE_READING" — ends the
+  SuperNode's main loop: the site leaves the federation. :func:`retry_dropped_tls` retries
+  such a handshake with Flower's backoff; a certificate that fails verification still
+  gives up at once (:func:`dropped_tls_handshake` tells them apart).
+* it answers an HTTP 401 by sending its own process SIGINT. To fedmi's Runtime API clients
+  (the site worker, the coordinator's ServerApp launcher) a 401 means that one task's token
+  was revoked, so :func:`runtime_retry_invoker` ends only that call (:class:`TaskRevoked`).
 """
 
 from __future__ import annotations
@@ -75,14 +84,56 @@ def pull_backoff() -> dict[str, float]:
     }
 
 
+def dropped_tls_handshake(exc: BaseException) -> bool:
+    """Whether ``exc`` is a TLS handshake the peer cut short, not a TLS refusal.
+
+    True for an ``httpx.TransportError`` caused by ``ssl.SSLEOFError`` (the peer closed the
+    connection mid-handshake: "UNEXPECTED_EOF_WHILE_READING", "EOF occurred in violation
+    of protocol"); False for everything else, a failed certificate verification included.
+    """
+    import ssl
+
+    import httpx
+
+    if not isinstance(exc, httpx.TransportError):
+        return False
+    if "certificate" in str(exc).lower():
+        return False
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, ssl.SSLEOFError):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    text = str(exc).lower()
+    return "unexpected_eof_while_reading" in text or "eof occurred in violation of protocol" in text
+
+
+def retry_dropped_tls(invoker):  # noqa: ANN001, ANN201 - flwr.supercore.retry.RetryInvoker
+    """Make Flower's HTTP ``invoker`` retry a dropped TLS handshake (module docstring).
+
+    Every other decision stays Flower's. Returns ``invoker``, changed in place.
+    """
+    flower_should_giveup = invoker.should_giveup
+
+    def should_giveup(exc: Exception) -> bool:
+        if dropped_tls_handshake(exc):
+            return False
+        return flower_should_giveup(exc)
+
+    invoker.should_giveup = should_giveup
+    return invoker
+
+
 class TaskRevoked(Exception):
     """The Runtime API no longer knows this task's token (HTTP 401): that task is over."""
 
 
 def runtime_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
-    """Flower's HTTP retry for a Runtime API client, except that a 401 ends the call only.
+    """Flower's HTTP retry for a fedmi Runtime API client, with fedmi's two changes.
 
-    Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401
+    A dropped TLS handshake is retried (:func:`retry_dropped_tls`). Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401
     by sending its own process SIGINT (a one-message ``flwr-clientapp`` whose run was
     stopped). fedmi's site worker and ServerApp launcher are long-lived and serve every
     run: to them a 401 means that one task's token was revoked (the SuperNode or SuperLink
@@ -93,7 +144,7 @@ def runtime_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
     import httpx
     from flwr.supercore.retry import make_simple_http_retry_invoker
 
-    invoker = make_simple_http_retry_invoker()
+    invoker = retry_dropped_tls(make_simple_http_retry_invoker())
     flower_should_giveup = invoker.should_giveup
 
     def should_giveup(exc: Exception) -> bool:

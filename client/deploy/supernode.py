@@ -13,7 +13,9 @@ authentication, retries and logs). The loop's other sleeps are local waits of 0.
 the site worker's reply, and for that reply's content, in the SuperNode's own store — and
 are capped at :data:`LOCAL_WAIT_SECONDS`: a reply leaves for the coordinator within 20 ms
 of the worker finishing instead of up to half a second later. The process also retries an
-object that is not there yet after 50 ms instead of 1 s (:mod:`fedmi.shared.transport`).
+object that is not there yet after 50 ms instead of 1 s, and a TLS handshake the coordinator
+cut short (killed or restarted mid-connection) with Flower's backoff instead of leaving the
+federation (:func:`patch_fleet_retry`; both in :mod:`fedmi.shared.transport`).
 
 Run as ``python -m fedmi.client.deploy.supernode ARGS`` with ``flower-supernode``'s own
 arguments (``fedmi-site join`` builds them: :func:`fedmi.client.deploy.join.supernode_command`).
@@ -25,7 +27,7 @@ import sys
 import time
 from types import ModuleType
 
-from fedmi.shared.transport import shorten_pull_backoff
+from fedmi.shared.transport import retry_dropped_tls, shorten_pull_backoff
 
 #: longest idle wait of the SuperNode's loop between asks to the SuperLink, seconds
 #: (Flower's idle wait is 3 s)
@@ -85,9 +87,49 @@ def patch_idle_poll() -> None:
     loop.time = _ShortSleeps()
 
 
+def patch_fleet_retry() -> None:
+    """Retry a dropped TLS handshake in the SuperNode's Fleet API client.
+
+    Flower 1.42's Fleet client (``flwr.supernode.fleet_http_connection``) gives up on every
+    transport error that mentions SSL. A coordinator killed or restarted while a request is
+    being connected cuts the TLS handshake short (``ssl.SSLEOFError``), and giving up there
+    ends the SuperNode's main loop: the site leaves the federation until someone joins it
+    again. With this patch that one error is retried with Flower's backoff, like a refused
+    connection; a certificate that fails verification still ends the SuperNode
+    (:func:`fedmi.shared.transport.retry_dropped_tls`). Idempotent.
+
+    Raises
+    ------
+    RuntimeError
+        When the installed Flower has no such Fleet client (another Flower version).
+    """
+    try:
+        from flwr.supernode import fleet_http_connection as fleet
+    except ImportError as exc:  # pragma: no cover - pinned Flower has it
+        raise RuntimeError(
+            f"this Flower has no flwr.supernode.fleet_http_connection ({exc}): install the "
+            "Flower version fedmi's pyproject names"
+        ) from None
+    flower = getattr(fleet, "make_simple_http_retry_invoker", None)
+    if flower is None:
+        raise RuntimeError(
+            "flwr.supernode.fleet_http_connection no longer uses make_simple_http_retry_invoker: "
+            "install the Flower version fedmi's pyproject names"
+        )
+    if getattr(flower, "retries_dropped_tls", False):
+        return
+
+    def invoker():  # noqa: ANN202 - flwr.supercore.retry.RetryInvoker
+        return retry_dropped_tls(flower())
+
+    invoker.retries_dropped_tls = True  # type: ignore[attr-defined]
+    fleet.make_simple_http_retry_invoker = invoker
+
+
 def main(argv: list[str] | None = None) -> None:
     """``flower-supernode`` with the shorter waits; ``argv``: its arguments."""
     patch_idle_poll()
+    patch_fleet_retry()
     shorten_pull_backoff()
     from flwr.supernode.cli import flower_supernode
 

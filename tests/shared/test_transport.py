@@ -98,3 +98,143 @@ def test_a_revoked_token_ends_the_call_at_once_and_sends_no_signal(sigints):
     with pytest.raises(RunNotRunningException):
         invoker.invoke(_answers(403))
     assert sigints == []
+
+
+# --- a TLS handshake the coordinator cut short is retried; a wrong certificate is not ---------
+
+
+@pytest.fixture
+def dropping_server():
+    """A port whose server reads the TLS ClientHello and closes: the client's handshake
+    ends in ``ssl.SSLEOFError``, as when the coordinator is killed mid-connection."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            time.sleep(0.05)
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()[1]
+    srv.close()
+
+
+@pytest.fixture
+def other_ca_server(tmp_path):
+    """A TLS server whose certificate another federation's CA signed; returns (port, our CA)."""
+    import socket
+    import ssl
+    import threading
+
+    from fedmi.server.deploy.certs import make_certificates
+
+    theirs = make_certificates(tmp_path / "theirs", ["127.0.0.1"])
+    ours = make_certificates(tmp_path / "ours", ["127.0.0.1"])
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(theirs.server_cert), str(theirs.server_key))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                ctx.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield srv.getsockname()[1], ours.ca_cert
+    srv.close()
+
+
+def _post(port: int, ca) -> None:  # noqa: ANN001
+    import httpx
+
+    httpx.post(f"https://127.0.0.1:{port}/v1/fleet/pull-messages", verify=str(ca), timeout=5)
+
+
+def _first_fails(port: int, ca):  # noqa: ANN001
+    """A call whose first try is a real request to ``port`` and whose second succeeds."""
+    calls = []
+
+    def call() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            _post(port, ca)
+        return "ok"
+
+    return call, calls
+
+
+def test_flowers_retry_gives_up_on_a_dropped_handshake(dropping_server, tmp_path):
+    """The fact retry_dropped_tls exists for: Flower ends the SuperNode's loop here."""
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    from fedmi.server.deploy.certs import make_certificates
+
+    ca = make_certificates(tmp_path / "ca", ["127.0.0.1"]).ca_cert
+    call, calls = _first_fails(dropping_server, ca)
+    with pytest.raises(httpx.ConnectError, match="UNEXPECTED_EOF") as err:
+        make_simple_http_retry_invoker().invoke(call)
+    assert calls == [1] and transport.dropped_tls_handshake(err.value)
+
+
+def test_a_dropped_handshake_is_retried(dropping_server, tmp_path):
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    from fedmi.server.deploy.certs import make_certificates
+
+    ca = make_certificates(tmp_path / "ca", ["127.0.0.1"]).ca_cert
+    for invoker in (
+        transport.retry_dropped_tls(make_simple_http_retry_invoker()),
+        transport.runtime_retry_invoker(),
+    ):
+        call, calls = _first_fails(dropping_server, ca)
+        assert invoker.invoke(call) == "ok" and calls == [1, 1]
+
+
+def test_a_certificate_another_ca_signed_still_gives_up_at_once(other_ca_server):
+    import httpx
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+
+    port, ours = other_ca_server
+    call, calls = _first_fails(port, ours)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED") as err:
+        transport.retry_dropped_tls(make_simple_http_retry_invoker()).invoke(call)
+    assert calls == [1] and not transport.dropped_tls_handshake(err.value)
+
+
+def test_only_a_transport_error_from_ssl_eof_counts_as_dropped():
+    import ssl
+
+    import httpx
+
+    assert not transport.dropped_tls_handshake(httpx.ConnectError("[Errno 111] Connection refused"))
+    assert not transport.dropped_tls_handshake(ssl.SSLEOFError("EOF"))  # not from httpx
+    assert not transport.dropped_tls_handshake(http_status_error(502))
+    assert transport.dropped_tls_handshake(
+        httpx.ReadError("[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation of protocol")
+    )
+    try:
+        try:
+            raise ssl.SSLEOFError("EOF")
+        except ssl.SSLEOFError as eof:
+            raise httpx.ConnectError("handshake") from eof
+    except httpx.ConnectError as chained:
+        assert transport.dropped_tls_handshake(chained)

@@ -50,3 +50,29 @@ def test_join_runs_the_supernode_through_the_launcher(tmp_path: Path):
     )
     assert cmd[:3] == [sys.executable, "-m", "fedmi.client.deploy.supernode"]
     assert cmd[cmd.index("--isolation") + 1] == "process"
+
+
+def test_the_fleet_client_retries_a_dropped_tls_handshake(monkeypatch: pytest.MonkeyPatch):
+    import httpx
+    from flwr.supernode import fleet_http_connection as fleet
+
+    flower = fleet.make_simple_http_retry_invoker
+    monkeypatch.setattr(fleet, "make_simple_http_retry_invoker", flower)  # undone after
+    dropped = httpx.ConnectError("[SSL: UNEXPECTED_EOF_WHILE_READING] EOF occurred in violation")
+    assert flower().should_giveup(dropped) is True  # Flower: the SuperNode's loop ends
+    supernode.patch_fleet_retry()
+    patched = fleet.make_simple_http_retry_invoker
+    supernode.patch_fleet_retry()  # idempotent
+    assert fleet.make_simple_http_retry_invoker is patched
+    invoker = patched()
+    assert invoker.should_giveup(dropped) is False
+    refused = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    assert invoker.should_giveup(refused) is True  # a wrong certificate still ends it
+
+
+def test_a_flower_without_the_fleet_retry_is_refused(monkeypatch: pytest.MonkeyPatch):
+    from flwr.supernode import fleet_http_connection as fleet
+
+    monkeypatch.delattr(fleet, "make_simple_http_retry_invoker")
+    with pytest.raises(RuntimeError, match="no longer uses make_simple_http_retry_invoker"):
+        supernode.patch_fleet_retry()
