@@ -6,7 +6,9 @@ fresh privacy ledgers (``sim-ledger-root`` in its own folder) and shares the ing
 The figure is each holdout's exact Mann–Whitney AUC of the run's final model
 (:func:`exact_holdout_auc`: the holdout's own evaluation repeated without the DP release),
 per seed and averaged; the released AUC of report.json (noisy under DP) is kept beside it
-(``holdout_auc_released``).
+(``holdout_auc_released``), and so is each training site's exact AUC on its own train and
+test split (``training_site_auc``, :func:`training_site_auc`: did the model learn where it
+was trained?).
 
 Variants (``--variants``, default all):
 
@@ -64,6 +66,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +188,7 @@ def run_variant(data: Path, out: Path, config: str, seed: int, epsilon: float) -
         result["outcome"] = doc.get("outcome", {}).get("status")
         if (out / "final_model.npz").is_file():
             result["holdout_auc"] = exact_holdout_auc(data, out)
+            result["training_site_auc"] = training_site_auc(data, out)
     return result
 
 
@@ -219,6 +223,51 @@ def exact_holdout_auc(data: Path, run: Path) -> dict[str, float | None]:
     return out
 
 
+def training_site_auc(data: Path, run: Path) -> dict[str, dict[str, float | None]]:
+    """Each training site's exact AUC of the run's final model on its train and test split.
+
+    Did the model learn where it was trained? A holdout AUC near or below 0.5 reads
+    differently when the training sites' own train-split AUC is high (a feature that does
+    not carry to the holdout's scanner) than when it is near 0.5 too (nothing was learnt).
+    The site's own model as it evaluates (its harmonization layers of the run included:
+    :func:`fedmi.client.harmonization.adaptation.site_model`), scored with
+    ``sklearn.metrics.roc_auc_score``; ``None`` for a split without both classes. No
+    small-cell rule: the benchmark runs on the researcher's machine, which holds every
+    site's data, and nothing here is released.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from fedmi.client.data import site_data
+    from fedmi.client.harmonization.adaptation import site_model
+    from fedmi.client.replies import to_state
+    from fedmi.client.training.loop import predict
+    from fedmi.server.report.document import load_arrays
+    from fedmi.shared.instructions import EvaluateInstruction
+    from fedmi.shared.run_config import RunConfig
+    from fedmi.simulations.runner import site_settings
+
+    doc = json.loads((run / "report.json").read_text())
+    cfg = RunConfig.from_mapping(doc["run_config"], source=str(run / "report.json"))
+    ins = EvaluateInstruction.from_run_config(cfg)
+    state = to_state(load_arrays(run / "final_model.npz"))
+    out: dict[str, dict[str, float | None]] = {}
+    for site in site_settings(data.resolve(), run.resolve()):
+        if site.role != "train":
+            continue
+        data_ = site_data(site, ins.task, ins.seed)
+        out[site.site_id] = {}
+        for split in ("train", "test"):
+            if len(data_.subset(split)[1]) == 0:
+                out[site.site_id][split] = None
+                continue
+            model, x, y, _ = site_model(site, ins, state, data_, split)
+            labels = y.numpy().astype(int).ravel()
+            both = 0 < labels.sum() < len(labels)
+            auc = roc_auc_score(labels, predict(model, x)) if both else None
+            out[site.site_id][split] = None if auc is None else float(auc)
+    return out
+
+
 def run_folder(label: str, labels: str, seed: int) -> str:
     """The folder of one run under OUT: ``cnn-pretrain +local-epochs=10``, ``10/site``, 2 →
     ``cnn-pretrain-local-epochs10-10site-s2`` (``label``: the variant as the result key names
@@ -229,6 +278,14 @@ def run_folder(label: str, labels: str, seed: int) -> str:
 
 def _mean_auc(result: dict) -> float | None:
     aucs = [a for a in (result.get("holdout_auc") or {}).values() if a is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def _mean_fit(result: dict) -> float | None:
+    """Mean train-split AUC of the training sites (:func:`training_site_auc`), or None."""
+    per_site = result.get("training_site_auc") or {}
+    aucs = [s.get("train") for s in per_site.values() if isinstance(s, dict)]
+    aucs = [a for a in aucs if a is not None]
     return float(np.mean(aucs)) if aucs else None
 
 
@@ -253,12 +310,15 @@ def _label_order(labels: str) -> float:
     return float("inf") if labels == "all" else float(labels.removesuffix("/site"))
 
 
-def summarise(results: dict[str, dict]) -> dict[tuple[str, str], list[float | None]]:
-    """Each (variant, label count)'s holdout AUC per seed, in seed order."""
+def summarise(
+    results: dict[str, dict], figure: Callable[[dict], float | None] = _mean_auc
+) -> dict[tuple[str, str], list[float | None]]:
+    """Each (variant, label count)'s ``figure`` per seed, in seed order (default: the mean
+    holdout AUC)."""
     by_seed: dict[tuple[str, str], dict[int, float | None]] = {}
     for key, res in results.items():
         name, labels, seed = _split_key(key)
-        by_seed.setdefault((name, labels), {})[seed] = _mean_auc(res)
+        by_seed.setdefault((name, labels), {})[seed] = figure(res)
     return {
         k: [v[s] for s in sorted(v)]
         for k, v in sorted(by_seed.items(), key=lambda kv: (kv[0][0], _label_order(kv[0][1])))
@@ -270,12 +330,21 @@ def write_outputs(results: dict[str, dict], out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     groups = summarise(results)
-    lines = ["| variant | labels | seeds | mean holdout AUC | per seed |", "|---|---|---|---|---|"]
+    fits = summarise(results, _mean_fit)
+    lines = [
+        "| variant | labels | seeds | mean holdout AUC | per seed "
+        "| training sites' train-split AUC per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def per_seed(values: list[float | None]) -> str:
+        return ", ".join("—" if a is None else f"{a:.3f}" for a in values)
+
     for (name, labels), aucs in groups.items():
         got = [a for a in aucs if a is not None]
         mean = f"{np.mean(got):.3f}" if got else "—"
-        per = ", ".join("—" if a is None else f"{a:.3f}" for a in aucs)
-        lines.append(f"| {name} | {labels} | {len(aucs)} | {mean} | {per} |")
+        fit = per_seed(fits[(name, labels)])
+        lines.append(f"| {name} | {labels} | {len(aucs)} | {mean} | {per_seed(aucs)} | {fit} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     if len({labels for _, labels in groups}) > 1:
         plot_label_efficiency(groups, out / "label_efficiency.png")
@@ -308,6 +377,7 @@ def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, 
             res.setdefault("holdout_auc_released", res.get("holdout_auc"))
             res["run"] = run.name
             res["holdout_auc"] = exact_holdout_auc(root, run)
+            res["training_site_auc"] = training_site_auc(root, run)
         done[key] = res
     return done
 

@@ -109,8 +109,8 @@ def test_merge_later_file_wins_and_writes_the_plot(tmp_path: Path):
     results = merge([a, b])
     assert results["cnn-scratch | labels all | seed 0"]["holdout_auc"]["site-e"] == 0.99
     lines = write_outputs(results, tmp_path / "out")
-    assert "| cnn-scratch | 10/site | 1 | 0.700 | 0.700 |" in lines
-    assert "| cnn-scratch | all | 1 | 0.990 | 0.990 |" in lines
+    assert "| cnn-scratch | 10/site | 1 | 0.700 | 0.700 | — |" in lines  # no fit recorded
+    assert "| cnn-scratch | all | 1 | 0.990 | 0.990 | — |" in lines
     png = tmp_path / "out" / "label_efficiency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     only_all = write_outputs({"regional-dp | labels all | seed 0": _result(0.9)}, tmp_path / "o2")
@@ -287,10 +287,11 @@ def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from benchmarks.bench_pretrain import exact_holdout_auc
+    from benchmarks.bench_pretrain import exact_holdout_auc, training_site_auc
     from fedmi.client.data import site_data
+    from fedmi.client.replies import to_state
     from fedmi.client.training.loop import predict
-    from fedmi.server.report.document import save_arrays
+    from fedmi.server.report.document import load_arrays, save_arrays
     from fedmi.shared.contract.check import array_record
     from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
     from fedmi.shared.run_config import RunConfig
@@ -306,7 +307,7 @@ def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise
         toml.write_text(text.replace("[site]\n", "[site]\nmin-cell-count = 1\n", 1))
     sites = site_settings(data.resolve(), run.resolve())
     holdouts = [s for s in sites if s.role == "holdout"]
-    ingest_all(holdouts, "fdg-ad")  # only the holdouts are scored
+    ingest_all(sites, "fdg-ad")
     cfg = RunConfig.from_mapping({"model": "regional", "seed": 0}, source="test")
     (run / "report.json").write_text(json.dumps({"run_config": cfg.as_dict()}))
     torch.manual_seed(3)
@@ -326,6 +327,30 @@ def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise
         assert 0.0 < want < 1.0
     assert exact_holdout_auc(data, run) == got  # no noise drawn
 
+    # the training sites' own fit: their site model (harmonization layers of the run) on
+    # each split, scored exactly
+    from fedmi.client.harmonization.adaptation import site_model
+    from fedmi.shared.instructions import EvaluateInstruction
+
+    fit = training_site_auc(data, run)
+    trained = [s for s in sites if s.role == "train"]
+    assert trained and set(fit) == {s.site_id for s in trained}
+    ins = EvaluateInstruction.from_run_config(cfg)
+    for site in trained:
+        d = site_data(site, "fdg-ad", 0)
+        for split in ("train", "test"):
+            m, x, y, _ = site_model(
+                site, ins, to_state(load_arrays(run / "final_model.npz")), d, split
+            )
+            labels = y.numpy().astype(int)
+            if 0 < labels.sum() < len(labels):
+                assert fit[site.site_id][split] == pytest.approx(
+                    roc_auc_score(labels, predict(m, x)), abs=1e-12
+                )
+            else:
+                assert fit[site.site_id][split] is None
+    assert any(v is not None for f in fit.values() for v in f.values())
+
 
 def test_rescore_replaces_released_aucs_of_finished_runs(tmp_path: Path, monkeypatch):
     """Results written before exact scoring: each finished run is scored on the federation of
@@ -340,6 +365,9 @@ def test_rescore_replaces_released_aucs_of_finished_runs(tmp_path: Path, monkeyp
         return {"site-e": 0.99}
 
     monkeypatch.setattr(bench, "exact_holdout_auc", fake_exact)
+    monkeypatch.setattr(
+        bench, "training_site_auc", lambda root, run: {"site-a": {"train": 0.8, "test": None}}
+    )
     data, out = tmp_path / "fdg2", tmp_path / "O"
     data.mkdir()
     (data / "federation.json").write_text(json.dumps({"seed": 2}))
@@ -362,6 +390,10 @@ def test_rescore_replaces_released_aucs_of_finished_runs(tmp_path: Path, monkeyp
     reg = got["regional-dp | labels all | seed 2"]
     assert reg["holdout_auc"] == {"site-e": 0.99}
     assert reg["holdout_auc_released"] == {"site-e": 0.9, "site-f": None}
+    assert reg["training_site_auc"] == {"site-a": {"train": 0.8, "test": None}}
+    # results.md shows whether the model learnt at the sites it trained at
+    row = next(ln for ln in (out / "results.md").read_text().splitlines() if "regional-dp" in ln)
+    assert row.endswith("| 0.990 | 0.990 | 0.800 |"), row
     assert got["cnn-scratch | labels all | seed 2"] == _result(0.7)
     with pytest.raises(SystemExit):
         main(["--rescore", "--out", str(out)])  # no federation given
