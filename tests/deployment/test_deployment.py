@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from fedmi.server.deploy.processes import descendants
+from fedmi.server.deploy.processes import descendants, pid_alive
 
 pytestmark = pytest.mark.slow
 
@@ -154,18 +154,6 @@ def _wait(predicate, timeout: float, what: str, poll: float = 0.5, context=None)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _tail(path: Path, n: int = 25) -> str:
     try:
         lines = path.read_text(errors="replace").splitlines()
@@ -180,7 +168,7 @@ def _diagnosis(tmp_path: Path, state: Path, run_out: list[str]) -> str:
     for name in ("superlink", "front", "executor"):
         pid = _pid(state / f"{name}.pid")
         parts += [
-            f"--- coordinator {name} (PID {pid}, alive {_alive(pid)})",
+            f"--- coordinator {name} (PID {pid}, alive {bool(pid) and pid_alive(pid)})",
             _tail(state / f"{name}.log"),
         ]
     for site in ("a", "b", "c"):
@@ -188,7 +176,7 @@ def _diagnosis(tmp_path: Path, state: Path, run_out: list[str]) -> str:
         for proc, log in (("supernode", "supernode.log"), ("site", "site.log")):
             pid = _pid(folder / f"{proc}.pid")
             parts += [
-                f"--- site-{site} {proc} (PID {pid}, alive {_alive(pid)})",
+                f"--- site-{site} {proc} (PID {pid}, alive {bool(pid) and pid_alive(pid)})",
                 _tail(folder / log),
             ]
     return "\n".join(parts)

@@ -103,10 +103,8 @@ def test_a_revoked_token_ends_the_call_at_once_and_sends_no_signal(sigints):
 # --- a TLS handshake the coordinator cut short is retried; a wrong certificate is not ---------
 
 
-@pytest.fixture
-def dropping_server():
-    """A port whose server reads the TLS ClientHello and closes: the client's handshake
-    ends in ``ssl.SSLEOFError``, as when the coordinator is killed mid-connection."""
+def _serving(handle):  # noqa: ANN001, ANN202 - (socket) -> None
+    """A loopback server thread calling ``handle(connection)``; yields (port); closes after."""
     import socket
     import threading
 
@@ -120,9 +118,7 @@ def dropping_server():
                 conn, _ = srv.accept()
             except OSError:
                 return
-            time.sleep(0.05)
-            conn.recv(65536)
-            conn.close()
+            handle(conn)
 
     threading.Thread(target=serve, daemon=True).start()
     yield srv.getsockname()[1]
@@ -130,11 +126,22 @@ def dropping_server():
 
 
 @pytest.fixture
+def dropping_server():
+    """A port whose server reads the TLS ClientHello and closes: the client's handshake
+    ends in ``ssl.SSLEOFError``, as when the coordinator is killed mid-connection."""
+
+    def drop(conn) -> None:  # noqa: ANN001
+        time.sleep(0.05)
+        conn.recv(65536)
+        conn.close()
+
+    yield from _serving(drop)
+
+
+@pytest.fixture
 def other_ca_server(tmp_path):
     """A TLS server whose certificate another federation's CA signed; returns (port, our CA)."""
-    import socket
     import ssl
-    import threading
 
     from fedmi.server.deploy.certs import make_certificates
 
@@ -142,24 +149,15 @@ def other_ca_server(tmp_path):
     ours = make_certificates(tmp_path / "ours", ["127.0.0.1"])
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(theirs.server_cert), str(theirs.server_key))
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            try:
-                ctx.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()
+    def handshake(conn) -> None:  # noqa: ANN001
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
 
-    threading.Thread(target=serve, daemon=True).start()
-    yield srv.getsockname()[1], ours.ca_cert
-    srv.close()
+    for port in _serving(handshake):
+        yield port, ours.ca_cert
 
 
 def _post(port: int, ca) -> None:  # noqa: ANN001
