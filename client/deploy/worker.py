@@ -64,10 +64,10 @@ class TaskHeartbeat:
     """Flower's task heartbeat function, except that a task the SuperNode ended ends nothing else.
 
     Flower 1.42's ``make_task_heartbeat_fn_http`` raises SIGINT in the process when the
-    SuperNode answers that the task no longer runs. Here that answer, or a revoked token
-    (:class:`TaskRevoked`), is logged once and sets :attr:`ended`; a transport error or a
-    503/504 is a failed beat that Flower's :class:`~flwr.supercore.heartbeat.HeartbeatSender`
-    retries, as with Flower's function.
+    SuperNode answers that the task no longer runs. Here that answer, a revoked token
+    (:class:`TaskRevoked`), an ended run (403) or any other error answer is logged once and
+    sets :attr:`ended`; a transport error or a 503/504 is a failed beat that Flower's
+    :class:`~flwr.supercore.heartbeat.HeartbeatSender` retries, as with Flower's function.
     """
 
     def __init__(self, client) -> None:  # noqa: ANN001 - RuntimeHttpClient
@@ -79,6 +79,7 @@ class TaskHeartbeat:
 
     def __call__(self) -> bool:
         import httpx
+        from flwr.supercore.run import RunNotRunningException
 
         try:
             res = self._client.SendTaskHeartbeat(self._request)
@@ -89,8 +90,8 @@ class TaskHeartbeat:
                 return False
             self._end(f"heartbeat answered {err.response.status_code}")
             return True
-        except TaskRevoked as exc:
-            self._end(str(exc))
+        except (TaskRevoked, RunNotRunningException) as exc:
+            self._end(str(exc) or "the run is no longer running")
             return True
         if not res.success:
             self._end("the SuperNode no longer runs this task")

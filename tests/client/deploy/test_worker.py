@@ -239,12 +239,20 @@ def test_the_task_heartbeat_notes_an_ended_task_and_sends_no_signal(sigints, cap
 
     beat = worker.TaskHeartbeat(_BeatClient(True))
     assert beat() is True and not beat.ended.is_set()
-    for answer in (False, transport.TaskRevoked("revoked"), http_status_error(401)):
+    from flwr.supercore.run import RunNotRunningException
+
+    ended = (
+        False,
+        transport.TaskRevoked("revoked"),
+        http_status_error(401),
+        RunNotRunningException(),
+    )
+    for answer in ended:
         beat = worker.TaskHeartbeat(_BeatClient(answer))
         assert beat() is True and beat() is True
         assert beat.ended.is_set()
     assert sigints == []
-    assert sum("the worker goes on" in r.getMessage() for r in caplog.records) == 3  # once each
+    assert sum("the worker goes on" in r.getMessage() for r in caplog.records) == 4  # once each
     # a lost SuperNode or a busy one is a failed beat, retried by Flower's HeartbeatSender
     for answer in (httpx.ConnectError("refused"), http_status_error(503), http_status_error(504)):
         beat = worker.TaskHeartbeat(_BeatClient(answer))
