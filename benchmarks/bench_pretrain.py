@@ -192,6 +192,18 @@ def run_variant(data: Path, out: Path, config: str, seed: int, epsilon: float) -
     return result
 
 
+def _final_model(run: Path):  # noqa: ANN202 - (EvaluateInstruction, ArrayRecord)
+    """The evaluation the run's coordinator sends (from report.json's run config) and the
+    run's final model (``final_model.npz``)."""
+    from fedmi.server.report.document import load_arrays
+    from fedmi.shared.instructions import EvaluateInstruction
+    from fedmi.shared.run_config import RunConfig
+
+    doc = json.loads((run / "report.json").read_text())
+    cfg = RunConfig.from_mapping(doc["run_config"], source=str(run / "report.json"))
+    return EvaluateInstruction.from_run_config(cfg), load_arrays(run / "final_model.npz")
+
+
 def exact_holdout_auc(data: Path, run: Path) -> dict[str, float | None]:
     """Each holdout's exact AUC of the run's final model, scored as the site scores it.
 
@@ -204,16 +216,10 @@ def exact_holdout_auc(data: Path, run: Path) -> dict[str, float | None]:
     small-cell threshold (no AUC, as in the run).
     """
     from fedmi.client.evaluation.handler import handle_evaluate
-    from fedmi.server.report.document import load_arrays
     from fedmi.shared import contract
-    from fedmi.shared.instructions import EvaluateInstruction
-    from fedmi.shared.run_config import RunConfig
     from fedmi.simulations.runner import site_settings
 
-    doc = json.loads((run / "report.json").read_text())
-    cfg = RunConfig.from_mapping(doc["run_config"], source=str(run / "report.json"))
-    ins = EvaluateInstruction.from_run_config(cfg)
-    arrays = load_arrays(run / "final_model.npz")
+    ins, arrays = _final_model(run)
     out: dict[str, float | None] = {}
     for site in site_settings(data.resolve(), run.resolve()):
         if site.role == "holdout":
@@ -241,26 +247,21 @@ def training_site_auc(data: Path, run: Path) -> dict[str, dict[str, float | None
     from fedmi.client.harmonization.adaptation import site_model
     from fedmi.client.replies import to_state
     from fedmi.client.training.loop import predict
-    from fedmi.server.report.document import load_arrays
-    from fedmi.shared.instructions import EvaluateInstruction
-    from fedmi.shared.run_config import RunConfig
     from fedmi.simulations.runner import site_settings
 
-    doc = json.loads((run / "report.json").read_text())
-    cfg = RunConfig.from_mapping(doc["run_config"], source=str(run / "report.json"))
-    ins = EvaluateInstruction.from_run_config(cfg)
-    state = to_state(load_arrays(run / "final_model.npz"))
+    ins, arrays = _final_model(run)
+    state = to_state(arrays)
     out: dict[str, dict[str, float | None]] = {}
     for site in site_settings(data.resolve(), run.resolve()):
         if site.role != "train":
             continue
-        data_ = site_data(site, ins.task, ins.seed)
+        scans = site_data(site, ins.task, ins.seed)
         out[site.site_id] = {}
         for split in ("train", "test"):
-            if len(data_.subset(split)[1]) == 0:
+            if len(scans.subset(split)[1]) == 0:
                 out[site.site_id][split] = None
                 continue
-            model, x, y, _ = site_model(site, ins, state, data_, split)
+            model, x, y, _ = site_model(site, ins, state, scans, split)
             labels = y.numpy().astype(int).ravel()
             both = 0 < labels.sum() < len(labels)
             auc = roc_auc_score(labels, predict(model, x)) if both else None

@@ -133,9 +133,9 @@ class TaskRevoked(Exception):
 def runtime_retry_invoker():  # noqa: ANN201 - flwr.supercore.retry.RetryInvoker
     """Flower's HTTP retry for a fedmi Runtime API client, with fedmi's two changes.
 
-    A dropped TLS handshake is retried (:func:`retry_dropped_tls`). Flower 1.42's :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401
-    by sending its own process SIGINT (a one-message ``flwr-clientapp`` whose run was
-    stopped). fedmi's site worker and ServerApp launcher are long-lived and serve every
+    A dropped TLS handshake is retried (:func:`retry_dropped_tls`). Flower 1.42's
+    :func:`flwr.supercore.retry.make_simple_http_retry_invoker` answers a 401 by sending its
+    own process SIGINT (a one-message ``flwr-clientapp`` whose run was stopped). fedmi's site worker and ServerApp launcher are long-lived and serve every
     run: to them a 401 means that one task's token was revoked (the SuperNode or SuperLink
     finished the task, or its heartbeat lapsed), so the call raises :class:`TaskRevoked` at
     once. Every other answer is Flower's: transport errors and 502/503/504 are retried with

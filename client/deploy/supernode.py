@@ -63,6 +63,23 @@ def capped_sleep(seconds: float) -> float:
     return min(seconds, LOCAL_WAIT_SECONDS)
 
 
+def _other_flower(what: str) -> str:
+    """The message when the installed Flower is not the one these patches were written for."""
+    return f"{what}: install the Flower version fedmi's pyproject names"
+
+
+def _flower_module(name: str) -> ModuleType:
+    """``flwr.supernode.<name>``, or a RuntimeError naming it (another Flower version)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"flwr.supernode.{name}")
+    except ImportError as exc:  # pragma: no cover - pinned Flower has it
+        raise RuntimeError(
+            _other_flower(f"this Flower has no flwr.supernode.{name} ({exc})")
+        ) from None
+
+
 def patch_idle_poll() -> None:
     """Cap the sleeps of Flower's SuperNode loop (module docstring).
 
@@ -72,17 +89,10 @@ def patch_idle_poll() -> None:
         When the installed Flower has no such loop module (another Flower version): the
         site then cannot join with this fedmi release rather than run unpatched unawares.
     """
-    try:
-        from flwr.supernode import start_client_internal as loop
-    except ImportError as exc:  # pragma: no cover - pinned Flower has it
-        raise RuntimeError(
-            f"this Flower has no flwr.supernode.start_client_internal ({exc}): install the "
-            "Flower version fedmi's pyproject names"
-        ) from None
+    loop = _flower_module("start_client_internal")
     if getattr(loop, "time", None) is not time and not isinstance(loop.time, _ShortSleeps):
         raise RuntimeError(
-            "flwr.supernode.start_client_internal no longer uses the time module: install "
-            "the Flower version fedmi's pyproject names"
+            _other_flower("flwr.supernode.start_client_internal no longer uses the time module")
         )
     loop.time = _ShortSleeps()
 
@@ -103,18 +113,13 @@ def patch_fleet_retry() -> None:
     RuntimeError
         When the installed Flower has no such Fleet client (another Flower version).
     """
-    try:
-        from flwr.supernode import fleet_http_connection as fleet
-    except ImportError as exc:  # pragma: no cover - pinned Flower has it
-        raise RuntimeError(
-            f"this Flower has no flwr.supernode.fleet_http_connection ({exc}): install the "
-            "Flower version fedmi's pyproject names"
-        ) from None
+    fleet = _flower_module("fleet_http_connection")
     flower = getattr(fleet, "make_simple_http_retry_invoker", None)
     if flower is None:
         raise RuntimeError(
-            "flwr.supernode.fleet_http_connection no longer uses make_simple_http_retry_invoker: "
-            "install the Flower version fedmi's pyproject names"
+            _other_flower(
+                "flwr.supernode.fleet_http_connection no longer uses make_simple_http_retry_invoker"
+            )
         )
     if getattr(flower, "retries_dropped_tls", False):
         return

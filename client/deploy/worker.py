@@ -350,7 +350,7 @@ def serve(
 
 
 def serve_tasks(acquire, run_one, stopping) -> int:  # noqa: ANN001
-    """Acquire tasks and run them until ``stopping()``; returns how many were run.
+    """Acquire tasks and run them until ``stopping()``; returns how many tasks it took.
 
     ``acquire()`` asks the SuperNode for a task (an ``AcquireTaskResponse``);
     ``run_one(response, newer)`` runs one, with the :class:`NewerTask` that may claim the
