@@ -8,7 +8,10 @@ The figure is each holdout's exact Mann–Whitney AUC of the run's final model
 per seed and averaged; the released AUC of report.json (noisy under DP) is kept beside it
 (``holdout_auc_released``), and so is each training site's exact AUC on its own train and
 test split (``training_site_auc``, :func:`training_site_auc`: did the model learn where it
-was trained?).
+was trained?). A run that pretrained also records ``probe_ceiling`` (:func:`probe_ceiling`):
+the holdout AUC a linear read-out without DP reaches on the pretrained encoder's pooled
+stages, on a random encoder's and on the regional model's inputs (how far could a
+low-dimensional probe go, and did pretraining teach the encoder anything?).
 
 Variants (``--variants``, default all):
 
@@ -70,6 +73,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedmi.shared.run_settings import RUN_CONFIG
 from fedmi.simulations.federated import SIM_CACHE_DIR
@@ -187,9 +191,21 @@ def run_variant(data: Path, out: Path, config: str, seed: int, epsilon: float) -
         result["holdout_auc_released"] = {r["site_id"]: r.get("auc") for r in rows}
         result["outcome"] = doc.get("outcome", {}).get("status")
         if (out / "final_model.npz").is_file():
-            result["holdout_auc"] = exact_holdout_auc(data, out)
-            result["training_site_auc"] = training_site_auc(data, out)
+            result.update(exact_scores(data, out))
     return result
+
+
+def exact_scores(data: Path, run: Path) -> dict[str, dict]:
+    """A finished run's exact figures: ``holdout_auc`` (:func:`exact_holdout_auc`),
+    ``training_site_auc`` (:func:`training_site_auc`) and, for a run that pretrained,
+    ``probe_ceiling`` (:func:`probe_ceiling`)."""
+    scores: dict[str, dict] = {
+        "holdout_auc": exact_holdout_auc(data, run),
+        "training_site_auc": training_site_auc(data, run),
+    }
+    if (run / "pretrained_model.npz").is_file():
+        scores["probe_ceiling"] = probe_ceiling(data, run)
+    return scores
 
 
 def _final_model(run: Path):  # noqa: ANN202 - (EvaluateInstruction, ArrayRecord)
@@ -266,6 +282,144 @@ def training_site_auc(data: Path, run: Path) -> dict[str, dict[str, float | None
             both = 0 < labels.sum() < len(labels)
             auc = roc_auc_score(labels, predict(model, x)) if both else None
             out[site.site_id][split] = None if auc is None else float(auc)
+    return out
+
+
+#: regularisation (scikit-learn's ``C``) of :func:`probe_ceiling`'s logistic read-out
+CEILING_C: float = 0.1
+#: the feature sets :func:`probe_ceiling` reads out, in order
+CEILING_FEATURES: tuple[str, ...] = ("pretrained", "random", "regional")
+
+
+def stage_features(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Each scan's CNN encoder stages, averaged over space and concatenated.
+
+    ``model`` is a :class:`~fedmi.shared.model.FedmiNet` with the ``cnn`` backbone: the
+    scans pass its harmonizer, then each residual stage; each stage's output is averaged
+    over its voxels (global average pooling), one value per channel, so a scan gives
+    ``sum(ModelSpec.channels)`` values (120 by default): a low-dimensional view of every
+    stage that does not depend on the trained ``project`` layer.
+    """
+    net = getattr(model, "_module", model).eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), 32):
+            h = net.harmonizer(x[start : start + 32])
+            pooled = []
+            for stage in net.backbone.encoder.stages:
+                h = stage(h)
+                pooled.append(h.mean(dim=(2, 3, 4)))
+            out.append(torch.cat(pooled, dim=1))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def ceiling_features(
+    data: Path, run: Path, *, init_seed: int = 0
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The scans :func:`probe_ceiling` reads out: ``{feature set: {site/split: (X, y)}}``.
+
+    Each site's scans pass its own model as it evaluates (:func:`fedmi.client.
+    harmonization.adaptation.site_model`: the run's final model and its harmonization
+    layers); training sites give their train split (``site-a/train``), holdouts all their
+    scans (``site-e/all``). Feature sets (:data:`CEILING_FEATURES`):
+
+    * ``pretrained``: :func:`stage_features` with the encoder stages as pretraining left
+      them (the run's ``pretrained_model.npz``);
+    * ``random``: the same with the stages as an untrained CNN starts
+      (``torch.manual_seed(init_seed)``): what pretraining must beat;
+    * ``regional``: what the regional model's head reads (atlas regions' log uptake,
+      standardised per scan, centred on the task template).
+
+    Raises
+    ------
+    FileNotFoundError
+        The run kept no ``pretrained_model.npz`` (it did not pretrain).
+    """
+    from fedmi.client.data import site_data
+    from fedmi.client.harmonization.adaptation import site_model
+    from fedmi.client.replies import to_state
+    from fedmi.server.report.document import load_arrays
+    from fedmi.shared.model import ModelSpec, build_model, make_backbone
+    from fedmi.shared.pretraining import ENCODER_PREFIX, transfer_encoder
+    from fedmi.simulations.runner import site_settings
+
+    path = run / "pretrained_model.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no pretrained encoder (did the run pretrain?)")
+    pretrained = {
+        k: v for k, v in to_state(load_arrays(path)).items() if k.startswith(ENCODER_PREFIX)
+    }
+    ins, arrays = _final_model(run)
+    state = to_state(arrays)
+    torch.manual_seed(init_seed)
+    fresh = build_model(ModelSpec(arch="cnn", task=ins.task)).backbone.encoder.stages
+    untrained = {
+        ENCODER_PREFIX + k: v.detach().clone()
+        for k, v in fresh.state_dict().items()
+        if ENCODER_PREFIX + k in pretrained
+    }
+    regional = make_backbone(ModelSpec(arch="regional", task=ins.task, dropout=0.0)).eval()
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {f: {} for f in CEILING_FEATURES}
+    for site in site_settings(data.resolve(), run.resolve()):
+        split = "train" if site.role == "train" else "all"
+        scans = site_data(site, ins.task, ins.seed)
+        if len(scans.subset(split)[1]) == 0:
+            continue
+        model, x, y, _ = site_model(site, ins, state, scans, split)
+        labels = y.numpy().astype(int).ravel()
+        name = f"{site.site_id}/{split}"
+        for feature_set, stages in (("pretrained", pretrained), ("random", untrained)):
+            transfer_encoder(model, stages)
+            out[feature_set][name] = (stage_features(model, x), labels)
+        net = getattr(model, "_module", model).eval()
+        with torch.no_grad():
+            feats = regional.head_input(regional.encoder(net.harmonizer(x)))
+        out["regional"][name] = (feats.numpy().astype(np.float64), labels)
+    return out
+
+
+def probe_ceiling(data: Path, run: Path, *, init_seed: int = 0) -> dict[str, dict]:
+    """What a linear read-out of each feature set reaches at the holdouts, without DP.
+
+    An upper bound for a low-dimensional probe on the pretrained encoder: a logistic
+    regression (standardised features, ``C`` = :data:`CEILING_C`) fitted on every training
+    site's train split pooled in one place, as if federation and DP cost nothing, scored by
+    each holdout's exact AUC (``roc_auc_score``; ``None`` for a holdout without both
+    classes). The features are :func:`ceiling_features`'s; ``random`` tells whether
+    pretraining taught the encoder anything a random one lacks, ``regional`` what the
+    regional model's inputs allow.
+
+    Returns
+    -------
+    dict
+        ``{feature set: {"dims": int, "holdout_auc": {site: float | None}}}``.
+    """
+    return linear_read_out(ceiling_features(data, run, init_seed=init_seed))
+
+
+def linear_read_out(features: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict:
+    """:func:`probe_ceiling`'s read-out of :func:`ceiling_features`'s scans: per feature set,
+    one logistic regression fitted on every ``…/train`` set pooled, scored on each
+    ``SITE/all`` set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out: dict[str, dict] = {}
+    for feature_set, sets in features.items():
+        train = [v for k, v in sets.items() if k.endswith("/train")]
+        if not train:
+            raise ValueError(f"{feature_set}: no training site has a train split to fit on")
+        readout = make_pipeline(StandardScaler(), LogisticRegression(C=CEILING_C, max_iter=5000))
+        readout.fit(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]))
+        aucs: dict[str, float | None] = {}
+        for name, (x, y) in sets.items():
+            if name.endswith("/all"):
+                both = 0 < y.sum() < len(y)
+                score = readout.decision_function(x)
+                aucs[name.removesuffix("/all")] = float(roc_auc_score(y, score)) if both else None
+        out[feature_set] = {"dims": int(train[0][0].shape[1]), "holdout_auc": aucs}
     return out
 
 
@@ -346,14 +500,40 @@ def write_outputs(results: dict[str, dict], out: Path) -> list[str]:
         mean = f"{np.mean(got):.3f}" if got else "—"
         fit = per_seed(fits[(name, labels)])
         lines.append(f"| {name} | {labels} | {len(aucs)} | {mean} | {per_seed(aucs)} | {fit} |")
+    lines += _ceiling_table(results)
     (out / "results.md").write_text("\n".join(lines) + "\n")
     if len({labels for _, labels in groups}) > 1:
         plot_label_efficiency(groups, out / "label_efficiency.png")
     return lines
 
 
+def _ceiling_table(results: dict[str, dict]) -> list[str]:
+    """results.md's lines for the runs with a :func:`probe_ceiling` (none: no lines)."""
+    rows = [(key, res["probe_ceiling"]) for key, res in results.items() if res.get("probe_ceiling")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Linear read-out ceiling (probe_ceiling: a logistic regression without DP, fitted on "
+        "the training sites' train splits pooled; mean holdout AUC, feature dimensions in "
+        "brackets):",
+        "",
+        "| run | " + " | ".join(CEILING_FEATURES) + " |",
+        "|---|" + "---|" * len(CEILING_FEATURES),
+    ]
+    for key, ceiling in rows:
+        cells = []
+        for feature_set in CEILING_FEATURES:
+            got = ceiling.get(feature_set) or {}
+            aucs = [a for a in (got.get("holdout_auc") or {}).values() if a is not None]
+            mean = f"{np.mean(aucs):.3f}" if aucs else "—"
+            cells.append(f"{mean} ({got.get('dims', '—')})")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, dict]:
-    """``results`` with each finished run's exact holdout AUC (:func:`exact_holdout_auc`).
+    """``results`` with each finished run's exact figures (:func:`exact_scores`).
 
     For results written before the benchmark scored exactly (their ``holdout_auc`` was the
     released one): the run folder is the entry's ``run`` or the one its key names under
@@ -377,8 +557,7 @@ def rescore(results: dict[str, dict], out: Path, data: list[Path]) -> dict[str, 
         if root is not None and root.is_dir() and (run / "final_model.npz").is_file():
             res.setdefault("holdout_auc_released", res.get("holdout_auc"))
             res["run"] = run.name
-            res["holdout_auc"] = exact_holdout_auc(root, run)
-            res["training_site_auc"] = training_site_auc(root, run)
+            res.update(exact_scores(root, run))
         done[key] = res
     return done
 

@@ -278,8 +278,24 @@ def test_federation_seed_falls_back_to_the_position(tmp_path: Path):
     assert federation_seed(tmp_path, 3) == 3
 
 
+@pytest.fixture(scope="module")
+def ingested_tiny_fdg(tiny_fdg: Path, tmp_path_factory) -> Path:
+    """A hard-linked copy of the tiny federation, ingested once for this module, whose
+    holdout reports an AUC at its 15 labelled scans (``min-cell-count = 1``)."""
+    from fedmi.simulations.runner import ingest_all, site_settings
+
+    data = tmp_path_factory.mktemp("bench-pretrain") / "data"
+    shutil.copytree(tiny_fdg, data, copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
+    for toml in data.glob("*/site.toml"):
+        text = toml.read_text()
+        toml.unlink()  # never write through the link into the session's federation
+        toml.write_text(text.replace("[site]\n", "[site]\nmin-cell-count = 1\n", 1))
+    ingest_all(site_settings(data.resolve(), data.parent.resolve() / "run"), "fdg-ad")
+    return data
+
+
 def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise(
-    tiny_fdg: Path, tmp_path: Path
+    ingested_tiny_fdg: Path, tmp_path: Path
 ):
     """The figure the benchmark compares is the holdout's exact AUC of the final model,
     not the DP release (noise sd about 0.05): it equals the Mann–Whitney AUC of the model's
@@ -295,19 +311,12 @@ def test_exact_holdout_auc_repeats_the_holdouts_evaluation_without_release_noise
     from fedmi.shared.contract.check import array_record
     from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
     from fedmi.shared.run_config import RunConfig
-    from fedmi.simulations.runner import ingest_all, site_settings
+    from fedmi.simulations.runner import site_settings
 
-    # a hard-linked copy whose holdout reports an AUC at its 15 labelled scans (k = 1)
-    data, run = tmp_path / "data", tmp_path / "run"
-    shutil.copytree(tiny_fdg, data, copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
+    data, run = ingested_tiny_fdg, tmp_path / "run"
     run.mkdir()
-    for toml in data.glob("*/site.toml"):
-        text = toml.read_text()
-        toml.unlink()  # never write through the link into the session's federation
-        toml.write_text(text.replace("[site]\n", "[site]\nmin-cell-count = 1\n", 1))
     sites = site_settings(data.resolve(), run.resolve())
     holdouts = [s for s in sites if s.role == "holdout"]
-    ingest_all(sites, "fdg-ad")
     cfg = RunConfig.from_mapping({"model": "regional", "seed": 0}, source="test")
     (run / "report.json").write_text(json.dumps({"run_config": cfg.as_dict()}))
     torch.manual_seed(3)
@@ -424,4 +433,140 @@ def test_run_folder_names_the_variant_its_settings_labels_and_seed():
     assert (
         run_folder("cnn-pretrain +local-epochs=10 +learning-rate=0.003", "10/site", 2)
         == "cnn-pretrain-local-epochs10-learning-rate0.003-10site-s2"
+    )
+
+
+def _pretrained_run(data: Path, run: Path, *, stages_seed: int | None) -> None:
+    """A finished CNN run on ``data``: report.json, a seeded final model and, unless
+    ``stages_seed`` is None, a pretrained_model.npz whose encoder stages are those of an
+    untrained CNN made with that seed (plus a decoder key, which the ceiling ignores)."""
+    import numpy as np
+    import torch
+
+    from fedmi.server.report.document import save_arrays
+    from fedmi.shared.contract.check import array_record
+    from fedmi.shared.model import ModelSpec, build_model, federated_state_dict
+    from fedmi.shared.pretraining import ENCODER_PREFIX
+    from fedmi.shared.run_config import RunConfig
+
+    run.mkdir()
+    cfg = RunConfig.from_mapping({"model": "cnn", "seed": 0}, source="test")
+    (run / "report.json").write_text(json.dumps({"run_config": cfg.as_dict()}))
+    torch.manual_seed(7)
+    final = build_model(ModelSpec(arch="cnn", task="fdg-ad"))
+    state = {k: v.numpy() for k, v in federated_state_dict(final).items()}
+    save_arrays(run / "final_model.npz", array_record(state))
+    if stages_seed is not None:
+        torch.manual_seed(stages_seed)
+        stages = build_model(ModelSpec(arch="cnn", task="fdg-ad")).backbone.encoder.stages
+        pre = {ENCODER_PREFIX + k: v.numpy().copy() for k, v in stages.state_dict().items()}
+        pre["decoder.out.weight"] = np.zeros((1, 8, 1, 1, 1), dtype=np.float32)
+        save_arrays(run / "pretrained_model.npz", array_record(pre))
+
+
+def test_probe_ceiling_reads_the_pretrained_stages_and_fits_on_train_splits_only(
+    ingested_tiny_fdg: Path, tmp_path: Path
+):
+    """The ceiling's ``pretrained`` features come from the run's pretrained_model.npz (equal
+    to the ``random`` ones exactly when those stages are the untrained CNN's of the same
+    seed, different otherwise); the read-out is fitted on the training sites' train splits
+    only and scored on the holdouts' scans; a run that did not pretrain is refused, naming
+    the file."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from benchmarks.bench_pretrain import (
+        CEILING_FEATURES,
+        ceiling_features,
+        linear_read_out,
+        probe_ceiling,
+        stage_features,
+    )
+    from fedmi.client.data import site_data
+    from fedmi.shared.model import ModelSpec, build_model
+    from fedmi.shared.regional import region_index
+    from fedmi.shared.tasks import TEMPLATE_GRID_4MM
+    from fedmi.simulations.runner import site_settings
+
+    data = ingested_tiny_fdg
+    same, other, none = tmp_path / "same", tmp_path / "other", tmp_path / "none"
+    _pretrained_run(data, same, stages_seed=0)  # the ceiling's own random init (init_seed=0)
+    _pretrained_run(data, other, stages_seed=5)
+    _pretrained_run(data, none, stages_seed=None)
+    sites = site_settings(data.resolve(), same.resolve())
+
+    got = ceiling_features(data, same)
+    want_keys = {f"{s.site_id}/train" for s in sites if s.role == "train"}
+    want_keys |= {f"{s.site_id}/all" for s in sites if s.role == "holdout"}
+    assert set(got) == set(CEILING_FEATURES)
+    n_regions = len(region_index(TEMPLATE_GRID_4MM)[1])
+    for feature_set, dims in (("pretrained", 120), ("random", 120), ("regional", n_regions)):
+        assert set(got[feature_set]) == want_keys  # no holdout scan and no test split fitted
+        for x, y in got[feature_set].values():
+            assert x.shape == (len(y), dims) and np.isfinite(x).all()
+    for key in want_keys:
+        np.testing.assert_array_equal(got["pretrained"][key][0], got["random"][key][0])
+    moved = ceiling_features(data, other)
+    for key in want_keys:
+        assert not np.allclose(moved["pretrained"][key][0], moved["random"][key][0])
+        np.testing.assert_array_equal(moved["random"][key][0], got["random"][key][0])
+        np.testing.assert_array_equal(moved["regional"][key][0], got["regional"][key][0])
+
+    # stage_features: each stage's output averaged over space (stage 1 checked by hand)
+    holdout = next(s for s in sites if s.role == "holdout")
+    x, _ = site_data(holdout, "fdg-ad", 0).subset("all")
+    torch.manual_seed(1)
+    model = build_model(ModelSpec(arch="cnn", task="fdg-ad")).eval()
+    with torch.no_grad():
+        first = model.backbone.encoder.stages[0](model.harmonizer(x)).mean(dim=(2, 3, 4))
+    np.testing.assert_allclose(stage_features(model, x)[:, :8], first.numpy(), rtol=1e-6)
+
+    ceiling = linear_read_out(moved)  # probe_ceiling(data, other), without a third pass
+    assert set(ceiling) == set(CEILING_FEATURES)
+    assert ceiling["pretrained"]["dims"] == 120
+    assert ceiling["regional"]["dims"] == n_regions
+    for feature_set in CEILING_FEATURES:
+        aucs = ceiling[feature_set]["holdout_auc"]
+        assert set(aucs) == {holdout.site_id}
+        y = moved[feature_set][f"{holdout.site_id}/all"][1]
+        if 0 < y.sum() < len(y):
+            assert 0.0 <= aucs[holdout.site_id] <= 1.0
+    # the figure is the holdout's exact AUC of a read-out fitted on the train splits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from benchmarks.bench_pretrain import CEILING_C
+
+    train = [v for k, v in moved["regional"].items() if k.endswith("/train")]
+    readout = make_pipeline(StandardScaler(), LogisticRegression(C=CEILING_C, max_iter=5000))
+    readout.fit(np.concatenate([a for a, _ in train]), np.concatenate([b for _, b in train]))
+    hx, hy = moved["regional"][f"{holdout.site_id}/all"]
+    assert ceiling["regional"]["holdout_auc"][holdout.site_id] == pytest.approx(
+        roc_auc_score(hy, readout.decision_function(hx)), abs=1e-12
+    )
+
+    with pytest.raises(FileNotFoundError, match="pretrained_model.npz"):
+        probe_ceiling(data, none)
+
+
+def test_results_md_shows_the_probe_ceiling_of_runs_that_pretrained(tmp_path: Path):
+    ceiling = {
+        "pretrained": {"dims": 120, "holdout_auc": {"site-e": 0.9, "site-f": 0.8}},
+        "random": {"dims": 120, "holdout_auc": {"site-e": 0.95, "site-f": None}},
+        "regional": {"dims": 52, "holdout_auc": {"site-e": 0.98, "site-f": 0.96}},
+    }
+    results = {
+        "cnn-pretrain | labels all | seed 0": {**_result(0.9), "probe_ceiling": ceiling},
+        "cnn-scratch | labels all | seed 0": _result(0.7),
+    }
+    lines = write_outputs(results, tmp_path)
+    assert (
+        "| cnn-pretrain | labels all | seed 0 | 0.850 (120) | 0.950 (120) | 0.970 (52) |" in lines
+    )
+    assert sum("seed 0 |" in ln for ln in lines) == 1  # only the run that pretrained
+    assert not any(
+        "ceiling" in ln
+        for ln in write_outputs({"cnn-scratch | labels all | seed 0": _result(0.7)}, tmp_path)
     )
