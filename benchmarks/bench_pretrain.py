@@ -351,8 +351,9 @@ def ceiling_features(
     }
     ins, arrays = _final_model(run)
     state = to_state(arrays)
-    torch.manual_seed(init_seed)
-    fresh = build_model(ModelSpec(arch="cnn", task=ins.task)).backbone.encoder.stages
+    with torch.random.fork_rng():  # seeds its own stream, not the caller's
+        torch.manual_seed(init_seed)
+        fresh = build_model(ModelSpec(arch="cnn", task=ins.task)).backbone.encoder.stages
     untrained = {
         ENCODER_PREFIX + k: v.detach().clone()
         for k, v in fresh.state_dict().items()
