@@ -96,6 +96,7 @@ class RunConfig:
     sim_role_overrides: str = _default("sim-role-overrides")
     sim_min_cell_count: int = _default("sim-min-cell-count")
     sim_default_epsilon: float = _default("sim-default-epsilon")
+    sim_default_pretrain_share: float = _default("sim-default-pretrain-share")
     sim_default_dp: str = _default("sim-default-dp")
     sim_ledger_root: str = _default("sim-ledger-root")
 

@@ -447,6 +447,15 @@ RUN_CONFIG = Schema(
                 group=_SIM,
             ),
             Setting(
+                "sim-default-pretrain-share",
+                float,
+                0.0,
+                "pretrain-share for sites whose site.toml sets none (0: the built-in 0.3)",
+                minimum=0,
+                maximum=1,
+                group=_SIM,
+            ),
+            Setting(
                 "sim-default-dp",
                 str,
                 "",

@@ -7,8 +7,8 @@ budget is the site's own, never the coordinator's. The settings are the keys of 
 (``rdp`` or ``prv``); node-config adds ``ledger-dir``.
 
 Precedence: node-config, then site.toml ``[privacy]``, then (simulation only) the runner's
-``sim-default-epsilon`` / ``sim-default-dp`` run-config keys, then the defaults
-(on, ε = 8, δ = 1e-5, clipping norm 1.0, RDP). site.toml is validated whole
+``sim-default-epsilon`` / ``sim-default-dp`` / ``sim-default-pretrain-share`` run-config
+keys, then the defaults (on, ε = 8, δ = 1e-5, clipping norm 1.0, RDP, pretraining share 0.3). site.toml is validated whole
 (:func:`fedmi.client.site.config.read_site_toml`; ``[truth]`` is cut away as text and never
 enters the process).
 
@@ -68,6 +68,9 @@ class PrivacyConfigError(SiteConfigError):
     """A privacy setting is unusable; the message names the key and the fix."""
 
 
+#: run-config keys that stand in (simulation only) for [privacy] keys a site.toml leaves out
+SIM_PRIVACY_DEFAULTS = ("sim-default-dp", "sim-default-epsilon", "sim-default-pretrain-share")
+
 #: the declared default of every [privacy] key (client/site/config.py): the one place
 _DEFAULTS: dict[str, Any] = {s.key: s.default for s in PRIVACY_SETTINGS}
 
@@ -121,13 +124,14 @@ def resolve_privacy(
     if simulated:
         sim = run_settings(
             run_config,
-            ("sim-default-dp", "sim-default-epsilon", "sim-ledger-root"),
+            SIM_PRIVACY_DEFAULTS + ("sim-ledger-root",),
             error=PrivacyConfigError,
         )
         if sim.get("sim-default-dp"):
             values["dp"] = sim["sim-default-dp"] == "on"
-        if sim.get("sim-default-epsilon"):
-            values["epsilon"] = sim["sim-default-epsilon"]
+        for key in ("epsilon", "pretrain-share"):
+            if sim.get(f"sim-default-{key}"):
+                values[key] = sim[f"sim-default-{key}"]
     values.update(load_privacy_table(site.data_dir))  # the site's own file
     values.update({k: node[k] for k in PRIVACY_KEYS if k in node})  # its SuperNode's
     kwargs: dict[str, Any] = {k.replace("-", "_"): v for k, v in values.items()}

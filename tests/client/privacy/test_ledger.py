@@ -166,3 +166,33 @@ def test_privacy_settings_come_from_the_site(tmp_path):
     for bad in ({"dp": "maybe"}, {"epsilon": -1}, {"delta": 2}):
         with pytest.raises(PrivacyConfigError):
             resolve_privacy(site, {"data-dir": "d", **bad}, {})
+
+
+def test_simulated_sites_take_the_runs_pretraining_share_unless_they_set_their_own(tmp_path):
+    """``sim-default-pretrain-share`` stands in for a simulated site's ``[privacy]
+    pretrain-share`` (0: the built-in share); the site's own value and its SuperNode's win;
+    a deployed site never reads it; a share outside [0, 1] or a text is refused, named."""
+    from fedmi.client.site.config import DEFAULT_PRETRAIN_SHARE
+    from fedmi.shared.run_settings import RUN_CONFIG
+
+    site = fake_site(tmp_path)
+    sim = {"partition-id": 0}
+    assert resolve_privacy(site, sim, {}).pretrain_share == DEFAULT_PRETRAIN_SHARE
+    run = {"sim-default-pretrain-share": 0.8}
+    assert resolve_privacy(site, sim, run).pretrain_share == 0.8
+    assert resolve_privacy(site, sim, {"sim-default-pretrain-share": 0}).pretrain_share == (
+        DEFAULT_PRETRAIN_SHARE
+    )
+    deployed = {"data-dir": str(site.data_dir)}
+    assert resolve_privacy(site, deployed, run).pretrain_share == DEFAULT_PRETRAIN_SHARE
+    assert resolve_privacy(site, {**sim, "pretrain-share": 0.5}, run).pretrain_share == 0.5
+    (site.data_dir / "site.toml").write_text(
+        '[site]\nrole = "train"\n[privacy]\npretrain-share = 0.2\n'
+    )
+    assert resolve_privacy(site, sim, run).pretrain_share == 0.2
+    for bad in (1.5, -0.1, "0.8"):
+        with pytest.raises(PrivacyConfigError, match="sim-default-pretrain-share"):
+            resolve_privacy(site, sim, {"sim-default-pretrain-share": bad})
+    # the setting's text names the built-in share it stands in for
+    doc = RUN_CONFIG.setting("sim-default-pretrain-share").doc
+    assert f"built-in {DEFAULT_PRETRAIN_SHARE}" in doc
