@@ -519,17 +519,17 @@ def _ceiling_table(results: dict[str, dict]) -> list[str]:
         "the training sites' train splits pooled; mean holdout AUC, feature dimensions in "
         "brackets):",
         "",
-        "| run | " + " | ".join(CEILING_FEATURES) + " |",
-        "|---|" + "---|" * len(CEILING_FEATURES),
+        "| variant | labels | seed | " + " | ".join(CEILING_FEATURES) + " |",
+        "|---|---|---|" + "---|" * len(CEILING_FEATURES),
     ]
     for key, ceiling in rows:
-        cells = []
+        cells = [str(part) for part in _split_key(key)]  # the key's own parts, one a column
         for feature_set in CEILING_FEATURES:
             got = ceiling.get(feature_set) or {}
             aucs = [a for a in (got.get("holdout_auc") or {}).values() if a is not None]
             mean = f"{np.mean(aucs):.3f}" if aucs else "—"
             cells.append(f"{mean} ({got.get('dims', '—')})")
-        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

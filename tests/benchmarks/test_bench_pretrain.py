@@ -563,10 +563,13 @@ def test_results_md_shows_the_probe_ceiling_of_runs_that_pretrained(tmp_path: Pa
         "cnn-scratch | labels all | seed 0": _result(0.7),
     }
     lines = write_outputs(results, tmp_path)
-    assert (
-        "| cnn-pretrain | labels all | seed 0 | 0.850 (120) | 0.950 (120) | 0.970 (52) |" in lines
-    )
-    assert sum("seed 0 |" in ln for ln in lines) == 1  # only the run that pretrained
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| variant | labels | seed |"))
+    assert lines[header] == "| variant | labels | seed | pretrained | random | regional |"
+    # one cell a column: the result key's parts are columns of their own, not one cell
+    assert lines[header + 2 :] == [
+        "| cnn-pretrain | all | 0 | 0.850 (120) | 0.950 (120) | 0.970 (52) |"
+    ]
+    assert all(ln.count("|") == 7 for ln in lines[header:])
     assert not any(
         "ceiling" in ln
         for ln in write_outputs({"cnn-scratch | labels all | seed 0": _result(0.7)}, tmp_path)
